@@ -1,0 +1,1 @@
+"""Orgs, teams, users and API tokens."""

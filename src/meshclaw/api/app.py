@@ -1,0 +1,173 @@
+"""The REST API (FastAPI). Every route but ``/health`` needs a bearer API token.
+
+Errors are RFC 9457 problem details: user mistakes get a 4xx with the reason (and, for
+specs, every field path and line); nothing half-done is left in the store.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any
+
+from fastapi import Depends, FastAPI, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from meshclaw import __version__
+from meshclaw.accounts.service import Caller
+from meshclaw.api.schemas import (
+    AgentCreate,
+    AgentOut,
+    Problem,
+    RunCreate,
+    RunOut,
+    StepOut,
+    UsageOut,
+    UsageRowOut,
+    VersionOut,
+)
+from meshclaw.errors import AuthError, MeshClawError, SpecError, UserError
+from meshclaw.metering.usage import GroupBy, usage_report
+from meshclaw.platform import Platform
+from meshclaw.spec.loader import parse_spec, validate_spec
+from meshclaw.spec.registry import AgentInfo
+from meshclaw.workers.inprocess import InProcessWorker
+
+PROBLEM = "application/problem+json"
+_bearer = HTTPBearer(auto_error=False)
+
+
+def _problem(status: int, title: str, detail: str, errors: list[dict[str, Any]] | None = None) -> JSONResponse:
+    body = Problem(title=title, status=status, detail=detail, errors=errors)
+    return JSONResponse(body.model_dump(exclude_none=True), status_code=status, media_type=PROBLEM)
+
+
+def _agent_out(agent: AgentInfo, changed: bool | None = None) -> AgentOut:
+    return AgentOut(
+        id=agent.id,
+        name=agent.name,
+        owner=agent.owner_handle,
+        team_id=agent.team_id,
+        version=agent.version,
+        created_at=agent.created_at,
+        spec=agent.spec.model_dump(mode="json"),
+        changed=changed,
+    )
+
+
+def create_app(platform: Platform, worker: InProcessWorker | None = None) -> FastAPI:
+    app = FastAPI(title="MeshClaw", version=__version__, description=__doc__)
+
+    @app.exception_handler(SpecError)
+    async def _spec_error(_: Request, exc: SpecError) -> JSONResponse:
+        issues = [{"path": i.path, "line": i.line, "message": i.message} for i in exc.issues]
+        return _problem(422, "Invalid agent spec", f"{len(issues)} problem(s) in the spec", issues)
+
+    @app.exception_handler(MeshClawError)
+    async def _meshclaw_error(_: Request, exc: MeshClawError) -> JSONResponse:
+        if isinstance(exc, UserError):
+            return _problem(exc.http_status, type(exc).__name__, str(exc))
+        return _problem(500, type(exc).__name__, str(exc))
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = [
+            {"path": ".".join(str(p) for p in e["loc"]), "message": e["msg"]} for e in exc.errors()
+        ]
+        return _problem(422, "Invalid request", "the request body or parameters are invalid", errors)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        return _problem(exc.status_code, "HTTP error", str(exc.detail))
+
+    def caller(
+        credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+    ) -> Caller:
+        if credentials is None or credentials.scheme.lower() != "bearer":
+            raise AuthError("missing bearer token (Authorization: Bearer <token>)")
+        return platform.accounts.authenticate(credentials.credentials)
+
+    Authed = Annotated[Caller, Depends(caller)]
+
+    @app.get("/health", tags=["meta"])
+    def health() -> dict[str, str]:
+        return {"status": "ok", "version": __version__}
+
+    @app.get("/v1/me", tags=["meta"])
+    def me(who: Authed) -> dict[str, Any]:
+        return {"user_id": who.user_id, "org_id": who.org_id, "handle": who.handle, "role": who.role}
+
+    @app.get("/v1/agents", tags=["agents"])
+    def list_agents(who: Authed) -> list[AgentOut]:
+        return [_agent_out(a) for a in platform.agents.list(who)]
+
+    @app.post("/v1/agents", tags=["agents"], status_code=201)
+    def create_agent(body: AgentCreate, who: Authed) -> AgentOut:
+        """Create an agent, or store a new version when the spec changed."""
+        spec = parse_spec(body.spec_yaml) if body.spec_yaml is not None else validate_spec(body.spec or {})
+        agent, changed = platform.agents.save(who, spec)
+        return _agent_out(agent, changed)
+
+    @app.get("/v1/agents/{name}", tags=["agents"])
+    def get_agent(name: str, who: Authed) -> AgentOut:
+        return _agent_out(platform.agents.get(who, name))
+
+    @app.get("/v1/agents/{name}/versions", tags=["agents"])
+    def agent_versions(name: str, who: Authed) -> list[VersionOut]:
+        return [VersionOut.model_validate(v) for v in platform.agents.versions(who, name)]
+
+    @app.get("/v1/agents/{name}/diff", tags=["agents"])
+    def agent_diff(
+        name: str, who: Authed, old: Annotated[int, Query(ge=1)], new: Annotated[int, Query(ge=1)]
+    ) -> dict[str, Any]:
+        return {"old": old, "new": new, "diff": platform.agents.diff(who, name, old, new)}
+
+    @app.post("/v1/runs", tags=["runs"], status_code=202)
+    def start_run(body: RunCreate, who: Authed) -> RunOut:
+        """Queue a run; the worker starts it at once. Poll ``GET /v1/runs/{id}``."""
+        info = platform.runs.create(who, body.agent, body.input, trigger=body.trigger)
+        if worker is not None:
+            worker.wake()
+        return RunOut.model_validate(info)
+
+    @app.get("/v1/runs", tags=["runs"])
+    def list_runs(
+        who: Authed,
+        agent: str | None = None,
+        status: str | None = None,
+        limit: Annotated[int, Query(ge=1, le=500)] = 50,
+        offset: Annotated[int, Query(ge=0)] = 0,
+    ) -> list[RunOut]:
+        runs = platform.runs.list(who, agent=agent, status=status, limit=limit, offset=offset)
+        return [RunOut.model_validate(r) for r in runs]
+
+    @app.get("/v1/runs/{run_id}", tags=["runs"])
+    def get_run(run_id: str, who: Authed) -> RunOut:
+        out = RunOut.model_validate(platform.runs.get(who, run_id))
+        out.steps = [StepOut.model_validate(s) for s in platform.runs.steps(who, run_id)]
+        return out
+
+    @app.get("/v1/runs/{run_id}/steps", tags=["runs"])
+    def run_steps(
+        run_id: str, who: Authed, after: Annotated[int, Query(ge=0)] = 0
+    ) -> list[StepOut]:
+        return [StepOut.model_validate(s) for s in platform.runs.steps(who, run_id, after)]
+
+    @app.post("/v1/runs/{run_id}/cancel", tags=["runs"])
+    def cancel_run(run_id: str, who: Authed) -> RunOut:
+        return RunOut.model_validate(platform.runs.cancel(who, run_id))
+
+    @app.get("/v1/usage", tags=["usage"])
+    def usage(
+        who: Authed,
+        group_by: GroupBy = "user",
+        since: datetime | None = None,
+        until: datetime | None = None,
+    ) -> UsageOut:
+        """Tokens and cost. Tokens are a cost, never a measure of achievement."""
+        rows = usage_report(platform.db, who, group_by=group_by, since=since, until=until)
+        return UsageOut(group_by=group_by, rows=[UsageRowOut.model_validate(r) for r in rows])
+
+    return app

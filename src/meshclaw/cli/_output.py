@@ -1,0 +1,42 @@
+"""Printing for the CLI: JSON for scripts, Rich for people; errors to stderr."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from datetime import datetime
+from decimal import Decimal
+from enum import Enum
+from typing import Any
+
+from pydantic import BaseModel
+from rich.console import Console
+
+console = Console()
+errors = Console(stderr=True)
+
+
+def _default(value: Any) -> Any:
+    if isinstance(value, Decimal):
+        return format(value.normalize(), "f")
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, Enum):
+        return value.value
+    if isinstance(value, BaseModel):
+        return value.model_dump(mode="json")
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: getattr(value, f.name) for f in dataclasses.fields(value)}
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+
+
+def to_jsonable(value: Any) -> Any:
+    return json.loads(json.dumps(value, default=_default))
+
+
+def print_json(value: Any) -> None:
+    print(json.dumps(value, default=_default, indent=2, ensure_ascii=False))
+
+
+def money(value: Decimal) -> str:
+    return f"${value:.6f}"

@@ -1,0 +1,78 @@
+"""Host-local administration: database, demo data, tokens, the scripted model server."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from meshclaw.cli._app import JsonOption, app, handle_errors, open_platform
+from meshclaw.cli._output import console, print_json
+from meshclaw.config import Settings
+from meshclaw.errors import NotFoundError
+from meshclaw.store.db import migrate
+
+db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
+demo_app = typer.Typer(help="Demo org.", no_args_is_help=True)
+token_app = typer.Typer(help="API tokens (run on the server host).", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+app.add_typer(demo_app, name="demo")
+app.add_typer(token_app, name="token")
+
+
+@db_app.command("upgrade")
+@handle_errors
+def db_upgrade() -> None:
+    """Apply Alembic migrations to the configured database."""
+    url = Settings().resolved_database_url()
+    migrate(url)
+    console.print("database is at the latest schema")
+
+
+@demo_app.command("seed")
+@handle_errors
+def demo_seed(json_output: bool = JsonOption) -> None:
+    """Create the demo org (teams, users, agents) if the store is empty."""
+    from meshclaw.demo import seed_demo
+
+    platform = open_platform()
+    try:
+        created = seed_demo(platform)
+    finally:
+        platform.close()
+    if json_output:
+        print_json({"created": created})
+    else:
+        console.print("demo org created" if created else "store not empty: demo seed skipped")
+
+
+@token_app.command("create")
+@handle_errors
+def token_create(
+    user: str = typer.Option(..., help="User handle."),
+    org: str = typer.Option(..., help="Org name."),
+    name: str = typer.Option("cli", help="A label for the token."),
+) -> None:
+    """Issue an API token for a user; the secret is printed once and never stored."""
+    platform = open_platform()
+    try:
+        found = platform.accounts.org_by_name(org)
+        if found is None:
+            raise NotFoundError(f"no org {org!r}")
+        person = platform.accounts.user_by_handle(found.id, user)
+        print(platform.accounts.issue_token(person.id, name))
+    finally:
+        platform.close()
+
+
+@app.command("model-server")
+@handle_errors
+def model_server(
+    script: Path = typer.Option(..., "--script", help="Scripted turns (YAML or JSON)."),
+    host: str = typer.Option("127.0.0.1"),
+    port: int = typer.Option(8001),
+) -> None:
+    """Serve an OpenAI-compatible API that replays scripted turns (tests and demos)."""
+    from meshclaw.providers.scripted.server import serve
+
+    serve(str(script), host, port)

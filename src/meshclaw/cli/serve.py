@@ -1,0 +1,60 @@
+"""``meshclaw serve``: API, worker and (for the demo) the scripted model in one process."""
+
+from __future__ import annotations
+
+import socket
+import sys
+
+import typer
+import uvicorn
+
+from meshclaw.cli._app import app, handle_errors
+from meshclaw.cli._output import console
+from meshclaw.config import Settings
+
+
+@app.command("serve")
+@handle_errors
+def serve(
+    host: str | None = typer.Option(None, help="Bind address (default from settings)."),
+    port: int | None = typer.Option(None, help="Port; 0 picks a free one."),
+    demo: bool = typer.Option(False, "--demo", help="Seed the demo org if the store is empty."),
+) -> None:
+    """Start the platform: migrations, API, run worker, embedded model server."""
+    from meshclaw.api.app import create_app
+    from meshclaw.demo import seed_demo
+    from meshclaw.platform import Platform
+    from meshclaw.workers.inprocess import InProcessWorker
+
+    settings = Settings()
+    bind_host = host or settings.host
+    bind_port = settings.port if port is None else port
+    platform = Platform(settings)
+    if demo and seed_demo(platform):
+        console.print("seeded the demo org 'acme' (users alice, bob, carol, dave, erin)")
+    model_url = platform.start_embedded_model_server()
+    worker = InProcessWorker(platform, concurrency=settings.workers)
+    worker.start()
+    # Bind first so port 0 works and the real address can be printed before serving.
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((bind_host, bind_port))
+    address = f"http://{bind_host}:{sock.getsockname()[1]}"
+    try:
+        server = uvicorn.Server(
+            uvicorn.Config(create_app(platform, worker), log_level="warning", access_log=False)
+        )
+        console.print(f"MeshClaw listening on {address}", highlight=False)
+        console.print(f"  API docs:     {address}/docs", highlight=False)
+        if model_url:
+            console.print(f"  model server: {model_url} (scripted demo model)", highlight=False)
+        console.print(
+            "  try:          .venv/bin/meshclaw run daily-notes --input 'note the time' --follow",
+            highlight=False,
+        )
+        sys.stdout.flush()
+        server.run(sockets=[sock])
+    finally:
+        worker.stop()
+        platform.close()
+        sock.close()

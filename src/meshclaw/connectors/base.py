@@ -1,0 +1,54 @@
+"""The connector seam: every tool an agent can call sits behind this Protocol.
+
+Built-in tools (``clock``, ``notes``) implement it directly; MCP connectors (the
+connectors issue) implement it over the ``mcp`` client. Only the gateway calls ``call_tool``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol
+
+Action = Literal["read", "write"]
+
+
+@dataclass(frozen=True, kw_only=True)
+class ToolDefinition:
+    name: str
+    """Bare tool name; the gateway namespaces it as ``connector.name``."""
+    description: str
+    input_schema: dict[str, Any] = field(default_factory=lambda: {"type": "object"})
+    action: Action = "read"
+    """``write`` tools change something outside MeshClaw and need a write grant."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class ToolContext:
+    """Who is calling, for attribution and delegated credentials."""
+
+    org_id: str
+    user_id: str
+    agent_id: str
+    run_id: str
+    step_id: str
+    idempotency_key: str
+    """Stable per run step: a re-executed step must not repeat its side effect."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class ToolResult:
+    content: str
+    """Text handed back to the model."""
+    is_error: bool = False
+    data: dict[str, Any] | None = None
+    """Structured result kept in the run trace (e.g. the id of what was written)."""
+
+
+class Connector(Protocol):
+    name: str
+
+    async def list_tools(self) -> list[ToolDefinition]: ...
+
+    async def call_tool(self, tool: str, arguments: dict[str, Any], ctx: ToolContext) -> ToolResult:
+        """Run ``tool``; raise on failure (the gateway turns it into a ToolError)."""
+        ...

@@ -1,0 +1,94 @@
+"""The price table: USD per million tokens, per provider/model/token type, in ``Decimal``.
+
+Costs are stored as integer nano-dollars (see ``store.models``), rounded half-even once
+per call: at most half a nano-dollar of rounding per call, and exact sums in SQL.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from decimal import ROUND_HALF_EVEN, Decimal
+from importlib import resources
+from io import StringIO
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from ruamel.yaml import YAML
+from ruamel.yaml.error import YAMLError
+
+from meshclaw.errors import ConfigError
+from meshclaw.providers.base import Usage
+
+MILLION = Decimal(1_000_000)
+NANO = Decimal("1e-9")
+
+
+class ModelPrice(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    provider: str
+    model: str
+    input: Decimal = Field(ge=0)
+    output: Decimal = Field(ge=0)
+    cached_input: Decimal | None = Field(default=None, ge=0)
+    """Defaults to ``input`` when the vendor gives no cache discount."""
+    cache_write: Decimal | None = Field(default=None, ge=0)
+    """Defaults to ``input``."""
+
+
+class PriceTable(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    version: str
+    prices: list[ModelPrice]
+
+    def lookup(self, provider: str, model: str) -> ModelPrice | None:
+        candidates = [p for p in self.prices if p.provider == provider]
+        exact = next((p for p in candidates if p.model == model), None)
+        return exact or next((p for p in candidates if fnmatch.fnmatchcase(model, p.model)), None)
+
+    def cost_usd(self, provider: str, model: str, usage: Usage) -> Decimal | None:
+        """Exact cost of one call, or None when the model has no price."""
+        price = self.lookup(provider, model)
+        if price is None:
+            return None
+        cached = min(usage.cached_tokens, usage.input_tokens)
+        fresh = usage.input_tokens - cached
+        total = (
+            fresh * price.input
+            + cached * (price.cached_input if price.cached_input is not None else price.input)
+            + usage.cache_write_tokens
+            * (price.cache_write if price.cache_write is not None else price.input)
+            + usage.output_tokens * price.output
+        )
+        return total / MILLION
+
+
+def to_nano(usd: Decimal) -> int:
+    return int((usd / NANO).quantize(Decimal(1), rounding=ROUND_HALF_EVEN))
+
+
+def from_nano(nano: int) -> Decimal:
+    return Decimal(nano) * NANO
+
+
+def load_price_table(path: Path | None = None) -> PriceTable:
+    """Load a price table file, or the one shipped with MeshClaw."""
+    if path is None:
+        text = resources.files("meshclaw.data").joinpath("prices.yaml").read_text("utf-8")
+        source = "built-in prices.yaml"
+    else:
+        try:
+            text = path.read_text("utf-8")
+        except OSError as exc:
+            raise ConfigError(f"price table {path}: {exc.strerror}") from None
+        source = str(path)
+    try:
+        data = YAML(typ="safe", pure=True).load(StringIO(text))
+        return PriceTable.model_validate(data)
+    except YAMLError as exc:
+        raise ConfigError(f"price table {source}: invalid YAML: {exc}") from None
+    except ValidationError as exc:
+        first = exc.errors(include_url=False)[0]
+        where = ".".join(str(p) for p in first["loc"])
+        raise ConfigError(f"price table {source}: {where}: {first['msg']}") from None

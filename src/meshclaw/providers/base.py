@@ -1,0 +1,108 @@
+"""The provider seam: one typed Protocol for every model vendor.
+
+The *message model* here is MeshClaw's own; each provider translates it to its wire
+format. Tool names are MeshClaw's ``connector.tool`` everywhere above this layer.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol
+
+Role = Literal["system", "user", "assistant", "tool"]
+
+
+@dataclass(frozen=True, kw_only=True)
+class ToolSpec:
+    """A tool as offered to the model."""
+
+    name: str
+    """``connector.tool``."""
+    description: str
+    parameters: dict[str, Any]
+    """JSON Schema of the arguments."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class ToolCall:
+    id: str
+    name: str
+    arguments: dict[str, Any]
+    raw_arguments: str = ""
+    """The arguments exactly as the model sent them (kept when they are not valid JSON)."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class Message:
+    role: Role
+    content: str | None = None
+    tool_calls: tuple[ToolCall, ...] = ()
+    tool_call_id: str | None = None
+    """For ``tool`` messages: which call this answers."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class Usage:
+    """Token counts as the provider reported them."""
+
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cached_tokens: int = 0
+    """Input tokens served from the provider's prompt cache (included in input_tokens)."""
+    cache_write_tokens: int = 0
+    reasoning_tokens: int = 0
+    """Hidden reasoning tokens (included in output_tokens)."""
+    estimated: bool = False
+    """True when the provider sent no usage and MeshClaw had to estimate."""
+
+    def __add__(self, other: Usage) -> Usage:
+        return Usage(
+            input_tokens=self.input_tokens + other.input_tokens,
+            output_tokens=self.output_tokens + other.output_tokens,
+            cached_tokens=self.cached_tokens + other.cached_tokens,
+            cache_write_tokens=self.cache_write_tokens + other.cache_write_tokens,
+            reasoning_tokens=self.reasoning_tokens + other.reasoning_tokens,
+            estimated=self.estimated or other.estimated,
+        )
+
+    @property
+    def total_tokens(self) -> int:
+        return self.input_tokens + self.output_tokens
+
+
+@dataclass(frozen=True, kw_only=True)
+class ModelRequest:
+    model: str
+    messages: tuple[Message, ...]
+    tools: tuple[ToolSpec, ...] = ()
+    parameters: dict[str, Any] = field(default_factory=dict)
+    """Vendor parameters from the spec (temperature, max_tokens, stream, ...)."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class ModelResponse:
+    content: str | None
+    tool_calls: tuple[ToolCall, ...]
+    usage: Usage
+    finish_reason: str | None = None
+    model: str | None = None
+    response_id: str | None = None
+
+    def as_message(self) -> Message:
+        return Message(role="assistant", content=self.content, tool_calls=self.tool_calls)
+
+
+DeltaCallback = Callable[[str], Awaitable[None]]
+
+
+class ModelProvider(Protocol):
+    """A model vendor. Only ``meshclaw.runtime.gateway`` may call ``complete``."""
+
+    name: str
+
+    async def complete(self, request: ModelRequest) -> ModelResponse:
+        """One chat completion. Raise ``ProviderError`` (retryable or not) on failure."""
+        ...
+
+    async def aclose(self) -> None: ...

@@ -1,0 +1,143 @@
+"""Executes one claimed run: builds its context, runs the loop, records how it ended.
+
+Cancellation is cooperative across processes: ``RunService.cancel`` sets a flag in the
+store, and a watcher here polls it and cancels the loop task, which interrupts any
+model or tool call in flight. The wall-clock limit comes from ``spec.budget``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+
+from sqlalchemy import func, select
+
+from meshclaw.audit.sink import AuditRecord, AuditSink
+from meshclaw.clock import utcnow
+from meshclaw.errors import MeshClawError, NotFoundError
+from meshclaw.metering.budget import RunTotals
+from meshclaw.runtime.context import RunContext
+from meshclaw.runtime.gateway import Gateway
+from meshclaw.runtime.runner import LoopResult, MaxStepsReached, run_agent_loop
+from meshclaw.runtime.service import version_yaml
+from meshclaw.spec.loader import parse_spec
+from meshclaw.store.db import Database
+from meshclaw.store.models import Run, RunStep, UsageRecord
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, kw_only=True)
+class RunEnd:
+    status: str
+    output: str | None = None
+    error: str | None = None
+
+
+class RunExecutor:
+    def __init__(
+        self, *, db: Database, gateway: Gateway, audit: AuditSink, cancel_poll_seconds: float = 0.2
+    ) -> None:
+        self._db = db
+        self._gateway = gateway
+        self._audit = audit
+        self._cancel_poll = cancel_poll_seconds
+
+    async def execute(self, run_id: str) -> RunEnd:
+        """Run a claimed (``running``) run to its end and persist how it ended."""
+        ctx = self._context(run_id)
+        loop_task = asyncio.create_task(run_agent_loop(self._gateway, ctx, self._input(run_id)))
+        watch_task = asyncio.create_task(self._watch_cancel(run_id))
+        try:
+            done, _ = await asyncio.wait(
+                {loop_task, watch_task},
+                timeout=ctx.spec.budget.timeout_seconds,
+                return_when=asyncio.FIRST_COMPLETED,
+            )
+            if loop_task in done:
+                end = self._ending(loop_task)
+            else:
+                loop_task.cancel()
+                await asyncio.gather(loop_task, return_exceptions=True)
+                if watch_task in done:
+                    end = RunEnd(status="cancelled", error="cancelled on request")
+                else:
+                    limit = ctx.spec.budget.timeout_seconds
+                    end = RunEnd(status="failed", error=f"timed out after {limit:g} s")
+        except asyncio.CancelledError:
+            # The worker itself is shutting down: leave a truthful record, then propagate.
+            loop_task.cancel()
+            await asyncio.gather(loop_task, return_exceptions=True)
+            self._finish(ctx, RunEnd(status="cancelled", error="worker shut down"))
+            raise
+        finally:
+            watch_task.cancel()
+        self._finish(ctx, end)
+        return end
+
+    @staticmethod
+    def _ending(task: asyncio.Task[LoopResult]) -> RunEnd:
+        exc = task.exception()
+        if exc is None:
+            return RunEnd(status="succeeded", output=task.result().output)
+        if isinstance(exc, MeshClawError | MaxStepsReached):
+            return RunEnd(status="failed", error=f"{type(exc).__name__}: {exc}")
+        log.error("run failed with an internal error", exc_info=exc)
+        return RunEnd(status="failed", error=f"internal error: {type(exc).__name__}: {exc}")
+
+    async def _watch_cancel(self, run_id: str) -> None:
+        while True:
+            await asyncio.sleep(self._cancel_poll)
+            with self._db.session() as session:
+                if session.scalar(select(Run.cancel_requested).where(Run.id == run_id)):
+                    return
+
+    def _context(self, run_id: str) -> RunContext:
+        with self._db.session() as session:
+            run = session.get(Run, run_id)
+            if run is None:
+                raise NotFoundError(f"no run {run_id!r}")
+            spec = parse_spec(version_yaml(session, run.agent_version_id))
+            # A resumed run continues numbering and spending where it stopped.
+            last_seq = session.scalar(select(func.max(RunStep.seq)).where(RunStep.run_id == run_id))
+            spent = session.execute(
+                select(
+                    func.coalesce(func.sum(UsageRecord.input_tokens + UsageRecord.output_tokens), 0),
+                    func.coalesce(func.sum(UsageRecord.cost_nano_usd), 0),
+                ).where(UsageRecord.run_id == run_id)
+            ).one()
+            return RunContext(
+                run_id=run.id,
+                org_id=run.org_id,
+                team_id=run.team_id,
+                user_id=run.user_id,
+                agent_id=run.agent_id,
+                agent_version=run.agent_version,
+                trigger=run.trigger,
+                spec=spec,
+                totals=RunTotals(tokens=int(spent[0]), cost_nano_usd=int(spent[1])),
+                next_step=(last_seq or 0) + 1,
+            )
+
+    def _input(self, run_id: str) -> str:
+        with self._db.session() as session:
+            return session.scalar(select(Run.input).where(Run.id == run_id)) or ""
+
+    def _finish(self, ctx: RunContext, end: RunEnd) -> None:
+        with self._db.session() as session:
+            run = session.get(Run, ctx.run_id)
+            assert run is not None
+            run.status, run.output, run.error, run.ended_at = end.status, end.output, end.error, utcnow()
+            self._audit.append(
+                session,
+                AuditRecord(
+                    action="run.finish",
+                    resource=f"run:{ctx.run_id}",
+                    outcome=end.status,
+                    org_id=ctx.org_id,
+                    actor_user_id=ctx.user_id,
+                    actor_agent_id=ctx.agent_id,
+                    details={"error": end.error} if end.error else {},
+                ),
+            )

@@ -1,0 +1,410 @@
+"""The choke point. Every model call and every tool call of every run passes here.
+
+Order for each call: authorise -> check budget -> persist the step as started ->
+call (with retries for models) -> meter (usage, cost) -> persist the step's end and
+the audit record in the same transaction. Nothing else in MeshClaw calls
+``ModelProvider.complete`` or ``Connector.call_tool`` (a test walks the source to
+prove it), so there is no side door around policy, budget, metering or audit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import update
+
+from meshclaw.audit.sink import AuditRecord, AuditSink
+from meshclaw.clock import utcnow
+from meshclaw.connectors.base import ToolContext, ToolResult
+from meshclaw.connectors.registry import ConnectorRegistry
+from meshclaw.errors import BudgetExceeded, PolicyDenied, ProviderError, ProviderUnavailable
+from meshclaw.ids import new_id
+from meshclaw.metering.budget import BudgetGuard, CallKind
+from meshclaw.metering.prices import PriceTable, to_nano
+from meshclaw.policy.authorizer import Authorizer, AuthzRequest, Decision, Principal
+from meshclaw.providers.base import ModelRequest, ModelResponse, ToolCall, ToolSpec
+from meshclaw.providers.registry import ProviderRegistry
+from meshclaw.runtime.context import RunContext
+from meshclaw.runtime.trace import request_summary, response_summary
+from meshclaw.store.db import Database
+from meshclaw.store.models import Run, RunStep, UsageRecord
+
+Sleep = Callable[[float], Awaitable[None]]
+
+
+@dataclass(frozen=True, kw_only=True)
+class RetryPolicy:
+    """Backoff for retryable provider errors (429, 5xx, connection failures)."""
+
+    max_attempts: int = 5
+    base_delay: float = 0.5
+    max_delay: float = 20.0
+
+    def delay(self, attempt: int) -> float:
+        # Full jitter keeps many runs that hit one rate limit from retrying in step.
+        return random.uniform(0, min(self.max_delay, self.base_delay * 2**attempt))
+
+
+class Gateway:
+    """Authorise, budget, call, meter and audit: the one path to models and tools."""
+
+    def __init__(
+        self,
+        *,
+        db: Database,
+        providers: ProviderRegistry,
+        connectors: ConnectorRegistry,
+        authorizer: Authorizer,
+        budget: BudgetGuard,
+        prices: PriceTable,
+        audit: AuditSink,
+        retry: RetryPolicy | None = None,
+        sleep: Sleep = asyncio.sleep,
+        tool_timeout_seconds: float = 120.0,
+    ) -> None:
+        self._db = db
+        self._providers = providers
+        self._connectors = connectors
+        self._authorizer = authorizer
+        self._budget = budget
+        self._prices = prices
+        self._audit = audit
+        self._retry = retry or RetryPolicy()
+        self._sleep = sleep
+        self._tool_timeout = tool_timeout_seconds
+
+    async def aclose(self) -> None:
+        await self._providers.aclose()
+
+    # -- tools offered to the model ---------------------------------------------------
+
+    async def offered_tools(self, ctx: RunContext) -> tuple[ToolSpec, ...]:
+        """The spec's granted tools that exist and that the authoriser permits.
+
+        A tool without a permit is never shown to the model, so it cannot be asked for.
+        """
+        offered: list[ToolSpec] = []
+        for grant in ctx.spec.tools:
+            connector_name, tool_name = grant.name.split(".", 1)
+            definitions = await self._connectors.tools(connector_name)
+            for name, definition in sorted(definitions.items()):
+                if tool_name not in ("*", name):
+                    continue
+                qualified = f"{connector_name}.{name}"
+                decision = self._authorize(ctx, f"tool.{definition.action}", f"tool:{qualified}")
+                if decision.allowed and qualified not in ctx.tool_definitions:
+                    ctx.tool_definitions[qualified] = definition
+                    offered.append(
+                        ToolSpec(
+                            name=qualified,
+                            description=definition.description,
+                            parameters=definition.input_schema,
+                        )
+                    )
+        return tuple(offered)
+
+    # -- model calls --------------------------------------------------------------------
+
+    async def call_model(self, ctx: RunContext, request: ModelRequest) -> ModelResponse:
+        provider_name = ctx.spec.model.provider
+        resource = f"model:{provider_name}/{request.model}"
+        seq = ctx.take_step_number()
+        decision = self._authorize(ctx, "model.invoke", resource)
+        if not decision.allowed:
+            self._refuse(ctx, seq, "model", request.model, "model.invoke", resource, decision)
+            raise PolicyDenied(f"model call denied: {decision.reason}")
+        self._check_budget(ctx, seq, "model", request.model, resource, decision)
+        provider = self._providers.get(provider_name)
+        step_id = self._start_step(ctx, seq, "model", request.model, request_summary(request))
+        attempts: list[dict[str, Any]] = []
+        started = time.perf_counter()
+        try:
+            response = await self._complete_with_retries(provider.complete, request, attempts)
+        except asyncio.CancelledError:
+            self._end_step(ctx, step_id, "cancelled", {"attempts": attempts}, None, decision)
+            raise
+        except ProviderError as exc:
+            self._end_step(ctx, step_id, "error", {"attempts": attempts}, str(exc), decision)
+            self._audit_only(ctx, "model.invoke", resource, "error", {"error": str(exc)})
+            raise
+        latency_ms = int((time.perf_counter() - started) * 1000)
+        cost = self._prices.cost_usd(provider_name, request.model, response.usage)
+        cost_nano = to_nano(cost) if cost is not None else 0
+        ctx.totals.tokens += response.usage.total_tokens
+        ctx.totals.cost_nano_usd += cost_nano
+        ctx.totals.model_calls += 1
+        summary = response_summary(response) | {"attempts": attempts, "latency_ms": latency_ms}
+        with self._db.session() as session:
+            self._finish_step(session, step_id, "ok", summary, None, decision, cost_nano)
+            session.add(
+                UsageRecord(
+                    id=new_id("use"),
+                    kind="model",
+                    **self._attribution(ctx),
+                    step_id=step_id,
+                    provider=provider_name,
+                    model=request.model,
+                    input_tokens=response.usage.input_tokens,
+                    output_tokens=response.usage.output_tokens,
+                    cached_tokens=response.usage.cached_tokens,
+                    cache_write_tokens=response.usage.cache_write_tokens,
+                    reasoning_tokens=response.usage.reasoning_tokens,
+                    estimated=response.usage.estimated,
+                    latency_ms=latency_ms,
+                    cost_nano_usd=cost_nano,
+                    price_version=self._prices.version if cost is not None else None,
+                )
+            )
+            self._bump_step_count(session, ctx)
+            self._audit.append(
+                session,
+                self._record(
+                    ctx,
+                    "model.invoke",
+                    resource,
+                    "ok",
+                    {
+                        "step": seq,
+                        "decision": str(decision),
+                        "input_tokens": response.usage.input_tokens,
+                        "output_tokens": response.usage.output_tokens,
+                        "cost_nano_usd": cost_nano,
+                    },
+                ),
+            )
+        return response
+
+    async def _complete_with_retries(
+        self,
+        complete: Callable[[ModelRequest], Awaitable[ModelResponse]],
+        request: ModelRequest,
+        attempts: list[dict[str, Any]],
+    ) -> ModelResponse:
+        for attempt in range(self._retry.max_attempts):
+            try:
+                return await complete(request)
+            except ProviderError as exc:
+                attempts.append({"attempt": attempt + 1, "status": exc.status, "error": str(exc)})
+                if not exc.retryable or attempt + 1 >= self._retry.max_attempts:
+                    if exc.retryable:
+                        raise ProviderUnavailable(
+                            f"{exc} (gave up after {attempt + 1} attempts)", status=exc.status
+                        ) from None
+                    raise
+                await self._sleep(self._retry.delay(attempt))
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    # -- tool calls ---------------------------------------------------------------------
+
+    async def call_tool(self, ctx: RunContext, call: ToolCall) -> ToolResult:
+        """Run one tool call. Failures come back as an error result for the model."""
+        seq = ctx.take_step_number()
+        definition = ctx.tool_definitions.get(call.name)
+        if definition is None:
+            decision = Decision(allowed=False, reason=f"tool {call.name} was not offered")
+            self._refuse(ctx, seq, "tool", call.name, "tool.call", f"tool:{call.name}", decision)
+            return ToolResult(content=f"error: no tool named {call.name}", is_error=True)
+        action = f"tool.{definition.action}"
+        resource = f"tool:{call.name}"
+        decision = self._authorize(ctx, action, resource, {"arguments": call.arguments})
+        if not decision.allowed:
+            self._refuse(ctx, seq, "tool", call.name, action, resource, decision)
+            return ToolResult(content=f"denied: {decision.reason}", is_error=True)
+        self._check_budget(ctx, seq, "tool", call.name, resource, decision)
+        connector_name, tool_name = call.name.split(".", 1)
+        connector = self._connectors.get(connector_name)
+        assert connector is not None  # offered tools come from registered connectors
+        request = {"tool_call_id": call.id, "arguments": call.arguments}
+        step_id = self._start_step(ctx, seq, "tool", call.name, request)
+        tool_ctx = ToolContext(
+            org_id=ctx.org_id,
+            user_id=ctx.user_id,
+            agent_id=ctx.agent_id,
+            run_id=ctx.run_id,
+            step_id=step_id,
+            idempotency_key=ctx.idempotency_key(seq),
+        )
+        started = time.perf_counter()
+        try:
+            async with asyncio.timeout(self._tool_timeout):
+                result = await connector.call_tool(tool_name, call.arguments, tool_ctx)
+        except asyncio.CancelledError:
+            self._end_step(ctx, step_id, "cancelled", None, None, decision)
+            raise
+        except TimeoutError:
+            result = ToolResult(content=f"error: {call.name} timed out", is_error=True)
+        except Exception as exc:  # a tool bug must not kill the run; the model sees it
+            result = ToolResult(content=f"error: {exc}", is_error=True)
+        latency_ms = int((time.perf_counter() - started) * 1000)
+        status = "error" if result.is_error else "ok"
+        ctx.totals.tool_calls += 1
+        response = {"content": result.content, "data": result.data, "latency_ms": latency_ms}
+        with self._db.session() as session:
+            error = result.content if result.is_error else None
+            self._finish_step(session, step_id, status, response, error, decision, 0)
+            session.add(
+                UsageRecord(
+                    id=new_id("use"),
+                    kind="tool",
+                    **self._attribution(ctx),
+                    step_id=step_id,
+                    tool=call.name,
+                    status=status,
+                    latency_ms=latency_ms,
+                )
+            )
+            self._bump_step_count(session, ctx)
+            self._audit.append(
+                session,
+                self._record(
+                    ctx, action, resource, status, {"step": seq, "decision": str(decision)}
+                ),
+            )
+        return result
+
+    # -- helpers ------------------------------------------------------------------------
+
+    def _authorize(
+        self, ctx: RunContext, action: str, resource: str, extra: dict[str, Any] | None = None
+    ) -> Decision:
+        context = {"run_id": ctx.run_id, "trigger": ctx.trigger} | (extra or {})
+        return self._authorizer.authorize(
+            AuthzRequest(
+                principal=Principal(org_id=ctx.org_id, user_id=ctx.user_id, agent_id=ctx.agent_id),
+                action=action,  # type: ignore[arg-type]
+                resource=resource,
+                spec=ctx.spec,
+                context=context,
+            )
+        )
+
+    def _check_budget(
+        self, ctx: RunContext, seq: int, kind: CallKind, name: str, resource: str, decision: Decision
+    ) -> None:
+        try:
+            self._budget.check(kind=kind, spec=ctx.spec, totals=ctx.totals)
+        except BudgetExceeded as exc:
+            refusal = Decision(allowed=False, reason=f"budget: {exc}")
+            self._refuse(ctx, seq, kind, name, f"{kind}.budget", resource, refusal)
+            raise
+
+    def _refuse(
+        self,
+        ctx: RunContext,
+        seq: int,
+        kind: str,
+        name: str,
+        action: str,
+        resource: str,
+        decision: Decision,
+    ) -> None:
+        """A refused call still leaves a step and an audit record: refusals are evidence."""
+        with self._db.session() as session:
+            session.add(
+                RunStep(
+                    id=new_id("stp"),
+                    run_id=ctx.run_id,
+                    seq=seq,
+                    kind=kind,
+                    name=name,
+                    status="denied",
+                    decision=str(decision)[:200],
+                    error=decision.reason,
+                    ended_at=utcnow(),
+                )
+            )
+            self._bump_step_count(session, ctx)
+            self._audit.append(
+                session,
+                self._record(ctx, action, resource, "denied", {"step": seq, "reason": decision.reason}),
+            )
+
+    def _start_step(
+        self, ctx: RunContext, seq: int, kind: str, name: str, request: dict[str, Any]
+    ) -> str:
+        step_id = new_id("stp")
+        with self._db.session() as session:
+            session.add(
+                RunStep(id=step_id, run_id=ctx.run_id, seq=seq, kind=kind, name=name, request=request)
+            )
+        return step_id
+
+    def _end_step(
+        self,
+        ctx: RunContext,
+        step_id: str,
+        status: str,
+        response: dict[str, Any] | None,
+        error: str | None,
+        decision: Decision,
+    ) -> None:
+        with self._db.session() as session:
+            self._finish_step(session, step_id, status, response, error, decision, 0)
+            self._bump_step_count(session, ctx)
+
+    @staticmethod
+    def _finish_step(
+        session: Any,
+        step_id: str,
+        status: str,
+        response: dict[str, Any] | None,
+        error: str | None,
+        decision: Decision,
+        cost_nano: int,
+    ) -> None:
+        session.execute(
+            update(RunStep)
+            .where(RunStep.id == step_id)
+            .values(
+                status=status,
+                response=response,
+                error=error,
+                decision=str(decision)[:200],
+                cost_nano_usd=cost_nano,
+                ended_at=utcnow(),
+            )
+        )
+
+    @staticmethod
+    def _bump_step_count(session: Any, ctx: RunContext) -> None:
+        session.execute(
+            update(Run).where(Run.id == ctx.run_id).values(step_count=Run.step_count + 1)
+        )
+
+    @staticmethod
+    def _attribution(ctx: RunContext) -> dict[str, Any]:
+        return {
+            "org_id": ctx.org_id,
+            "team_id": ctx.team_id,
+            "user_id": ctx.user_id,
+            "agent_id": ctx.agent_id,
+            "agent_version": ctx.agent_version,
+            "run_id": ctx.run_id,
+            "trigger": ctx.trigger,
+        }
+
+    def _record(
+        self, ctx: RunContext, action: str, resource: str, outcome: str, details: dict[str, Any]
+    ) -> AuditRecord:
+        return AuditRecord(
+            action=action,
+            resource=resource,
+            outcome=outcome,
+            org_id=ctx.org_id,
+            actor_user_id=ctx.user_id,
+            actor_agent_id=ctx.agent_id,
+            details={"run_id": ctx.run_id} | details,
+        )
+
+    def _audit_only(
+        self, ctx: RunContext, action: str, resource: str, outcome: str, details: dict[str, Any]
+    ) -> None:
+        with self._db.session() as session:
+            self._audit.append(session, self._record(ctx, action, resource, outcome, details))
+
+

@@ -1,0 +1,47 @@
+"""The agent loop: model -> tool calls (in parallel) -> results -> model, until done.
+
+The runner only talks to the gateway; it owns the conversation and the loop's limits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+
+from meshclaw.providers.base import Message, ModelRequest
+from meshclaw.runtime.context import RunContext
+from meshclaw.runtime.gateway import Gateway
+
+
+@dataclass(frozen=True, kw_only=True)
+class LoopResult:
+    output: str | None
+    steps: int
+
+
+class MaxStepsReached(Exception):
+    """The model kept calling tools until the spec's max_steps ran out."""
+
+
+async def run_agent_loop(gateway: Gateway, ctx: RunContext, user_input: str) -> LoopResult:
+    spec = ctx.spec
+    tools = await gateway.offered_tools(ctx)
+    messages: list[Message] = [Message(role="system", content=spec.instructions)]
+    messages.append(Message(role="user", content=user_input or "Start."))
+    for turn in range(spec.budget.max_steps):
+        request = ModelRequest(
+            model=spec.model.model,
+            messages=tuple(messages),
+            tools=tools,
+            parameters=dict(spec.model.parameters),
+        )
+        response = await gateway.call_model(ctx, request)
+        messages.append(response.as_message())
+        if not response.tool_calls:
+            return LoopResult(output=response.content, steps=turn + 1)
+        results = await asyncio.gather(*(gateway.call_tool(ctx, c) for c in response.tool_calls))
+        for call, result in zip(response.tool_calls, results, strict=True):
+            messages.append(Message(role="tool", content=result.content, tool_call_id=call.id))
+    raise MaxStepsReached(f"the model was still calling tools after {spec.budget.max_steps} turns")
+
+

@@ -1,0 +1,256 @@
+"""Runs as records: create, claim, cancel, inspect. Execution lives in ``executor``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import func, select, update
+from sqlalchemy.orm import Session
+
+from meshclaw.accounts.service import Caller
+from meshclaw.audit.sink import AuditRecord, AuditSink
+from meshclaw.clock import utcnow
+from meshclaw.errors import ConflictError, NotFoundError, PermissionDenied
+from meshclaw.ids import new_id
+from meshclaw.metering.prices import from_nano
+from meshclaw.spec.registry import ADMIN_ROLES, AgentRegistry
+from meshclaw.store.db import Database
+from meshclaw.store.models import Agent, AgentVersion, Run, RunStep, UsageRecord
+
+TRIGGERS = ("manual", "cron", "webhook", "chat", "mail", "api")
+FINISHED = ("succeeded", "failed", "cancelled")
+
+
+@dataclass(frozen=True, kw_only=True)
+class RunInfo:
+    id: str
+    agent_id: str
+    agent_name: str
+    agent_version: int
+    user_id: str
+    trigger: str
+    status: str
+    input: str
+    output: str | None
+    error: str | None
+    step_count: int
+    created_at: datetime
+    started_at: datetime | None
+    ended_at: datetime | None
+    input_tokens: int
+    output_tokens: int
+    cost_usd: Decimal
+
+    @property
+    def finished(self) -> bool:
+        return self.status in FINISHED
+
+
+@dataclass(frozen=True, kw_only=True)
+class StepInfo:
+    seq: int
+    kind: str
+    name: str
+    status: str
+    decision: str | None
+    error: str | None
+    request: dict[str, Any]
+    response: dict[str, Any] | None
+    cost_usd: Decimal
+    started_at: datetime
+    ended_at: datetime | None
+
+
+class RunService:
+    def __init__(self, db: Database, agents: AgentRegistry, audit: AuditSink) -> None:
+        self._db = db
+        self._agents = agents
+        self._audit = audit
+
+    def create(
+        self, caller: Caller, agent_name_or_id: str, user_input: str = "", trigger: str = "manual"
+    ) -> RunInfo:
+        """Queue a run of the agent's latest version."""
+        if trigger not in TRIGGERS:
+            raise ConflictError(f"unknown trigger {trigger!r}; one of {', '.join(TRIGGERS)}")
+        agent = self._agents.get(caller, agent_name_or_id)
+        if agent.owner_id != caller.user_id and caller.role not in ADMIN_ROLES:
+            raise PermissionDenied(f"agent {agent.name!r} belongs to someone else")
+        _, version = self._agents.version(caller, agent.id, agent.version)
+        run = Run(
+            id=new_id("run"),
+            org_id=agent.org_id,
+            team_id=agent.team_id,
+            user_id=agent.owner_id,
+            started_by=caller.user_id,
+            agent_id=agent.id,
+            agent_version_id=version.id,
+            agent_version=agent.version,
+            trigger=trigger,
+            input=user_input,
+            status="queued",
+        )
+        with self._db.session() as session:
+            session.add(run)
+            self._audit.append(
+                session,
+                AuditRecord(
+                    action="run.create",
+                    resource=f"run:{run.id}",
+                    outcome="ok",
+                    org_id=agent.org_id,
+                    actor_user_id=caller.user_id,
+                    actor_agent_id=agent.id,
+                    details={"agent_version": agent.version, "trigger": trigger},
+                ),
+            )
+        return self.get(caller, run.id)
+
+    def claim(self, run_id: str) -> bool:
+        """Atomically move a queued run to running; exactly one worker wins."""
+        with self._db.session() as session:
+            result = session.execute(
+                update(Run)
+                .where(Run.id == run_id, Run.status == "queued")
+                .values(status="running", started_at=utcnow())
+            )
+            return bool(result.rowcount)  # type: ignore[attr-defined]
+
+    def queued(self, limit: int = 10) -> list[str]:
+        with self._db.session() as session:
+            return list(
+                session.scalars(
+                    select(Run.id)
+                    .where(Run.status == "queued")
+                    .order_by(Run.created_at)
+                    .limit(limit)
+                ).all()
+            )
+
+    def cancel(self, caller: Caller, run_id: str) -> RunInfo:
+        with self._db.session() as session:
+            run = self._find(session, caller, run_id)
+            if run.status in FINISHED:
+                raise ConflictError(f"run {run_id} already {run.status}")
+            if run.status == "queued":
+                run.status, run.ended_at, run.error = "cancelled", utcnow(), "cancelled before start"
+            run.cancel_requested = True
+            self._audit.append(
+                session,
+                AuditRecord(
+                    action="run.cancel",
+                    resource=f"run:{run.id}",
+                    outcome="ok",
+                    org_id=run.org_id,
+                    actor_user_id=caller.user_id,
+                    actor_agent_id=run.agent_id,
+                ),
+            )
+        return self.get(caller, run_id)
+
+    def get(self, caller: Caller, run_id: str) -> RunInfo:
+        with self._db.session() as session:
+            return self._info(session, self._find(session, caller, run_id))
+
+    def list(
+        self,
+        caller: Caller,
+        *,
+        agent: str | None = None,
+        status: str | None = None,
+        limit: int = 50,
+        offset: int = 0,
+    ) -> list[RunInfo]:
+        """Runs of the caller's own agents (admins: the whole org)."""
+        with self._db.session() as session:
+            query = select(Run).where(Run.org_id == caller.org_id)
+            if caller.role not in ADMIN_ROLES:
+                query = query.where(Run.user_id == caller.user_id)
+            if agent is not None:
+                query = query.join(Agent, Agent.id == Run.agent_id).where(
+                    (Agent.name == agent) | (Agent.id == agent)
+                )
+            if status is not None:
+                query = query.where(Run.status == status)
+            query = query.order_by(Run.created_at.desc(), Run.id.desc()).limit(limit).offset(offset)
+            return [self._info(session, r) for r in session.scalars(query).all()]
+
+    def steps(self, caller: Caller, run_id: str, after_seq: int = 0) -> list[StepInfo]:
+        with self._db.session() as session:
+            self._find(session, caller, run_id)
+        return self.steps_unchecked(run_id, after_seq)
+
+    def steps_unchecked(self, run_id: str, after_seq: int = 0) -> list[StepInfo]:
+        """Steps without an access check: for the executor's own follower only."""
+        with self._db.session() as session:
+            rows = session.scalars(
+                select(RunStep)
+                .where(RunStep.run_id == run_id, RunStep.seq > after_seq)
+                .order_by(RunStep.seq)
+            ).all()
+            return [
+                StepInfo(
+                    seq=s.seq,
+                    kind=s.kind,
+                    name=s.name,
+                    status=s.status,
+                    decision=s.decision,
+                    error=s.error,
+                    request=s.request,
+                    response=s.response,
+                    cost_usd=from_nano(s.cost_nano_usd),
+                    started_at=s.started_at,
+                    ended_at=s.ended_at,
+                )
+                for s in rows
+            ]
+
+    @staticmethod
+    def _find(session: Session, caller: Caller, run_id: str) -> Run:
+        run = session.get(Run, run_id)
+        if run is None or run.org_id != caller.org_id:
+            raise NotFoundError(f"no run {run_id!r}")
+        if run.user_id != caller.user_id and run.started_by != caller.user_id:
+            if caller.role not in ADMIN_ROLES:
+                raise NotFoundError(f"no run {run_id!r}")
+        return run
+
+    @staticmethod
+    def _info(session: Session, run: Run) -> RunInfo:
+        totals = session.execute(
+            select(
+                func.coalesce(func.sum(UsageRecord.input_tokens), 0),
+                func.coalesce(func.sum(UsageRecord.output_tokens), 0),
+                func.coalesce(func.sum(UsageRecord.cost_nano_usd), 0),
+            ).where(UsageRecord.run_id == run.id)
+        ).one()
+        agent_name = session.scalar(select(Agent.name).where(Agent.id == run.agent_id)) or ""
+        return RunInfo(
+            id=run.id,
+            agent_id=run.agent_id,
+            agent_name=agent_name,
+            agent_version=run.agent_version,
+            user_id=run.user_id,
+            trigger=run.trigger,
+            status=run.status,
+            input=run.input,
+            output=run.output,
+            error=run.error,
+            step_count=run.step_count,
+            created_at=run.created_at,
+            started_at=run.started_at,
+            ended_at=run.ended_at,
+            input_tokens=int(totals[0]),
+            output_tokens=int(totals[1]),
+            cost_usd=from_nano(int(totals[2])),
+        )
+
+
+def version_yaml(session: Session, version_id: str) -> str:
+    row = session.get(AgentVersion, version_id)
+    if row is None:
+        raise NotFoundError(f"no agent version {version_id!r}")
+    return row.spec_yaml

@@ -1,0 +1,160 @@
+"""Agent spec v1: what an agent is allowed to do, on which model, for which outcomes.
+
+A spec is YAML written by an employee (or produced by the web form). It is validated
+here and stored as an immutable version; runs record the version they used.
+"""
+
+from __future__ import annotations
+
+import re
+from decimal import Decimal
+from enum import StrEnum
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+NAME_PATTERN = r"^[a-z][a-z0-9-]{1,62}$"
+TOOL_PATTERN = re.compile(r"^[a-z][a-z0-9_-]*\.([a-z][a-z0-9_-]*|\*)$")
+
+
+class _Strict(BaseModel):
+    """Unknown keys are errors: a typo in a permission must not pass silently."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ModelRef(_Strict):
+    provider: str = Field(min_length=1)
+    """A provider name configured on the platform (e.g. ``scripted``, ``openai``)."""
+    model: str = Field(min_length=1)
+    parameters: dict[str, Any] = Field(default_factory=dict)
+    """Passed to the provider as-is (temperature, max_tokens, ...)."""
+
+
+class ToolScope(StrEnum):
+    read = "read"
+    write = "write"
+
+
+class ToolGrant(_Strict):
+    """One tool the agent may call, and how far that permission reaches."""
+
+    name: str
+    """``connector.tool``, or ``connector.*`` for every tool of a connector."""
+    scope: ToolScope = ToolScope.read
+    """``read`` tools only observe; ``write`` tools change something in an app."""
+    targets: list[str] = Field(default_factory=lambda: ["*"])
+    """Glob patterns of resources the tool may touch, e.g. ``ticket:OPS-*``."""
+
+    @field_validator("name")
+    @classmethod
+    def _tool_name(cls, value: str) -> str:
+        if not TOOL_PATTERN.match(value):
+            raise ValueError("must be 'connector.tool' or 'connector.*' (lower case)")
+        return value
+
+
+class ManualTrigger(_Strict):
+    type: Literal["manual"]
+
+
+class ApiTrigger(_Strict):
+    type: Literal["api"]
+
+
+class CronTrigger(_Strict):
+    type: Literal["cron"]
+    schedule: str
+    """Five-field cron expression, evaluated in UTC."""
+    input: str | None = None
+
+    @field_validator("schedule")
+    @classmethod
+    def _five_fields(cls, value: str) -> str:
+        if len(value.split()) != 5:
+            raise ValueError("must be a five-field cron expression, e.g. '0 9 * * 1-5'")
+        return value
+
+
+class WebhookTrigger(_Strict):
+    type: Literal["webhook"]
+    secret_ref: str | None = None
+    """Vault reference of the HMAC secret that signs incoming calls."""
+
+
+class ChatTrigger(_Strict):
+    type: Literal["chat"]
+    channel: str
+
+
+class MailTrigger(_Strict):
+    type: Literal["mail"]
+    mailbox: str
+
+
+Trigger = Annotated[
+    ManualTrigger | ApiTrigger | CronTrigger | WebhookTrigger | ChatTrigger | MailTrigger,
+    Field(discriminator="type"),
+]
+
+
+class Budget(_Strict):
+    """Per-run limits; org/team/user budgets live in metering."""
+
+    max_steps: int = Field(default=20, ge=1, le=1000)
+    """Model turns allowed in one run."""
+    max_tokens_per_run: int | None = Field(default=None, ge=1)
+    max_cost_usd_per_run: Decimal | None = Field(default=None, gt=0)
+    timeout_seconds: float = Field(default=300, gt=0, le=86_400)
+
+
+OUTCOME_TYPES = (
+    "mail_sent",
+    "meeting_scheduled",
+    "ticket_resolved",
+    "pr_merged",
+    "deploy",
+    "doc_published",
+)
+
+
+class OutcomeClaim(_Strict):
+    """An outcome type the agent claims to produce; credit needs evidence later."""
+
+    type: str = Field(pattern=r"^[a-z][a-z0-9_]{1,62}$")
+    """A built-in type (see ``OUTCOME_TYPES``) or ``custom:<name>``-free snake case."""
+    description: str | None = None
+
+
+class AgentSpec(_Strict):
+    """Agent spec, version 1."""
+
+    apiVersion: Literal["meshclaw/v1"] = "meshclaw/v1"  # noqa: N815 - the YAML key
+    name: str = Field(pattern=NAME_PATTERN)
+    """Unique per org: lower case, digits and dashes."""
+    description: str = ""
+    owner: str = Field(min_length=1)
+    """The user id the agent acts for (its credentials and its outcomes)."""
+    team: str | None = None
+    """Defaults to the owner's team when created."""
+    model: ModelRef
+    instructions: str = Field(min_length=1)
+    tools: list[ToolGrant] = Field(default_factory=list)
+    triggers: list[Trigger] = Field(default_factory=lambda: [ManualTrigger(type="manual")])
+    budget: Budget = Field(default_factory=Budget)
+    outcomes: list[OutcomeClaim] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _unique_tools(self) -> AgentSpec:
+        seen: set[str] = set()
+        for grant in self.tools:
+            if grant.name in seen:
+                raise ValueError(f"tool {grant.name!r} is granted twice")
+            seen.add(grant.name)
+        return self
+
+    def grant_for(self, tool: str) -> ToolGrant | None:
+        """The grant that covers ``connector.tool``, exact names before wildcards."""
+        connector = tool.split(".", 1)[0]
+        exact = next((g for g in self.tools if g.name == tool), None)
+        return exact or next((g for g in self.tools if g.name == f"{connector}.*"), None)

@@ -1,0 +1,214 @@
+"""Stored agents and their immutable spec versions.
+
+Every change to a spec inserts a new ``AgentVersion``; nothing is updated in place,
+and runs record the version they used. Saving an identical spec is a no-op.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import or_, select
+from sqlalchemy.orm import Session
+
+from meshclaw.accounts.service import Caller
+from meshclaw.audit.sink import AuditRecord, AuditSink
+from meshclaw.errors import NotFoundError, PermissionDenied, SpecError, SpecIssue
+from meshclaw.ids import new_id
+from meshclaw.spec.diff import diff_specs
+from meshclaw.spec.loader import dump_spec, parse_spec
+from meshclaw.spec.models import AgentSpec
+from meshclaw.store.db import Database
+from meshclaw.store.models import Agent, AgentVersion, User
+
+ADMIN_ROLES = ("platform_admin",)
+
+
+@dataclass(frozen=True, kw_only=True)
+class AgentInfo:
+    id: str
+    name: str
+    org_id: str
+    team_id: str | None
+    owner_id: str
+    owner_handle: str
+    version: int
+    """The latest version."""
+    created_at: datetime
+    spec: AgentSpec
+
+
+@dataclass(frozen=True, kw_only=True)
+class VersionInfo:
+    version: int
+    spec_hash: str
+    created_by: str
+    created_at: datetime
+    spec_yaml: str
+
+
+def _hash(canonical_yaml: str) -> str:
+    return hashlib.sha256(canonical_yaml.encode()).hexdigest()
+
+
+class AgentRegistry:
+    def __init__(self, db: Database, audit: AuditSink) -> None:
+        self._db = db
+        self._audit = audit
+
+    def save(self, caller: Caller, spec: AgentSpec) -> tuple[AgentInfo, bool]:
+        """Create the agent, or add a version if the spec changed. Returns (agent, changed)."""
+        canonical = dump_spec(spec)
+        digest = _hash(canonical)
+        with self._db.session() as session:
+            owner = self._owner(session, caller, spec)
+            agent = session.scalar(
+                select(Agent).where(Agent.org_id == caller.org_id, Agent.name == spec.name)
+            )
+            if agent is None:
+                agent = Agent(
+                    id=new_id("agt"),
+                    org_id=caller.org_id,
+                    team_id=owner.team_id,
+                    owner_id=owner.id,
+                    name=spec.name,
+                    latest_version=1,
+                )
+                session.add(agent)
+                session.flush()
+                action = "agent.create"
+            else:
+                self._check_can_edit(caller, agent)
+                latest = self._version_row(session, agent.id, agent.latest_version)
+                if latest.spec_hash == digest:
+                    return self._info(session, agent), False
+                agent.latest_version += 1
+                agent.owner_id = owner.id
+                agent.team_id = owner.team_id
+                action = "agent.update"
+            session.add(
+                AgentVersion(
+                    id=new_id("agv"),
+                    agent_id=agent.id,
+                    version=agent.latest_version,
+                    spec_yaml=canonical,
+                    spec_hash=digest,
+                    created_by=caller.user_id,
+                )
+            )
+            self._audit.append(
+                session,
+                AuditRecord(
+                    action=action,
+                    resource=f"agent:{agent.id}",
+                    outcome="ok",
+                    org_id=caller.org_id,
+                    actor_user_id=caller.user_id,
+                    details={"name": agent.name, "version": agent.latest_version, "hash": digest},
+                ),
+            )
+            return self._info(session, agent), True
+
+    def get(self, caller: Caller, name_or_id: str) -> AgentInfo:
+        with self._db.session() as session:
+            return self._info(session, self._find(session, caller, name_or_id))
+
+    def list(self, caller: Caller) -> list[AgentInfo]:
+        with self._db.session() as session:
+            agents = session.scalars(
+                select(Agent)
+                .where(Agent.org_id == caller.org_id, Agent.archived_at.is_(None))
+                .order_by(Agent.name)
+            ).all()
+            return [self._info(session, a) for a in agents]
+
+    def versions(self, caller: Caller, name_or_id: str) -> list[VersionInfo]:
+        with self._db.session() as session:
+            agent = self._find(session, caller, name_or_id)
+            rows = session.scalars(
+                select(AgentVersion)
+                .where(AgentVersion.agent_id == agent.id)
+                .order_by(AgentVersion.version)
+            ).all()
+            return [
+                VersionInfo(
+                    version=r.version,
+                    spec_hash=r.spec_hash,
+                    created_by=r.created_by,
+                    created_at=r.created_at,
+                    spec_yaml=r.spec_yaml,
+                )
+                for r in rows
+            ]
+
+    def version(self, caller: Caller, name_or_id: str, version: int) -> tuple[str, AgentVersion]:
+        """(agent id, version row) for a specific version."""
+        with self._db.session() as session:
+            agent = self._find(session, caller, name_or_id)
+            return agent.id, self._version_row(session, agent.id, version)
+
+    def diff(self, caller: Caller, name_or_id: str, old: int, new: int) -> str:
+        _, a = self.version(caller, name_or_id, old)
+        _, b = self.version(caller, name_or_id, new)
+        return diff_specs(a.spec_yaml, b.spec_yaml, f"v{old}", f"v{new}")
+
+    # -- helpers ------------------------------------------------------------------------
+
+    def _owner(self, session: Session, caller: Caller, spec: AgentSpec) -> User:
+        owner = session.scalar(
+            select(User).where(
+                User.org_id == caller.org_id, or_(User.handle == spec.owner, User.id == spec.owner)
+            )
+        )
+        if owner is None:
+            raise SpecError([SpecIssue(path="owner", message=f"no user {spec.owner!r} in this org")])
+        if owner.id != caller.user_id and caller.role not in ADMIN_ROLES:
+            raise PermissionDenied("you can only create agents that you own")
+        return owner
+
+    @staticmethod
+    def _check_can_edit(caller: Caller, agent: Agent) -> None:
+        if agent.owner_id != caller.user_id and caller.role not in ADMIN_ROLES:
+            raise PermissionDenied(f"agent {agent.name!r} belongs to someone else")
+
+    @staticmethod
+    def _find(session: Session, caller: Caller, name_or_id: str) -> Agent:
+        agent = session.scalar(
+            select(Agent).where(
+                Agent.org_id == caller.org_id,
+                or_(Agent.name == name_or_id, Agent.id == name_or_id),
+            )
+        )
+        if agent is None:
+            raise NotFoundError(f"no agent {name_or_id!r}")
+        return agent
+
+    @staticmethod
+    def _version_row(session: Session, agent_id: str, version: int) -> AgentVersion:
+        row = session.scalar(
+            select(AgentVersion).where(
+                AgentVersion.agent_id == agent_id, AgentVersion.version == version
+            )
+        )
+        if row is None:
+            raise NotFoundError(f"agent has no version {version}")
+        return row
+
+    def _info(self, session: Session, agent: Agent) -> AgentInfo:
+        latest = self._version_row(session, agent.id, agent.latest_version)
+        owner = session.get(User, agent.owner_id)
+        return AgentInfo(
+            id=agent.id,
+            name=agent.name,
+            org_id=agent.org_id,
+            team_id=agent.team_id,
+            owner_id=agent.owner_id,
+            owner_handle=owner.handle if owner else agent.owner_id,
+            version=agent.latest_version,
+            created_at=agent.created_at,
+            spec=parse_spec(latest.spec_yaml),
+        )
+
+

@@ -1,0 +1,82 @@
+"""The embedded worker: one background thread with an event loop that runs queued runs.
+
+Runs are claimed atomically in the store, so this worker can share a database with the
+CLI (which executes its own runs) or with other processes without running anything twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+
+from meshclaw.platform import Platform
+
+log = logging.getLogger(__name__)
+
+
+class InProcessWorker:
+    def __init__(self, platform: Platform, *, concurrency: int = 4, poll_seconds: float = 0.5):
+        self._platform = platform
+        self._concurrency = concurrency
+        self._poll = poll_seconds
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._wake: asyncio.Event | None = None
+        self._stop: asyncio.Event | None = None
+        self._thread: threading.Thread | None = None
+        self._ready = threading.Event()
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._main, name="meshclaw-worker", daemon=True)
+        self._thread.start()
+        self._ready.wait(timeout=10)
+
+    def wake(self) -> None:
+        """Look for queued runs now instead of at the next poll."""
+        if self._loop is not None and self._wake is not None:
+            self._loop.call_soon_threadsafe(self._wake.set)
+
+    def stop(self, timeout: float = 10.0) -> None:
+        if self._loop is not None and self._stop is not None:
+            self._loop.call_soon_threadsafe(self._stop.set)
+        if self._thread is not None:
+            self._thread.join(timeout=timeout)
+
+    def _main(self) -> None:
+        asyncio.run(self._serve())
+
+    async def _serve(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._wake, self._stop = asyncio.Event(), asyncio.Event()
+        gateway = self._platform.build_gateway()
+        executor = self._platform.executor(gateway)
+        slots = asyncio.Semaphore(self._concurrency)
+        running: set[asyncio.Task[None]] = set()
+        self._ready.set()
+
+        async def execute(run_id: str) -> None:
+            try:
+                await executor.execute(run_id)
+            except Exception:
+                log.exception("run %s crashed the executor", run_id)
+            finally:
+                slots.release()
+
+        while not self._stop.is_set():
+            for run_id in self._platform.runs.queued(limit=self._concurrency):
+                if slots.locked():
+                    break
+                if self._platform.runs.claim(run_id):
+                    await slots.acquire()
+                    task = asyncio.create_task(execute(run_id))
+                    running.add(task)
+                    task.add_done_callback(running.discard)
+            self._wake.clear()
+            waiters = [asyncio.create_task(e.wait()) for e in (self._wake, self._stop)]
+            await asyncio.wait(waiters, timeout=self._poll, return_when=asyncio.FIRST_COMPLETED)
+            for waiter in waiters:
+                waiter.cancel()
+        for task in list(running):
+            task.cancel()
+        await asyncio.gather(*running, return_exceptions=True)
+        await gateway.aclose()
