@@ -28,7 +28,10 @@ def seed_demo(platform: Platform) -> bool:
         if session.scalar(select(func.count(Org.id))):
             return False
     org = platform.accounts.create_org(DEMO_ORG)
-    teams = {name: platform.accounts.create_team(org.id, name).id for name in ("platform", "support", "sales")}
+    teams = {
+        name: platform.accounts.create_team(org.id, name).id
+        for name in ("platform", "support", "sales")
+    }
     users = {}
     for handle, team, role, job in DEMO_PEOPLE:
         users[handle] = platform.accounts.create_user(
@@ -40,7 +43,9 @@ def seed_demo(platform: Platform) -> bool:
             job_function=job,
         )
     alice = platform.accounts.caller_for(users["alice"])
-    for entry in sorted(resources.files("meshclaw.data").joinpath("demo-agents").iterdir(), key=str):
+    for entry in sorted(
+        resources.files("meshclaw.data").joinpath("demo-agents").iterdir(), key=str
+    ):
         spec = parse_spec(entry.read_text("utf-8"), entry.name)
         platform.agents.save(alice, spec)
     _write_cli_token(platform, platform.accounts.issue_token(users["alice"].id, "demo cli"))

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from importlib import resources
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from meshclaw.accounts.service import Accounts
 from meshclaw.audit.sink import StoreAuditSink
@@ -18,12 +19,14 @@ from meshclaw.metering.budget import RunBudgetGuard
 from meshclaw.metering.prices import PriceTable, load_price_table
 from meshclaw.policy.authorizer import Authorizer, SpecGrantAuthorizer
 from meshclaw.providers.registry import ProviderRegistry
-from meshclaw.providers.scripted import ScriptedServer, load_script
 from meshclaw.runtime.executor import RunExecutor
 from meshclaw.runtime.gateway import Gateway, RetryPolicy
 from meshclaw.runtime.service import RunService
 from meshclaw.spec.registry import AgentRegistry
 from meshclaw.store.db import Database, migrate
+
+if TYPE_CHECKING:
+    from meshclaw.providers.scripted import ScriptedServer
 
 SCRIPTED = "scripted"
 
@@ -45,12 +48,14 @@ class Platform:
         self.runs = RunService(self.db, self.agents, self.audit)
         self.prices: PriceTable = load_price_table(self.settings.price_table)
         self.provider_configs: dict[str, ProviderConfig] = dict(self.settings.providers)
-        self._model_server: ScriptedServer | None = None
+        self._model_server: ScriptedServer | None = None  # started on demand
 
     def start_embedded_model_server(self) -> str | None:
         """Serve the scripted model as provider ``scripted`` unless one is configured."""
         if not self.settings.embedded_model_server or SCRIPTED in self.provider_configs:
             return None
+        from meshclaw.providers.scripted import ScriptedServer, load_script
+
         script = load_script(self.settings.model_script or demo_script_path())
         self._model_server = ScriptedServer(script)
         self._model_server.start()

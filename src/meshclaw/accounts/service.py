@@ -124,7 +124,9 @@ class Accounts:
     def authenticate(self, secret: str) -> Caller:
         """Resolve a bearer token to its user; unknown or revoked tokens are refused."""
         with self._db.session() as session:
-            token = session.scalar(select(ApiToken).where(ApiToken.token_hash == hash_token(secret)))
+            token = session.scalar(
+                select(ApiToken).where(ApiToken.token_hash == hash_token(secret))
+            )
             if token is None or token.revoked_at is not None:
                 raise AuthError("invalid or revoked API token")
             user = session.get(User, token.user_id)

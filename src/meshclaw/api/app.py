@@ -39,7 +39,9 @@ PROBLEM = "application/problem+json"
 _bearer = HTTPBearer(auto_error=False)
 
 
-def _problem(status: int, title: str, detail: str, errors: list[dict[str, Any]] | None = None) -> JSONResponse:
+def _problem(
+    status: int, title: str, detail: str, errors: list[dict[str, Any]] | None = None
+) -> JSONResponse:
     body = Problem(title=title, status=status, detail=detail, errors=errors)
     return JSONResponse(body.model_dump(exclude_none=True), status_code=status, media_type=PROBLEM)
 
@@ -57,8 +59,23 @@ def _agent_out(agent: AgentInfo, changed: bool | None = None) -> AgentOut:
     )
 
 
+def current_caller(
+    request: Request,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> Caller:
+    """Every route but /health depends on this: a valid bearer token or 401."""
+    if credentials is None or credentials.scheme.lower() != "bearer":
+        raise AuthError("missing bearer token (Authorization: Bearer <token>)")
+    platform: Platform = request.app.state.platform
+    return platform.accounts.authenticate(credentials.credentials)
+
+
+Authed = Annotated[Caller, Depends(current_caller)]
+
+
 def create_app(platform: Platform, worker: InProcessWorker | None = None) -> FastAPI:
     app = FastAPI(title="MeshClaw", version=__version__, description=__doc__)
+    app.state.platform = platform
 
     @app.exception_handler(SpecError)
     async def _spec_error(_: Request, exc: SpecError) -> JSONResponse:
@@ -76,20 +93,13 @@ def create_app(platform: Platform, worker: InProcessWorker | None = None) -> Fas
         errors = [
             {"path": ".".join(str(p) for p in e["loc"]), "message": e["msg"]} for e in exc.errors()
         ]
-        return _problem(422, "Invalid request", "the request body or parameters are invalid", errors)
+        return _problem(
+            422, "Invalid request", "the request body or parameters are invalid", errors
+        )
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
         return _problem(exc.status_code, "HTTP error", str(exc.detail))
-
-    def caller(
-        credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
-    ) -> Caller:
-        if credentials is None or credentials.scheme.lower() != "bearer":
-            raise AuthError("missing bearer token (Authorization: Bearer <token>)")
-        return platform.accounts.authenticate(credentials.credentials)
-
-    Authed = Annotated[Caller, Depends(caller)]
 
     @app.get("/health", tags=["meta"])
     def health() -> dict[str, str]:
@@ -97,16 +107,25 @@ def create_app(platform: Platform, worker: InProcessWorker | None = None) -> Fas
 
     @app.get("/v1/me", tags=["meta"])
     def me(who: Authed) -> dict[str, Any]:
-        return {"user_id": who.user_id, "org_id": who.org_id, "handle": who.handle, "role": who.role}
+        return {
+            "user_id": who.user_id,
+            "org_id": who.org_id,
+            "handle": who.handle,
+            "role": who.role,
+        }
 
     @app.get("/v1/agents", tags=["agents"])
     def list_agents(who: Authed) -> list[AgentOut]:
-        return [_agent_out(a) for a in platform.agents.list(who)]
+        return [_agent_out(a) for a in platform.agents.list_agents(who)]
 
     @app.post("/v1/agents", tags=["agents"], status_code=201)
     def create_agent(body: AgentCreate, who: Authed) -> AgentOut:
         """Create an agent, or store a new version when the spec changed."""
-        spec = parse_spec(body.spec_yaml) if body.spec_yaml is not None else validate_spec(body.spec or {})
+        spec = (
+            parse_spec(body.spec_yaml)
+            if body.spec_yaml is not None
+            else validate_spec(body.spec or {})
+        )
         agent, changed = platform.agents.save(who, spec)
         return _agent_out(agent, changed)
 
@@ -140,7 +159,7 @@ def create_app(platform: Platform, worker: InProcessWorker | None = None) -> Fas
         limit: Annotated[int, Query(ge=1, le=500)] = 50,
         offset: Annotated[int, Query(ge=0)] = 0,
     ) -> list[RunOut]:
-        runs = platform.runs.list(who, agent=agent, status=status, limit=limit, offset=offset)
+        runs = platform.runs.find(who, agent=agent, status=status, limit=limit, offset=offset)
         return [RunOut.model_validate(r) for r in runs]
 
     @app.get("/v1/runs/{run_id}", tags=["runs"])

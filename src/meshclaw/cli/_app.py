@@ -1,4 +1,6 @@
-"""The Typer app and what every command shares. Exit codes: 0 ok, 1 run/runtime failure, 2 bad input.
+"""The Typer app and what every command shares.
+
+Exit codes: 0 ok, 1 run/runtime failure, 2 bad input.
 
 Commands act as the user whose API token is given by ``--token``, ``$MESHCLAW_TOKEN``
 or ``<home>/cli-token`` (written by the demo seed), against the configured store.

@@ -8,13 +8,22 @@ import typer
 from rich.syntax import Syntax
 from rich.table import Table
 
-from meshclaw.cli._app import JsonOption, TokenOption, app, handle_errors, open_platform, resolve_caller
+from meshclaw.cli._app import (
+    JsonOption,
+    TokenOption,
+    app,
+    handle_errors,
+    open_platform,
+    resolve_caller,
+)
 from meshclaw.cli._output import console, print_json
 from meshclaw.errors import SpecError
 from meshclaw.spec.loader import load_spec
 from meshclaw.spec.registry import AgentInfo
 
-agent_app = typer.Typer(help="Agent specs: validate, create, inspect versions.", no_args_is_help=True)
+agent_app = typer.Typer(
+    help="Agent specs: validate, create, inspect versions.", no_args_is_help=True
+)
 app.add_typer(agent_app, name="agent")
 
 
@@ -73,7 +82,7 @@ def list_agents(token: str | None = TokenOption, json_output: bool = JsonOption)
     """Agents in your org."""
     platform = open_platform()
     try:
-        agents = platform.agents.list(resolve_caller(platform, token))
+        agents = platform.agents.list_agents(resolve_caller(platform, token))
     finally:
         platform.close()
     if json_output:
@@ -81,7 +90,13 @@ def list_agents(token: str | None = TokenOption, json_output: bool = JsonOption)
         return
     table = Table("name", "owner", "version", "model", "tools")
     for a in agents:
-        table.add_row(a.name, a.owner_handle, str(a.version), f"{a.spec.model.provider}/{a.spec.model.model}", ", ".join(t.name for t in a.spec.tools))
+        table.add_row(
+            a.name,
+            a.owner_handle,
+            str(a.version),
+            f"{a.spec.model.provider}/{a.spec.model.model}",
+            ", ".join(t.name for t in a.spec.tools),
+        )
     console.print(table)
 
 
@@ -104,7 +119,9 @@ def show(
     if json_output:
         print_json(_summary(agent) | {"shown_version": row.version, "spec_yaml": row.spec_yaml})
         return
-    console.print(f"[bold]{agent.name}[/bold] v{row.version} of {agent.version} (owner {agent.owner_handle})")
+    console.print(
+        f"[bold]{agent.name}[/bold] v{row.version} of {agent.version} (owner {agent.owner_handle})"
+    )
     console.print(Syntax(row.spec_yaml, "yaml"))
 
 
@@ -122,7 +139,12 @@ def versions(name: str, token: str | None = TokenOption, json_output: bool = Jso
         return
     table = Table("version", "created", "by", "hash")
     for r in rows:
-        table.add_row(str(r.version), r.created_at.isoformat(timespec="seconds"), r.created_by, r.spec_hash[:12])
+        table.add_row(
+            str(r.version),
+            r.created_at.isoformat(timespec="seconds"),
+            r.created_by,
+            r.spec_hash[:12],
+        )
     console.print(table)
 
 
@@ -145,5 +167,3 @@ def diff(
         print_json({"agent": name, "old": old, "new": new, "diff": text})
     else:
         console.print(Syntax(text or "(no differences)\n", "diff"))
-
-

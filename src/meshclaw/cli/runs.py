@@ -35,7 +35,9 @@ def _step_line(step: StepInfo) -> str:
         calls = [c["name"] for c in (step.response or {}).get("tool_calls", [])]
         what = f"calls {', '.join(calls)}" if calls else "answers"
         tokens = f"{usage.get('input_tokens', 0)} in / {usage.get('output_tokens', 0)} out"
-        return f"#{step.seq} model {step.name} {what} [{step.status}] {tokens} {money(step.cost_usd)}"
+        return (
+            f"#{step.seq} model {step.name} {what} [{step.status}] {tokens} {money(step.cost_usd)}"
+        )
     detail = step.error or ((step.response or {}).get("content") or "")
     return f"#{step.seq} tool {step.name} [{step.status}] {detail[:80]}"
 
@@ -96,7 +98,9 @@ def run(
             return
         platform.start_embedded_model_server()
         if not platform.runs.claim(info.id):
-            console.print(f"{info.id} was picked up by a server worker; follow it with `meshclaw runs show`")
+            console.print(
+                f"{info.id} was picked up by a server worker; follow it with `meshclaw runs show`"
+            )
             return
 
         def on_step(step: StepInfo) -> None:
@@ -123,7 +127,9 @@ def run(
 
 
 def _print_summary(info: RunInfo) -> None:
-    colour = {"succeeded": "green", "failed": "red", "cancelled": "yellow"}.get(info.status, "white")
+    colour = {"succeeded": "green", "failed": "red", "cancelled": "yellow"}.get(
+        info.status, "white"
+    )
     console.print(
         f"[{colour}]{info.status}[/{colour}] {info.id}: {info.step_count} steps, "
         f"{info.input_tokens} in / {info.output_tokens} out tokens, cost {money(info.cost_usd)}"
@@ -146,7 +152,9 @@ def list_runs(
     """Your latest runs (admins: the org's)."""
     platform = open_platform()
     try:
-        runs = platform.runs.list(resolve_caller(platform, token), agent=agent, status=status, limit=limit)
+        runs = platform.runs.find(
+            resolve_caller(platform, token), agent=agent, status=status, limit=limit
+        )
     finally:
         platform.close()
     if json_output:
@@ -154,7 +162,16 @@ def list_runs(
         return
     table = Table("run", "agent", "v", "trigger", "status", "steps", "cost", "created")
     for r in runs:
-        table.add_row(r.id, r.agent_name, str(r.agent_version), r.trigger, r.status, str(r.step_count), money(r.cost_usd), r.created_at.isoformat(timespec="seconds"))
+        table.add_row(
+            r.id,
+            r.agent_name,
+            str(r.agent_version),
+            r.trigger,
+            r.status,
+            str(r.step_count),
+            money(r.cost_usd),
+            r.created_at.isoformat(timespec="seconds"),
+        )
     console.print(table)
 
 
@@ -179,7 +196,9 @@ def show_run(run_id: str, token: str | None = TokenOption, json_output: bool = J
 
 @runs_app.command("cancel")
 @handle_errors
-def cancel_run(run_id: str, token: str | None = TokenOption, json_output: bool = JsonOption) -> None:
+def cancel_run(
+    run_id: str, token: str | None = TokenOption, json_output: bool = JsonOption
+) -> None:
     """Ask a queued or running run to stop."""
     platform = open_platform()
     try:

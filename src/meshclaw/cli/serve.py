@@ -39,6 +39,7 @@ def serve(
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind((bind_host, bind_port))
+    sock.listen(2048)  # connections queue from now on, even before uvicorn takes the socket
     address = f"http://{bind_host}:{sock.getsockname()[1]}"
     try:
         server = uvicorn.Server(

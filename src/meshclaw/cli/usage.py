@@ -7,7 +7,14 @@ from datetime import datetime
 import typer
 from rich.table import Table
 
-from meshclaw.cli._app import JsonOption, TokenOption, app, handle_errors, open_platform, resolve_caller
+from meshclaw.cli._app import (
+    JsonOption,
+    TokenOption,
+    app,
+    handle_errors,
+    open_platform,
+    resolve_caller,
+)
 from meshclaw.cli._output import console, money, print_json
 from meshclaw.clock import as_utc
 from meshclaw.errors import UserError

@@ -110,5 +110,3 @@ class NotesConnector:
             ).all()
         titles = [n.title for n in rows]
         return ToolResult(content="\n".join(titles) or "(no notes)", data={"titles": titles})
-
-

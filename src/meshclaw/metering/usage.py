@@ -5,9 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
-from typing import Literal
+from typing import Any, Literal
 
-from sqlalchemy import case, func, select
+from sqlalchemy import Select, case, func, select
+from sqlalchemy.sql.elements import SQLColumnExpression
 
 from meshclaw.accounts.service import Caller
 from meshclaw.metering.prices import from_nano
@@ -40,14 +41,16 @@ def usage_report(
     until: datetime | None = None,
 ) -> list[UsageRow]:
     """Employees see their own usage, team admins their team's, org roles the org's."""
-    key = {
+    key: SQLColumnExpression[str] = {
         "user": User.handle,
         "team": func.coalesce(Team.name, "(no team)"),
         "agent": Agent.name,
-        "model": func.coalesce(UsageRecord.provider, "") + "/" + func.coalesce(UsageRecord.model, ""),
+        "model": func.coalesce(UsageRecord.provider, "")
+        + "/"
+        + func.coalesce(UsageRecord.model, ""),
     }[group_by]
     is_model = UsageRecord.kind == "model"
-    query = (
+    query: Select[*tuple[Any, ...]] = (
         select(
             key.label("key"),
             func.sum(case((is_model, 1), else_=0)),
@@ -77,7 +80,9 @@ def usage_report(
         query = query.where(UsageRecord.created_at < until)
     rows = []
     with db.session() as session:
-        for key_value, model_calls, calls, inp, out, cached, reasoning, cost in session.execute(query):
+        for key_value, model_calls, calls, inp, out, cached, reasoning, cost in session.execute(
+            query
+        ):
             rows.append(
                 UsageRow(
                     key=str(key_value),

@@ -82,12 +82,16 @@ def _estimate(request: ModelRequest, content: str | None, calls: tuple[ToolCall,
 def _error(exc: openai.OpenAIError) -> ProviderError:
     """Translate SDK errors without echoing request headers (they carry the key)."""
     if isinstance(exc, openai.APIConnectionError | openai.APITimeoutError):
-        return ProviderUnavailable(f"model server unreachable: {type(exc).__name__}", retryable=True)
+        return ProviderUnavailable(
+            f"model server unreachable: {type(exc).__name__}", retryable=True
+        )
     if isinstance(exc, openai.APIStatusError):
         status = exc.status_code
         detail = exc.message if isinstance(exc.message, str) else ""
         retryable = status == 429 or status >= 500
-        return ProviderError(f"provider answered HTTP {status}: {detail}", status=status, retryable=retryable)
+        return ProviderError(
+            f"provider answered HTTP {status}: {detail}", status=status, retryable=retryable
+        )
     return ProviderError(f"provider error: {type(exc).__name__}: {exc}", retryable=False)
 
 
@@ -136,6 +140,8 @@ class OpenAICompatibleProvider:
             completion = await self._client.chat.completions.create(**kwargs)
         except openai.OpenAIError as exc:
             raise _error(exc) from None
+        except ValueError as exc:  # the SDK lets a body that is not JSON through as-is
+            raise ProviderError(f"provider sent malformed JSON: {exc}", retryable=True) from None
         return self._parse(request, completion)
 
     def _parse(self, request: ModelRequest, completion: ChatCompletion) -> ModelResponse:

@@ -7,7 +7,6 @@ import os
 from meshclaw.config import ProviderConfig
 from meshclaw.errors import ConfigError
 from meshclaw.providers.base import ModelProvider
-from meshclaw.providers.openai_compat import OpenAICompatibleProvider
 
 
 class ProviderRegistry:
@@ -44,6 +43,9 @@ class ProviderRegistry:
                 raise ConfigError(
                     f"provider {name!r}: environment variable {config.api_key_env} is not set"
                 )
+        # Imported late: the openai SDK is slow to import and most CLI commands never need it.
+        from meshclaw.providers.openai_compat import OpenAICompatibleProvider
+
         return OpenAICompatibleProvider(
             name=name,
             base_url=config.base_url,

@@ -103,7 +103,9 @@ class RunExecutor:
             last_seq = session.scalar(select(func.max(RunStep.seq)).where(RunStep.run_id == run_id))
             spent = session.execute(
                 select(
-                    func.coalesce(func.sum(UsageRecord.input_tokens + UsageRecord.output_tokens), 0),
+                    func.coalesce(
+                        func.sum(UsageRecord.input_tokens + UsageRecord.output_tokens), 0
+                    ),
                     func.coalesce(func.sum(UsageRecord.cost_nano_usd), 0),
                 ).where(UsageRecord.run_id == run_id)
             ).one()
@@ -128,7 +130,12 @@ class RunExecutor:
         with self._db.session() as session:
             run = session.get(Run, ctx.run_id)
             assert run is not None
-            run.status, run.output, run.error, run.ended_at = end.status, end.output, end.error, utcnow()
+            run.status, run.output, run.error, run.ended_at = (
+                end.status,
+                end.output,
+                end.error,
+                utcnow(),
+            )
             self._audit.append(
                 session,
                 AuditRecord(

@@ -110,7 +110,7 @@ class Gateway:
 
     # -- model calls --------------------------------------------------------------------
 
-    async def call_model(self, ctx: RunContext, request: ModelRequest) -> ModelResponse:
+    async def invoke_model(self, ctx: RunContext, request: ModelRequest) -> ModelResponse:
         provider_name = ctx.spec.model.provider
         resource = f"model:{provider_name}/{request.model}"
         seq = ctx.take_step_number()
@@ -201,7 +201,7 @@ class Gateway:
 
     # -- tool calls ---------------------------------------------------------------------
 
-    async def call_tool(self, ctx: RunContext, call: ToolCall) -> ToolResult:
+    async def invoke_tool(self, ctx: RunContext, call: ToolCall) -> ToolResult:
         """Run one tool call. Failures come back as an error result for the model."""
         seq = ctx.take_step_number()
         definition = ctx.tool_definitions.get(call.name)
@@ -284,7 +284,13 @@ class Gateway:
         )
 
     def _check_budget(
-        self, ctx: RunContext, seq: int, kind: CallKind, name: str, resource: str, decision: Decision
+        self,
+        ctx: RunContext,
+        seq: int,
+        kind: CallKind,
+        name: str,
+        resource: str,
+        decision: Decision,
     ) -> None:
         try:
             self._budget.check(kind=kind, spec=ctx.spec, totals=ctx.totals)
@@ -321,7 +327,9 @@ class Gateway:
             self._bump_step_count(session, ctx)
             self._audit.append(
                 session,
-                self._record(ctx, action, resource, "denied", {"step": seq, "reason": decision.reason}),
+                self._record(
+                    ctx, action, resource, "denied", {"step": seq, "reason": decision.reason}
+                ),
             )
 
     def _start_step(
@@ -330,7 +338,9 @@ class Gateway:
         step_id = new_id("stp")
         with self._db.session() as session:
             session.add(
-                RunStep(id=step_id, run_id=ctx.run_id, seq=seq, kind=kind, name=name, request=request)
+                RunStep(
+                    id=step_id, run_id=ctx.run_id, seq=seq, kind=kind, name=name, request=request
+                )
             )
         return step_id
 
@@ -406,5 +416,3 @@ class Gateway:
     ) -> None:
         with self._db.session() as session:
             self._audit.append(session, self._record(ctx, action, resource, outcome, details))
-
-

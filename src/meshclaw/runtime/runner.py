@@ -35,13 +35,11 @@ async def run_agent_loop(gateway: Gateway, ctx: RunContext, user_input: str) -> 
             tools=tools,
             parameters=dict(spec.model.parameters),
         )
-        response = await gateway.call_model(ctx, request)
+        response = await gateway.invoke_model(ctx, request)
         messages.append(response.as_message())
         if not response.tool_calls:
             return LoopResult(output=response.content, steps=turn + 1)
-        results = await asyncio.gather(*(gateway.call_tool(ctx, c) for c in response.tool_calls))
+        results = await asyncio.gather(*(gateway.invoke_tool(ctx, c) for c in response.tool_calls))
         for call, result in zip(response.tool_calls, results, strict=True):
             messages.append(Message(role="tool", content=result.content, tool_call_id=call.id))
     raise MaxStepsReached(f"the model was still calling tools after {spec.budget.max_steps} turns")
-
-

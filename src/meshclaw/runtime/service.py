@@ -136,7 +136,11 @@ class RunService:
             if run.status in FINISHED:
                 raise ConflictError(f"run {run_id} already {run.status}")
             if run.status == "queued":
-                run.status, run.ended_at, run.error = "cancelled", utcnow(), "cancelled before start"
+                run.status, run.ended_at, run.error = (
+                    "cancelled",
+                    utcnow(),
+                    "cancelled before start",
+                )
             run.cancel_requested = True
             self._audit.append(
                 session,
@@ -155,7 +159,7 @@ class RunService:
         with self._db.session() as session:
             return self._info(session, self._find(session, caller, run_id))
 
-    def list(
+    def find(
         self,
         caller: Caller,
         *,
@@ -213,9 +217,9 @@ class RunService:
         run = session.get(Run, run_id)
         if run is None or run.org_id != caller.org_id:
             raise NotFoundError(f"no run {run_id!r}")
-        if run.user_id != caller.user_id and run.started_by != caller.user_id:
-            if caller.role not in ADMIN_ROLES:
-                raise NotFoundError(f"no run {run_id!r}")
+        involved = caller.user_id in (run.user_id, run.started_by)
+        if not involved and caller.role not in ADMIN_ROLES:
+            raise NotFoundError(f"no run {run_id!r}")
         return run
 
     @staticmethod

@@ -26,9 +26,7 @@ def message_dict(message: Message) -> dict[str, Any]:
 
 def request_summary(request: ModelRequest) -> dict[str, Any]:
     messages = request.messages
-    last_assistant = max(
-        (i for i, m in enumerate(messages) if m.role == "assistant"), default=-1
-    )
+    last_assistant = max((i for i, m in enumerate(messages) if m.role == "assistant"), default=-1)
     return {
         "model": request.model,
         "message_count": len(messages),

@@ -2,6 +2,8 @@
 
 ruamel.yaml keeps the line of every key and list item, so a Pydantic error location
 such as ``('tools', 1, 'scope')`` can be pointed at the line the user has to fix.
+A validator that checks a whole list can name the offending item by putting a relative
+location in its error context as ``at`` (see ``AgentSpec._unique_tools``).
 """
 
 from __future__ import annotations
@@ -13,7 +15,10 @@ from typing import Any
 
 from pydantic import ValidationError
 from ruamel.yaml import YAML
-from ruamel.yaml.error import MarkedYAMLError
+from ruamel.yaml.constructor import DuplicateKeyError
+from ruamel.yaml.error import MarkedYAMLError, StreamMark
+from ruamel.yaml.nodes import MappingNode, Node, SequenceNode
+from ruamel.yaml.scalarbool import ScalarBoolean
 
 from meshclaw.errors import SpecError, SpecIssue
 from meshclaw.spec.models import AgentSpec
@@ -33,17 +38,20 @@ def _plain(node: Any) -> Any:
         return [_plain(v) for v in node]
     if isinstance(node, bool) or node is None:
         return node
+    if isinstance(node, ScalarBoolean):  # an anchored bool is an int subclass in ruamel
+        return bool(node)
     if isinstance(node, int):
         return int(node)
     if isinstance(node, float):
         return float(node)
-    return str(node) if not isinstance(node, str) else str(node)
+    return str(node)  # str subclasses (quoted scalars), dates, tagged values
 
 
 def _locate(doc: Any, loc: tuple[int | str, ...]) -> tuple[str, int | None]:
     """Turn a Pydantic error location into (``a.b[2].c``, 1-based line)."""
     node: Any = doc
-    line: int | None = 1
+    # A plain mapping (e.g. JSON from the API) has no lines to point at.
+    line: int | None = doc.lc.line + 1 if hasattr(doc, "lc") else None
     path = ""
     for part in loc:
         if isinstance(part, int) and isinstance(node, Sequence) and not isinstance(node, str):
@@ -69,18 +77,76 @@ def _locate(doc: Any, loc: tuple[int | str, ...]) -> tuple[str, int | None]:
     return path, line
 
 
+def _key_path(node: Node, mark: StreamMark, path: str = "") -> str | None:
+    """The field path of the mapping key that starts at ``mark``, if any."""
+    if isinstance(node, MappingNode):
+        for key, value in node.value:
+            name = f"{path}.{key.value}" if path else str(key.value)
+            start = key.start_mark
+            if (start.line, start.column) == (mark.line, mark.column):
+                return name
+            found = _key_path(value, mark, name)
+            if found is not None:
+                return found
+    elif isinstance(node, SequenceNode):
+        for index, item in enumerate(node.value):
+            found = _key_path(item, mark, f"{path}[{index}]")
+            if found is not None:
+                return found
+    return None
+
+
+def _yaml_issue(text: str, exc: MarkedYAMLError) -> SpecIssue:
+    mark = exc.problem_mark or exc.context_mark
+    line = mark.line + 1 if mark is not None else None
+    problem = exc.problem or exc.context or "invalid YAML"
+    path = ""
+    if isinstance(exc, DuplicateKeyError) and exc.problem_mark is not None:
+        # Composing builds the node tree without the duplicate check, so the
+        # duplicate key can be found there by its position.
+        root = YAML(typ="rt").compose(StringIO(text))
+        path = (_key_path(root, exc.problem_mark) if root is not None else None) or ""
+    return SpecIssue(path=path, message=f"YAML: {problem}", line=line)
+
+
 def parse_spec(text: str, source: str | None = None) -> AgentSpec:
     """Parse and validate YAML text; raise ``SpecError`` listing every problem."""
     try:
         doc = _yaml().load(StringIO(text))
     except MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        line = mark.line + 1 if mark is not None else None
-        problem = exc.problem or exc.context or "invalid YAML"
-        raise SpecError([SpecIssue(path="", message=f"YAML: {problem}", line=line)], source) from None
+        raise SpecError([_yaml_issue(text, exc)], source) from None
+    if doc is None:
+        raise SpecError([SpecIssue(path="", message="the spec is empty", line=1)], source)
     if not isinstance(doc, Mapping):
-        raise SpecError([SpecIssue(path="", message="a spec must be a YAML mapping", line=1)], source)
+        line = doc.lc.line + 1 if hasattr(doc, "lc") else 1
+        message = f"a spec must be a YAML mapping, not a {_kind(doc)}"
+        raise SpecError([SpecIssue(path="", message=message, line=line)], source)
     return validate_spec(doc, source)
+
+
+def _kind(value: Any) -> str:
+    if isinstance(value, Sequence) and not isinstance(value, str):
+        return "list"
+    return "scalar"
+
+
+def _message(err: Any) -> str:
+    if err["type"] == "union_tag_invalid":
+        ctx = err["ctx"]
+        return f"unknown type {ctx['tag']!r}; expected one of {ctx['expected_tags']}"
+    if err["type"] == "union_tag_not_found":
+        return "Field required"
+    return str(err["msg"]).removeprefix("Value error, ")
+
+
+def _location(err: Any) -> tuple[int | str, ...]:
+    loc = tuple(err["loc"])
+    ctx = err.get("ctx") or {}
+    if err["type"] in ("union_tag_invalid", "union_tag_not_found"):
+        # Point at the tag (written or missing), not at the whole list item.
+        return (*loc, str(ctx.get("discriminator", "type")).strip("'"))
+    at = ctx.get("at")
+    return (*loc, *at) if isinstance(at, tuple) else loc
 
 
 def validate_spec(doc: Mapping[str, Any], source: str | None = None) -> AgentSpec:
@@ -90,9 +156,8 @@ def validate_spec(doc: Mapping[str, Any], source: str | None = None) -> AgentSpe
     except ValidationError as exc:
         issues = []
         for err in exc.errors(include_url=False):
-            path, line = _locate(doc, tuple(err["loc"]))
-            message = err["msg"].removeprefix("Value error, ")
-            issues.append(SpecIssue(path=path, message=message, line=line))
+            path, line = _locate(doc, _location(err))
+            issues.append(SpecIssue(path=path, message=_message(err), line=line))
         raise SpecError(issues, source) from None
 
 
@@ -102,7 +167,9 @@ def load_spec(path: str | Path) -> AgentSpec:
     try:
         text = file.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
-        raise SpecError([SpecIssue(path="", message=f"cannot read file: {exc}")], str(file)) from None
+        raise SpecError(
+            [SpecIssue(path="", message=f"cannot read file: {exc}")], str(file)
+        ) from None
     return parse_spec(text, str(file))
 
 

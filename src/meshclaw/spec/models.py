@@ -11,7 +11,8 @@ from decimal import Decimal
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic_core import PydanticCustomError
 
 NAME_PATTERN = r"^[a-z][a-z0-9-]{1,62}$"
 TOOL_PATTERN = re.compile(r"^[a-z][a-z0-9_-]*\.([a-z][a-z0-9_-]*|\*)$")
@@ -126,10 +127,14 @@ class OutcomeClaim(_Strict):
     description: str | None = None
 
 
+def _manual_only() -> list[Trigger]:
+    return [ManualTrigger(type="manual")]
+
+
 class AgentSpec(_Strict):
     """Agent spec, version 1."""
 
-    apiVersion: Literal["meshclaw/v1"] = "meshclaw/v1"  # noqa: N815 - the YAML key
+    apiVersion: Literal["meshclaw/v1"] = "meshclaw/v1"  # camelCase: it is the YAML key
     name: str = Field(pattern=NAME_PATTERN)
     """Unique per org: lower case, digits and dashes."""
     description: str = ""
@@ -140,18 +145,26 @@ class AgentSpec(_Strict):
     model: ModelRef
     instructions: str = Field(min_length=1)
     tools: list[ToolGrant] = Field(default_factory=list)
-    triggers: list[Trigger] = Field(default_factory=lambda: [ManualTrigger(type="manual")])
+    triggers: list[Trigger] = Field(default_factory=_manual_only)
+    """When the agent runs; by default only by hand."""
     budget: Budget = Field(default_factory=Budget)
     outcomes: list[OutcomeClaim] = Field(default_factory=list)
 
-    @model_validator(mode="after")
-    def _unique_tools(self) -> AgentSpec:
-        seen: set[str] = set()
-        for grant in self.tools:
-            if grant.name in seen:
-                raise ValueError(f"tool {grant.name!r} is granted twice")
-            seen.add(grant.name)
-        return self
+    @field_validator("tools")
+    @classmethod
+    def _unique_tools(cls, tools: list[ToolGrant]) -> list[ToolGrant]:
+        # A field validator (not a model one) so this is reported together with every
+        # other problem; ``at`` lets the loader point at the second grant's name.
+        first: dict[str, int] = {}
+        for index, grant in enumerate(tools):
+            if grant.name in first:
+                raise PydanticCustomError(
+                    "duplicate_tool",
+                    "tool '{tool}' is granted twice (first at tools[{first}])",
+                    {"tool": grant.name, "first": first[grant.name], "at": (index, "name")},
+                )
+            first[grant.name] = index
+        return tools
 
     def grant_for(self, tool: str) -> ToolGrant | None:
         """The grant that covers ``connector.tool``, exact names before wildcards."""

@@ -115,7 +115,7 @@ class AgentRegistry:
         with self._db.session() as session:
             return self._info(session, self._find(session, caller, name_or_id))
 
-    def list(self, caller: Caller) -> list[AgentInfo]:
+    def list_agents(self, caller: Caller) -> list[AgentInfo]:
         with self._db.session() as session:
             agents = session.scalars(
                 select(Agent)
@@ -163,7 +163,9 @@ class AgentRegistry:
             )
         )
         if owner is None:
-            raise SpecError([SpecIssue(path="owner", message=f"no user {spec.owner!r} in this org")])
+            raise SpecError(
+                [SpecIssue(path="owner", message=f"no user {spec.owner!r} in this org")]
+            )
         if owner.id != caller.user_id and caller.role not in ADMIN_ROLES:
             raise PermissionDenied("you can only create agents that you own")
         return owner
@@ -210,5 +212,3 @@ class AgentRegistry:
             created_at=agent.created_at,
             spec=parse_spec(latest.spec_yaml),
         )
-
-

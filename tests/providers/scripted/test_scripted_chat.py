@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import anyio
@@ -72,9 +73,7 @@ def test_tool_call_turn(serve: Serve) -> None:
 def test_exact_tool_name_is_preferred_to_wire_form(serve: Serve) -> None:
     served = serve(TOOL_TURN)
     tools = [{"type": "function", "function": {"name": "clock.now"}}]
-    result = served.client.chat.completions.create(
-        model="m", messages=_user("time?"), tools=tools
-    )
+    result = served.client.chat.completions.create(model="m", messages=_user("time?"), tools=tools)
     [call] = result.choices[0].message.tool_calls or []
     assert call.function.name == "clock.now"
 
@@ -93,12 +92,8 @@ def test_cached_and_reasoning_tokens_are_reported(serve: Serve) -> None:
     assert usage.prompt_tokens_details.cached_tokens == 5
     assert usage.completion_tokens_details is not None
     assert usage.completion_tokens_details.reasoning_tokens == 40
-    assert usage.completion_tokens == count_thought() + 40
+    assert usage.completion_tokens == completion_tokens("Thought hard.") + 40
     assert usage.prompt_tokens == prompt_tokens({"messages": messages})
-
-
-def count_thought() -> int:
-    return completion_tokens("Thought hard.")
 
 
 def test_sequence_mode_keeps_interleaved_conversations_apart(serve: Serve) -> None:
@@ -125,6 +120,21 @@ def test_sequence_mode_keeps_interleaved_conversations_apart(serve: Serve) -> No
     assert ask(alice) == "second"
     assert ask(alice) == "third"
     assert ask(bob) == "second"
+
+
+def test_concurrent_conversations_get_their_own_turns(serve: Serve) -> None:
+    served = serve("turns:\n" + "".join(f"  - reply: {{content: turn{i}}}\n" for i in range(4)))
+
+    def ask(done_turns: int) -> str | None:
+        history = _user("start")
+        for i in range(done_turns):
+            history += [{"role": "assistant", "content": f"turn{i}"}, *_user("next")]
+        result = served.client.chat.completions.create(model="m", messages=history)
+        return result.choices[0].message.content
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        answers = list(pool.map(ask, [3, 0, 2, 1] * 4))
+    assert answers == ["turn3", "turn0", "turn2", "turn1"] * 4
 
 
 def test_match_mode_picks_by_last_message(serve: Serve) -> None:

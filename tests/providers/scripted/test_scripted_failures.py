@@ -132,9 +132,7 @@ def test_api_key_is_enforced(serve: Serve) -> None:
 
 
 def test_tool_not_offered(serve: Serve) -> None:
-    served = serve(
-        "turns:\n  - reply: {tool_calls: [{name: mail.send, arguments: {to: bob}}]}\n"
-    )
+    served = serve("turns:\n  - reply: {tool_calls: [{name: mail.send, arguments: {to: bob}}]}\n")
     tools = [{"type": "function", "function": {"name": "clock__now"}}]
     with pytest.raises(openai.BadRequestError) as caught:
         served.client.chat.completions.create(model="m", messages=USER, tools=tools)
@@ -160,9 +158,7 @@ def test_script_exhausted(serve: Serve) -> None:
 
 
 def test_no_matching_turn(serve: Serve) -> None:
-    served = serve(
-        "mode: match\nturns:\n  - {match: {last_tool: done}, reply: {content: ok}}\n"
-    )
+    served = serve("mode: match\nturns:\n  - {match: {last_tool: done}, reply: {content: ok}}\n")
     with pytest.raises(openai.BadRequestError) as caught:
         served.client.chat.completions.create(model="m", messages=USER)
     assert _code(caught.value) == "no_matching_turn"

@@ -115,9 +115,7 @@ def test_stream_matches_the_non_streamed_reply(serve: Serve) -> None:
 
 def test_stream_without_include_usage_has_no_usage_chunk(serve: Serve) -> None:
     served = serve("turns:\n  - reply: {content: 'Short answer.'}\n")
-    with served.client.chat.completions.create(
-        model="m", messages=MESSAGES, stream=True
-    ) as stream:
+    with served.client.chat.completions.create(model="m", messages=MESSAGES, stream=True) as stream:
         chunks = list(stream)
     assert all(c.usage is None for c in chunks)
     assert all(c.choices for c in chunks)
@@ -125,22 +123,19 @@ def test_stream_without_include_usage_has_no_usage_chunk(serve: Serve) -> None:
     assert _reassemble(chunks)[0] == "Short answer."
 
 
-def test_raw_stream_ends_with_done(serve: Serve) -> None:
+def test_raw_stream_is_server_sent_events_ending_with_done(serve: Serve) -> None:
     served = serve("turns:\n  - reply: {content: ''}\n")
-    response = served.client.chat.completions.with_raw_response.create(
-        model="m", messages=MESSAGES, stream=True, stream_options={"include_usage": True}
-    )
-    with response.parse() as stream:
-        list(stream)
-    assert response.headers["content-type"].startswith("text/event-stream")
-    served.server.reset()
     with served.client.chat.completions.with_streaming_response.create(
-        model="m", messages=MESSAGES, stream=True
+        model="m", messages=MESSAGES, stream=True, stream_options={"include_usage": True}
     ) as raw:
+        assert raw.headers["content-type"].startswith("text/event-stream")
         text = "".join(raw.iter_text())
     events = [e for e in text.split("\n\n") if e]
     assert all(e.startswith("data: ") for e in events)
     assert events[-1] == "data: [DONE]"
+    usage = json.loads(events[-2].removeprefix("data: "))
+    assert usage["choices"] == []
+    assert usage["usage"]["completion_tokens"] == 0
 
 
 @pytest.mark.parametrize("stream", [False, True])

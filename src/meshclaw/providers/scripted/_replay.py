@@ -90,7 +90,8 @@ class _Function(_Loose):
 
 
 class _Tool(_Loose):
-    function: _Function
+    function: _Function | None = None
+    """Absent for non-function tools, which scripted tool calls can never resolve to."""
 
 
 class _ChatRequest(_Loose):
@@ -135,7 +136,7 @@ def _scripted_failure(spec: ErrorSpec) -> Failure | Malformed:
 
 def _text(content: str | list[dict[str, Any]] | None) -> str:
     if isinstance(content, list):
-        return "".join(str(p.get("text", "")) for p in content if p.get("type") == "text")
+        return "\n".join(str(p.get("text", "")) for p in content if p.get("type") == "text")
     return content or ""
 
 
@@ -232,7 +233,7 @@ class Replayer:
     def _reply(
         self, index: int, turn: ScriptedTurn, request: _ChatRequest, body: dict[str, Any]
     ) -> Answer | Failure:
-        offered = [tool.function.name for tool in request.tools or []]
+        offered = [tool.function.name for tool in request.tools or [] if tool.function]
         calls: list[ToolCall] = []
         for i, scripted in enumerate(turn.reply.tool_calls):
             wire = scripted.name.replace(".", "__")

@@ -1,0 +1,3 @@
+from meshclaw.cli.main import main
+
+main()

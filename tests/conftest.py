@@ -1,0 +1,193 @@
+"""Shared fixtures: real stores (SQLite, PostgreSQL), the scripted model server, platforms."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import create_engine, text
+
+from meshclaw.accounts.service import Caller
+from meshclaw.config import ProviderConfig, Settings
+from meshclaw.connectors.registry import ConnectorRegistry
+from meshclaw.platform import Platform
+from meshclaw.policy.authorizer import Authorizer
+from meshclaw.providers.scripted import Script, ScriptedServer
+from meshclaw.runtime.gateway import RetryPolicy
+from meshclaw.runtime.service import RunInfo
+from meshclaw.spec.loader import parse_spec
+
+PG_ADMIN_URL = os.environ.get(
+    "MESHCLAW_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
+)
+FAST_RETRY = RetryPolicy(max_attempts=4, base_delay=0.001, max_delay=0.01)
+IN_CI = os.environ.get("CI", "").lower() == "true"
+
+
+def _pg_available() -> str | None:
+    """None if PostgreSQL answers, else the reason it does not."""
+    engine = create_engine(PG_ADMIN_URL, connect_args={"connect_timeout": 3})
+    try:
+        with engine.connect() as conn:
+            conn.execute(text("select 1"))
+        return None
+    except Exception as exc:
+        return f"PostgreSQL not reachable at {PG_ADMIN_URL}: {type(exc).__name__}"
+    finally:
+        engine.dispose()
+
+
+@pytest.fixture(scope="session")
+def pg_admin_url() -> str:
+    reason = _pg_available()
+    if reason is not None:
+        if IN_CI:
+            pytest.fail(f"CI=true requires PostgreSQL: {reason}")
+        pytest.skip(reason)
+    return PG_ADMIN_URL
+
+
+@pytest.fixture
+def pg_url(pg_admin_url: str) -> Iterator[str]:
+    """A fresh, empty PostgreSQL database for one test, dropped afterwards."""
+    name = f"meshclaw_test_{uuid.uuid4().hex[:12]}"
+    admin = create_engine(pg_admin_url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    try:
+        yield pg_admin_url.rsplit("/", 1)[0] + f"/{name}"
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """Each store test runs on both engines."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'store.db'}"
+    url: str = request.getfixturevalue("pg_url")
+    return url
+
+
+@pytest.fixture
+def scripted() -> Iterator[Callable[[dict[str, Any]], ScriptedServer]]:
+    """Start scripted model servers from dict scripts; all are stopped after the test."""
+    servers: list[ScriptedServer] = []
+
+    def start(script: dict[str, Any]) -> ScriptedServer:
+        server = ScriptedServer(Script.model_validate(script))
+        server.start()
+        servers.append(server)
+        return server
+
+    yield start
+    for server in servers:
+        server.stop()
+
+
+@dataclass
+class World:
+    """A platform with one org, two teams and three people, ready to run agents."""
+
+    platform: Platform
+    alice: Caller
+    bob: Caller
+    admin: Caller
+
+    def save_agent(self, yaml_text: str, caller: Caller | None = None) -> str:
+        agent, _ = self.platform.agents.save(caller or self.alice, parse_spec(yaml_text))
+        return agent.id
+
+    def start_run(self, agent: str, user_input: str = "go") -> str:
+        info = self.platform.runs.create(self.alice, agent, user_input)
+        assert self.platform.runs.claim(info.id)
+        return info.id
+
+    def run(
+        self,
+        agent: str,
+        user_input: str = "go",
+        *,
+        connectors: ConnectorRegistry | None = None,
+        authorizer: Authorizer | None = None,
+    ) -> RunInfo:
+        """Run an agent to its end in this thread, with fast retries."""
+        run_id = self.start_run(agent, user_input)
+        asyncio.run(self.execute(run_id, connectors=connectors, authorizer=authorizer))
+        return self.platform.runs.get(self.alice, run_id)
+
+    async def execute(
+        self,
+        run_id: str,
+        *,
+        connectors: ConnectorRegistry | None = None,
+        authorizer: Authorizer | None = None,
+    ) -> None:
+        gateway = self.platform.build_gateway(
+            retry=FAST_RETRY, connectors=connectors, authorizer=authorizer
+        )
+        try:
+            await self.platform.executor(gateway).execute(run_id)
+        finally:
+            await gateway.aclose()
+
+
+def agent_yaml(
+    name: str = "helper",
+    tools: tuple[tuple[str, str], ...] = (("clock.now", "read"), ("notes.write", "write")),
+    max_steps: int = 10,
+    timeout: float = 30,
+    extra: str = "",
+) -> str:
+    """A minimal valid spec for the scripted provider."""
+    tool_lines = "".join(f"\n  - {{name: {t}, scope: {s}}}" for t, s in tools)
+    return (
+        f"name: {name}\nowner: alice\n"
+        "model: {provider: scripted, model: test-model}\n"
+        "instructions: You help.\n"
+        f"tools:{tool_lines or ' []'}\n"
+        f"budget: {{max_steps: {max_steps}, timeout_seconds: {timeout}{extra}}}\n"
+    )
+
+
+@pytest.fixture
+def make_world(tmp_path: Path) -> Iterator[Callable[..., World]]:
+    platforms: list[Platform] = []
+
+    def build(model_url: str | None = None, database_url: str | None = None) -> World:
+        providers = {}
+        if model_url is not None:
+            providers["scripted"] = ProviderConfig(base_url=model_url, timeout_seconds=10)
+        settings = Settings(
+            home=tmp_path / "var",
+            database_url=database_url,
+            embedded_model_server=False,
+            providers=providers,
+        )
+        platform = Platform(settings)
+        platforms.append(platform)
+        accounts = platform.accounts
+        org = accounts.create_org("acme")
+        eng = accounts.create_team(org.id, "eng")
+        ops = accounts.create_team(org.id, "ops")
+        alice = accounts.create_user(org.id, "alice", team_id=eng.id)
+        bob = accounts.create_user(org.id, "bob", team_id=ops.id)
+        admin = accounts.create_user(org.id, "root", role="platform_admin")
+        return World(
+            platform=platform,
+            alice=accounts.caller_for(alice),
+            bob=accounts.caller_for(bob),
+            admin=accounts.caller_for(admin),
+        )
+
+    yield build
+    for platform in platforms:
+        platform.close()

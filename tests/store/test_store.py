@@ -1,0 +1,79 @@
+"""The store on SQLite and PostgreSQL: migrations match the models, and a whole run persists."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from decimal import Decimal
+from typing import Any
+
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
+from sqlalchemy import func, select
+
+from meshclaw.metering.usage import usage_report
+from meshclaw.providers.scripted import ScriptedServer
+from meshclaw.store.db import make_engine, migrate
+from meshclaw.store.models import AgentVersion, AuditEvent, Base, UsageRecord
+from tests.conftest import World, agent_yaml
+
+
+def test_migrations_create_exactly_the_models_schema(database_url: str) -> None:
+    migrate(database_url)
+    migrate(database_url)  # idempotent
+    engine = make_engine(database_url)
+    try:
+        with engine.connect() as conn:
+            diff = compare_metadata(MigrationContext.configure(conn), Base.metadata)
+    finally:
+        engine.dispose()
+    assert diff == []
+
+
+def test_a_run_persists_steps_usage_cost_and_audit(
+    database_url: str,
+    scripted: Callable[[dict[str, Any]], ScriptedServer],
+    make_world: Callable[..., World],
+) -> None:
+    server = scripted(
+        {
+            "turns": [
+                {
+                    "reply": {
+                        "tool_calls": [
+                            {"name": "notes.write", "arguments": {"title": "a", "body": "b"}}
+                        ]
+                    }
+                },
+                {"reply": {"content": "saved", "cached_tokens": 5}},
+            ]
+        }
+    )
+    world = make_world(server.base_url, database_url)
+    world.save_agent(agent_yaml())
+    world.save_agent(agent_yaml().replace("You help.", "You help more."))
+    info = world.run("helper")
+    assert info.status == "succeeded", info.error
+    assert info.agent_version == 2
+
+    with world.platform.db.session() as session:
+        versions = session.scalars(
+            select(AgentVersion.version).order_by(AgentVersion.version)
+        ).all()
+        assert versions == [1, 2]
+        total_nano = session.scalar(select(func.sum(UsageRecord.cost_nano_usd)))
+        actions = session.scalars(select(AuditEvent.action).order_by(AuditEvent.seq)).all()
+    assert info.cost_usd == Decimal(total_nano) / Decimal(10**9)
+    assert info.cost_usd > 0
+    assert actions.count("model.invoke") == 2
+    assert actions.count("tool.write") == 1
+    assert actions[-1] == "run.finish"
+
+    (row,) = usage_report(world.platform.db, world.alice, group_by="agent")
+    assert row.key == "helper"
+    assert (row.model_calls, row.tool_calls) == (2, 1)
+    assert row.cached_tokens == 5
+    assert row.cost_usd == info.cost_usd
+    # Bob is an employee in another team: he sees none of alice's usage.
+    assert usage_report(world.platform.db, world.bob, group_by="user") == []
+    by_user = usage_report(world.platform.db, world.admin, group_by="user")
+    assert [r.key for r in by_user] == ["alice"]
