@@ -9,14 +9,13 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any
 
-from fastapi import Depends, FastAPI, Query, Request
+from fastapi import FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from meshclaw import __version__
-from meshclaw.accounts.service import Caller
+from meshclaw.api.deps import Authed
 from meshclaw.api.schemas import (
     AgentCreate,
     AgentOut,
@@ -28,7 +27,7 @@ from meshclaw.api.schemas import (
     UsageRowOut,
     VersionOut,
 )
-from meshclaw.errors import AuthError, MeshClawError, SpecError, UserError
+from meshclaw.errors import MeshClawError, SpecError, UserError
 from meshclaw.metering.usage import GroupBy, usage_report
 from meshclaw.platform import Platform
 from meshclaw.spec.loader import parse_spec, validate_spec
@@ -36,7 +35,6 @@ from meshclaw.spec.registry import AgentInfo
 from meshclaw.workers.inprocess import InProcessWorker
 
 PROBLEM = "application/problem+json"
-_bearer = HTTPBearer(auto_error=False)
 
 
 def _problem(
@@ -57,20 +55,6 @@ def _agent_out(agent: AgentInfo, changed: bool | None = None) -> AgentOut:
         spec=agent.spec.model_dump(mode="json"),
         changed=changed,
     )
-
-
-def current_caller(
-    request: Request,
-    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
-) -> Caller:
-    """Every route but /health depends on this: a valid bearer token or 401."""
-    if credentials is None or credentials.scheme.lower() != "bearer":
-        raise AuthError("missing bearer token (Authorization: Bearer <token>)")
-    platform: Platform = request.app.state.platform
-    return platform.accounts.authenticate(credentials.credentials)
-
-
-Authed = Annotated[Caller, Depends(current_caller)]
 
 
 def create_app(platform: Platform, worker: InProcessWorker | None = None) -> FastAPI:

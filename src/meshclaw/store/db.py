@@ -53,7 +53,8 @@ def migrate(url: str) -> None:
         with engine.begin() as conn:
             cfg = alembic_config(url)
             cfg.attributes["connection"] = conn
-            command.upgrade(cfg, "head")
+            # "heads": capabilities add migrations on their own branches off the base schema.
+            command.upgrade(cfg, "heads")
     finally:
         engine.dispose()
 

@@ -6,7 +6,7 @@ from alembic import context
 from sqlalchemy import Connection
 
 from meshclaw.store.db import make_engine
-from meshclaw.store.models import Base
+from meshclaw.store.all_models import Base
 
 config = context.config
 target_metadata = Base.metadata
