@@ -14,6 +14,7 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 import typer
+from rich.markup import escape
 
 from meshclaw.accounts.service import Caller
 from meshclaw.cli._output import errors
@@ -41,10 +42,10 @@ def handle_errors(func: F) -> F:
         try:
             return func(*args, **kwargs)
         except UserError as exc:
-            errors.print(f"[red]error:[/red] {exc}", markup=True, highlight=False)
+            errors.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False, soft_wrap=True)
             raise typer.Exit(EXIT_BAD_INPUT) from None
         except MeshClawError as exc:
-            errors.print(f"[red]failed:[/red] {exc}", markup=True, highlight=False)
+            errors.print(f"[red]failed:[/red] {escape(str(exc))}", highlight=False, soft_wrap=True)
             raise typer.Exit(EXIT_FAILED) from None
 
     return wrapper  # type: ignore[return-value]

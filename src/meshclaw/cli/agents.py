@@ -113,7 +113,9 @@ def show(
     try:
         caller = resolve_caller(platform, token)
         agent = platform.agents.get(caller, name)
-        _, row = platform.agents.version(caller, agent.id, version or agent.version)
+        _, row = platform.agents.version(
+            caller, agent.id, agent.version if version is None else version
+        )
     finally:
         platform.close()
     if json_output:

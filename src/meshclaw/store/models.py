@@ -7,7 +7,7 @@ on both engines; SQLite has no decimal type), exposed as ``Decimal`` by the serv
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, ClassVar
 
 from sqlalchemy import (
@@ -23,9 +23,11 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
 )
+from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.types import TypeDecorator
 
-from meshclaw.clock import utcnow
+from meshclaw.clock import as_utc, utcnow
 
 NAMING = {
     "ix": "ix_%(column_0_label)s",
@@ -35,7 +37,25 @@ NAMING = {
     "pk": "pk_%(table_name)s",
 }
 
-Timestamp = DateTime(timezone=True)
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Timezone-aware UTC in and out, on every engine (SQLite drops the zone on read)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime: MeshClaw stores timezone-aware UTC only")
+        return value.astimezone(UTC)
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        return None if value is None else as_utc(value)
+
+
+Timestamp = UTCDateTime()
 
 
 class Base(DeclarativeBase):

@@ -5,8 +5,8 @@ from __future__ import annotations
 from alembic import context
 from sqlalchemy import Connection
 
-from meshclaw.store.db import make_engine
 from meshclaw.store.all_models import Base
+from meshclaw.store.db import make_engine
 
 config = context.config
 target_metadata = Base.metadata
