@@ -45,14 +45,11 @@ def serve(
         server = uvicorn.Server(
             uvicorn.Config(create_app(platform, worker), log_level="warning", access_log=False)
         )
-        console.print(f"MeshClaw listening on {address}", highlight=False)
-        console.print(f"  API docs:     {address}/docs", highlight=False)
+        print(f"MeshClaw listening on {address}")
+        print(f"  API docs:     {address}/docs")
         if model_url:
-            console.print(f"  model server: {model_url} (scripted demo model)", highlight=False)
-        console.print(
-            "  try:          .venv/bin/meshclaw run daily-notes --input 'note the time' --follow",
-            highlight=False,
-        )
+            print(f"  model server: {model_url} (scripted demo model)")
+        print("  try:          .venv/bin/meshclaw run daily-notes --input 'note the time' --follow")
         sys.stdout.flush()
         server.run(sockets=[sock])
     finally:
