@@ -12,8 +12,8 @@ from sqlalchemy import func, select
 
 from meshclaw.metering.usage import usage_report
 from meshclaw.providers.scripted import ScriptedServer
-from meshclaw.store.db import make_engine, migrate
 from meshclaw.store.all_models import Base
+from meshclaw.store.db import make_engine, migrate
 from meshclaw.store.models import AgentVersion, AuditEvent, UsageRecord
 from tests.conftest import World, agent_yaml
 

@@ -25,6 +25,8 @@ class RunContext:
     next_step: int = 1
     tool_definitions: dict[str, ToolDefinition] = field(default_factory=dict)
     """``connector.tool`` -> definition, for the tools offered to this run's model."""
+    untrusted_content_seen: bool = False
+    """Provenance: a tool result from outside the org entered the conversation."""
 
     def take_step_number(self) -> int:
         seq = self.next_step

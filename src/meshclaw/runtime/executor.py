@@ -19,6 +19,7 @@ from meshclaw.errors import MeshClawError, NotFoundError
 from meshclaw.metering.budget import RunTotals
 from meshclaw.runtime.context import RunContext
 from meshclaw.runtime.gateway import Gateway
+from meshclaw.runtime.resume import load_resumption
 from meshclaw.runtime.runner import LoopResult, MaxStepsReached, run_agent_loop
 from meshclaw.runtime.service import version_yaml
 from meshclaw.spec.loader import parse_spec
@@ -47,7 +48,13 @@ class RunExecutor:
     async def execute(self, run_id: str) -> RunEnd:
         """Run a claimed (``running``) run to its end and persist how it ended."""
         ctx = self._context(run_id)
-        loop_task = asyncio.create_task(run_agent_loop(self._gateway, ctx, self._input(run_id)))
+        # A run that already has steps (its worker died, or it waited for an approval)
+        # continues from them instead of starting over.
+        resumption = load_resumption(self._db, run_id)
+        ctx.untrusted_content_seen = resumption.untrusted_content_seen
+        loop_task = asyncio.create_task(
+            run_agent_loop(self._gateway, ctx, self._input(run_id), resumption)
+        )
         watch_task = asyncio.create_task(self._watch_cancel(run_id))
         try:
             done, _ = await asyncio.wait(

@@ -16,7 +16,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import update
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
 
 from meshclaw.audit.sink import AuditRecord, AuditSink
 from meshclaw.clock import utcnow
@@ -201,20 +202,48 @@ class Gateway:
 
     # -- tool calls ---------------------------------------------------------------------
 
-    async def invoke_tool(self, ctx: RunContext, call: ToolCall) -> ToolResult:
-        """Run one tool call. Failures come back as an error result for the model."""
-        seq = ctx.take_step_number()
+    async def invoke_tool(
+        self, ctx: RunContext, call: ToolCall, *, seq: int | None = None
+    ) -> ToolResult:
+        """Run one tool call. Failures come back as an error result for the model.
+
+        ``seq`` re-runs a step that started before a crash: same step, same idempotency key.
+        """
+        seq = ctx.take_step_number() if seq is None else seq
+        refused_request = {"tool_call_id": call.id, "arguments": call.arguments}
         definition = ctx.tool_definitions.get(call.name)
         if definition is None:
             decision = Decision(allowed=False, reason=f"tool {call.name} was not offered")
-            self._refuse(ctx, seq, "tool", call.name, "tool.call", f"tool:{call.name}", decision)
-            return ToolResult(content=f"error: no tool named {call.name}", is_error=True)
+            content = f"error: no tool named {call.name}"
+            self._refuse(
+                ctx,
+                seq,
+                "tool",
+                call.name,
+                "tool.call",
+                f"tool:{call.name}",
+                decision,
+                request=refused_request,
+                content=content,
+            )
+            return ToolResult(content=content, is_error=True)
         action = f"tool.{definition.action}"
         resource = f"tool:{call.name}"
         decision = self._authorize(ctx, action, resource, {"arguments": call.arguments})
         if not decision.allowed:
-            self._refuse(ctx, seq, "tool", call.name, action, resource, decision)
-            return ToolResult(content=f"denied: {decision.reason}", is_error=True)
+            content = f"denied: {decision.reason}"
+            self._refuse(
+                ctx,
+                seq,
+                "tool",
+                call.name,
+                action,
+                resource,
+                decision,
+                request=refused_request,
+                content=content,
+            )
+            return ToolResult(content=content, is_error=True)
         self._check_budget(ctx, seq, "tool", call.name, resource, decision)
         connector_name, tool_name = call.name.split(".", 1)
         connector = self._connectors.get(connector_name)
@@ -308,21 +337,24 @@ class Gateway:
         action: str,
         resource: str,
         decision: Decision,
+        *,
+        request: dict[str, Any] | None = None,
+        content: str | None = None,
     ) -> None:
         """A refused call still leaves a step and an audit record: refusals are evidence."""
         with self._db.session() as session:
-            session.add(
-                RunStep(
-                    id=new_id("stp"),
-                    run_id=ctx.run_id,
-                    seq=seq,
-                    kind=kind,
-                    name=name,
-                    status="denied",
-                    decision=str(decision)[:200],
-                    error=decision.reason,
-                    ended_at=utcnow(),
-                )
+            _upsert_step(
+                session,
+                ctx.run_id,
+                seq,
+                kind=kind,
+                name=name,
+                status="denied",
+                request=request or {},
+                response={"content": content} if content is not None else None,
+                decision=str(decision)[:200],
+                error=decision.reason,
+                ended_at=utcnow(),
             )
             self._bump_step_count(session, ctx)
             self._audit.append(
@@ -335,14 +367,17 @@ class Gateway:
     def _start_step(
         self, ctx: RunContext, seq: int, kind: str, name: str, request: dict[str, Any]
     ) -> str:
-        step_id = new_id("stp")
         with self._db.session() as session:
-            session.add(
-                RunStep(
-                    id=step_id, run_id=ctx.run_id, seq=seq, kind=kind, name=name, request=request
-                )
+            return _upsert_step(
+                session,
+                ctx.run_id,
+                seq,
+                kind=kind,
+                name=name,
+                status="running",
+                request=request,
+                started_at=utcnow(),
             )
-        return step_id
 
     def _end_step(
         self,
@@ -416,3 +451,15 @@ class Gateway:
     ) -> None:
         with self._db.session() as session:
             self._audit.append(session, self._record(ctx, action, resource, outcome, details))
+
+
+def _upsert_step(session: Session, run_id: str, seq: int, **values: Any) -> str:
+    """Insert step ``seq`` of a run, or overwrite it when a resumed run re-runs that step."""
+    existing = session.scalar(select(RunStep).where(RunStep.run_id == run_id, RunStep.seq == seq))
+    if existing is None:
+        step_id = new_id("stp")
+        session.add(RunStep(id=step_id, run_id=run_id, seq=seq, **values))
+        return step_id
+    for key, value in values.items():
+        setattr(existing, key, value)
+    return existing.id

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from meshclaw.providers.base import Message, ModelRequest
 from meshclaw.runtime.context import RunContext
 from meshclaw.runtime.gateway import Gateway
+from meshclaw.runtime.resume import Resumption
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -23,12 +24,31 @@ class MaxStepsReached(Exception):
     """The model kept calling tools until the spec's max_steps ran out."""
 
 
-async def run_agent_loop(gateway: Gateway, ctx: RunContext, user_input: str) -> LoopResult:
+async def run_agent_loop(
+    gateway: Gateway, ctx: RunContext, user_input: str, resumption: Resumption | None = None
+) -> LoopResult:
+    """Run the loop from the start, or from where ``resumption`` says the run stands."""
     spec = ctx.spec
+    state = resumption or Resumption()
+    if state.ended:
+        return LoopResult(output=state.final_output, steps=state.turns_done)
     tools = await gateway.offered_tools(ctx)
-    messages: list[Message] = [Message(role="system", content=spec.instructions)]
-    messages.append(Message(role="user", content=user_input or "Start."))
-    for turn in range(spec.budget.max_steps):
+    messages: list[Message] = list(state.messages)
+    if not messages:
+        messages.append(Message(role="system", content=spec.instructions))
+        messages.append(Message(role="user", content=user_input or "Start."))
+    elif messages[-1].role == "assistant":
+        # The last turn's tool calls: run what is pending, reuse what already finished.
+        pending = state.pending
+        results = await asyncio.gather(
+            *(gateway.invoke_tool(ctx, p.call, seq=p.seq) for p in pending)
+        )
+        done = state.finished_results | {
+            p.call.id: r.content for p, r in zip(pending, results, strict=True)
+        }
+        for call in messages[-1].tool_calls:
+            messages.append(Message(role="tool", content=done[call.id], tool_call_id=call.id))
+    for turn in range(state.turns_done, spec.budget.max_steps):
         request = ModelRequest(
             model=spec.model.model,
             messages=tuple(messages),
