@@ -19,19 +19,70 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from meshclaw.connectors.config import ConnectorConfig
+
 
 class ProviderConfig(BaseModel):
     """How to reach one model provider."""
 
     model_config = ConfigDict(extra="forbid")
 
-    kind: Literal["openai"] = "openai"
-    """Wire protocol. ``openai`` covers OpenAI, vLLM, Ollama, llama.cpp and gateways."""
+    kind: Literal["openai", "anthropic", "bedrock"] = "openai"
+    """Wire protocol. ``openai`` covers OpenAI, vLLM, Ollama, llama.cpp and gateways;
+    ``anthropic`` is the Messages API; ``bedrock`` is AWS Bedrock's Converse API."""
     base_url: str | None = None
+    """The API's base URL; for ``bedrock`` the ``endpoint_url`` (default: the region's)."""
     api_key_env: str | None = None
     """Name of the environment variable holding the API key (never the key itself)."""
+    region: str | None = None
+    """``bedrock`` only: the AWS region (default: the AWS configuration's)."""
+    aws_profile: str | None = None
+    """``bedrock`` only: a named AWS profile; default the standard credential chain."""
     timeout_seconds: float = 60.0
     max_retries: int = Field(default=4, ge=0, le=10)
+
+
+class AuditSettings(BaseModel):
+    """The tamper-evident audit log (docs/audit.md)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    signing_key: Path | None = None
+    """Ed25519 checkpoint signing key (PEM, mode 0600); default ``<home>/audit-signing.key``,
+    created on first use."""
+    origin: str = Field(default="meshclaw/audit", pattern=r"^[^\s+]+$")
+    """The log's name in its checkpoints and the signing key's name."""
+    checkpoint_every: int = Field(default=1000, ge=0)
+    """Sign a checkpoint every this many records, in the appending transaction (0: off)."""
+    checkpoint_dir: Path | None = None
+    """Also write each checkpoint note here after commit, for witnesses and backups."""
+    min_retention_days: int = Field(default=30, ge=0)
+    """Records younger than this can never be redacted."""
+
+
+class MeteringSettings(BaseModel):
+    """Budgets, rate limits and the runaway-loop guard (docs/metering.md)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    max_identical_calls: int = Field(default=5, ge=0)
+    """Circuit breaker: refuse a run's call made this many times before, identically
+    (same model request, or same tool with the same arguments); 0: off."""
+
+
+class TelemetrySettings(BaseModel):
+    """OpenTelemetry GenAI spans and Prometheus metrics (docs/metering.md)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    otlp_endpoint: str | None = None
+    """OTLP/HTTP traces endpoint, e.g. ``http://collector:4318/v1/traces``; None: no export."""
+    otlp_headers: dict[str, str] = Field(default_factory=dict)
+    """Extra headers for the OTLP exporter (e.g. an auth header)."""
+    service_name: str = "meshclaw"
+    """``service.name`` of the exported spans."""
+    metrics: bool = True
+    """Serve Prometheus metrics at ``/metrics`` (team/agent labels, never users)."""
 
 
 def _config_file() -> Path:
@@ -56,6 +107,30 @@ class Settings(BaseSettings):
     """Start the scripted model server in-process as provider ``scripted`` (demo/offline)."""
     model_script: Path | None = None
     """Script for the embedded model server; defaults to the shipped demo script."""
+    audit: AuditSettings = Field(default_factory=AuditSettings)
+    """Audit log signing, checkpoints and retention."""
+    metering: MeteringSettings = Field(default_factory=MeteringSettings)
+    """Budgets, rate limits and the runaway-loop guard."""
+    telemetry: TelemetrySettings = Field(default_factory=TelemetrySettings)
+    """OpenTelemetry export and Prometheus metrics."""
+    connectors: dict[str, ConnectorConfig] = Field(default_factory=dict)
+    """MCP servers by connector name (docs/connectors.md); more can be added at run time."""
+    credentials_file: Path | None = None
+    """File-backed credential store; default ``<home>/credentials.json`` (mode 0600)."""
+    vault_key_file: Path | None = None
+    """Key-encryption key of the credential vault; default ``<home>/vault.key`` (mode 0600,
+    created on first use). ``$MESHCLAW_VAULT_KEY`` (base64) takes precedence."""
+    policy_file: Path | None = None
+    """The org's own Cedar policies, added to the built-in roles and gates (docs/policy.md).
+    Validated on start: an invalid file stops the platform with every error and its line."""
+    broker_url: str | None = None
+    """Celery broker (``redis://…`` or ``amqp://…``) for scale-out workers; without one,
+    runs execute in the API process's embedded worker (docs/deploy.md)."""
+    lease_seconds: float = Field(default=30.0, ge=1, le=3600)
+    """How long a scale-out worker's hold on a run lasts without a heartbeat; after it, the
+    run is continued by another worker."""
+    max_run_attempts: int = Field(default=5, ge=1, le=100)
+    """A run whose worker was lost this many times is failed instead of retried."""
 
     @classmethod
     def settings_customise_sources(

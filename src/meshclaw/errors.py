@@ -10,6 +10,7 @@ code 2 on the CLI and to HTTP 4xx on the API; everything else is a runtime failu
     │   ├── ConflictError         state does not allow the request (HTTP 409)
     │   ├── AuthError             missing or bad credentials (HTTP 401)
     │   ├── PermissionDenied      authenticated, but not allowed (HTTP 403)
+    │   ├── PolicyError           a Cedar policy set is invalid; carries every issue with its line
     │   └── ConfigError           a setting, provider or price table entry is wrong
     └── RuntimeFailure            something failed while doing valid work
         ├── ProviderError         a model provider call failed
@@ -83,6 +84,34 @@ class PermissionDenied(UserError):
 
 class ConfigError(UserError):
     http_status = 400
+
+
+@dataclass(frozen=True, kw_only=True)
+class PolicyIssue:
+    """One problem in a policy text: which policy, where, and Cedar's message."""
+
+    policy: str
+    """The policy's ``@id``, or Cedar's positional ``policy<N>``; empty if unknown."""
+    message: str
+    line: int | None = None
+
+    def __str__(self) -> str:
+        where = f"line {self.line}: " if self.line is not None else ""
+        name = f"{self.policy}: " if self.policy else ""
+        return f"{where}{name}{self.message}"
+
+
+class PolicyError(UserError):
+    """A policy set failed to parse or to validate against the schema."""
+
+    http_status = 422
+
+    def __init__(self, issues: list[PolicyIssue], source: str | None = None) -> None:
+        self.issues = issues
+        self.source = source
+        head = f"{source}: " if source else ""
+        lines = "\n".join(f"  {issue}" for issue in issues)
+        super().__init__(f"{head}invalid policy set ({len(issues)} problem(s)):\n{lines}")
 
 
 class RuntimeFailure(MeshClawError):

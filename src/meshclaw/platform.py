@@ -11,19 +11,32 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from meshclaw.accounts.service import Accounts
-from meshclaw.audit.sink import StoreAuditSink
+from meshclaw.analytics.service import AnalyticsService
+from meshclaw.audit.log import build_audit
 from meshclaw.config import ProviderConfig, Settings
+from meshclaw.connectors.base import Connector
 from meshclaw.connectors.builtin import ClockConnector, NotesConnector
+from meshclaw.connectors.credentials import FileCredentialStore
 from meshclaw.connectors.registry import ConnectorRegistry
-from meshclaw.metering.budget import RunBudgetGuard
+from meshclaw.connectors.service import ConnectorService
+from meshclaw.integrity.findings import FindingsService
+from meshclaw.metering.budgets import BudgetService
+from meshclaw.metering.limits import LimitGuard
 from meshclaw.metering.prices import PriceTable, load_price_table
-from meshclaw.policy.authorizer import Authorizer, SpecGrantAuthorizer
+from meshclaw.outcomes.links import load_link_key
+from meshclaw.outcomes.service import OutcomeService
+from meshclaw.policy.api import ApiAuthorizer
+from meshclaw.policy.approvals import Approvals
+from meshclaw.policy.authorizer import Authorizer
+from meshclaw.policy.cedar import CedarAuthorizer, PolicyStore
+from meshclaw.policy.vault import Vault, VaultCredentialStore, load_kek
 from meshclaw.providers.registry import ProviderRegistry
 from meshclaw.runtime.executor import RunExecutor
 from meshclaw.runtime.gateway import Gateway, RetryPolicy
 from meshclaw.runtime.service import RunService
 from meshclaw.spec.registry import AgentRegistry
 from meshclaw.store.db import Database, migrate
+from meshclaw.telemetry import build_telemetry
 
 if TYPE_CHECKING:
     from meshclaw.providers.scripted import ScriptedServer
@@ -42,11 +55,53 @@ class Platform:
         if apply_migrations:
             migrate(url)
         self.db = Database(url)
-        self.audit = StoreAuditSink()
+        self.audit, self.audit_log = build_audit(self.db, self.settings)
         self.accounts = Accounts(self.db, self.audit)
-        self.agents = AgentRegistry(self.db, self.audit)
+        self.policies = PolicyStore.from_file(self.settings.policy_file)
+        """The active Cedar policy set, shared by the gateway and the API checks."""
+        self.access = ApiAuthorizer(self.policies)
+        self.authorizer = CedarAuthorizer(self.policies)
+        self.agents = AgentRegistry(self.db, self.audit, self.access)
+        self.approvals = Approvals(self.db, self.audit, self.access)
+        key_file = self.settings.vault_key_file or self.settings.home / "vault.key"
+        self.vault = Vault(self.db, lambda: load_kek(key_file))
+        """Delegated credentials, encrypted at rest; the key is read on first use."""
         self.runs = RunService(self.db, self.agents, self.audit)
+        self.connector_admin = ConnectorService(
+            db=self.db,
+            audit=self.audit,
+            settings_connectors=self.settings.connectors,
+            credentials=VaultCredentialStore(
+                self.vault,
+                fallback=FileCredentialStore(
+                    self.settings.credentials_file or self.settings.home / "credentials.json"
+                ),
+            ),
+            errlog_dir=self.settings.home / "logs",
+        )
         self.prices: PriceTable = load_price_table(self.settings.price_table)
+        self.telemetry = build_telemetry(self.settings.telemetry)
+        """GenAI spans (OTLP export when configured) and the Prometheus registry."""
+        self.budget_guard = LimitGuard(
+            self.db, self.audit, max_identical_calls=self.settings.metering.max_identical_calls
+        )
+        self.budgets = BudgetService(self.db, self.audit, on_change=self.budget_guard.forget)
+        self.telemetry.watch_budgets(self.db)
+        self.outcomes = OutcomeService(
+            self.db,
+            self.audit,
+            link_key=lambda: load_link_key(self.settings.home / "feedback-link.key"),
+        )
+        """Outcome records, feedback, durability re-checks (``outcomes.service``)."""
+        self.analytics = AnalyticsService(
+            self.db,
+            self.audit,
+            self.access,
+            self.outcomes,
+            # Open or under-review integrity findings withhold credit (pending review).
+            withheld=FindingsService(self.db, self.audit).withheld,
+        )
+        """Leaderboards, adoption and drill-downs under privacy tiers (``analytics.service``)."""
         self.provider_configs: dict[str, ProviderConfig] = dict(self.settings.providers)
         self._model_server: ScriptedServer | None = None  # started on demand
 
@@ -63,7 +118,12 @@ class Platform:
         return self._model_server.base_url
 
     def connectors(self) -> ConnectorRegistry:
-        return ConnectorRegistry([ClockConnector(), NotesConnector(self.db)])
+        """Built-ins plus every configured MCP server (connections open on first use)."""
+        builtins: list[Connector] = [ClockConnector(), NotesConnector(self.db)]
+        return ConnectorRegistry(
+            [*builtins, *self.connector_admin.build_all()],
+            resolve=self.connector_admin.build_if_configured,  # added while running
+        )
 
     def build_gateway(
         self,
@@ -77,18 +137,23 @@ class Platform:
             db=self.db,
             providers=ProviderRegistry(self.provider_configs),
             connectors=connectors or self.connectors(),
-            authorizer=authorizer or SpecGrantAuthorizer(),
-            budget=RunBudgetGuard(),
+            authorizer=authorizer or self.authorizer,
+            budget=self.budget_guard,
+            telemetry=self.telemetry,
             prices=self.prices,
             audit=self.audit,
             retry=retry,
+            approvals=self.approvals,
         )
 
     def executor(self, gateway: Gateway) -> RunExecutor:
-        return RunExecutor(db=self.db, gateway=gateway, audit=self.audit)
+        return RunExecutor(
+            db=self.db, gateway=gateway, audit=self.audit, on_finish=self.outcomes.record_run
+        )
 
     def close(self) -> None:
         if self._model_server is not None:
             self._model_server.stop()
             self._model_server = None
+        self.telemetry.shutdown()
         self.db.dispose()

@@ -15,6 +15,15 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from meshclaw import __version__
+from meshclaw.api import analytics as analytics_api
+from meshclaw.api import approvals as approvals_api
+from meshclaw.api import audit as audit_api
+from meshclaw.api import connectors as connectors_api
+from meshclaw.api import hooks as hooks_api
+from meshclaw.api import metering as metering_api
+from meshclaw.api import ops as ops_api
+from meshclaw.api import outcomes as outcomes_api
+from meshclaw.api import policy as policy_api
 from meshclaw.api.deps import Authed
 from meshclaw.api.schemas import (
     AgentCreate,
@@ -28,11 +37,11 @@ from meshclaw.api.schemas import (
     VersionOut,
 )
 from meshclaw.errors import MeshClawError, SpecError, UserError
-from meshclaw.metering.usage import GroupBy, usage_report
+from meshclaw.metering.usage import GroupBy, Period, usage_report
 from meshclaw.platform import Platform
 from meshclaw.spec.loader import parse_spec, validate_spec
 from meshclaw.spec.registry import AgentInfo
-from meshclaw.workers.inprocess import InProcessWorker
+from meshclaw.workers.dispatch import RunDispatcher
 
 PROBLEM = "application/problem+json"
 
@@ -57,9 +66,19 @@ def _agent_out(agent: AgentInfo, changed: bool | None = None) -> AgentOut:
     )
 
 
-def create_app(platform: Platform, worker: InProcessWorker | None = None) -> FastAPI:
+def create_app(platform: Platform, worker: RunDispatcher | None = None) -> FastAPI:
     app = FastAPI(title="MeshClaw", version=__version__, description=__doc__)
     app.state.platform = platform
+    app.state.dispatcher = worker
+    app.include_router(approvals_api.router)
+    app.include_router(policy_api.router)
+    app.include_router(audit_api.router)
+    app.include_router(connectors_api.router)
+    app.include_router(metering_api.router)
+    app.include_router(hooks_api.router)
+    app.include_router(ops_api.router)
+    app.include_router(outcomes_api.router)
+    app.include_router(analytics_api.router)
 
     @app.exception_handler(SpecError)
     async def _spec_error(_: Request, exc: SpecError) -> JSONResponse:
@@ -132,7 +151,7 @@ def create_app(platform: Platform, worker: InProcessWorker | None = None) -> Fas
         """Queue a run; the worker starts it at once. Poll ``GET /v1/runs/{id}``."""
         info = platform.runs.create(who, body.agent, body.input, trigger=body.trigger)
         if worker is not None:
-            worker.wake()
+            worker.dispatch(info.id)
         return RunOut.model_validate(info)
 
     @app.get("/v1/runs", tags=["runs"])
@@ -168,9 +187,17 @@ def create_app(platform: Platform, worker: InProcessWorker | None = None) -> Fas
         group_by: GroupBy = "user",
         since: datetime | None = None,
         until: datetime | None = None,
+        period: Period | None = None,
     ) -> UsageOut:
-        """Tokens and cost. Tokens are a cost, never a measure of achievement."""
-        rows = usage_report(platform.db, who, group_by=group_by, since=since, until=until)
-        return UsageOut(group_by=group_by, rows=[UsageRowOut.model_validate(r) for r in rows])
+        """Tokens and cost (per day, week or month with ``period``). Tokens are a cost,
+        never a measure of achievement."""
+        rows = usage_report(
+            platform.db, who, group_by=group_by, since=since, until=until, period=period
+        )
+        return UsageOut(
+            group_by=group_by,
+            period=period,
+            rows=[UsageRowOut.model_validate(r) for r in rows],
+        )
 
     return app

@@ -100,11 +100,15 @@ class UsageRowOut(_Out):
     cached_tokens: int
     reasoning_tokens: int
     cost_usd: Decimal
+    cache_write_tokens: int = 0
+    period: str | None = None
+    """Start of the period (``YYYY-MM-DD``) when the report is by period."""
 
 
 class UsageOut(BaseModel):
     group_by: str
     rows: list[UsageRowOut]
+    period: str | None = None
 
 
 class Problem(BaseModel):

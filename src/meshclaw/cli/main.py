@@ -2,10 +2,46 @@
 
 from __future__ import annotations
 
-from meshclaw.cli import admin, agents, runs, serve, usage
+from meshclaw.cli import (
+    admin,
+    agents,
+    approvals,
+    audit,
+    budgets,
+    connectors,
+    ingest,
+    integrity,
+    leaderboard,
+    outcomes,
+    policy,
+    runs,
+    serve,
+    usage,
+    vault,
+    worker,
+)
 from meshclaw.cli._app import app
 
-__all__ = ["admin", "agents", "app", "main", "runs", "serve", "usage"]
+__all__ = [
+    "admin",
+    "agents",
+    "app",
+    "approvals",
+    "audit",
+    "budgets",
+    "connectors",
+    "ingest",
+    "integrity",
+    "leaderboard",
+    "main",
+    "outcomes",
+    "policy",
+    "runs",
+    "serve",
+    "usage",
+    "vault",
+    "worker",
+]
 
 
 def main() -> None:

@@ -94,6 +94,13 @@ def run(
         caller = resolve_caller(platform, token)
         info = platform.runs.create(caller, agent, input_text, trigger="manual")
         if detach:
+            from meshclaw.workers.dispatch import broker_dispatcher
+
+            # With a broker, send it to the workers; else a server's worker claims it.
+            broker = broker_dispatcher(platform)
+            if broker is not None:
+                broker.dispatch(info.id)
+                broker.close()
             print_json(_run_dict(info)) if json_output else console.print(f"queued {info.id}")
             return
         platform.start_embedded_model_server()
@@ -127,9 +134,12 @@ def run(
 
 
 def _print_summary(info: RunInfo) -> None:
-    colour = {"succeeded": "green", "failed": "red", "cancelled": "yellow"}.get(
-        info.status, "white"
-    )
+    colour = {
+        "succeeded": "green",
+        "failed": "red",
+        "cancelled": "yellow",
+        "waiting_approval": "yellow",
+    }.get(info.status, "white")
     console.print(
         f"[{colour}]{info.status}[/{colour}] {info.id}: {info.step_count} steps, "
         f"{info.input_tokens} in / {info.output_tokens} out tokens, cost {money(info.cost_usd)}"
@@ -138,13 +148,17 @@ def _print_summary(info: RunInfo) -> None:
         console.print(escape(info.output), highlight=False)
     if info.error:
         console.print(f"[red]{escape(info.error)}[/red]", highlight=False)
+    if info.status == "waiting_approval":
+        console.print("a tool call waits for approval: see `meshclaw approval list`")
 
 
 @runs_app.command("list")
 @handle_errors
 def list_runs(
     agent: str | None = typer.Option(None, help="Only this agent's runs."),
-    status: str | None = typer.Option(None, help="queued, running, succeeded, failed, cancelled."),
+    status: str | None = typer.Option(
+        None, help="queued, running, waiting_approval, succeeded, failed, cancelled."
+    ),
     limit: int = typer.Option(20, min=1, max=500),
     token: str | None = TokenOption,
     json_output: bool = JsonOption,

@@ -24,6 +24,7 @@ def serve(
     from meshclaw.api.app import create_app
     from meshclaw.demo import seed_demo
     from meshclaw.platform import Platform
+    from meshclaw.workers.dispatch import broker_dispatcher
     from meshclaw.workers.inprocess import InProcessWorker
 
     settings = Settings()
@@ -33,8 +34,11 @@ def serve(
     if demo and seed_demo(platform):
         console.print("seeded the demo org 'acme' (users alice, bob, carol, dave, erin)")
     model_url = platform.start_embedded_model_server()
-    worker = InProcessWorker(platform, concurrency=settings.workers)
-    worker.start()
+    # With a broker, runs go to `meshclaw worker` processes; else this process runs them.
+    broker = broker_dispatcher(platform)
+    worker = None if broker else InProcessWorker(platform, concurrency=settings.workers, cron=True)
+    if worker is not None:
+        worker.start()
     # Bind first so port 0 works and the real address can be printed before serving.
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -43,7 +47,9 @@ def serve(
     address = f"http://{bind_host}:{sock.getsockname()[1]}"
     try:
         server = uvicorn.Server(
-            uvicorn.Config(create_app(platform, worker), log_level="warning", access_log=False)
+            uvicorn.Config(
+                create_app(platform, broker or worker), log_level="warning", access_log=False
+            )
         )
         print(f"MeshClaw listening on {address}")
         print(f"  API docs:     {address}/docs")
@@ -53,6 +59,9 @@ def serve(
         sys.stdout.flush()
         server.run(sockets=[sock])
     finally:
-        worker.stop()
+        if worker is not None:
+            worker.stop()
+        if broker is not None:
+            broker.close()
         platform.close()
         sock.close()

@@ -1,4 +1,5 @@
-"""``meshclaw usage``: tokens and cost per user, team, agent or model."""
+"""``meshclaw usage``: tokens and cost per user, team, agent, model and period;
+``meshclaw usage reprice``: re-price history after the price table changed."""
 
 from __future__ import annotations
 
@@ -18,7 +19,14 @@ from meshclaw.cli._app import (
 from meshclaw.cli._output import console, money, print_json
 from meshclaw.clock import as_utc
 from meshclaw.errors import UserError
-from meshclaw.metering.usage import GroupBy, usage_report
+from meshclaw.metering.reprice import reprice
+from meshclaw.metering.usage import GroupBy, Period, usage_report
+
+usage_app = typer.Typer(
+    help="Usage and cost. Tokens are a cost, never a measure of achievement.",
+    invoke_without_command=True,
+)
+app.add_typer(usage_app, name="usage")
 
 
 def _parse_time(value: str | None, option: str) -> datetime | None:
@@ -30,33 +38,47 @@ def _parse_time(value: str | None, option: str) -> datetime | None:
         raise UserError(f"{option}: not an ISO 8601 date or time: {value!r}") from None
 
 
-@app.command("usage")
+@usage_app.callback()
 @handle_errors
 def usage(
+    ctx: typer.Context,
     by: str = typer.Option("user", "--by", help="user, team, agent or model."),
+    period: str | None = typer.Option(None, "--period", help="day, week or month."),
     since: str | None = typer.Option(None, help="ISO 8601 start (UTC if no zone)."),
     until: str | None = typer.Option(None, help="ISO 8601 end, exclusive."),
     token: str | None = TokenOption,
     json_output: bool = JsonOption,
 ) -> None:
     """Usage and cost. Tokens are a cost, never a measure of achievement."""
+    if ctx.invoked_subcommand is not None:
+        return
     if by not in ("user", "team", "agent", "model"):
         raise UserError(f"--by: must be user, team, agent or model, not {by!r}")
+    if period not in (None, "day", "week", "month"):
+        raise UserError(f"--period: must be day, week or month, not {period!r}")
     group: GroupBy = by  # type: ignore[assignment]
+    per: Period | None = period  # type: ignore[assignment]
     start, end = _parse_time(since, "--since"), _parse_time(until, "--until")
     platform = open_platform()
     try:
         rows = usage_report(
-            platform.db, resolve_caller(platform, token), group_by=group, since=start, until=end
+            platform.db,
+            resolve_caller(platform, token),
+            group_by=group,
+            since=start,
+            until=end,
+            period=per,
         )
     finally:
         platform.close()
     if json_output:
-        print_json({"group_by": by, "rows": rows})
+        print_json({"group_by": by, "period": period, "rows": rows})
         return
-    table = Table(by, "model calls", "tool calls", "input", "output", "cached", "reasoning", "cost")
+    columns = ["model calls", "tool calls", "input", "output", "cached", "reasoning", "cost"]
+    table = Table(*(["period"] if period else []), by, *columns)
     for r in rows:
         table.add_row(
+            *([r.period or ""] if period else []),
             r.key,
             str(r.model_calls),
             str(r.tool_calls),
@@ -67,3 +89,39 @@ def usage(
             money(r.cost_usd),
         )
     console.print(table)
+
+
+@usage_app.command("reprice")
+@handle_errors
+def reprice_command(
+    since: str | None = typer.Option(None, help="ISO 8601 start (UTC if no zone)."),
+    until: str | None = typer.Option(None, help="ISO 8601 end, exclusive."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Show what would change; write nothing."),
+    token: str | None = TokenOption,
+    json_output: bool = JsonOption,
+) -> None:
+    """Re-price usage records with the current price table (platform admins; audited)."""
+    start, end = _parse_time(since, "--since"), _parse_time(until, "--until")
+    platform = open_platform()
+    try:
+        caller = resolve_caller(platform, token)
+        result = reprice(
+            platform.db,
+            platform.audit,
+            platform.prices,
+            caller,
+            since=start,
+            until=end,
+            dry_run=dry_run,
+        )
+    finally:
+        platform.close()
+    if json_output:
+        print_json(result)
+        return
+    verb = "would change" if dry_run else "changed"
+    console.print(
+        f"price table {result.version}: {result.examined} model call(s) examined, "
+        f"{result.changed} {verb}, {result.unpriced} without a price; "
+        f"total {money(result.before_usd)} → {money(result.after_usd)}"
+    )

@@ -20,6 +20,10 @@ class ToolDefinition:
     input_schema: dict[str, Any] = field(default_factory=lambda: {"type": "object"})
     action: Action = "read"
     """``write`` tools change something outside MeshClaw and need a write grant."""
+    targets: dict[str, str] = field(default_factory=dict)
+    """Arguments that name what the call touches: argument (dotted if nested) -> kind.
+    ``{"ticket": "ticket"}`` makes ``{"ticket": "OPS-12"}`` the target ``ticket:OPS-12``,
+    which the policy checks against the grant's ``targets`` globs."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -42,6 +46,9 @@ class ToolResult:
     is_error: bool = False
     data: dict[str, Any] | None = None
     """Structured result kept in the run trace (e.g. the id of what was written)."""
+    untrusted: bool = False
+    """The content came from outside the org (mail from outside, a web page): from now
+    on the run's policy context says ``untrusted_content_seen``."""
 
 
 class Connector(Protocol):

@@ -2,11 +2,17 @@
 
 Costs are stored as integer nano-dollars (see ``store.models``), rounded half-even once
 per call: at most half a nano-dollar of rounding per call, and exact sums in SQL.
+
+A table has a ``version`` (recorded on every usage record it priced) and entries with
+optional ``effective_from`` dates (UTC midnight): a call is priced by the entry in force
+when it was made, so a table can hold a vendor's price history and ``meshclaw usage
+reprice`` can re-price old records correctly after a change.
 """
 
 from __future__ import annotations
 
 import fnmatch
+from datetime import UTC, date, datetime
 from decimal import ROUND_HALF_EVEN, Decimal
 from importlib import resources
 from io import StringIO
@@ -34,6 +40,15 @@ class ModelPrice(BaseModel):
     """Defaults to ``input`` when the vendor gives no cache discount."""
     cache_write: Decimal | None = Field(default=None, ge=0)
     """Defaults to ``input``."""
+    effective_from: date | None = None
+    """First UTC day this price applies; ``None``: since forever. The latest entry in
+    force wins, so a price change is a new entry with a later date."""
+
+    def in_force(self, day: date) -> bool:
+        return self.effective_from is None or self.effective_from <= day
+
+    def sort_key(self) -> date:
+        return self.effective_from or date.min
 
 
 class PriceTable(BaseModel):
@@ -42,14 +57,27 @@ class PriceTable(BaseModel):
     version: str
     prices: list[ModelPrice]
 
-    def lookup(self, provider: str, model: str) -> ModelPrice | None:
-        candidates = [p for p in self.prices if p.provider == provider]
-        exact = next((p for p in candidates if p.model == model), None)
-        return exact or next((p for p in candidates if fnmatch.fnmatchcase(model, p.model)), None)
+    def lookup(self, provider: str, model: str, at: datetime | None = None) -> ModelPrice | None:
+        """The price in force at ``at`` (default now): an exact model name beats a glob,
+        the first matching glob beats later ones, the latest ``effective_from`` wins."""
+        day = (at or datetime.now(UTC)).astimezone(UTC).date()
+        candidates = [p for p in self.prices if p.provider == provider and p.in_force(day)]
+        exact = [p for p in candidates if p.model == model]
+        if exact:
+            return max(exact, key=ModelPrice.sort_key)
+        glob = next((p.model for p in candidates if fnmatch.fnmatchcase(model, p.model)), None)
+        if glob is None:
+            return None
+        return max((p for p in candidates if p.model == glob), key=ModelPrice.sort_key)
 
-    def cost_usd(self, provider: str, model: str, usage: Usage) -> Decimal | None:
-        """Exact cost of one call, or None when the model has no price."""
-        price = self.lookup(provider, model)
+    def cost_usd(
+        self, provider: str, model: str, usage: Usage, at: datetime | None = None
+    ) -> Decimal | None:
+        """Exact cost of one call made at ``at`` (default now), or None when unpriced.
+
+        Reasoning tokens are part of ``output_tokens`` and cost as output.
+        """
+        price = self.lookup(provider, model, at)
         if price is None:
             return None
         cached = min(usage.cached_tokens, usage.input_tokens)

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from datetime import datetime
+from dataclasses import dataclass, replace
+from datetime import date, datetime, timedelta
 from decimal import Decimal
 from typing import Any, Literal
 
 from sqlalchemy import Select, case, func, select
-from sqlalchemy.sql.elements import SQLColumnExpression
+from sqlalchemy.sql.elements import ColumnElement, SQLColumnExpression
 
 from meshclaw.accounts.service import Caller
 from meshclaw.metering.prices import from_nano
@@ -16,6 +16,7 @@ from meshclaw.store.db import Database
 from meshclaw.store.models import Agent, Team, UsageRecord, User
 
 GroupBy = Literal["user", "team", "agent", "model"]
+Period = Literal["day", "week", "month"]
 ORG_WIDE_ROLES = ("platform_admin", "auditor")
 
 
@@ -30,6 +31,27 @@ class UsageRow:
     cached_tokens: int
     reasoning_tokens: int
     cost_usd: Decimal
+    period: str | None = None
+    """Start of the period (``YYYY-MM-DD``; weeks start on Monday, UTC) when reporting
+    by period."""
+    cache_write_tokens: int = 0
+
+
+def period_start(day: date, period: Period) -> date:
+    """The first day of the (UTC) day, ISO week or month containing ``day``."""
+    if period == "week":
+        return day - timedelta(days=day.weekday())
+    if period == "month":
+        return day.replace(day=1)
+    return day
+
+
+def _day_of(db: Database) -> ColumnElement[str]:
+    """``YYYY-MM-DD`` (UTC) of a usage record, in the engine's own SQL."""
+    if db.engine.dialect.name == "postgresql":
+        return func.to_char(func.timezone("UTC", UsageRecord.created_at), "YYYY-MM-DD")
+    # SQLite stores UTC datetimes as ISO text: the date is the first ten characters.
+    return func.substr(UsageRecord.created_at, 1, 10)
 
 
 def usage_report(
@@ -39,8 +61,13 @@ def usage_report(
     group_by: GroupBy = "user",
     since: datetime | None = None,
     until: datetime | None = None,
+    period: Period | None = None,
 ) -> list[UsageRow]:
-    """Employees see their own usage, team admins their team's, org roles the org's."""
+    """Employees see their own usage, team admins their team's, org roles the org's.
+
+    With ``period``, one row per key and period (days summed in SQL, then rolled up to
+    weeks or months), ordered by period then key.
+    """
     key: SQLColumnExpression[str] = {
         "user": User.handle,
         "team": func.coalesce(Team.name, "(no team)"),
@@ -50,9 +77,11 @@ def usage_report(
         + func.coalesce(UsageRecord.model, ""),
     }[group_by]
     is_model = UsageRecord.kind == "model"
+    day = _day_of(db).label("day") if period is not None else None
     query: Select[*tuple[Any, ...]] = (
         select(
             key.label("key"),
+            func.sum(UsageRecord.cache_write_tokens),
             func.sum(case((is_model, 1), else_=0)),
             func.count(UsageRecord.id),
             func.sum(UsageRecord.input_tokens),
@@ -68,6 +97,8 @@ def usage_report(
         .group_by(key)
         .order_by(key)
     )
+    if day is not None:
+        query = query.add_columns(day).group_by(day)
     if group_by == "model":
         query = query.where(is_model)
     if caller.role == "team_admin":
@@ -78,21 +109,41 @@ def usage_report(
         query = query.where(UsageRecord.created_at >= since)
     if until is not None:
         query = query.where(UsageRecord.created_at < until)
-    rows = []
+    rows: dict[tuple[str, str | None], UsageRow] = {}
     with db.session() as session:
-        for key_value, model_calls, calls, inp, out, cached, reasoning, cost in session.execute(
-            query
-        ):
-            rows.append(
-                UsageRow(
-                    key=str(key_value),
-                    model_calls=int(model_calls or 0),
-                    tool_calls=int(calls) - int(model_calls or 0),
-                    input_tokens=int(inp or 0),
-                    output_tokens=int(out or 0),
-                    cached_tokens=int(cached or 0),
-                    reasoning_tokens=int(reasoning or 0),
-                    cost_usd=from_nano(int(cost or 0)),
-                )
+        for record in session.execute(query):
+            key_value, cache_write, model_calls, calls, inp, out, cached, reasoning, cost = record[
+                :9
+            ]
+            bucket = None
+            if period is not None:
+                bucket = period_start(date.fromisoformat(str(record[9])), period).isoformat()
+            row = UsageRow(
+                key=str(key_value),
+                model_calls=int(model_calls or 0),
+                tool_calls=int(calls) - int(model_calls or 0),
+                input_tokens=int(inp or 0),
+                output_tokens=int(out or 0),
+                cached_tokens=int(cached or 0),
+                reasoning_tokens=int(reasoning or 0),
+                cost_usd=from_nano(int(cost or 0)),
+                period=bucket,
+                cache_write_tokens=int(cache_write or 0),
             )
-    return rows
+            seen = rows.get((row.key, bucket))
+            rows[(row.key, bucket)] = row if seen is None else _add(seen, row)
+    return sorted(rows.values(), key=lambda r: (r.period or "", r.key))
+
+
+def _add(a: UsageRow, b: UsageRow) -> UsageRow:
+    return replace(
+        a,
+        model_calls=a.model_calls + b.model_calls,
+        tool_calls=a.tool_calls + b.tool_calls,
+        input_tokens=a.input_tokens + b.input_tokens,
+        output_tokens=a.output_tokens + b.output_tokens,
+        cached_tokens=a.cached_tokens + b.cached_tokens,
+        reasoning_tokens=a.reasoning_tokens + b.reasoning_tokens,
+        cache_write_tokens=a.cache_write_tokens + b.cache_write_tokens,
+        cost_usd=a.cost_usd + b.cost_usd,
+    )

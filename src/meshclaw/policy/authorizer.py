@@ -2,8 +2,8 @@
 
 The gateway asks before every model and tool call. This issue ships two answers:
 ``AllowAll`` (for tests of other layers) and ``SpecGrantAuthorizer``, which enforces
-the tools and scopes an agent's spec declares. Cedar (the access-control issue)
-implements the same Protocol.
+the tools and scopes an agent's spec declares. ``policy.cedar.CedarAuthorizer``
+implements the same Protocol with Cedar policies and is the platform default.
 """
 
 from __future__ import annotations
@@ -22,6 +22,8 @@ class Principal:
     user_id: str
     """The human the agent acts for."""
     agent_id: str | None = None
+    team_id: str | None = None
+    """The agent's team, when it has one."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -40,9 +42,12 @@ class Decision:
     allowed: bool
     reason: str
     needs_approval: bool = False
+    """Refused for now, but a person may approve this exact call."""
+    policies: tuple[str, ...] = ()
+    """The ids of the policies that determined the answer (empty: deny by default)."""
 
     def __str__(self) -> str:
-        verdict = "allow" if self.allowed else "deny"
+        verdict = "allow" if self.allowed else "needs approval" if self.needs_approval else "deny"
         return f"{verdict}: {self.reason}"
 
 

@@ -43,7 +43,26 @@ class ProviderRegistry:
                 raise ConfigError(
                     f"provider {name!r}: environment variable {config.api_key_env} is not set"
                 )
-        # Imported late: the openai SDK is slow to import and most CLI commands never need it.
+        # Imported late: the vendor SDKs are slow to import and most commands never need them.
+        if config.kind == "anthropic":
+            from meshclaw.providers.anthropic import AnthropicProvider
+
+            return AnthropicProvider(
+                name=name,
+                base_url=config.base_url,
+                api_key=api_key,
+                timeout_seconds=config.timeout_seconds,
+            )
+        if config.kind == "bedrock":
+            from meshclaw.providers.bedrock import BedrockProvider
+
+            return BedrockProvider(
+                name=name,
+                region=config.region,
+                endpoint_url=config.base_url,
+                profile=config.aws_profile,
+                timeout_seconds=config.timeout_seconds,
+            )
         from meshclaw.providers.openai_compat import OpenAICompatibleProvider
 
         return OpenAICompatibleProvider(

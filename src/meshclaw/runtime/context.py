@@ -27,6 +27,8 @@ class RunContext:
     """``connector.tool`` -> definition, for the tools offered to this run's model."""
     untrusted_content_seen: bool = False
     """Provenance: a tool result from outside the org entered the conversation."""
+    held_calls: list[str] = field(default_factory=list)
+    """Tool call ids the policy held for a person's approval: the run pauses after them."""
 
     def take_step_number(self) -> int:
         seq = self.next_step

@@ -9,24 +9,32 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import Any, Protocol
 
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 
 from meshclaw.audit.sink import AuditRecord, AuditSink
 from meshclaw.clock import utcnow
+from meshclaw.connectors.base import ToolResult
 from meshclaw.errors import MeshClawError, NotFoundError
 from meshclaw.metering.budget import RunTotals
+from meshclaw.providers.base import ToolCall
 from meshclaw.runtime.context import RunContext
 from meshclaw.runtime.gateway import Gateway
 from meshclaw.runtime.resume import load_resumption
-from meshclaw.runtime.runner import LoopResult, MaxStepsReached, run_agent_loop
+from meshclaw.runtime.runner import LoopResult, MaxStepsReached, RunPaused, run_agent_loop
 from meshclaw.runtime.service import version_yaml
 from meshclaw.spec.loader import parse_spec
 from meshclaw.store.db import Database
 from meshclaw.store.models import Run, RunStep, UsageRecord
 
 log = logging.getLogger(__name__)
+
+ToolReader = Callable[[str, dict[str, Any]], Awaitable[ToolResult]]
+"""Call a tool in an ended run's context, through the gateway (authorised, metered, audited):
+how outcome verification reads the connector's real state."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -36,18 +44,47 @@ class RunEnd:
     error: str | None = None
 
 
+class RunLease(Protocol):
+    """A scale-out worker's hold on a run (``workers.leases.Lease``)."""
+
+    owner: str
+
+    async def keep(self) -> None:
+        """Heartbeat until cancelled; return if the lease was lost to another worker."""
+        ...
+
+    def release(self) -> bool:
+        """Hand the unfinished run back so another worker continues it."""
+        ...
+
+
 class RunExecutor:
     def __init__(
-        self, *, db: Database, gateway: Gateway, audit: AuditSink, cancel_poll_seconds: float = 0.2
+        self,
+        *,
+        db: Database,
+        gateway: Gateway,
+        audit: AuditSink,
+        cancel_poll_seconds: float = 0.2,
+        on_finish: Callable[[str, ToolReader], Awaitable[object]] | None = None,
     ) -> None:
         self._db = db
         self._gateway = gateway
         self._audit = audit
         self._cancel_poll = cancel_poll_seconds
+        self._on_finish = on_finish
+        """Called once a run has ended with its id and a ``ToolReader`` for the run (outcomes
+        are recorded and verified there)."""
 
-    async def execute(self, run_id: str) -> RunEnd:
-        """Run a claimed (``running``) run to its end and persist how it ended."""
+    async def execute(self, run_id: str, *, lease: RunLease | None = None) -> RunEnd:
+        """Run a claimed (``running``) run to its end and persist how it ended.
+
+        With a ``lease`` the run's end is written only while the lease is still ours; a
+        lost lease stops the run here (another worker continues it), and a shutdown hands
+        it back instead of recording it as cancelled.
+        """
         ctx = self._context(run_id)
+        self._gateway.telemetry.start_run(ctx, self._gateway.provider_kind(ctx))
         # A run that already has steps (its worker died, or it waited for an approval)
         # continues from them instead of starting over.
         resumption = load_resumption(self._db, run_id)
@@ -56,9 +93,11 @@ class RunExecutor:
             run_agent_loop(self._gateway, ctx, self._input(run_id), resumption)
         )
         watch_task = asyncio.create_task(self._watch_cancel(run_id))
+        lease_task = asyncio.create_task(lease.keep()) if lease is not None else None
+        waited = {loop_task, watch_task} | ({lease_task} if lease_task is not None else set())
         try:
             done, _ = await asyncio.wait(
-                {loop_task, watch_task},
+                waited,
                 timeout=ctx.spec.budget.timeout_seconds,
                 return_when=asyncio.FIRST_COMPLETED,
             )
@@ -67,6 +106,8 @@ class RunExecutor:
             else:
                 loop_task.cancel()
                 await asyncio.gather(loop_task, return_exceptions=True)
+                if lease_task is not None and lease_task in done:
+                    return RunEnd(status="lost", error="lease lost to another worker")
                 if watch_task in done:
                     end = RunEnd(status="cancelled", error="cancelled on request")
                 else:
@@ -76,11 +117,28 @@ class RunExecutor:
             # The worker itself is shutting down: leave a truthful record, then propagate.
             loop_task.cancel()
             await asyncio.gather(loop_task, return_exceptions=True)
-            self._finish(ctx, RunEnd(status="cancelled", error="worker shut down"))
+            if lease is not None:
+                lease.release()  # another worker continues from the persisted steps
+            else:
+                self._finish(ctx, RunEnd(status="cancelled", error="worker shut down"))
             raise
         finally:
             watch_task.cancel()
-        self._finish(ctx, end)
+            if lease_task is not None:
+                lease_task.cancel()
+        if not self._finish(ctx, end, owner=lease.owner if lease is not None else None):
+            return RunEnd(status="lost", error="lease lost to another worker")
+        if self._on_finish is not None and end.status != "waiting_approval":
+            gateway = self._gateway
+
+            async def read(tool: str, arguments: dict[str, Any]) -> ToolResult:
+                call = ToolCall(id=f"verify-{ctx.run_id}-{tool}", name=tool, arguments=arguments)
+                return await gateway.invoke_tool(ctx, call)
+
+            try:
+                await self._on_finish(ctx.run_id, read)
+            except Exception:  # the run's record stands; outcomes can be recorded again
+                log.exception("run %s: recording its outcomes failed", ctx.run_id)
         return end
 
     @staticmethod
@@ -88,6 +146,8 @@ class RunExecutor:
         exc = task.exception()
         if exc is None:
             return RunEnd(status="succeeded", output=task.result().output)
+        if isinstance(exc, RunPaused):
+            return RunEnd(status="waiting_approval")  # not an end: approvals queue it again
         if isinstance(exc, MeshClawError | MaxStepsReached):
             return RunEnd(status="failed", error=f"{type(exc).__name__}: {exc}")
         log.error("run failed with an internal error", exc_info=exc)
@@ -133,16 +193,23 @@ class RunExecutor:
         with self._db.session() as session:
             return session.scalar(select(Run.input).where(Run.id == run_id)) or ""
 
-    def _finish(self, ctx: RunContext, end: RunEnd) -> None:
+    def _finish(self, ctx: RunContext, end: RunEnd, *, owner: str | None = None) -> bool:
+        """Record the end; with a lease ``owner``, only if the lease is still ours."""
+        self._gateway.telemetry.end_run(ctx, end.status, end.error)
         with self._db.session() as session:
-            run = session.get(Run, ctx.run_id)
-            assert run is not None
-            run.status, run.output, run.error, run.ended_at = (
-                end.status,
-                end.output,
-                end.error,
-                utcnow(),
+            query = update(Run).where(Run.id == ctx.run_id)
+            if owner is not None:
+                query = query.where(Run.lease_owner == owner, Run.status == "running")
+            paused = end.status == "waiting_approval"
+            query = query.values(
+                status=end.status,
+                output=end.output,
+                error=end.error,
+                ended_at=None if paused else utcnow(),
             )
+            if not session.execute(query).rowcount:  # type: ignore[attr-defined]
+                log.warning("run %s: lease lost before its end was recorded", ctx.run_id)
+                return False
             self._audit.append(
                 session,
                 AuditRecord(
@@ -155,3 +222,4 @@ class RunExecutor:
                     details={"error": end.error} if end.error else {},
                 ),
             )
+        return True

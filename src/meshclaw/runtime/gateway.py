@@ -10,6 +10,7 @@ prove it), so there is no side door around policy, budget, metering or audit.
 from __future__ import annotations
 
 import asyncio
+import functools
 import random
 import time
 from collections.abc import Awaitable, Callable
@@ -23,10 +24,20 @@ from meshclaw.audit.sink import AuditRecord, AuditSink
 from meshclaw.clock import utcnow
 from meshclaw.connectors.base import ToolContext, ToolResult
 from meshclaw.connectors.registry import ConnectorRegistry
-from meshclaw.errors import BudgetExceeded, PolicyDenied, ProviderError, ProviderUnavailable
+from meshclaw.errors import (
+    BudgetExceeded,
+    MeshClawError,
+    PolicyDenied,
+    ProviderError,
+    ProviderUnavailable,
+    RunCancelled,
+)
 from meshclaw.ids import new_id
-from meshclaw.metering.budget import BudgetGuard, CallKind
+from meshclaw.metering.budget import BudgetGuard, BudgetScope, PlannedCall, Reservation
+from meshclaw.metering.limits import estimate_call, model_fingerprint, tool_fingerprint
 from meshclaw.metering.prices import PriceTable, to_nano
+from meshclaw.policy.approvals import Approvals, HeldCall
+from meshclaw.policy.arguments import call_targets
 from meshclaw.policy.authorizer import Authorizer, AuthzRequest, Decision, Principal
 from meshclaw.providers.base import ModelRequest, ModelResponse, ToolCall, ToolSpec
 from meshclaw.providers.registry import ProviderRegistry
@@ -34,6 +45,7 @@ from meshclaw.runtime.context import RunContext
 from meshclaw.runtime.trace import request_summary, response_summary
 from meshclaw.store.db import Database
 from meshclaw.store.models import Run, RunStep, UsageRecord
+from meshclaw.telemetry import Telemetry
 
 Sleep = Callable[[float], Awaitable[None]]
 
@@ -65,10 +77,14 @@ class Gateway:
         prices: PriceTable,
         audit: AuditSink,
         retry: RetryPolicy | None = None,
+        telemetry: Telemetry | None = None,
         sleep: Sleep = asyncio.sleep,
         tool_timeout_seconds: float = 120.0,
+        approvals: Approvals | None = None,
     ) -> None:
         self._db = db
+        self._approvals = approvals
+        """Where held calls wait for a person; without it "needs approval" is a deny."""
         self._providers = providers
         self._connectors = connectors
         self._authorizer = authorizer
@@ -76,11 +92,14 @@ class Gateway:
         self._prices = prices
         self._audit = audit
         self._retry = retry or RetryPolicy()
+        self.telemetry = telemetry or Telemetry.disabled()
+        """GenAI spans and Prometheus metrics, fed after each call is metered."""
         self._sleep = sleep
         self._tool_timeout = tool_timeout_seconds
 
     async def aclose(self) -> None:
         await self._providers.aclose()
+        await self._connectors.aclose()
 
     # -- tools offered to the model ---------------------------------------------------
 
@@ -97,8 +116,12 @@ class Gateway:
                 if tool_name not in ("*", name):
                     continue
                 qualified = f"{connector_name}.{name}"
-                decision = self._authorize(ctx, f"tool.{definition.action}", f"tool:{qualified}")
-                if decision.allowed and qualified not in ctx.tool_definitions:
+                # Offered if some call could pass: arguments and targets are checked per call.
+                offer = {"offer": True}
+                action = f"tool.{definition.action}"
+                decision = self._authorize(ctx, action, f"tool:{qualified}", offer)
+                offered_ok = decision.allowed or decision.needs_approval
+                if offered_ok and qualified not in ctx.tool_definitions:
                     ctx.tool_definitions[qualified] = definition
                     offered.append(
                         ToolSpec(
@@ -119,19 +142,40 @@ class Gateway:
         if not decision.allowed:
             self._refuse(ctx, seq, "model", request.model, "model.invoke", resource, decision)
             raise PolicyDenied(f"model call denied: {decision.reason}")
-        self._check_budget(ctx, seq, "model", request.model, resource, decision)
-        provider = self._providers.get(provider_name)
+        planned = PlannedCall(
+            kind="model",
+            scope=self._scope(ctx),
+            fingerprint=model_fingerprint(request),
+            estimator=functools.partial(estimate_call, self._prices, provider_name, request),
+        )
+        reservation = self._check_budget(ctx, seq, planned, request.model, resource)
+        try:
+            provider = self._providers.get(provider_name)
+        except Exception:
+            self._budget.release(reservation)
+            raise
         step_id = self._start_step(ctx, seq, "model", request.model, request_summary(request))
         attempts: list[dict[str, Any]] = []
         started = time.perf_counter()
         try:
             response = await self._complete_with_retries(provider.complete, request, attempts)
         except asyncio.CancelledError:
+            self._budget.release(reservation)
             self._end_step(ctx, step_id, "cancelled", {"attempts": attempts}, None, decision)
             raise
         except ProviderError as exc:
+            self._budget.release(reservation)
             self._end_step(ctx, step_id, "error", {"attempts": attempts}, str(exc), decision)
             self._audit_only(ctx, "model.invoke", resource, "error", {"error": str(exc)})
+            self.telemetry.model_call(
+                ctx,
+                provider=provider_name,
+                provider_kind=self.provider_kind(ctx),
+                request=request,
+                response=None,
+                latency_ms=int((time.perf_counter() - started) * 1000),
+                error=str(exc),
+            )
             raise
         latency_ms = int((time.perf_counter() - started) * 1000)
         cost = self._prices.cost_usd(provider_name, request.model, response.usage)
@@ -141,7 +185,19 @@ class Gateway:
         ctx.totals.model_calls += 1
         summary = response_summary(response) | {"attempts": attempts, "latency_ms": latency_ms}
         with self._db.session() as session:
-            self._finish_step(session, step_id, "ok", summary, None, decision, cost_nano)
+            finished = self._finish_step(
+                session, step_id, "ok", summary, None, decision, cost_nano, only_running=True
+            )
+            if not finished:
+                # Another worker took the run over and marked this call lost: it re-makes
+                # and meters it; metering it here too would count it twice.
+                raise RunCancelled("superseded: another worker took the run over")
+            self._budget.settle(
+                session,
+                reservation,
+                cost_nano_usd=cost_nano,
+                tokens=response.usage.total_tokens,
+            )
             session.add(
                 UsageRecord(
                     id=new_id("use"),
@@ -178,6 +234,15 @@ class Gateway:
                     },
                 ),
             )
+        self.telemetry.model_call(
+            ctx,
+            provider=provider_name,
+            provider_kind=self.provider_kind(ctx),
+            request=request,
+            response=response,
+            latency_ms=latency_ms,
+            cost_nano_usd=cost_nano,
+        )
         return response
 
     async def _complete_with_retries(
@@ -229,7 +294,28 @@ class Gateway:
             return ToolResult(content=content, is_error=True)
         action = f"tool.{definition.action}"
         resource = f"tool:{call.name}"
-        decision = self._authorize(ctx, action, resource, {"arguments": call.arguments})
+        targets = call_targets(definition.targets, call.arguments)
+        decision = self._authorize(
+            ctx, action, resource, {"arguments": call.arguments, "targets": targets}
+        )
+        if decision.needs_approval and self._approvals is not None:
+            decision = self._apply_approval(ctx, seq, call, action, resource, targets, decision)
+            if decision.needs_approval:
+                content = f"held: {decision.reason}"
+                self._refuse(
+                    ctx,
+                    seq,
+                    "tool",
+                    call.name,
+                    action,
+                    resource,
+                    decision,
+                    request=refused_request,
+                    content=content,
+                    status="waiting_approval",
+                )
+                ctx.held_calls.append(call.id)
+                return ToolResult(content=content, is_error=True)
         if not decision.allowed:
             content = f"denied: {decision.reason}"
             self._refuse(
@@ -244,7 +330,10 @@ class Gateway:
                 content=content,
             )
             return ToolResult(content=content, is_error=True)
-        self._check_budget(ctx, seq, "tool", call.name, resource, decision)
+        planned = PlannedCall(
+            kind="tool", scope=self._scope(ctx), fingerprint=tool_fingerprint(call)
+        )
+        reservation = self._check_budget(ctx, seq, planned, call.name, resource)
         connector_name, tool_name = call.name.split(".", 1)
         connector = self._connectors.get(connector_name)
         assert connector is not None  # offered tools come from registered connectors
@@ -263,6 +352,7 @@ class Gateway:
             async with asyncio.timeout(self._tool_timeout):
                 result = await connector.call_tool(tool_name, call.arguments, tool_ctx)
         except asyncio.CancelledError:
+            self._budget.release(reservation)
             self._end_step(ctx, step_id, "cancelled", None, None, decision)
             raise
         except TimeoutError:
@@ -272,10 +362,18 @@ class Gateway:
         latency_ms = int((time.perf_counter() - started) * 1000)
         status = "error" if result.is_error else "ok"
         ctx.totals.tool_calls += 1
-        response = {"content": result.content, "data": result.data, "latency_ms": latency_ms}
+        if result.untrusted:
+            ctx.untrusted_content_seen = True  # provenance: every later call knows
+        response = {
+            "content": result.content,
+            "data": result.data,
+            "latency_ms": latency_ms,
+            "untrusted": result.untrusted,
+        }
         with self._db.session() as session:
             error = result.content if result.is_error else None
             self._finish_step(session, step_id, status, response, error, decision, 0)
+            self._budget.settle(session, reservation, cost_nano_usd=0, tokens=0)
             session.add(
                 UsageRecord(
                     id=new_id("use"),
@@ -294,17 +392,67 @@ class Gateway:
                     ctx, action, resource, status, {"step": seq, "decision": str(decision)}
                 ),
             )
+        self.telemetry.tool_call(ctx, call=call, latency_ms=latency_ms, status=status)
         return result
 
     # -- helpers ------------------------------------------------------------------------
 
+    def _apply_approval(
+        self,
+        ctx: RunContext,
+        seq: int,
+        call: ToolCall,
+        action: str,
+        resource: str,
+        targets: list[str],
+        decision: Decision,
+    ) -> Decision:
+        """A held call: wait for a person, or go on with what they decided."""
+        assert self._approvals is not None
+        resolution = self._approvals.resolve(
+            HeldCall(
+                org_id=ctx.org_id,
+                run_id=ctx.run_id,
+                agent_id=ctx.agent_id,
+                owner_id=ctx.user_id,
+                seq=seq,
+                tool_call_id=call.id,
+                tool=call.name,
+                action=action,
+                arguments=call.arguments,
+                decision=decision,
+            )
+        )
+        if resolution.verdict == "pending":
+            reason = f"waiting for approval {resolution.approval_id} ({decision.reason})"
+            return Decision(allowed=False, needs_approval=True, reason=reason)
+        if resolution.verdict != "approved":
+            return Decision(allowed=False, reason=resolution.reason, policies=decision.policies)
+        # Approved: the policy decides again, knowing it. The call must still be in scope.
+        extra = {"arguments": call.arguments, "targets": targets, "approved": True}
+        again = self._authorize(ctx, action, resource, extra)
+        return Decision(
+            allowed=again.allowed,
+            reason=f"{again.reason}; {resolution.reason}",
+            policies=again.policies,
+        )
+
     def _authorize(
         self, ctx: RunContext, action: str, resource: str, extra: dict[str, Any] | None = None
     ) -> Decision:
-        context = {"run_id": ctx.run_id, "trigger": ctx.trigger} | (extra or {})
+        context = {
+            "run_id": ctx.run_id,
+            "trigger": ctx.trigger,
+            "untrusted_content_seen": ctx.untrusted_content_seen,
+        } | (extra or {})
         return self._authorizer.authorize(
             AuthzRequest(
-                principal=Principal(org_id=ctx.org_id, user_id=ctx.user_id, agent_id=ctx.agent_id),
+                principal=Principal(
+                    org_id=ctx.org_id,
+                    user_id=ctx.user_id,
+                    agent_id=ctx.agent_id,
+                    team_id=ctx.team_id,
+                ),
                 action=action,  # type: ignore[arg-type]
                 resource=resource,
                 spec=ctx.spec,
@@ -312,21 +460,34 @@ class Gateway:
             )
         )
 
-    def _check_budget(
-        self,
-        ctx: RunContext,
-        seq: int,
-        kind: CallKind,
-        name: str,
-        resource: str,
-        decision: Decision,
-    ) -> None:
+    def provider_kind(self, ctx: RunContext) -> str:
+        """The wire protocol of the run's provider (``openai``, ``anthropic``, ``bedrock``)."""
         try:
-            self._budget.check(kind=kind, spec=ctx.spec, totals=ctx.totals)
+            return self._providers.config(ctx.spec.model.provider).kind
+        except MeshClawError:
+            return "unknown"
+
+    def _check_budget(
+        self, ctx: RunContext, seq: int, planned: PlannedCall, name: str, resource: str
+    ) -> Reservation:
+        """Reserve the call's budget before it is made; a refusal is recorded and raised."""
+        kind = planned.kind
+        try:
+            return self._budget.reserve(planned, ctx.spec, ctx.totals)
         except BudgetExceeded as exc:
             refusal = Decision(allowed=False, reason=f"budget: {exc}")
             self._refuse(ctx, seq, kind, name, f"{kind}.budget", resource, refusal)
             raise
+
+    @staticmethod
+    def _scope(ctx: RunContext) -> BudgetScope:
+        return BudgetScope(
+            org_id=ctx.org_id,
+            team_id=ctx.team_id,
+            user_id=ctx.user_id,
+            agent_id=ctx.agent_id,
+            run_id=ctx.run_id,
+        )
 
     def _refuse(
         self,
@@ -340,8 +501,13 @@ class Gateway:
         *,
         request: dict[str, Any] | None = None,
         content: str | None = None,
+        status: str = "denied",
     ) -> None:
-        """A refused call still leaves a step and an audit record: refusals are evidence."""
+        """A refused call still leaves a step and an audit record: refusals are evidence.
+
+        ``status="waiting_approval"`` records a call held for a person instead."""
+        if status == "denied":
+            self.telemetry.denied(ctx, kind=kind, action=action)
         with self._db.session() as session:
             _upsert_step(
                 session,
@@ -349,7 +515,7 @@ class Gateway:
                 seq,
                 kind=kind,
                 name=name,
-                status="denied",
+                status=status,
                 request=request or {},
                 response={"content": content} if content is not None else None,
                 decision=str(decision)[:200],
@@ -360,7 +526,7 @@ class Gateway:
             self._audit.append(
                 session,
                 self._record(
-                    ctx, action, resource, "denied", {"step": seq, "reason": decision.reason}
+                    ctx, action, resource, status, {"step": seq, "reason": decision.reason}
                 ),
             )
 
@@ -401,11 +567,14 @@ class Gateway:
         error: str | None,
         decision: Decision,
         cost_nano: int,
-    ) -> None:
-        session.execute(
-            update(RunStep)
-            .where(RunStep.id == step_id)
-            .values(
+        *,
+        only_running: bool = False,
+    ) -> bool:
+        query = update(RunStep).where(RunStep.id == step_id)
+        if only_running:
+            query = query.where(RunStep.status == "running")
+        result = session.execute(
+            query.values(
                 status=status,
                 response=response,
                 error=error,
@@ -414,6 +583,7 @@ class Gateway:
                 ended_at=utcnow(),
             )
         )
+        return bool(result.rowcount)
 
     @staticmethod
     def _bump_step_count(session: Any, ctx: RunContext) -> None:

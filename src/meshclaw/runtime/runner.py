@@ -24,6 +24,17 @@ class MaxStepsReached(Exception):
     """The model kept calling tools until the spec's max_steps ran out."""
 
 
+class RunPaused(Exception):
+    """A tool call waits for a person's approval; the run continues once it is decided.
+
+    Raised after the whole turn's calls ran (the others are not lost), so resuming
+    re-runs only the held ones."""
+
+    def __init__(self, held: list[str]) -> None:
+        super().__init__(f"waiting for approval of {len(held)} tool call(s)")
+        self.held = held
+
+
 async def run_agent_loop(
     gateway: Gateway, ctx: RunContext, user_input: str, resumption: Resumption | None = None
 ) -> LoopResult:
@@ -46,6 +57,8 @@ async def run_agent_loop(
         done = state.finished_results | {
             p.call.id: r.content for p, r in zip(pending, results, strict=True)
         }
+        if ctx.held_calls:
+            raise RunPaused(list(ctx.held_calls))
         for call in messages[-1].tool_calls:
             messages.append(Message(role="tool", content=done[call.id], tool_call_id=call.id))
     for turn in range(state.turns_done, spec.budget.max_steps):
@@ -60,6 +73,8 @@ async def run_agent_loop(
         if not response.tool_calls:
             return LoopResult(output=response.content, steps=turn + 1)
         results = await asyncio.gather(*(gateway.invoke_tool(ctx, c) for c in response.tool_calls))
+        if ctx.held_calls:
+            raise RunPaused(list(ctx.held_calls))
         for call, result in zip(response.tool_calls, results, strict=True):
             messages.append(Message(role="tool", content=result.content, tool_call_id=call.id))
     raise MaxStepsReached(f"the model was still calling tools after {spec.budget.max_steps} turns")

@@ -13,10 +13,11 @@ from sqlalchemy.orm import Session
 from meshclaw.accounts.service import Caller
 from meshclaw.audit.sink import AuditRecord, AuditSink
 from meshclaw.clock import utcnow
-from meshclaw.errors import ConflictError, NotFoundError, PermissionDenied
+from meshclaw.errors import ConflictError, NotFoundError
 from meshclaw.ids import new_id
 from meshclaw.metering.prices import from_nano
-from meshclaw.spec.registry import ADMIN_ROLES, AgentRegistry
+from meshclaw.policy.api import ApiResource
+from meshclaw.spec.registry import AgentRegistry, agent_resource
 from meshclaw.store.db import Database
 from meshclaw.store.models import Agent, AgentVersion, Run, RunStep, UsageRecord
 
@@ -87,8 +88,12 @@ class RunService:
         if trigger not in TRIGGERS:
             raise ConflictError(f"unknown trigger {trigger!r}; one of {', '.join(TRIGGERS)}")
         agent = self._agents.get(caller, agent_name_or_id)
-        if agent.owner_id != caller.user_id and caller.role not in ADMIN_ROLES:
-            raise PermissionDenied(f"agent {agent.name!r} belongs to someone else")
+        self._agents.access.require(
+            caller,
+            "run.start",
+            agent_resource(agent),
+            message=f"agent {agent.name!r} belongs to someone else",
+        )
         _, version = self._agents.version(caller, agent.id, agent.version)
         run = Run(
             id=new_id("run"),
@@ -143,14 +148,15 @@ class RunService:
 
     def cancel(self, caller: Caller, run_id: str) -> RunInfo:
         with self._db.session() as session:
-            run = self._find(session, caller, run_id)
+            run = self._find(session, caller, run_id, "run.cancel")
             if run.status in FINISHED:
                 raise ConflictError(f"run {run_id} already {run.status}")
-            if run.status == "queued":
+            if run.status in ("queued", "waiting_approval"):  # no worker holds it
+                waiting = run.status == "waiting_approval"
                 run.status, run.ended_at, run.error = (
                     "cancelled",
                     utcnow(),
-                    "cancelled before start",
+                    "cancelled while waiting for approval" if waiting else "cancelled before start",
                 )
             run.cancel_requested = True
             self._audit.append(
@@ -182,7 +188,7 @@ class RunService:
         """Runs of the caller's own agents (admins: the whole org)."""
         with self._db.session() as session:
             query = select(Run).where(Run.org_id == caller.org_id)
-            if caller.role not in ADMIN_ROLES:
+            if not self._sees_whole_org(caller):
                 query = query.where(Run.user_id == caller.user_id)
             if agent is not None:
                 query = query.join(Agent, Agent.id == Run.agent_id).where(
@@ -223,15 +229,22 @@ class RunService:
                 for s in rows
             ]
 
-    @staticmethod
-    def _find(session: Session, caller: Caller, run_id: str) -> Run:
+    def _find(self, session: Session, caller: Caller, run_id: str, action: str = "run.read") -> Run:
+        """The run if the policy lets ``caller`` do ``action`` on it; else "not found"
+        (a run someone may not see does not exist for them)."""
         run = session.get(Run, run_id)
         if run is None or run.org_id != caller.org_id:
             raise NotFoundError(f"no run {run_id!r}")
-        involved = caller.user_id in (run.user_id, run.started_by)
-        if not involved and caller.role not in ADMIN_ROLES:
+        if not self._agents.access.authorize_api(caller, action, run_resource(run)).allowed:
             raise NotFoundError(f"no run {run_id!r}")
         return run
+
+    def _sees_whole_org(self, caller: Caller) -> bool:
+        """Whether the policy lets ``caller`` read runs of agents owned by others."""
+        probe = ApiResource.run(
+            id="run:any", org_id=caller.org_id, owner_id="user:other", agent_id="agent:any"
+        )
+        return self._agents.access.authorize_api(caller, "run.read", probe).allowed
 
     @staticmethod
     def _info(session: Session, run: Run) -> RunInfo:
@@ -262,6 +275,18 @@ class RunService:
             output_tokens=int(totals[1]),
             cost_usd=from_nano(int(totals[2])),
         )
+
+
+def run_resource(run: Run) -> ApiResource:
+    """A run as the subject of an API action."""
+    return ApiResource.run(
+        id=run.id,
+        org_id=run.org_id,
+        owner_id=run.user_id,
+        agent_id=run.agent_id,
+        started_by=run.started_by,
+        team_id=run.team_id,
+    )
 
 
 def version_yaml(session: Session, version_id: str) -> str:

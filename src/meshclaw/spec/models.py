@@ -16,6 +16,7 @@ from pydantic_core import PydanticCustomError
 
 NAME_PATTERN = r"^[a-z][a-z0-9-]{1,62}$"
 TOOL_PATTERN = re.compile(r"^[a-z][a-z0-9_-]*\.([a-z][a-z0-9_-]*|\*)$")
+ARGUMENT_PATTERN = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]*(\.[A-Za-z_][A-Za-z0-9_-]*)*$")
 
 
 class _Strict(BaseModel):
@@ -46,6 +47,22 @@ class ToolGrant(_Strict):
     """``read`` tools only observe; ``write`` tools change something in an app."""
     targets: list[str] = Field(default_factory=lambda: ["*"])
     """Glob patterns of resources the tool may touch, e.g. ``ticket:OPS-*``."""
+    arguments: dict[str, list[str]] | None = None
+    """Argument constraints: argument name (``a.b`` for nested) -> globs; every value
+    the call passes for that argument must match one of them. ``None`` (not stored)
+    means no constraint. ``*`` is the only wildcard."""
+
+    @field_validator("arguments")
+    @classmethod
+    def _argument_globs(cls, value: dict[str, list[str]] | None) -> dict[str, list[str]] | None:
+        if value is None:
+            return None
+        for name, globs in value.items():
+            if not ARGUMENT_PATTERN.match(name):
+                raise ValueError(f"argument name {name!r} must be like 'to' or 'recipient.address'")
+            if not globs or any(not g for g in globs):
+                raise ValueError(f"argument {name!r} needs at least one non-empty pattern")
+        return value
 
     @field_validator("name")
     @classmethod
@@ -125,6 +142,19 @@ class OutcomeClaim(_Strict):
     type: str = Field(pattern=r"^[a-z][a-z0-9_]{1,62}$")
     """A built-in type (see ``OUTCOME_TYPES``) or ``custom:<name>``-free snake case."""
     description: str | None = None
+    # Verification settings (docs/outcomes.md); unset: the type's defaults.
+    tools: list[Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]+\.[A-Za-z0-9_.-]+$")]] = Field(
+        default_factory=list
+    )
+    """Write tools (``connector.tool``) whose evidence produces this outcome."""
+    verify_tool: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_-]+\.[A-Za-z0-9_.-]+$")
+    """A read tool the verifier queries for the outcome's real state."""
+    verify_argument: str | None = Field(default=None, pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
+    """The read tool's argument that takes the outcome's id (``ref``)."""
+    durability_hours: float | None = Field(default=None, ge=0, le=24 * 365)
+    """Re-check the outcome this long after it was recorded (0: never)."""
+    silence_accepts_hours: float | None = Field(default=None, ge=0, le=24 * 365)
+    """No feedback this long after verification counts as acceptance."""
 
 
 def _manual_only() -> list[Trigger]:

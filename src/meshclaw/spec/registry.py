@@ -15,15 +15,15 @@ from sqlalchemy.orm import Session
 
 from meshclaw.accounts.service import Caller
 from meshclaw.audit.sink import AuditRecord, AuditSink
-from meshclaw.errors import NotFoundError, PermissionDenied, SpecError, SpecIssue
+from meshclaw.errors import NotFoundError, SpecError, SpecIssue
 from meshclaw.ids import new_id
+from meshclaw.policy.api import ApiAuthorizer, ApiResource
+from meshclaw.policy.cedar import PolicyStore
 from meshclaw.spec.diff import diff_specs
 from meshclaw.spec.loader import dump_spec, parse_spec
 from meshclaw.spec.models import AgentSpec
 from meshclaw.store.db import Database
 from meshclaw.store.models import Agent, AgentVersion, User
-
-ADMIN_ROLES = ("platform_admin",)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -49,14 +49,31 @@ class VersionInfo:
     spec_yaml: str
 
 
+def agent_resource(agent: Agent | AgentInfo) -> ApiResource:
+    """An agent as the subject of an API action."""
+    return ApiResource.agent(
+        id=agent.id,
+        org_id=agent.org_id,
+        owner_id=agent.owner_id,
+        team_id=agent.team_id,
+        name=agent.name,
+    )
+
+
 def _hash(canonical_yaml: str) -> str:
     return hashlib.sha256(canonical_yaml.encode()).hexdigest()
 
 
 class AgentRegistry:
-    def __init__(self, db: Database, audit: AuditSink) -> None:
+    def __init__(self, db: Database, audit: AuditSink, access: ApiAuthorizer | None = None) -> None:
         self._db = db
         self._audit = audit
+        self._access = access or ApiAuthorizer(PolicyStore())
+
+    @property
+    def access(self) -> ApiAuthorizer:
+        """The Cedar check for API actions; services that build on agents share it."""
+        return self._access
 
     def save(self, caller: Caller, spec: AgentSpec) -> tuple[AgentInfo, bool]:
         """Create the agent, or add a version if the spec changed. Returns (agent, changed)."""
@@ -113,7 +130,10 @@ class AgentRegistry:
 
     def get(self, caller: Caller, name_or_id: str) -> AgentInfo:
         with self._db.session() as session:
-            return self._info(session, self._find(session, caller, name_or_id))
+            agent = self._find(session, caller, name_or_id)
+            if not self._access.authorize_api(caller, "agent.read", agent_resource(agent)).allowed:
+                raise NotFoundError(f"no agent {name_or_id!r}")
+            return self._info(session, agent)
 
     def list_agents(self, caller: Caller) -> list[AgentInfo]:
         with self._db.session() as session:
@@ -122,7 +142,12 @@ class AgentRegistry:
                 .where(Agent.org_id == caller.org_id, Agent.archived_at.is_(None))
                 .order_by(Agent.name)
             ).all()
-            return [self._info(session, a) for a in agents]
+            readable = [
+                a
+                for a in agents
+                if self._access.authorize_api(caller, "agent.read", agent_resource(a)).allowed
+            ]
+            return [self._info(session, a) for a in readable]
 
     def versions(self, caller: Caller, name_or_id: str) -> list[VersionInfo]:
         with self._db.session() as session:
@@ -166,14 +191,21 @@ class AgentRegistry:
             raise SpecError(
                 [SpecIssue(path="owner", message=f"no user {spec.owner!r} in this org")]
             )
-        if owner.id != caller.user_id and caller.role not in ADMIN_ROLES:
-            raise PermissionDenied("you can only create agents that you own")
+        resource = ApiResource.agent(
+            id=f"new:{spec.name}", org_id=caller.org_id, owner_id=owner.id, team_id=owner.team_id
+        )
+        self._access.require(
+            caller, "agent.create", resource, message="you can only create agents that you own"
+        )
         return owner
 
-    @staticmethod
-    def _check_can_edit(caller: Caller, agent: Agent) -> None:
-        if agent.owner_id != caller.user_id and caller.role not in ADMIN_ROLES:
-            raise PermissionDenied(f"agent {agent.name!r} belongs to someone else")
+    def _check_can_edit(self, caller: Caller, agent: Agent) -> None:
+        self._access.require(
+            caller,
+            "agent.update",
+            agent_resource(agent),
+            message=f"agent {agent.name!r} belongs to someone else",
+        )
 
     @staticmethod
     def _find(session: Session, caller: Caller, name_or_id: str) -> Agent:

@@ -7,7 +7,26 @@ import line here.
 
 from __future__ import annotations
 
+from meshclaw.analytics import models as analytics_models
+from meshclaw.audit import models as audit_models
+from meshclaw.connectors import models as connector_models
+from meshclaw.integrity import models as integrity_models
+from meshclaw.metering import models as metering_models
+from meshclaw.outcomes import models as outcome_models
+from meshclaw.policy import models as policy_models
 from meshclaw.store import models as core_models
 from meshclaw.store.models import Base
+from meshclaw.triggers import models as trigger_models
 
-__all__ = ["Base", "core_models"]
+__all__ = [
+    "Base",
+    "analytics_models",
+    "audit_models",
+    "connector_models",
+    "core_models",
+    "integrity_models",
+    "metering_models",
+    "outcome_models",
+    "policy_models",
+    "trigger_models",
+]

@@ -156,7 +156,8 @@ class Run(Base):
     trigger: Mapped[str] = mapped_column(String(20))
     input: Mapped[str] = mapped_column(Text, default="")
     status: Mapped[str] = mapped_column(String(20), default="queued")
-    """queued, running, succeeded, failed, cancelled."""
+    """queued, running, waiting_approval (a tool call waits for a person), succeeded,
+    failed, cancelled."""
     output: Mapped[str | None] = mapped_column(Text)
     error: Mapped[str | None] = mapped_column(Text)
     cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
@@ -164,6 +165,13 @@ class Run(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     started_at: Mapped[datetime | None]
     ended_at: Mapped[datetime | None]
+    lease_owner: Mapped[str | None] = mapped_column(String(200))
+    """The scale-out worker executing the run (``workers.leases``); None in-process."""
+    lease_expires_at: Mapped[datetime | None] = mapped_column(index=True)
+    """Running: when another worker may take the run over unless the owner renews it.
+    Queued: when the sweeper sends the run to the broker again."""
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    """How many times a scale-out worker claimed the run (a crash loop is cut off)."""
 
 
 class RunStep(Base):
@@ -227,19 +235,32 @@ class UsageRecord(Base):
 
 
 class AuditEvent(Base):
-    """Append-only record of what happened; the audit issue adds hashing on top."""
+    """Append-only record of what happened: a leaf of the audit Merkle tree.
+
+    Written only by ``meshclaw.audit.sink.StoreAuditSink`` (which assigns ``seq`` under
+    the log's head lock); see ``meshclaw.audit.canonical`` for what is hashed.
+    """
 
     __tablename__ = "audit_events"
     seq: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    """1-based, dense and in commit order; the Merkle leaf index is ``seq - 1``."""
     id: Mapped[str] = mapped_column(String(40), unique=True)
     ts: Mapped[datetime] = mapped_column(default=utcnow, index=True)
     org_id: Mapped[str | None] = mapped_column(String(40), index=True)
-    actor_user_id: Mapped[str | None] = mapped_column(String(40))
+    actor_user_id: Mapped[str | None] = mapped_column(String(40), index=True)
     actor_agent_id: Mapped[str | None] = mapped_column(String(40))
     action: Mapped[str] = mapped_column(String(100), index=True)
     resource: Mapped[str] = mapped_column(String(300))
     outcome: Mapped[str] = mapped_column(String(40))
     details: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    salt: Mapped[str | None] = mapped_column(String(32))
+    """Random salt of the body hash; removed with the body on redaction."""
+    body_sha256: Mapped[str] = mapped_column(String(64))
+    """Hex SHA-256 of the canonical body (actors, resource, details, salt)."""
+    leaf_hash: Mapped[str] = mapped_column(String(64))
+    """Hex RFC 6962 leaf hash of the canonical header (which includes ``body_sha256``)."""
+    redacted_at: Mapped[datetime | None]
+    """Set when retention removed the body; the header and hashes stay."""
 
 
 class Note(Base):

@@ -16,10 +16,21 @@ log = logging.getLogger(__name__)
 
 
 class InProcessWorker:
-    def __init__(self, platform: Platform, *, concurrency: int = 4, poll_seconds: float = 0.5):
+    def __init__(
+        self,
+        platform: Platform,
+        *,
+        concurrency: int = 4,
+        poll_seconds: float = 0.5,
+        cron: bool = False,
+        cron_seconds: float = 15.0,
+    ):
         self._platform = platform
         self._concurrency = concurrency
         self._poll = poll_seconds
+        self._cron = cron
+        """Also fire the agents' cron triggers (the embedded mode's scheduler)."""
+        self._cron_seconds = cron_seconds
         self._loop: asyncio.AbstractEventLoop | None = None
         self._wake: asyncio.Event | None = None
         self._stop: asyncio.Event | None = None
@@ -36,6 +47,10 @@ class InProcessWorker:
         if self._loop is not None and self._wake is not None:
             self._loop.call_soon_threadsafe(self._wake.set)
 
+    def dispatch(self, run_id: str) -> None:
+        """A run was queued: claim it now (``workers.dispatch.RunDispatcher``)."""
+        self.wake()
+
     def stop(self, timeout: float = 10.0) -> None:
         if self._loop is not None and self._stop is not None:
             self._loop.call_soon_threadsafe(self._stop.set)
@@ -45,6 +60,19 @@ class InProcessWorker:
     def _main(self) -> None:
         asyncio.run(self._serve())
 
+    async def _fire_cron(self) -> None:
+        from meshclaw.triggers.cron import CronFirer
+        from meshclaw.workers.leases import worker_name
+
+        firer = CronFirer(self._platform, dispatch=None, owner=worker_name())
+        while True:
+            try:
+                if await asyncio.to_thread(firer.tick):
+                    self.wake()
+            except Exception:
+                log.exception("cron tick failed")
+            await asyncio.sleep(self._cron_seconds)
+
     async def _serve(self) -> None:
         self._loop = asyncio.get_running_loop()
         self._wake, self._stop = asyncio.Event(), asyncio.Event()
@@ -52,6 +80,7 @@ class InProcessWorker:
         executor = self._platform.executor(gateway)
         slots = asyncio.Semaphore(self._concurrency)
         running: set[asyncio.Task[None]] = set()
+        cron = asyncio.create_task(self._fire_cron()) if self._cron else None
         self._ready.set()
 
         async def execute(run_id: str) -> None:
@@ -76,6 +105,8 @@ class InProcessWorker:
             await asyncio.wait(waiters, timeout=self._poll, return_when=asyncio.FIRST_COMPLETED)
             for waiter in waiters:
                 waiter.cancel()
+        if cron is not None:
+            cron.cancel()
         for task in list(running):
             task.cancel()
         await asyncio.gather(*running, return_exceptions=True)

@@ -1,0 +1,575 @@
+"""Audit log: append throughput (SQLite, PostgreSQL) and ``audit verify`` time for N records.
+
+Append: single-record transactions through ``StoreAuditSink`` (head lock, RFC 8785
+canonicalisation, leaf hash, frontier update, a signed checkpoint every 1,000 records),
+against a baseline measured in the same run: the unhashed insert the sink did before the
+log was hashed. Verify: a log of N records is synthesised with the real hashing code
+(bulk inserts, not timed), then ``AuditLog.verify`` recomputes everything and is timed.
+
+    .venv/bin/python benchmarks/audit_bench.py                      # prints only
+    .venv/bin/python benchmarks/audit_bench.py --verify-n 1000000   # the issue's 1 M target
+    .venv/bin/python benchmarks/audit_bench.py --write docs/benchmarks.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform as host
+import statistics
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from datetime import timedelta
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import create_engine, insert, text
+from sqlalchemy.orm import Session
+
+from meshclaw.accounts.service import Caller
+from meshclaw.audit.canonical import Body, Header, body_hash, format_ts, new_salt
+from meshclaw.audit.log import AuditLog
+from meshclaw.audit.merkle import Frontier
+from meshclaw.audit.models import AuditCheckpoint, AuditHead
+from meshclaw.audit.signing import Checkpointer
+from meshclaw.audit.sink import AuditRecord, StoreAuditSink
+from meshclaw.clock import utcnow
+from meshclaw.config import ProviderConfig, Settings
+from meshclaw.ids import new_id
+from meshclaw.platform import Platform
+from meshclaw.spec.loader import parse_spec
+from meshclaw.store.db import Database, migrate
+from meshclaw.store.models import AuditEvent
+
+MARK_BEGIN, MARK_END = "<!-- audit:begin -->", "<!-- audit:end -->"
+PG_ADMIN = os.environ.get(
+    "MESHCLAW_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
+)
+
+
+def record(i: int) -> AuditRecord:
+    return AuditRecord(
+        action="model.invoke",
+        resource="model:scripted/test-model",
+        outcome="ok",
+        org_id="org_bench",
+        actor_user_id=f"usr_{i % 50}",
+        actor_agent_id=f"agt_{i % 7}",
+        details={
+            "run_id": f"run_{i // 20}",
+            "step": i % 20,
+            "input_tokens": 812,
+            "output_tokens": 64,
+            "cost_nano_usd": 1_234_000,
+        },
+    )
+
+
+def checkpointer(home: Path) -> Checkpointer:
+    return Checkpointer(key_path=home / "bench.key", origin="meshclaw/bench", every=1000)
+
+
+def append_hashed(db: Database, sink: StoreAuditSink, n: int, offset: int = 0) -> None:
+    for i in range(offset, offset + n):
+        with db.session() as session:
+            sink.append(session, record(i))
+
+
+def append_plain(db: Database, n: int, offset: int = 0) -> None:
+    """What the sink did before the log was hashed: one unlocked, unhashed insert."""
+    for i in range(offset, offset + n):
+        r = record(i)
+        with db.session() as session:
+            session.add(
+                AuditEvent(
+                    seq=10_000_000 + i,
+                    id=new_id("aud"),
+                    org_id=r.org_id,
+                    actor_user_id=r.actor_user_id,
+                    actor_agent_id=r.actor_agent_id,
+                    action=r.action,
+                    resource=r.resource,
+                    outcome=r.outcome,
+                    details=r.details,
+                    body_sha256="",
+                    leaf_hash="",
+                )
+            )
+
+
+def append_bare(db: Database, n: int, offset: int = 0) -> None:
+    """The cheapest possible record: one Core insert, no lock, no hashing."""
+    table = AuditEvent.__table__
+    for i in range(offset, offset + n):
+        r = record(i)
+        with db.session() as session:
+            session.connection().execute(
+                table.insert(),  # type: ignore[attr-defined]
+                {
+                    "seq": 20_000_000 + i,
+                    "id": new_id("aud"),
+                    "ts": utcnow(),
+                    "org_id": r.org_id,
+                    "actor_user_id": r.actor_user_id,
+                    "actor_agent_id": r.actor_agent_id,
+                    "action": r.action,
+                    "resource": r.resource,
+                    "outcome": r.outcome,
+                    "details": r.details,
+                    "salt": None,
+                    "body_sha256": "",
+                    "leaf_hash": "",
+                    "redacted_at": None,
+                },
+            )
+
+
+def timed(fn: Callable[[], None]) -> tuple[float, float]:
+    """(wall seconds, CPU seconds of this process)."""
+    start, cpu = time.perf_counter(), time.process_time()
+    fn()
+    return time.perf_counter() - start, time.process_time() - cpu
+
+
+def bench_append(url: str, home: Path, n: int, rounds: int) -> dict[str, dict[str, float]]:
+    """Records/s (wall) and CPU µs/record of the three variants, medians of ``rounds``."""
+    migrate(url)
+    db = Database(url)
+    sink = StoreAuditSink(checkpointer=checkpointer(home))
+    variants: dict[str, Callable[[int], None]] = {
+        "hashed": lambda off: append_hashed(db, sink, n, off),
+        "old sink": lambda off: append_plain(db, n, off),
+        "bare insert": lambda off: append_bare(db, n, off),
+    }
+    samples: dict[str, list[tuple[float, float]]] = {k: [] for k in variants}
+    try:
+        append_hashed(db, sink, 50)  # warm-up (creates the key)
+        for r in range(rounds):  # alternate, so drift hits all alike
+            for name, fn in variants.items():
+                samples[name].append(timed(partial(fn, r * n)))
+    finally:
+        db.dispose()
+    return {
+        name: {
+            "rate": n / statistics.median(w for w, _ in got),
+            "cpu_us": statistics.median(c for _, c in got) / n * 1e6,
+        }
+        for name, got in samples.items()
+    }
+
+
+def bench_parallel(url: str, home: Path, writers: int, per_writer: int) -> float:
+    migrate(url)
+    db = Database(url)
+    sink = StoreAuditSink(checkpointer=checkpointer(home))
+    barrier = threading.Barrier(writers + 1)
+
+    def work(w: int) -> None:
+        barrier.wait()
+        append_hashed(db, sink, per_writer, w * per_writer)
+
+    threads = [threading.Thread(target=work, args=(w,)) for w in range(writers)]
+    for t in threads:
+        t.start()
+    barrier.wait()
+    start = time.perf_counter()
+    for t in threads:
+        t.join()
+    elapsed = time.perf_counter() - start
+    db.dispose()
+    return writers * per_writer / elapsed
+
+
+def synthesise(url: str, home: Path, n: int) -> Checkpointer:
+    """N records hashed exactly as the sink hashes them, bulk-inserted (not timed)."""
+    migrate(url)
+    cp = checkpointer(home)
+    db = Database(url)
+    frontier = Frontier()
+    try:
+        chunk: list[dict[str, Any]] = []
+        notes: list[dict[str, Any]] = []
+        base = utcnow() - timedelta(days=1)
+        with db.session() as session:
+            for seq in range(1, n + 1):
+                r = record(seq)
+                ts = base + timedelta(microseconds=seq * 50)
+                salt = new_salt()
+                digest = body_hash(
+                    Body(
+                        actor_user_id=r.actor_user_id,
+                        actor_agent_id=r.actor_agent_id,
+                        resource=r.resource,
+                        details=r.details,
+                        salt=salt,
+                    )
+                )
+                eid = f"aud_{seq:026d}"
+                leaf = Header(
+                    seq=seq,
+                    id=eid,
+                    ts=format_ts(ts),
+                    org_id=r.org_id,
+                    action=r.action,
+                    outcome=r.outcome,
+                    body_sha256=digest,
+                ).leaf_hash()
+                frontier.append(leaf)
+                chunk.append(
+                    {
+                        "seq": seq,
+                        "id": eid,
+                        "ts": ts,
+                        "org_id": r.org_id,
+                        "actor_user_id": r.actor_user_id,
+                        "actor_agent_id": r.actor_agent_id,
+                        "action": r.action,
+                        "resource": r.resource,
+                        "outcome": r.outcome,
+                        "details": r.details,
+                        "salt": salt,
+                        "body_sha256": digest,
+                        "leaf_hash": leaf.hex(),
+                    }
+                )
+                if seq % cp.every == 0 or seq == n:
+                    from meshclaw.audit.checkpoint import Checkpoint
+
+                    note = cp.signer.sign(
+                        Checkpoint(origin=cp.origin, size=seq, root=frontier.root())
+                    )
+                    notes.append(
+                        {
+                            "size": seq,
+                            "root_hash": frontier.root().hex(),
+                            "origin": cp.origin,
+                            "key_id": cp.signer.verifier.key_id.hex(),
+                            "note": note,
+                            "created_at": utcnow(),
+                        }
+                    )
+                if len(chunk) == 10_000 or seq == n:
+                    session.execute(insert(AuditEvent), chunk)
+                    chunk = []
+            session.execute(insert(AuditCheckpoint), notes)
+            session.execute(
+                text("UPDATE audit_head SET size=:s, frontier=:f, root=:r WHERE id=1"),
+                {"s": n, "f": json.dumps(frontier.to_hex()), "r": frontier.root().hex()},
+            )
+        with db.session() as session:
+            head = session.get(AuditHead, 1)
+            assert head is not None and head.size == n
+    finally:
+        db.dispose()
+    return cp
+
+
+def bench_verify(url: str, home: Path, n: int) -> tuple[float, float, int]:
+    """(wall s, CPU s, checkpoints) of one ``AuditLog.verify`` over ``n`` records."""
+    cp = synthesise(url, home, n)
+    db = Database(url)
+    try:
+        log = AuditLog(db, StoreAuditSink(), cp)
+        result: list[Any] = []
+        wall, cpu = timed(lambda: result.append(log.verify()))
+    finally:
+        db.dispose()
+    report = result[0]
+    if not report.ok or report.records != n:
+        raise SystemExit(f"verify failed on the synthesised log: {report.problem}")
+    return wall, cpu, report.checkpoints
+
+
+# -- the audit write's share of one agent step ------------------------------------------
+
+STEP_ZONES = (
+    "UTC",
+    "Europe/Paris",
+    "Asia/Tokyo",
+    "America/New_York",
+    "Europe/Berlin",
+    "Asia/Kolkata",
+    "Australia/Sydney",
+    "Africa/Cairo",
+    "America/Chicago",
+)
+STEP_SPEC = """\
+name: bench
+owner: bench
+model: {provider: scripted, model: bench-model}
+instructions: Tell the time.
+tools:
+  - {name: clock.now, scope: read}
+budget: {max_steps: 30, timeout_seconds: 120}
+"""
+
+
+class PlainSink:
+    """The sink before the log was hashed: one unhashed insert, autoincrement seq."""
+
+    def append(self, session: Session, record: AuditRecord) -> None:
+        session.add(
+            AuditEvent(
+                id=new_id("aud"),
+                org_id=record.org_id,
+                actor_user_id=record.actor_user_id,
+                actor_agent_id=record.actor_agent_id,
+                action=record.action,
+                resource=record.resource,
+                outcome=record.outcome,
+                details=record.details,
+                body_sha256="",
+                leaf_hash="",
+            )
+        )
+
+
+def step_platform(home: Path, base_url: str) -> tuple[Platform, Caller]:
+    platform = Platform(
+        Settings(
+            home=home,
+            embedded_model_server=False,
+            providers={"scripted": ProviderConfig(base_url=base_url)},
+        )
+    )
+    org = platform.accounts.create_org("bench")
+    user = platform.accounts.create_user(org.id, "bench")
+    caller = platform.accounts.caller_for(user)
+    platform.agents.save(caller, parse_spec(STEP_SPEC))
+    return platform, caller
+
+
+async def one_conversation(platform: Platform, caller: Caller, gateway: Any) -> tuple[float, float]:
+    """(wall, CPU) seconds per step; CPU is the whole process (the model server too)."""
+    info = platform.runs.create(caller, "bench", "what time is it?")
+    assert platform.runs.claim(info.id)
+    start, cpu = time.perf_counter(), time.process_time()
+    await platform.executor(gateway).execute(info.id)
+    elapsed, cpu = time.perf_counter() - start, time.process_time() - cpu
+    done = platform.runs.get(caller, info.id)
+    if done.status != "succeeded":
+        raise SystemExit(f"bench run failed: {done.error}")
+    steps = len(STEP_ZONES) + 1
+    return elapsed / steps, cpu / steps
+
+
+def bench_step(home: Path, reps: int) -> dict[str, float]:
+    from meshclaw.providers.scripted import ScriptedServer, load_script
+
+    turns: list[dict[str, Any]] = [
+        {"reply": {"tool_calls": [{"name": "clock.now", "arguments": {"tz": z}}]}}
+        for z in STEP_ZONES
+    ]
+    turns.append({"reply": {"content": "done"}})
+    server = ScriptedServer(load_script(json.dumps({"models": ["bench-model"], "turns": turns})))
+    server.start()
+    try:
+        hashed, hc = step_platform(home / "hashed", server.base_url)
+        plain, pc = step_platform(home / "plain", server.base_url)
+        # Every service of the baseline platform appends through the old, unhashed insert.
+        old = PlainSink()
+        plain.audit = old  # type: ignore[assignment]
+        for service in (plain.accounts, plain.agents, plain.runs):
+            service._audit = old
+
+        async def run_all() -> dict[str, list[tuple[float, float]]]:
+            out: dict[str, list[tuple[float, float]]] = {"hashed": [], "plain": []}
+            gh, gp = hashed.build_gateway(), plain.build_gateway()
+            try:
+                for i in range(reps + 2):
+                    order = [("hashed", hashed, hc, gh), ("plain", plain, pc, gp)]
+                    if i % 2:
+                        order.reverse()  # ABBA
+                    for name, platform, caller, gateway in order:
+                        t = await one_conversation(platform, caller, gateway)
+                        if i >= 2:  # two warm-up rounds
+                            out[name].append(t)
+            finally:
+                await gh.aclose()
+                await gp.aclose()
+            return out
+
+        samples = asyncio.run(run_all())
+        hashed.close()
+        plain.close()
+    finally:
+        server.stop()
+
+    def med(name: str, i: int) -> float:
+        return statistics.median(x[i] for x in samples[name])
+
+    h, p = med("hashed", 0), med("plain", 0)
+    h_cpu, p_cpu = med("hashed", 1), med("plain", 1)
+    return {
+        "hashed_ms": h * 1000,
+        "plain_ms": p * 1000,
+        "overhead": h / p - 1,
+        "hashed_cpu_ms": h_cpu * 1000,
+        "plain_cpu_ms": p_cpu * 1000,
+        "cpu_overhead": h_cpu / p_cpu - 1,
+    }
+
+
+class PgDatabase:
+    """A throwaway PostgreSQL database, or None when the server is not there."""
+
+    def __init__(self) -> None:
+        self.name = f"meshclaw_bench_{uuid.uuid4().hex[:10]}"
+        self.admin = create_engine(
+            PG_ADMIN, isolation_level="AUTOCOMMIT", connect_args={"connect_timeout": 3}
+        )
+
+    def __enter__(self) -> str | None:
+        try:
+            with self.admin.connect() as conn:
+                conn.execute(text(f'CREATE DATABASE "{self.name}"'))
+        except Exception:
+            return None
+        return PG_ADMIN.rsplit("/", 1)[0] + f"/{self.name}"
+
+    def __exit__(self, *exc: object) -> None:
+        try:
+            with self.admin.connect() as conn:
+                conn.execute(text(f'DROP DATABASE IF EXISTS "{self.name}" WITH (FORCE)'))
+        except Exception:
+            pass
+        self.admin.dispose()
+
+
+def _append_row(label: str, got: dict[str, dict[str, float]]) -> list[str]:
+    h, old, bare = got["hashed"], got["old sink"], got["bare insert"]
+    return [
+        label,
+        f"{h['rate']:,.0f}",
+        f"{old['rate']:,.0f}",
+        f"{bare['rate']:,.0f}",
+        f"{h['cpu_us']:,.0f}",
+        f"{bare['cpu_us']:,.0f}",
+        f"{h['cpu_us'] - bare['cpu_us']:+,.0f}",
+    ]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--append-n", type=int, default=2000, help="records per append round")
+    parser.add_argument("--rounds", type=int, default=3, help="alternating rounds per variant")
+    parser.add_argument("--writers", type=int, default=8, help="parallel writers (PostgreSQL)")
+    parser.add_argument("--verify-n", type=int, default=100_000, help="records to verify")
+    parser.add_argument("--step-reps", type=int, default=20, help="conversations per variant")
+    parser.add_argument("--write", type=Path, metavar="FILE", help="rewrite FILE's audit section")
+    args = parser.parse_args(argv)
+
+    load_before = os.getloadavg()[0]
+    rows: list[list[str]] = []
+    lines: list[str] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        home = Path(tmp)
+        sq = bench_append(f"sqlite:///{home / 'append.db'}", home, args.append_n, args.rounds)
+        rows.append(_append_row("SQLite, 1 writer", sq))
+        with PgDatabase() as pg:
+            if pg is None:
+                lines.append("PostgreSQL not reachable: its rows are missing.")
+            else:
+                rows.append(
+                    _append_row(
+                        "PostgreSQL, 1 writer", bench_append(pg, home, args.append_n // 2, 3)
+                    )
+                )
+        with PgDatabase() as pg:
+            if pg is not None:
+                par = bench_parallel(pg, home, args.writers, args.append_n // args.writers)
+                rows.append(
+                    [f"PostgreSQL, {args.writers} writers", f"{par:,.0f}", "", "", "", "", ""]
+                )
+        step = bench_step(home, args.step_reps)
+        wall, cpu, checkpoints = bench_verify(
+            f"sqlite:///{home / 'verify.db'}", home, args.verify_n
+        )
+    load = max(load_before, os.getloadavg()[0])
+    per_million_wall = wall / args.verify_n * 1_000_000
+    per_million_cpu = cpu / args.verify_n * 1_000_000
+    headers = [
+        "append (single-record transactions)",
+        "hashed rec/s",
+        "old sink rec/s",
+        "bare insert rec/s",
+        "hashed CPU µs/rec",
+        "bare CPU µs/rec",
+        "CPU added µs/rec",
+    ]
+    lines += [
+        f"One agent step (model turn + its tool call, SQLite, median of {args.step_reps} "
+        f"{len(STEP_ZONES) + 1}-step conversations per variant, ABBA): hashed log "
+        f"{step['hashed_ms']:.2f} ms wall / {step['hashed_cpu_ms']:.2f} ms CPU, old insert "
+        f"{step['plain_ms']:.2f} ms wall / {step['plain_cpu_ms']:.2f} ms CPU: the audit write "
+        f"adds **{step['overhead'] * 100:+.1f}% wall, {step['cpu_overhead'] * 100:+.1f}% CPU** "
+        f"per step (target < 5%).",
+        f"`audit verify` (SQLite) of {args.verify_n:,} records and {checkpoints} checkpoints: "
+        f"**{wall:.1f} s wall, {cpu:.1f} s CPU** ({args.verify_n / wall:,.0f} records/s wall); "
+        f"linear extrapolation to 1,000,000 records: **{per_million_wall:.0f} s wall, "
+        f"{per_million_cpu:.0f} s CPU** (target < 30 s). Verification is one single-threaded "
+        f"pass, so on an idle machine its wall time is its CPU time.",
+        f"Load average during the run: {load:.1f} on {os.cpu_count()} CPUs"
+        + (
+            " — the machine was shared, so wall times are inflated and CPU times are the "
+            "figures to compare."
+            if load > (os.cpu_count() or 1)
+            else "."
+        ),
+    ]
+    print("| " + " | ".join(headers) + " |")
+    for row in rows:
+        print("| " + " | ".join(row) + " |")
+    for line in lines:
+        print(line)
+    if args.write:
+        section = (
+            "\n".join(
+                [
+                    MARK_BEGIN,
+                    "Written by `benchmarks/audit_bench.py --write`; "
+                    "edit the text outside this section.",
+                    "",
+                    f"Append: {args.append_n:,} single-record transactions per round and "
+                    f"variant, {args.rounds} alternating rounds, medians. *Old sink*: the ORM "
+                    "insert the sink did before the log was hashed; *bare insert*: one Core "
+                    "insert, no lock, no hashing.",
+                    "",
+                    "| " + " | ".join(headers) + " |",
+                    "|---|" + "---:|" * (len(headers) - 1),
+                    *("| " + " | ".join(r) + " |" for r in rows),
+                    "",
+                    *(f"{line}  " for line in lines),
+                    "",
+                    f"Machine: {host.machine()}, {os.cpu_count()} CPUs, Python "
+                    f"{host.python_version()}, {host.system()}, "
+                    f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}.",
+                    MARK_END,
+                ]
+            )
+            + "\n"
+        )
+        write_section(args.write, section)
+        print(f"wrote {args.write}")
+    return 0
+
+
+def write_section(path: Path, section: str) -> None:
+    """Replace this script's marked section of ``path`` (nothing else), or append one."""
+    text_ = path.read_text(encoding="utf-8") if path.exists() else "# Benchmarks\n"
+    begin, end = text_.find(MARK_BEGIN), text_.find(MARK_END)
+    if begin != -1 and end > begin:
+        text_ = text_[:begin] + section.rstrip("\n") + text_[end + len(MARK_END) :]
+    else:
+        text_ = text_.rstrip("\n") + "\n\n" + section
+    path.write_text(text_, encoding="utf-8")
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,421 @@
+"""In-platform analytics: leaderboards and adoption from the store, under privacy tiers.
+
+The store's outcomes, feedback and usage are turned into the same ``Tables`` the offline
+analytics read, so one set of rules (``analytics._credit``) decides credit everywhere.
+Team boards are the default; individual boards exist only where the org enabled them,
+and list only people who opted in. See ``analytics.privacy`` for who may see what.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import polars as pl
+from sqlalchemy import func, select
+
+from meshclaw.accounts.service import Caller
+from meshclaw.analytics._credit import Credit, CreditRules, Cutoff, compute_credit
+from meshclaw.analytics._leaderboard import Leaderboard, leaderboard
+from meshclaw.analytics._load import Tables
+from meshclaw.analytics._report import build_report
+from meshclaw.analytics.models import AnalyticsOptIn, AnalyticsView
+from meshclaw.analytics.privacy import (
+    VIEW_PERSON,
+    VIEW_TEAM,
+    authorize,
+    individual_boards,
+    k_of,
+)
+from meshclaw.audit.sink import AuditRecord, AuditSink
+from meshclaw.clock import utcnow
+from meshclaw.errors import ConflictError, NotFoundError, PermissionDenied
+from meshclaw.events import ReadReport
+from meshclaw.ids import new_id
+from meshclaw.outcomes.models import Outcome, OutcomeFeedback
+from meshclaw.outcomes.service import CostBy, CostRow, OutcomeService
+from meshclaw.policy.api import ApiAuthorizer, ApiResource
+from meshclaw.store.db import Database
+from meshclaw.store.models import Org, Team, UsageRecord, User
+
+NANO = 1_000_000_000
+Withheld = Callable[[str], frozenset[str]]
+"""org id -> people whose credit an open integrity finding concerns (the integrity seam)."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class ViewRecord:
+    viewer_id: str
+    subject_id: str
+    reason: str
+    created_at: datetime
+
+
+def _no_findings(org_id: str) -> frozenset[str]:
+    return frozenset()
+
+
+class AnalyticsService:
+    def __init__(
+        self,
+        db: Database,
+        audit: AuditSink,
+        access: ApiAuthorizer,
+        outcomes: OutcomeService,
+        *,
+        withheld: Withheld = _no_findings,
+    ) -> None:
+        self._db = db
+        self._audit = audit
+        self._access = access
+        self._outcomes = outcomes
+        self.withheld = withheld
+        """Set by the integrity engine when its in-platform findings exist."""
+
+    # ---- the data ----------------------------------------------------------------------
+
+    def _org_settings(self, org_id: str) -> dict[str, Any]:
+        with self._db.session() as session:
+            org = session.get(Org, org_id)
+            return dict(org.settings or {}) if org is not None else {}
+
+    def tables(self, org_id: str) -> Tables:
+        """The org's history as analytics tables."""
+        with self._db.session() as session:
+            outcomes = session.execute(
+                select(
+                    Outcome.id, Outcome.created_at, Outcome.team_id, Outcome.user_id,
+                    Outcome.agent_id, Outcome.run_id, Outcome.type, Outcome.ref,
+                    Outcome.beneficiaries, Outcome.verified, Outcome.value,
+                )
+                .where(Outcome.org_id == org_id)
+                .order_by(Outcome.created_at, Outcome.id)
+            ).all()  # fmt: skip
+            feedback = session.execute(
+                select(
+                    OutcomeFeedback.id, OutcomeFeedback.created_at, OutcomeFeedback.outcome_id,
+                    OutcomeFeedback.by, OutcomeFeedback.verdict,
+                )
+                .where(OutcomeFeedback.org_id == org_id)
+                .order_by(OutcomeFeedback.created_at, OutcomeFeedback.id)
+            ).all()  # fmt: skip
+            usage = session.execute(
+                select(
+                    UsageRecord.team_id, UsageRecord.user_id, UsageRecord.kind,
+                    UsageRecord.created_at, UsageRecord.cost_nano_usd,
+                ).where(UsageRecord.org_id == org_id)
+            ).all()  # fmt: skip
+        out_rows = [
+            {
+                "id": o.id, "line": i, "ts": o.created_at, "team": o.team_id or "",
+                "user": o.user_id, "agent": o.agent_id, "run": o.run_id, "type": o.type,
+                "ref": o.ref, "beneficiary": _beneficiary(o.user_id, o.beneficiaries),
+                "verified": o.verified, "value": o.value,
+            }
+            for i, o in enumerate(outcomes, start=1)
+        ]  # fmt: skip
+        fb_rows = [
+            {"id": f.id, "line": i, "ts": f.created_at, "outcome": f.outcome_id,
+             "by": "external" if f.by.startswith("external:") else f.by, "verdict": f.verdict}
+            for i, f in enumerate(feedback, start=1)
+        ]  # fmt: skip
+        use_rows = [
+            {"team": u.team_id or "", "user": u.user_id, "ts": u.created_at,
+             "is_call": u.kind == "model", "cost": u.cost_nano_usd / NANO}
+            for u in usage
+        ]  # fmt: skip
+        ts = pl.Datetime("us", "UTC")
+        outcome_schema: dict[str, Any] = {
+            "id": pl.String, "line": pl.UInt32, "ts": ts, "team": pl.String, "user": pl.String,
+            "agent": pl.String, "run": pl.String, "type": pl.String, "ref": pl.String,
+            "beneficiary": pl.String, "verified": pl.Boolean, "value": pl.Float64,
+        }  # fmt: skip
+        feedback_schema: dict[str, Any] = {
+            "id": pl.String, "line": pl.UInt32, "ts": ts, "outcome": pl.String,
+            "by": pl.String, "verdict": pl.String,
+        }  # fmt: skip
+        usage_schema: dict[str, Any] = {
+            "team": pl.String, "user": pl.String, "ts": ts, "is_call": pl.Boolean,
+            "cost": pl.Float64,
+        }  # fmt: skip
+        activity = (
+            pl.DataFrame(use_rows, schema=usage_schema)
+            .lazy()
+            .group_by("team", "user", pl.col("ts").dt.truncate("1h").alias("hour"))
+            .agg(
+                pl.len().alias("events"),
+                pl.col("ts").min().alias("first_ts"),
+                pl.col("ts").max().alias("last_ts"),
+                pl.col("is_call").sum().alias("llm_calls"),
+                pl.col("cost").filter(pl.col("is_call")).sum().alias("cost_usd"),
+                pl.lit(0, dtype=pl.UInt32).alias("calls_without_cost"),
+            )
+        )
+        return Tables(
+            outcomes=pl.DataFrame(out_rows, schema=outcome_schema).lazy(),
+            feedback=pl.DataFrame(fb_rows, schema=feedback_schema).lazy(),
+            activity=activity,
+        )
+
+    def credit(self, org_id: str) -> tuple[Tables, Credit]:
+        settings = self._org_settings(org_id)
+        analytics = settings.get("analytics") or {}
+        cutoff = Cutoff(
+            weekday=int(analytics.get("cutoff_weekday", 4)),
+            hour=int(analytics.get("cutoff_hour", 17)),
+        )
+        rules = CreditRules(
+            weights=self._outcomes.weights(org_id), cutoff=cutoff, withheld=self.withheld(org_id)
+        )
+        tables = self.tables(org_id)
+        return tables, compute_credit(tables, rules)
+
+    def _team_sizes(self, org_id: str) -> dict[str, int]:
+        with self._db.session() as session:
+            return {
+                str(team): int(n)
+                for team, n in session.execute(
+                    select(User.team_id, func.count())
+                    .where(User.org_id == org_id, User.team_id.is_not(None))
+                    .group_by(User.team_id)
+                )
+            }
+
+    def settings(self, caller: Caller) -> dict[str, Any]:
+        """The org's analytics settings, defaults filled in."""
+        analytics = self._org_settings(caller.org_id).get("analytics") or {}
+        return {
+            "k": k_of({"analytics": analytics}),
+            "individual_boards": bool(analytics.get("individual_boards", False)),
+            "cutoff_weekday": int(analytics.get("cutoff_weekday", 4)),
+            "cutoff_hour": int(analytics.get("cutoff_hour", 17)),
+        }
+
+    def update_settings(self, caller: Caller, **changes: Any) -> dict[str, Any]:
+        """Platform admins: change ``k``, ``individual_boards``, ``cutoff_weekday/hour``."""
+        if caller.role != "platform_admin":
+            raise PermissionDenied("only platform admins change analytics settings")
+        changes = {k: v for k, v in changes.items() if v is not None}
+        unknown = set(changes) - {"k", "individual_boards", "cutoff_weekday", "cutoff_hour"}
+        if unknown:
+            raise ConflictError(f"unknown analytics settings: {', '.join(sorted(unknown))}")
+        if "k" in changes and not 2 <= int(changes["k"]) <= 1000:
+            raise ConflictError("k must be between 2 and 1000")
+        try:
+            Cutoff(
+                weekday=int(changes.get("cutoff_weekday", 4)),
+                hour=int(changes.get("cutoff_hour", 17)),
+            )
+        except ValueError as exc:
+            raise ConflictError(str(exc)) from None
+        with self._db.session() as session:
+            org = session.get(Org, caller.org_id)
+            assert org is not None
+            settings = dict(org.settings or {})
+            before = dict(settings.get("analytics") or {})
+            settings["analytics"] = {**before, **changes}
+            org.settings = settings
+            self._audit.append(
+                session,
+                AuditRecord(
+                    action="analytics.settings", resource=f"org:{caller.org_id}", outcome="ok",
+                    org_id=caller.org_id, actor_user_id=caller.user_id,
+                    details={"was": before, "now": settings["analytics"]},
+                ),
+            )  # fmt: skip
+        return self.settings(caller)
+
+    # ---- boards ------------------------------------------------------------------------
+
+    def team_board(self, caller: Caller, *, top: int | None = None) -> Leaderboard:
+        """Teams ranked by credited value; teams smaller than k are left out."""
+        k = k_of(self._org_settings(caller.org_id))
+        sizes = self._team_sizes(caller.org_id)
+        _, credit = self.credit(caller.org_id)
+        board = leaderboard(credit, by="team")
+        kept = [e for e in board.entries if sizes.get(e.id, 0) >= k]
+        entries = [
+            type(e)(rank=i, id=e.id, score=e.score, pending=e.pending, outcomes=e.outcomes)
+            for i, e in enumerate(kept[:top] if top is not None else kept, start=1)
+        ]
+        return Leaderboard(by="team", entries=entries)
+
+    def people_board(self, caller: Caller, *, top: int | None = None) -> Leaderboard:
+        """Individuals, only where the org allows it and only people who opted in."""
+        if not individual_boards(self._org_settings(caller.org_id)):
+            raise PermissionDenied("individual leaderboards are off in this org (team boards only)")
+        with self._db.session() as session:
+            opted = set(
+                session.scalars(
+                    select(AnalyticsOptIn.user_id).where(AnalyticsOptIn.org_id == caller.org_id)
+                )
+            )
+        _, credit = self.credit(caller.org_id)
+        board = leaderboard(credit, by="user")
+        kept = [e for e in board.entries if e.id in opted]
+        entries = [
+            type(e)(rank=i, id=e.id, score=e.score, pending=e.pending, outcomes=e.outcomes)
+            for i, e in enumerate(kept[:top] if top is not None else kept, start=1)
+        ]
+        return Leaderboard(by="user", entries=entries)
+
+    def opt_in(self, caller: Caller, on: bool) -> bool:
+        with self._db.session() as session:
+            row = session.get(AnalyticsOptIn, caller.user_id)
+            if on and row is None:
+                session.add(AnalyticsOptIn(user_id=caller.user_id, org_id=caller.org_id))
+            elif not on and row is not None:
+                session.delete(row)
+            self._audit.append(
+                session,
+                AuditRecord(
+                    action="analytics.opt_in", resource=f"user:{caller.user_id}",
+                    outcome="on" if on else "off", org_id=caller.org_id,
+                    actor_user_id=caller.user_id,
+                ),
+            )  # fmt: skip
+        return on
+
+    # ---- team and person views ---------------------------------------------------------
+
+    def team_summary(self, caller: Caller, team_id: str) -> dict[str, Any]:
+        """The team's report (adoption, cost per outcome, rates), if at least k people."""
+        with self._db.session() as session:
+            team = session.get(Team, team_id)
+            if team is None or team.org_id != caller.org_id:
+                raise NotFoundError(f"no team {team_id}")
+            name = team.name
+        authorize(
+            self._access, caller, VIEW_TEAM,
+            ApiResource.team(id=team_id, org_id=caller.org_id, name=name),
+        )  # fmt: skip
+        k = k_of(self._org_settings(caller.org_id))
+        size = self._team_sizes(caller.org_id).get(team_id, 0)
+        if size < k:
+            raise PermissionDenied(
+                f"team {name} has {size} people: groups smaller than {k} are not shown"
+            )
+        tables, credit = self.credit(caller.org_id)
+        team_tables = Tables(
+            outcomes=tables.outcomes.filter(pl.col("team") == team_id),
+            feedback=tables.feedback,
+            activity=tables.activity.filter(pl.col("team") == team_id),
+        )
+        team_credit = Credit(
+            outcomes=credit.outcomes.filter(pl.col("team") == team_id),
+            unknown_feedback=credit.unknown_feedback.clear(),
+            cutoff=credit.cutoff,
+        )
+        report = build_report(team_tables, team_credit, ReadReport())
+        out = report.to_json()
+        out.pop("input")
+        out["team"] = {"id": team_id, "name": name, "people": size}
+        for week in out["weeks"]:
+            week.pop("active_by_team", None)
+        return out
+
+    def person(self, caller: Caller, user_id: str, *, reason: str | None = None) -> dict[str, Any]:
+        """One person's numbers. Someone else's need a reason, and the look is recorded."""
+        with self._db.session() as session:
+            subject = session.get(User, user_id)
+            if subject is None or subject.org_id != caller.org_id:
+                raise NotFoundError(f"no user {user_id}")
+            resource = ApiResource.person(
+                id=subject.id, org_id=subject.org_id, team_id=subject.team_id, role=subject.role
+            )
+        own = user_id == caller.user_id
+        if not own:
+            if not reason or not reason.strip():
+                raise ConflictError("looking at someone else's numbers needs a stated reason")
+            authorize(self._access, caller, VIEW_PERSON, resource, drill_down=True)
+        else:
+            authorize(self._access, caller, VIEW_PERSON, resource)
+        tables, credit = self.credit(caller.org_id)
+        mine = credit.outcomes.filter(pl.col("user") == user_id)
+        person_credit = Credit(
+            outcomes=mine, unknown_feedback=credit.unknown_feedback.clear(), cutoff=credit.cutoff
+        )
+        report = build_report(
+            Tables(
+                outcomes=tables.outcomes.filter(pl.col("user") == user_id),
+                feedback=tables.feedback,
+                activity=tables.activity.filter(pl.col("user") == user_id),
+            ),
+            person_credit,
+            ReadReport(),
+        )
+        if not own:
+            with self._db.session() as session:
+                session.add(
+                    AnalyticsView(
+                        id=new_id("anv"), org_id=caller.org_id, viewer_id=caller.user_id,
+                        subject_id=user_id, reason=reason.strip() if reason else "",
+                        created_at=utcnow(),
+                    )
+                )  # fmt: skip
+                self._audit.append(
+                    session,
+                    AuditRecord(
+                        action="analytics.view_person", resource=f"user:{user_id}",
+                        outcome="ok", org_id=caller.org_id, actor_user_id=caller.user_id,
+                        details={"reason": reason},
+                    ),
+                )  # fmt: skip
+        out = report.to_json()
+        out.pop("input")
+        for week in out["weeks"]:
+            week.pop("active_by_team", None)
+        out["user"] = user_id
+        out["score"] = round(float(mine["points"].sum()), 6)
+        out["pending_review"] = round(float(mine["pending"].sum()), 6)
+        out["outcomes"] = {
+            status: int(n) for status, n in mine.group_by("status").len().iter_rows()
+        }
+        return out
+
+    def cost_per_outcome(self, caller: Caller, *, by: CostBy = "agent") -> list[CostRow]:
+        """Spend per accepted, durable outcome, within the caller's privacy tier.
+
+        Employees: their own agents (or themselves). Team admins: their team. Platform
+        admins and auditors: the org. Per-person rows of others need a drill-down
+        (``person``), and team rows of teams smaller than k are left out.
+        """
+        only: dict[str, str] = {}
+        if caller.role in ("platform_admin", "auditor"):
+            pass
+        elif caller.role == "team_admin" and caller.team_id is not None:
+            only = {"team_id": caller.team_id}
+        else:
+            only = {"user_id": caller.user_id}
+        if by == "user" and "user_id" not in only:
+            raise PermissionDenied("cost per person is an individual drill-down (analytics person)")
+        rows = self._outcomes.cost_per_outcome(caller.org_id, by=by, only=only)
+        if by == "team" and "user_id" not in only:
+            k = k_of(self._org_settings(caller.org_id))
+            sizes = self._team_sizes(caller.org_id)
+            rows = [r for r in rows if sizes.get(r.key, 0) >= k]
+        return rows
+
+    def views_of(self, caller: Caller) -> list[ViewRecord]:
+        """Who looked at the caller's numbers, newest first."""
+        with self._db.session() as session:
+            rows = session.scalars(
+                select(AnalyticsView)
+                .where(AnalyticsView.subject_id == caller.user_id)
+                .order_by(AnalyticsView.created_at.desc())
+            ).all()
+            return [
+                ViewRecord(
+                    viewer_id=r.viewer_id, subject_id=r.subject_id, reason=r.reason,
+                    created_at=r.created_at,
+                )
+                for r in rows
+            ]  # fmt: skip
+
+
+def _beneficiary(owner: str, beneficiaries: list[Any] | None) -> str:
+    """The event format has one beneficiary: anyone other than the owner, else the owner."""
+    others = [b for b in beneficiaries or [] if b != owner]
+    return str(others[0]) if others else owner

@@ -1,0 +1,136 @@
+"""``/v1/audit``: the tamper-evident audit log over HTTP (roles in ``meshclaw.audit.access``)."""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Iterator
+from dataclasses import asdict
+from datetime import datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query
+from fastapi.responses import StreamingResponse
+from pydantic import BaseModel
+
+from meshclaw.api.deps import Authed, PlatformDep
+from meshclaw.audit.bundle import FORMAT
+from meshclaw.audit.log import MAX_PAGE
+from meshclaw.clock import as_utc
+
+router = APIRouter(prefix="/v1/audit", tags=["audit"])
+
+
+class RedactIn(BaseModel):
+    before: datetime
+    """Redact bodies of records older than this."""
+
+
+def _utc(value: datetime | None) -> datetime | None:
+    return None if value is None else as_utc(value)
+
+
+@router.get("/events")
+def events(
+    platform: PlatformDep,
+    who: Authed,
+    actor: str | None = None,
+    action: str | None = None,
+    resource: str | None = None,
+    outcome: str | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    after: Annotated[int, Query(ge=0)] = 0,
+    limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 50,
+) -> dict[str, Any]:
+    """Records of the caller's org, oldest first; page with ``after=next_after``."""
+    page = platform.audit_log.query(
+        who,
+        actor=actor,
+        action=action,
+        resource=resource,
+        outcome=outcome,
+        since=_utc(since),
+        until=_utc(until),
+        after=after,
+        limit=limit,
+    )
+    return {"entries": [asdict(e) for e in page.entries], "next_after": page.next_after}
+
+
+@router.get("/verify")
+def verify(platform: PlatformDep, who: Authed) -> dict[str, Any]:
+    """Recompute the tree from the store and check every signed checkpoint."""
+    report = platform.audit_log.verify(who)
+    out = asdict(report)
+    if report.problem is not None:
+        out["problem"]["text"] = str(report.problem)
+    return out
+
+
+@router.get("/public-key")
+def public_key(platform: PlatformDep, who: Authed) -> dict[str, str]:
+    return {"verifier_key": platform.audit_log.public_key(), "origin": platform.audit_log.origin}
+
+
+@router.get("/checkpoints")
+def checkpoints(platform: PlatformDep, who: Authed) -> list[dict[str, Any]]:
+    return [asdict(c) for c in platform.audit_log.checkpoints(who)]
+
+
+@router.post("/checkpoints", status_code=201)
+def sign_checkpoint(platform: PlatformDep, who: Authed) -> dict[str, Any]:
+    return asdict(platform.audit_log.checkpoint(who))
+
+
+@router.get("/proofs/inclusion")
+def inclusion(
+    platform: PlatformDep,
+    who: Authed,
+    seq: Annotated[int, Query(ge=1)],
+    size: Annotated[int | None, Query(ge=1)] = None,
+) -> dict[str, Any]:
+    return platform.audit_log.inclusion_proof(who, seq, size)
+
+
+@router.get("/proofs/consistency")
+def consistency(
+    platform: PlatformDep,
+    who: Authed,
+    old: Annotated[int, Query(ge=0)],
+    new: Annotated[int, Query(ge=1)],
+) -> dict[str, Any]:
+    return platform.audit_log.consistency_proof(who, old, new)
+
+
+@router.get("/export")
+def export(
+    platform: PlatformDep,
+    who: Authed,
+    since: datetime | None = None,
+    since_seq: Annotated[int | None, Query(ge=1)] = None,
+) -> StreamingResponse:
+    """A bundle (JSON Lines) that ``meshclaw audit verify --bundle`` checks offline."""
+    spool = tempfile.SpooledTemporaryFile(max_size=8 << 20, mode="w+", encoding="utf-8")  # noqa: SIM115
+    try:
+        platform.audit_log.export(who, spool, since=_utc(since), since_seq=since_seq)  # type: ignore[arg-type]
+    except BaseException:
+        spool.close()
+        raise
+    spool.seek(0)
+
+    def lines() -> Iterator[str]:
+        with spool:
+            yield from spool
+
+    return StreamingResponse(
+        lines(),
+        media_type="application/x-ndjson",
+        headers={"Content-Disposition": f'attachment; filename="{FORMAT}.jsonl"'},
+    )
+
+
+@router.post("/redact")
+def redact(body: RedactIn, platform: PlatformDep, who: Authed) -> dict[str, Any]:
+    """Retention: remove bodies of old records, keep their hashes (platform admins)."""
+    before = as_utc(body.before)
+    return {"redacted": platform.audit_log.redact(who, before), "before": before}

@@ -1,0 +1,112 @@
+"""``/v1/connectors``: the same operations as ``meshclaw connector ...`` over HTTP."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from datetime import datetime
+from typing import Any, Literal
+
+from fastapi import APIRouter
+from pydantic import BaseModel, ConfigDict, Field
+
+from meshclaw.api.deps import Authed, PlatformDep
+from meshclaw.connectors.approvals import ToolState
+from meshclaw.connectors.config import ConnectorConfig
+
+router = APIRouter(prefix="/v1/connectors", tags=["connectors"])
+
+
+class ConnectorCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    config: ConnectorConfig
+
+
+class ConnectorOut(BaseModel):
+    name: str
+    source: Literal["settings", "store"]
+    transport: str
+    target: str
+    approval: str
+    tools: dict[str, int]
+    """Recorded tools by status (approved, pending, changed)."""
+
+
+class ToolOut(BaseModel):
+    connector: str
+    tool: str
+    status: Literal["approved", "pending", "changed"]
+    definition: dict[str, Any]
+    definition_hash: str
+    approved_hash: str | None
+    approved_by: str | None
+    approved_at: datetime | None
+    last_seen_at: datetime
+
+
+class ApproveIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    tools: list[str] | None = Field(default=None, description="None approves every tool.")
+    expected_hash: str | None = Field(
+        default=None, description="Approve only if the definition still has this hash."
+    )
+
+
+class ProbeOut(BaseModel):
+    name: str
+    ok: bool
+    latency_ms: int
+    tools: int
+    approved: int
+    error: str | None
+    server: dict[str, str | None]
+    """The server's name, version and the MCP protocol version agreed."""
+
+
+def _tool(state: ToolState) -> ToolOut:
+    return ToolOut.model_validate(asdict(state))
+
+
+@router.get("")
+def list_connectors(platform: PlatformDep, who: Authed) -> list[ConnectorOut]:
+    infos = platform.connector_admin.list_connectors(who)
+    return [ConnectorOut.model_validate(asdict(i)) for i in infos]
+
+
+@router.post("", status_code=201)
+def add_connector(body: ConnectorCreate, platform: PlatformDep, who: Authed) -> ConnectorOut:
+    """Register an MCP server (platform admins). Its tools wait for approval."""
+    config = body.config.model_dump(mode="json")
+    info = platform.connector_admin.add(who, body.name, config)
+    return ConnectorOut.model_validate(asdict(info))
+
+
+@router.delete("/{name}", status_code=204)
+def remove_connector(name: str, platform: PlatformDep, who: Authed) -> None:
+    platform.connector_admin.remove(who, name)
+
+
+@router.get("/{name}/tools")
+async def connector_tools(
+    name: str, platform: PlatformDep, who: Authed, refresh: bool = True
+) -> list[ToolOut]:
+    """The connector's tools, hashes and approval status; ``refresh`` asks the server first."""
+    states = await platform.connector_admin.tools(who, name, refresh=refresh)
+    return [_tool(s) for s in states]
+
+
+@router.post("/{name}/approve")
+def approve_tools(name: str, body: ApproveIn, platform: PlatformDep, who: Authed) -> list[ToolOut]:
+    states = platform.connector_admin.approve(
+        who, name, body.tools, expected_hash=body.expected_hash
+    )
+    return [_tool(s) for s in states]
+
+
+@router.post("/{name}/test")
+async def test_connector(name: str, platform: PlatformDep, who: Authed) -> ProbeOut:
+    """Connect and list the tools; ``ok: false`` with the reason if that fails."""
+    report = await platform.connector_admin.test(who, name)
+    return ProbeOut.model_validate(asdict(report))

@@ -1,0 +1,142 @@
+"""``/v1/outcomes`` (records, feedback, weights, cost per outcome) and ``/v1/feedback``.
+
+``/v1/feedback/{token}`` is the one-click link in a mail or chat message: the signed token
+is its authentication (no bearer token). ``GET`` only shows the outcome and a form (mail
+scanners prefetch links, so a GET never records a verdict); ``POST`` records it.
+"""
+
+from __future__ import annotations
+
+import html
+from typing import Literal
+
+from fastapi import APIRouter
+from fastapi.responses import HTMLResponse
+from pydantic import BaseModel, ConfigDict, Field
+
+from meshclaw.api.deps import Authed, PlatformDep
+from meshclaw.errors import PermissionDenied
+from meshclaw.outcomes.service import CostRow, OutcomeInfo, RecheckSummary
+
+router = APIRouter(tags=["outcomes"])
+
+Verdict = Literal["accepted", "rejected", "reverted", "reopened", "rolled_back", "cancelled"]
+
+
+class FeedbackIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    verdict: Verdict
+    note: str | None = Field(default=None, max_length=2000)
+
+
+class LinkIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    reviewer: str = Field(min_length=1, max_length=200)
+    """A user id, or ``external:<address>``."""
+
+
+class LinkOut(BaseModel):
+    token: str
+    path: str
+
+
+class WeightIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    weight: float = Field(ge=0, le=100)
+
+
+@router.get("/v1/outcomes")
+def list_outcomes(
+    platform: PlatformDep,
+    who: Authed,
+    to_review: bool = False,
+    state: str | None = None,
+    limit: int = 100,
+) -> list[OutcomeInfo]:
+    """Your outcomes, or (``to_review``) those addressed to you that you can accept."""
+    return platform.outcomes.list_outcomes(who, to_review=to_review, state=state, limit=limit)
+
+
+@router.get("/v1/outcomes/{outcome_id}")
+def get_outcome(outcome_id: str, platform: PlatformDep, who: Authed) -> OutcomeInfo:
+    return platform.outcomes.get(who, outcome_id)
+
+
+@router.post("/v1/outcomes/{outcome_id}/feedback")
+def give_feedback(
+    outcome_id: str, body: FeedbackIn, platform: PlatformDep, who: Authed
+) -> OutcomeInfo:
+    """Accept or reject an outcome you received. Your own acceptance never counts."""
+    return platform.outcomes.feedback(who, outcome_id, body.verdict, note=body.note, via="api")
+
+
+@router.post("/v1/outcomes/{outcome_id}/link")
+def make_link(outcome_id: str, body: LinkIn, platform: PlatformDep, who: Authed) -> LinkOut:
+    """A signed one-click feedback link for one reviewer (the owner sends it along)."""
+    platform.outcomes.get(who, outcome_id)  # must be visible to the caller
+    token = platform.outcomes.link_for(outcome_id, body.reviewer)
+    return LinkOut(token=token, path=f"/v1/feedback/{token}")
+
+
+@router.get("/v1/outcome-types")
+def outcome_types(platform: PlatformDep, who: Authed) -> dict[str, float]:
+    """Every outcome type's weight in your org (admin-set, else the shipped default)."""
+    return platform.outcomes.weights(who.org_id)
+
+
+@router.put("/v1/outcome-types/{type_name}")
+def set_outcome_weight(
+    type_name: str, body: WeightIn, platform: PlatformDep, who: Authed
+) -> dict[str, float]:
+    """Platform admins: set a type's weight. Audited."""
+    return platform.outcomes.set_weight(who, type_name, body.weight)
+
+
+@router.post("/v1/outcomes/recheck")
+async def recheck(platform: PlatformDep, who: Authed) -> RecheckSummary:
+    """Platform admins: run the due durability re-checks now (the scheduler does this)."""
+    if who.role != "platform_admin":
+        raise PermissionDenied("only platform admins run durability re-checks by hand")
+    return await platform.outcomes.recheck_due()
+
+
+def _page(title: str, body: str) -> HTMLResponse:
+    return HTMLResponse(
+        f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
+        "<meta name='robots' content='noindex'></head>"
+        f"<body style='font-family:sans-serif;max-width:40em;margin:2em auto'>{body}</body></html>"
+    )
+
+
+@router.get("/v1/feedback/{token}", response_class=HTMLResponse)
+def feedback_page(token: str, platform: PlatformDep) -> HTMLResponse:
+    """The page a one-click link opens: what the outcome is, and accept / reject buttons."""
+    outcome = platform.outcomes.check_link(token)
+    what = html.escape(f"{outcome.type.replace('_', ' ')}: {outcome.ref}")
+    return _page(
+        "Was this useful?",
+        f"<h1>Was this useful?</h1><p>{what}</p>"
+        "<form method='post' action='?verdict=accepted'><button>Yes, accept</button></form>"
+        "<form method='post' action='?verdict=rejected'><button>No, reject</button></form>",
+    )
+
+
+@router.post("/v1/feedback/{token}", response_class=HTMLResponse)
+def feedback_submit(
+    token: str, verdict: Literal["accepted", "rejected"], platform: PlatformDep
+) -> HTMLResponse:
+    """Record the verdict chosen on the page (a query parameter: no form parsing needed)."""
+    platform.outcomes.feedback_by_link(token, verdict)
+    return _page("Thank you", f"<h1>Thank you</h1><p>Recorded: {html.escape(verdict)}.</p>")
+
+
+@router.get("/v1/outcomes-cost")
+def cost_per_outcome(
+    platform: PlatformDep, who: Authed, by: Literal["agent", "user", "team"] = "agent"
+) -> list[CostRow]:
+    """Spend per accepted, durable outcome. Employees see their own; team admins their team;
+    platform admins and auditors the org (teams smaller than k are left out)."""
+    return platform.analytics.cost_per_outcome(who, by=by)

@@ -1,0 +1,490 @@
+"""The audit log as a service: query, checkpoints, proofs, verification, retention, export.
+
+Every method that shows records or changes the log checks the caller's role
+(``meshclaw.audit.access``) and is itself recorded in the log.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from functools import partial
+from typing import Any, TextIO
+
+from sqlalchemy import ColumnElement, and_, or_, select, update
+from sqlalchemy.orm import Session
+
+from meshclaw.accounts.service import Caller
+from meshclaw.audit import access
+from meshclaw.audit._rows import record_views
+from meshclaw.audit.bundle import write_bundle
+from meshclaw.audit.canonical import format_ts
+from meshclaw.audit.checkpoint import Verifier
+from meshclaw.audit.merkle import Frontier, consistency_proof, inclusion_proof
+from meshclaw.audit.models import HEAD_ID, AuditCheckpoint, AuditHead
+from meshclaw.audit.signing import Checkpointer
+from meshclaw.audit.sink import AuditRecord, StoreAuditSink, lock_head
+from meshclaw.audit.verify import REDACT_ACTION, Problem, Report, SignedNote, verify_log
+from meshclaw.clock import utcnow
+from meshclaw.config import Settings
+from meshclaw.errors import ConflictError, NotFoundError, UserError
+from meshclaw.store.db import Database
+from meshclaw.store.models import AuditEvent, User
+
+REDACTED_RESOURCE = ""
+MAX_PAGE = 1000
+
+
+@dataclass(frozen=True, kw_only=True)
+class AuditEntry:
+    seq: int
+    id: str
+    ts: datetime
+    org_id: str | None
+    actor_user_id: str | None
+    actor_agent_id: str | None
+    action: str
+    resource: str
+    outcome: str
+    details: dict[str, Any]
+    redacted: bool
+    leaf_hash: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class AuditPage:
+    entries: list[AuditEntry]
+    next_after: int | None
+    """Pass as ``after`` for the next page; None on the last page."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class CheckpointInfo:
+    size: int
+    root_hash: str
+    origin: str
+    key_id: str
+    note: str
+    created_at: datetime
+
+
+@dataclass(frozen=True, kw_only=True)
+class ExportSummary:
+    start_seq: int
+    end_seq: int
+    records: int
+    withheld: int
+    checkpoints: int
+
+
+def _entry(e: AuditEvent) -> AuditEntry:
+    return AuditEntry(
+        seq=e.seq,
+        id=e.id,
+        ts=e.ts,
+        org_id=e.org_id,
+        actor_user_id=e.actor_user_id,
+        actor_agent_id=e.actor_agent_id,
+        action=e.action,
+        resource=e.resource,
+        outcome=e.outcome,
+        details=e.details,
+        redacted=e.redacted_at is not None,
+        leaf_hash=e.leaf_hash,
+    )
+
+
+def _checkpoint_info(c: AuditCheckpoint) -> CheckpointInfo:
+    return CheckpointInfo(
+        size=c.size,
+        root_hash=c.root_hash,
+        origin=c.origin,
+        key_id=c.key_id,
+        note=c.note,
+        created_at=c.created_at,
+    )
+
+
+def _pattern(column: Any, value: str) -> ColumnElement[bool]:
+    """``x`` matches exactly; ``x*`` matches the prefix ``x``."""
+    if value.endswith("*"):
+        prefix = value[:-1].replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        return column.like(prefix + "%", escape="\\")  # type: ignore[no-any-return]
+    return column == value  # type: ignore[no-any-return]
+
+
+def _progress(report: Callable[[int, int], None], total: int, done: int) -> None:
+    report(done, total)
+
+
+class AuditLog:
+    def __init__(
+        self,
+        db: Database,
+        sink: StoreAuditSink,
+        checkpointer: Checkpointer,
+        *,
+        min_retention: timedelta = timedelta(days=30),
+    ) -> None:
+        self._db = db
+        self._sink = sink
+        self._checkpointer = checkpointer
+        self._min_retention = min_retention
+
+    @property
+    def origin(self) -> str:
+        return self._checkpointer.origin
+
+    def verifier(self) -> Verifier:
+        return self._checkpointer.signer.verifier
+
+    def public_key(self) -> str:
+        """The verifier key (``<name>+<id>+<key>``) auditors verify checkpoints with."""
+        return self.verifier().vkey()
+
+    def _record(
+        self, session: Session, caller: Caller, action: str, details: dict[str, Any]
+    ) -> int:
+        return self._sink.append_event(
+            session,
+            AuditRecord(
+                action=action,
+                resource="audit:log",
+                outcome="ok",
+                org_id=caller.org_id,
+                actor_user_id=caller.user_id,
+                details=details,
+            ),
+        )
+
+    # -- reading ------------------------------------------------------------------------
+
+    def query(
+        self,
+        caller: Caller,
+        *,
+        actor: str | None = None,
+        action: str | None = None,
+        resource: str | None = None,
+        outcome: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        after: int = 0,
+        limit: int = 50,
+    ) -> AuditPage:
+        """Records of the caller's org (and system records), oldest first, paged by seq."""
+        access.require(caller, "read")
+        if not 1 <= limit <= MAX_PAGE:
+            raise UserError(f"limit must be 1..{MAX_PAGE}, not {limit}")
+        if after < 0:
+            raise UserError("after must be >= 0")
+        filters: dict[str, Any] = {}
+        with self._db.session() as session:
+            conds: list[ColumnElement[bool]] = [
+                or_(AuditEvent.org_id == caller.org_id, AuditEvent.org_id.is_(None)),
+                AuditEvent.seq > after,
+            ]
+            if actor is not None:
+                actor_id = self._resolve_actor(session, caller, actor)
+                conds.append(
+                    or_(AuditEvent.actor_user_id == actor_id, AuditEvent.actor_agent_id == actor_id)
+                )
+                filters["actor"] = actor
+            if action is not None:
+                conds.append(_pattern(AuditEvent.action, action))
+                filters["action"] = action
+            if resource is not None:
+                conds.append(_pattern(AuditEvent.resource, resource))
+                filters["resource"] = resource
+            if outcome is not None:
+                conds.append(AuditEvent.outcome == outcome)
+                filters["outcome"] = outcome
+            if since is not None:
+                conds.append(AuditEvent.ts >= since)
+                filters["since"] = since.isoformat()
+            if until is not None:
+                conds.append(AuditEvent.ts < until)
+                filters["until"] = until.isoformat()
+            rows = session.scalars(
+                select(AuditEvent).where(and_(*conds)).order_by(AuditEvent.seq).limit(limit + 1)
+            ).all()
+            entries = [_entry(r) for r in rows[:limit]]
+            self._record(
+                session,
+                caller,
+                "audit.query",
+                {"filters": filters, "after": after, "returned": len(entries)},
+            )
+        more = len(rows) > limit
+        return AuditPage(entries=entries, next_after=entries[-1].seq if more else None)
+
+    def _resolve_actor(self, session: Session, caller: Caller, actor: str) -> str:
+        if actor.startswith(("usr_", "agt_", "agent_")):
+            return actor
+        user = session.scalar(
+            select(User).where(User.org_id == caller.org_id, User.handle == actor)
+        )
+        if user is None:
+            raise NotFoundError(f"no user {actor!r} in this org (give a handle or an id)")
+        return user.id
+
+    def head(self) -> tuple[int, str]:
+        with self._db.session() as session:
+            head = session.get(AuditHead, HEAD_ID)
+            if head is None:
+                return 0, Frontier().root().hex()
+            return head.size, Frontier.from_hex(head.size, head.frontier).root().hex()
+
+    # -- checkpoints and proofs ---------------------------------------------------------
+
+    def checkpoint(self, caller: Caller | None = None) -> CheckpointInfo:
+        """Sign the current tree (or return the checkpoint that already covers it)."""
+        if caller is not None:
+            access.require(caller, "verify")
+        with self._db.session() as session:
+            if caller is not None:
+                self._record(session, caller, "audit.checkpoint", {})
+            row = self._checkpointer.write(session, lock_head(session))
+            return _checkpoint_info(row)
+
+    def checkpoints(self, caller: Caller) -> list[CheckpointInfo]:
+        access.require(caller, "verify")
+        with self._db.session() as session:
+            rows = session.scalars(select(AuditCheckpoint).order_by(AuditCheckpoint.size)).all()
+            return [_checkpoint_info(r) for r in rows]
+
+    def _leaf_hashes(self, session: Session, size: int) -> list[bytes]:
+        hashes = session.scalars(
+            select(AuditEvent.leaf_hash).where(AuditEvent.seq <= size).order_by(AuditEvent.seq)
+        ).all()
+        if len(hashes) != size:
+            raise ConflictError(f"the store holds {len(hashes)} of {size} records: run verify")
+        return [bytes.fromhex(h) for h in hashes]
+
+    def _checkpoint_at(self, session: Session, size: int | None, at_least: int) -> AuditCheckpoint:
+        stmt = select(AuditCheckpoint)
+        if size is not None:
+            stmt = stmt.where(AuditCheckpoint.size == size)
+        else:
+            stmt = stmt.where(AuditCheckpoint.size >= at_least).order_by(
+                AuditCheckpoint.size.desc()
+            )
+        cp = session.scalars(stmt.limit(1)).first()
+        if cp is None or cp.size < at_least:
+            raise NotFoundError(
+                f"no signed checkpoint {'of size ' + str(size) if size else 'covers'} "
+                f"seq {at_least}: sign one with `meshclaw audit checkpoint`"
+            )
+        return cp
+
+    def inclusion_proof(self, caller: Caller, seq: int, size: int | None = None) -> dict[str, Any]:
+        """Proof that record ``seq`` is leaf ``seq - 1`` of a signed checkpoint's tree."""
+        access.require(caller, "read")
+        if seq < 1:
+            raise UserError("seq must be >= 1")
+        with self._db.session() as session:
+            cp = self._checkpoint_at(session, size, seq)
+            hashes = self._leaf_hashes(session, cp.size)
+            proof = inclusion_proof(seq - 1, hashes)
+            self._record(session, caller, "audit.prove", {"seq": seq, "size": cp.size})
+            return {
+                "seq": seq,
+                "leaf_index": seq - 1,
+                "tree_size": cp.size,
+                "leaf_hash": hashes[seq - 1].hex(),
+                "proof": [p.hex() for p in proof],
+                "root_hash": cp.root_hash,
+                "checkpoint": cp.note,
+            }
+
+    def consistency_proof(self, caller: Caller, old_size: int, new_size: int) -> dict[str, Any]:
+        """Proof that the signed tree of ``new_size`` extends the signed tree of ``old_size``."""
+        access.require(caller, "verify")
+        if not 0 <= old_size <= new_size:
+            raise UserError("need 0 <= old size <= new size")
+        with self._db.session() as session:
+            new = self._checkpoint_at(session, new_size, new_size)
+            old = self._checkpoint_at(session, old_size, old_size) if old_size else None
+            proof = consistency_proof(old_size, self._leaf_hashes(session, new_size))
+            return {
+                "old_size": old_size,
+                "new_size": new_size,
+                "old_root": old.root_hash if old else Frontier().root().hex(),
+                "new_root": new.root_hash,
+                "proof": [p.hex() for p in proof],
+                "old_checkpoint": old.note if old else None,
+                "new_checkpoint": new.note,
+            }
+
+    # -- verification -------------------------------------------------------------------
+
+    def verify(
+        self,
+        caller: Caller | None = None,
+        verifier: Verifier | None = None,
+        progress: Callable[[int, int], None] | None = None,
+    ) -> Report:
+        """Recompute the whole tree from the store and check every checkpoint."""
+        if caller is not None:
+            access.require(caller, "verify")
+        verifier = verifier or self.verifier()
+        with self._db.session() as session:
+            head = session.get(AuditHead, HEAD_ID)
+            notes = [
+                SignedNote(note=n, row_size=s)
+                for s, n in session.execute(
+                    select(AuditCheckpoint.size, AuditCheckpoint.note).order_by(
+                        AuditCheckpoint.size
+                    )
+                )
+            ]
+            report = verify_log(
+                record_views(session),
+                notes,
+                verifier,
+                origin=self.origin,
+                expected_size=head.size if head is not None else 0,
+                progress=None
+                if progress is None or head is None
+                else partial(_progress, progress, head.size),
+            )
+            if report.ok and head is not None:
+                head_root = Frontier.from_hex(head.size, head.frontier).root().hex()
+                if report.root != head_root or report.root != head.root:
+                    report.ok = False
+                    report.problem = _head_problem(head.size)
+        if caller is not None:
+            with self._db.session() as session:
+                self._record(
+                    session, caller, "audit.verify", {"ok": report.ok, "size": report.size}
+                )
+        return report
+
+    # -- retention ----------------------------------------------------------------------
+
+    def redact(self, caller: Caller, before: datetime) -> int:
+        """Remove actor, resource and details of records older than ``before``.
+
+        Headers and hashes stay, so the log still verifies. Refused for records younger
+        than the minimum retention, so retention cannot be used to hide recent acts.
+        """
+        access.require(caller, "redact")
+        latest = utcnow() - self._min_retention
+        if before > latest:
+            raise UserError(
+                f"cannot redact records younger than the minimum retention "
+                f"({self._min_retention.days} days): --before must be <= {latest:%Y-%m-%d}"
+            )
+        with self._db.session() as session:
+            lock_head(session)  # redaction is ordered with appends
+            result = session.execute(
+                update(AuditEvent)
+                .where(AuditEvent.ts < before, AuditEvent.redacted_at.is_(None))
+                .values(
+                    actor_user_id=None,
+                    actor_agent_id=None,
+                    resource=REDACTED_RESOURCE,
+                    details={},
+                    salt=None,
+                    redacted_at=utcnow(),
+                )
+                .execution_options(synchronize_session=False)
+            )
+            count = int(getattr(result, "rowcount", 0) or 0)
+            # Log-wide, so every org's export shows the redaction that covers its records.
+            self._sink.append_event(
+                session,
+                AuditRecord(
+                    action=REDACT_ACTION,
+                    resource="audit:log",
+                    outcome="ok",
+                    org_id=None,
+                    actor_user_id=caller.user_id,
+                    details={"before": format_ts(before), "records": count},
+                ),
+            )
+        return count
+
+    # -- export -------------------------------------------------------------------------
+
+    def export(
+        self,
+        caller: Caller,
+        out: TextIO,
+        *,
+        since: datetime | None = None,
+        since_seq: int | None = None,
+    ) -> ExportSummary:
+        """Write a bundle an outside auditor can verify with only the public key.
+
+        The export is recorded and a checkpoint covering it is signed first; records of
+        other orgs keep their header and hashes but their bodies are withheld.
+        """
+        access.require(caller, "read")
+        with self._db.session() as session:
+            self._record(
+                session,
+                caller,
+                "audit.export",
+                {"since": since.isoformat() if since else None, "since_seq": since_seq},
+            )
+            end = self._checkpointer.write(session, lock_head(session))
+        with self._db.session() as session:
+            start_seq = since_seq or 1
+            if since is not None:
+                first = session.scalar(
+                    select(AuditEvent.seq)
+                    .where(AuditEvent.ts >= since)
+                    .order_by(AuditEvent.seq)
+                    .limit(1)
+                )
+                start_seq = max(start_seq, first if first is not None else end.size + 1)
+            start_seq = max(1, min(start_seq, end.size + 1))
+            start = Frontier()
+            start.extend(self._leaf_hashes(session, start_seq - 1))
+            notes = session.scalars(
+                select(AuditCheckpoint)
+                .where(AuditCheckpoint.size >= start.size, AuditCheckpoint.size <= end.size)
+                .order_by(AuditCheckpoint.size)
+            ).all()
+            counts = write_bundle(
+                out,
+                origin=self.origin,
+                verifier_key=self.public_key(),
+                start=start,
+                end_size=end.size,
+                records=record_views(
+                    session, start_seq=start_seq, end_seq=end.size, org_id=caller.org_id
+                ),
+                notes=[(n.size, n.note) for n in notes],
+            )
+        return ExportSummary(
+            start_seq=start_seq,
+            end_seq=end.size,
+            records=counts[0],
+            withheld=counts[1],
+            checkpoints=len(notes),
+        )
+
+
+def _head_problem(size: int) -> Problem:
+    return Problem(
+        kind="head",
+        seq=size,
+        message="the log head's stored frontier does not match the recomputed tree",
+    )
+
+
+def build_audit(db: Database, settings: Settings) -> tuple[StoreAuditSink, AuditLog]:
+    """The sink every service appends through, and the log service over the same store."""
+    cfg = settings.audit
+    checkpointer = Checkpointer(
+        key_path=cfg.signing_key or settings.home / "audit-signing.key",
+        origin=cfg.origin,
+        every=cfg.checkpoint_every,
+        directory=cfg.checkpoint_dir,
+    )
+    sink = StoreAuditSink(checkpointer=checkpointer)
+    log = AuditLog(db, sink, checkpointer, min_retention=timedelta(days=cfg.min_retention_days))
+    return sink, log

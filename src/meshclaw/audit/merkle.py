@@ -1,0 +1,187 @@
+"""The RFC 9162 (RFC 6962) Merkle tree: hashing, inclusion and consistency proofs.
+
+Pure functions over 32-byte SHA-256 hashes; nothing here knows about the store. Leaves
+are hashed as ``SHA-256(0x00 || data)`` and interior nodes as ``SHA-256(0x01 || left ||
+right)``, so a leaf can never be passed off as a node. The tree over ``n`` leaves splits
+at the largest power of two smaller than ``n`` (RFC 9162 §2.1.1).
+
+``Frontier`` keeps the roots of the perfect subtrees that make up a tree of any size
+(O(log n) hashes), so appending a leaf and computing the root never needs the whole log.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+
+HASH_SIZE = 32
+EMPTY_ROOT = hashlib.sha256(b"").digest()
+"""The root of the empty tree: SHA-256 of the empty string."""
+
+
+class ProofError(ValueError):
+    """A proof or a tree size does not fit the arguments (not merely a failed check)."""
+
+
+def hash_leaf(data: bytes) -> bytes:
+    return hashlib.sha256(b"\x00" + data).digest()
+
+
+def hash_children(left: bytes, right: bytes) -> bytes:
+    return hashlib.sha256(b"\x01" + left + right).digest()
+
+
+def _split(n: int) -> int:
+    """The largest power of two strictly smaller than ``n`` (n >= 2)."""
+    return 1 << ((n - 1).bit_length() - 1)
+
+
+@dataclass
+class Frontier:
+    """The perfect-subtree roots of a tree, left to right (largest first)."""
+
+    size: int = 0
+    hashes: list[bytes] = field(default_factory=list)
+
+    def append(self, leaf_hash: bytes) -> None:
+        self.hashes.append(leaf_hash)
+        n = self.size
+        # Each trailing one-bit of the old size is a complete subtree to merge with.
+        while n & 1:
+            right = self.hashes.pop()
+            left = self.hashes.pop()
+            self.hashes.append(hash_children(left, right))
+            n >>= 1
+        self.size += 1
+
+    def extend(self, leaf_hashes: Iterable[bytes]) -> None:
+        for h in leaf_hashes:
+            self.append(h)
+
+    def root(self) -> bytes:
+        if not self.hashes:
+            return EMPTY_ROOT
+        acc = self.hashes[-1]
+        for h in reversed(self.hashes[:-1]):
+            acc = hash_children(h, acc)
+        return acc
+
+    def copy(self) -> Frontier:
+        return Frontier(size=self.size, hashes=list(self.hashes))
+
+    def to_hex(self) -> list[str]:
+        return [h.hex() for h in self.hashes]
+
+    @classmethod
+    def from_hex(cls, size: int, hashes: Sequence[str]) -> Frontier:
+        if size < 0 or len(hashes) != size.bit_count():
+            raise ProofError(f"a frontier of size {size} has {size.bit_count()} hashes")
+        return cls(size=size, hashes=[bytes.fromhex(h) for h in hashes])
+
+
+def root_hash(leaf_hashes: Sequence[bytes]) -> bytes:
+    """MTH(D[n]) from the leaf hashes."""
+    frontier = Frontier()
+    frontier.extend(leaf_hashes)
+    return frontier.root()
+
+
+def inclusion_proof(index: int, leaf_hashes: Sequence[bytes]) -> list[bytes]:
+    """PATH(index, D[n]) of RFC 9162 §2.1.3.1 over all ``n`` leaf hashes."""
+    n = len(leaf_hashes)
+    if not 0 <= index < n:
+        raise ProofError(f"leaf index {index} is outside a tree of size {n}")
+    path: list[bytes] = []
+    lo, hi, m = 0, n, index
+    while hi - lo > 1:
+        k = _split(hi - lo)
+        if m < k:
+            path.append(root_hash(leaf_hashes[lo + k : hi]))
+            hi = lo + k
+        else:
+            path.append(root_hash(leaf_hashes[lo : lo + k]))
+            lo, m = lo + k, m - k
+    path.reverse()
+    return path
+
+
+def consistency_proof(old_size: int, leaf_hashes: Sequence[bytes]) -> list[bytes]:
+    """PROOF(m, D[n]) of RFC 9162 §2.1.4.1; empty when ``m`` is 0 or ``n``."""
+    n = len(leaf_hashes)
+    if not 0 <= old_size <= n:
+        raise ProofError(f"old size {old_size} is outside 0..{n}")
+    if old_size in (0, n):
+        return []
+    path: list[bytes] = []
+    lo, hi, m, whole = 0, n, old_size, True
+    while m != hi - lo:
+        k = _split(hi - lo)
+        if m <= k:
+            path.append(root_hash(leaf_hashes[lo + k : hi]))
+            hi = lo + k
+        else:
+            path.append(root_hash(leaf_hashes[lo : lo + k]))
+            lo, m, whole = lo + k, m - k, False
+    if not whole:
+        path.append(root_hash(leaf_hashes[lo:hi]))
+    path.reverse()
+    return path
+
+
+def verify_inclusion(
+    index: int, size: int, leaf_hash: bytes, proof: Sequence[bytes], root: bytes
+) -> bool:
+    """RFC 9162 §2.1.3.2: does ``proof`` place ``leaf_hash`` at ``index`` under ``root``?"""
+    if not 0 <= index < size or any(len(p) != HASH_SIZE for p in proof):
+        return False
+    fn, sn, r = index, size - 1, leaf_hash
+    for p in proof:
+        if sn == 0:
+            return False
+        if fn & 1 or fn == sn:
+            r = hash_children(p, r)
+            while not fn & 1 and fn != 0:
+                fn >>= 1
+                sn >>= 1
+        else:
+            r = hash_children(r, p)
+        fn >>= 1
+        sn >>= 1
+    return sn == 0 and r == root
+
+
+def verify_consistency(
+    old_size: int, new_size: int, old_root: bytes, new_root: bytes, proof: Sequence[bytes]
+) -> bool:
+    """RFC 9162 §2.1.4.2: is the tree (new_size, new_root) an extension of the old one?"""
+    if old_size < 0 or old_size > new_size or any(len(p) != HASH_SIZE for p in proof):
+        return False
+    if old_size == new_size:
+        return not proof and old_root == new_root
+    if old_size == 0:
+        return not proof  # every tree extends the empty tree
+    path = list(proof)
+    if old_size & (old_size - 1) == 0:  # a power of two: the old root is a node of the new tree
+        path.insert(0, old_root)
+    if not path:
+        return False
+    fn, sn = old_size - 1, new_size - 1
+    while fn & 1:
+        fn >>= 1
+        sn >>= 1
+    fr = sr = path[0]
+    for c in path[1:]:
+        if sn == 0:
+            return False
+        if fn & 1 or fn == sn:
+            fr = hash_children(c, fr)
+            sr = hash_children(c, sr)
+            while not fn & 1 and fn != 0:
+                fn >>= 1
+                sn >>= 1
+        else:
+            sr = hash_children(sr, c)
+        fn >>= 1
+        sn >>= 1
+    return sn == 0 and fr == old_root and sr == new_root

@@ -1,0 +1,314 @@
+"""Verifying a log: recompute every hash and the tree, check every signed checkpoint.
+
+The same code checks the store and an exported bundle. Trust comes only from the signed
+checkpoints and the verifier key; stored hashes are recomputed, never believed. The
+report names the *first* problem by position in the log and says what is wrong:
+
+* a record whose body or header no longer matches its stored hashes: that record;
+* a missing or out-of-place sequence number: where the sequence breaks;
+* a record that was altered *and* re-hashed: the range between the last good
+  checkpoint and the first checkpoint whose signed root no longer matches;
+* a checkpoint that was replaced or whose signature fails: that checkpoint;
+* a log shorter than a signed checkpoint: the first missing sequence number;
+* a body removed without a later ``audit.redact`` record whose cutoff covers it.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from meshclaw.audit.canonical import Header, body_digest, header_json
+from meshclaw.audit.checkpoint import Checkpoint, CheckpointError, Verifier
+from meshclaw.audit.merkle import Frontier, hash_leaf
+
+REDACT_ACTION = "audit.redact"
+
+
+@dataclass(slots=True, kw_only=True)
+class RecordView:
+    """A stored or exported record, exactly as found (nothing recomputed)."""
+
+    seq: int
+    id: str
+    ts: str
+    org_id: str | None
+    action: str
+    outcome: str
+    actor_user_id: str | None
+    actor_agent_id: str | None
+    resource: str | None
+    details: dict[str, Any] | None
+    salt: str | None
+    """None when the body was redacted or withheld."""
+    withheld: bool = False
+    """The exporter left this body out (another org's record); not a redaction."""
+    plain_details: bool = False
+    """The reader found no floats, huge integers or non-ASCII in ``details`` (a fast path)."""
+    body_sha256: str
+    leaf_hash: str
+
+    def header(self) -> Header:
+        return Header(
+            seq=self.seq,
+            id=self.id,
+            ts=self.ts,
+            org_id=self.org_id,
+            action=self.action,
+            outcome=self.outcome,
+            body_sha256=self.body_sha256,
+        )
+
+
+@dataclass(frozen=True, kw_only=True)
+class Problem:
+    kind: str
+    """record, sequence, checkpoint, truncated, head."""
+    message: str
+    seq: int | None = None
+    """The first bad record, when one record can be named."""
+    checkpoint_size: int | None = None
+    """The checkpoint concerned (by tree size), when one is."""
+    range: tuple[int, int] | None = None
+    """An inclusive seq range known to contain the bad record, when it cannot be named."""
+
+    def __str__(self) -> str:
+        where = []
+        if self.seq is not None:
+            where.append(f"record seq {self.seq}")
+        if self.range is not None:
+            where.append(f"records seq {self.range[0]}..{self.range[1]}")
+        if self.checkpoint_size is not None:
+            where.append(f"checkpoint at size {self.checkpoint_size}")
+        return f"{', '.join(where) or 'log'}: {self.message}"
+
+
+@dataclass(kw_only=True)
+class Report:
+    ok: bool = True
+    start_size: int = 0
+    records: int = 0
+    """Records checked."""
+    redacted: int = 0
+    """Of which the body was redacted or withheld (header and hashes still checked)."""
+    checkpoints: int = 0
+    """Signed checkpoints whose signature and root were checked."""
+    size: int = 0
+    """Tree size reached."""
+    root: str = ""
+    """Hex root of the recomputed tree."""
+    problem: Problem | None = None
+    notes: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True, kw_only=True)
+class SignedNote:
+    note: str
+    row_size: int | None = None
+    """The size the store filed it under (checked against the note), if any."""
+    label: str = ""
+
+
+def _open_checkpoints(
+    notes: Iterable[SignedNote], verifier: Verifier, origin: str | None
+) -> tuple[list[Checkpoint], Problem | None]:
+    opened: list[Checkpoint] = []
+    for item in notes:
+        where = item.row_size
+        try:
+            cp = verifier.open(item.note)
+        except CheckpointError as exc:
+            return opened, Problem(kind="checkpoint", checkpoint_size=where, message=str(exc))
+        if item.row_size is not None and cp.size != item.row_size:
+            return opened, Problem(
+                kind="checkpoint",
+                checkpoint_size=item.row_size,
+                message=f"the note filed under size {item.row_size} signs size {cp.size}",
+            )
+        if origin is not None and cp.origin != origin:
+            return opened, Problem(
+                kind="checkpoint",
+                checkpoint_size=cp.size,
+                message=f"checkpoint is for log {cp.origin!r}, not {origin!r}",
+            )
+        opened.append(cp)
+    opened.sort(key=lambda c: c.size)
+    for a, b in itertools.pairwise(opened):
+        if a.size == b.size and a.root != b.root:
+            return opened, Problem(
+                kind="checkpoint",
+                checkpoint_size=a.size,
+                message="two signed checkpoints of this size with different roots: a fork",
+            )
+    return opened, None
+
+
+def _check_record(rec: RecordView) -> Problem | bytes:
+    """The record's leaf hash, recomputed; or what is wrong with it."""
+    if rec.salt is not None:
+        digest = body_digest(
+            rec.actor_user_id,
+            rec.actor_agent_id,
+            rec.resource or "",
+            rec.details or {},
+            rec.salt,
+            plain=rec.plain_details,
+        )
+        if digest != rec.body_sha256:
+            return Problem(
+                kind="record",
+                seq=rec.seq,
+                message="body (actor, resource, details) does not match its hash: altered",
+            )
+    header = header_json(
+        rec.seq, rec.id, rec.ts, rec.org_id, rec.action, rec.outcome, rec.body_sha256
+    )
+    leaf = hash_leaf(header)
+    if leaf.hex() != rec.leaf_hash:
+        return Problem(
+            kind="record",
+            seq=rec.seq,
+            message="header (seq, id, time, org, action, outcome, body hash) does not match "
+            "its leaf hash: altered or moved",
+        )
+    return leaf
+
+
+def verify_log(
+    records: Iterable[RecordView],
+    notes: Iterable[SignedNote],
+    verifier: Verifier,
+    *,
+    origin: str | None = None,
+    start: Frontier | None = None,
+    expected_size: int | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> Report:
+    """Check ``records`` (in the order given) against the signed ``notes``.
+
+    ``start`` is the tree before the first record (an export that begins mid-log); it
+    is not trusted either: a wrong one makes the next checkpoint's root fail.
+    ``expected_size`` is the size the store's head claims, when verifying a store.
+    ``progress`` is called with the number of records checked, every 10,000.
+    """
+    frontier = start.copy() if start is not None else Frontier()
+    report = Report(start_size=frontier.size)
+    checkpoints, problem = _open_checkpoints(notes, verifier, origin)
+    pending: Iterator[Checkpoint] = iter([c for c in checkpoints if c.size >= frontier.size])
+    upcoming = next(pending, None)
+    last_good = frontier.size
+    redacted: list[tuple[int, str]] = []
+    cutoffs: list[tuple[int, str]] = []
+
+    def fail(p: Problem) -> Report:
+        report.ok = False
+        report.problem = p
+        report.size = frontier.size
+        report.root = frontier.root().hex()
+        return report
+
+    while upcoming is not None and upcoming.size == frontier.size:
+        if upcoming.root != frontier.root():
+            return fail(
+                Problem(
+                    kind="checkpoint",
+                    checkpoint_size=upcoming.size,
+                    message="the signed root differs from the tree before the first record",
+                )
+            )
+        report.checkpoints += 1
+        upcoming = next(pending, None)
+    for rec in records:
+        expected = frontier.size + 1
+        # A bad checkpoint found while opening wins only if nothing before it is wrong.
+        if problem is not None and (problem.checkpoint_size or 0) < expected:
+            return fail(problem)
+        if rec.seq != expected:
+            if rec.seq > expected:
+                msg = f"records seq {expected}..{rec.seq - 1} are missing (deleted)"
+            else:
+                msg = f"found seq {rec.seq} where seq {expected} belongs: reordered or duplicated"
+            return fail(Problem(kind="sequence", seq=expected, message=msg))
+        leaf = _check_record(rec)
+        if isinstance(leaf, Problem):
+            return fail(leaf)
+        frontier.append(leaf)
+        report.records += 1
+        if progress is not None and report.records % 10_000 == 0:
+            progress(report.records)
+        if rec.salt is None:
+            report.redacted += 1
+            if not rec.withheld:
+                redacted.append((rec.seq, rec.ts))
+        elif rec.action == REDACT_ACTION and isinstance((rec.details or {}).get("before"), str):
+            cutoffs.append((rec.seq, str((rec.details or {})["before"])))
+        while upcoming is not None and upcoming.size == frontier.size:
+            if upcoming.root != frontier.root():
+                return fail(
+                    Problem(
+                        kind="checkpoint",
+                        checkpoint_size=upcoming.size,
+                        range=(last_good + 1, upcoming.size),
+                        message="the recomputed root differs from the signed checkpoint: a "
+                        "record in this range was altered and re-hashed, or the checkpoint "
+                        "was replaced",
+                    )
+                )
+            report.checkpoints += 1
+            last_good = upcoming.size
+            upcoming = next(pending, None)
+    if problem is not None:
+        return fail(problem)
+    if upcoming is not None:
+        return fail(
+            Problem(
+                kind="truncated",
+                seq=frontier.size + 1,
+                checkpoint_size=upcoming.size,
+                message=f"the log ends at seq {frontier.size} but a signed checkpoint covers "
+                f"{upcoming.size} records: seq {frontier.size + 1}.. were removed",
+            )
+        )
+    unauthorised = _unauthorised_redaction(redacted, cutoffs)
+    if unauthorised is not None:
+        return fail(unauthorised)
+    if expected_size is not None and expected_size != frontier.size:
+        return fail(
+            Problem(
+                kind="head",
+                seq=min(expected_size, frontier.size) + 1,
+                message=f"the log head says {expected_size} records, {frontier.size} found",
+            )
+        )
+    report.size = frontier.size
+    report.root = frontier.root().hex()
+    if report.records and last_good < frontier.size:
+        report.notes.append(
+            f"records {last_good + 1}..{frontier.size} are not yet covered by a signed "
+            "checkpoint (sign one with `meshclaw audit checkpoint`)"
+        )
+    return report
+
+
+def _unauthorised_redaction(
+    redacted: list[tuple[int, str]], cutoffs: list[tuple[int, str]]
+) -> Problem | None:
+    """The first redacted record that no later ``audit.redact`` cutoff covers."""
+    best = ""  # the latest cutoff among redactions after the current position
+    pending = sorted(cutoffs, reverse=True)
+    bad: int | None = None
+    for seq, ts in reversed(redacted):
+        while pending and pending[0][0] > seq:
+            best = max(best, pending.pop(0)[1])
+        if not ts < best:
+            bad = seq
+    if bad is None:
+        return None
+    return Problem(
+        kind="record",
+        seq=bad,
+        message="body removed, but no later audit.redact record covers it: deleted without "
+        "authorisation",
+    )

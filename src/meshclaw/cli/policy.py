@@ -1,0 +1,287 @@
+"""``meshclaw policy ...``: validate org policies, show the schema and an agent's scopes,
+explain why a call would be allowed or denied."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+from typing import Any
+
+import typer
+from rich.markup import escape
+from rich.syntax import Syntax
+
+from meshclaw.cli._app import (
+    JsonOption,
+    TokenOption,
+    app,
+    handle_errors,
+    open_platform,
+    resolve_caller,
+)
+from meshclaw.cli._output import console, print_json
+from meshclaw.connectors.base import ToolDefinition
+from meshclaw.errors import ConfigError, NotFoundError, PolicyError
+from meshclaw.policy.arguments import call_targets
+from meshclaw.policy.authorizer import AuthzRequest, Principal
+from meshclaw.policy.cedar import Explanation, PolicyStore, read_policy_file
+from meshclaw.policy.compiler import compile_spec
+from meshclaw.policy.schema import SCHEMA
+from meshclaw.spec.loader import parse_spec
+from meshclaw.spec.registry import agent_resource
+
+policy_app = typer.Typer(
+    help="Cedar policies: validate, show, explain decisions.", no_args_is_help=True
+)
+app.add_typer(policy_app, name="policy")
+
+
+@policy_app.command("validate")
+@handle_errors
+def validate(file: Path, json_output: bool = JsonOption) -> None:
+    """Check an org policy file against the schema; every problem with its policy and line."""
+    issues = PolicyStore().validate(read_policy_file(file))
+    if json_output:
+        print_json({"valid": not issues, "errors": [vars(i) for i in issues]})
+        if issues:
+            raise typer.Exit(2)
+        return
+    if issues:
+        raise PolicyError(issues, str(file))
+    console.print(f"[green]valid[/green]: {file}")
+
+
+@policy_app.command("schema")
+@handle_errors
+def schema(json_output: bool = JsonOption) -> None:
+    """Print the Cedar schema policies are validated against."""
+    if json_output:
+        print_json({"schema": SCHEMA.strip()})
+    else:
+        console.print(Syntax(SCHEMA.strip(), "rust", background_color="default"))
+
+
+@policy_app.command("show")
+@handle_errors
+def show(
+    agent: str = typer.Argument(None, help="Also show this agent's compiled scopes."),
+    token: str | None = TokenOption,
+    json_output: bool = JsonOption,
+) -> None:
+    """The active policy set (built-ins and org policies), or one agent's compiled scopes."""
+    platform = open_platform()
+    try:
+        if agent is None:
+            text = platform.policies.current.text
+        else:
+            caller = resolve_caller(platform, token)
+            info = platform.agents.get(caller, agent)
+            platform.access.require(caller, "agent.read", agent_resource(info))
+            text = compile_spec(info.id, info.spec)
+    finally:
+        platform.close()
+    if json_output:
+        print_json({"policies": text.strip()})
+    else:
+        console.print(Syntax(text.strip(), "rust", background_color="default"))
+
+
+def _parse_arguments(raw: str) -> dict[str, Any]:
+    try:
+        value = json.loads(raw)
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"--args is not JSON: {exc}") from None
+    if not isinstance(value, dict):
+        raise ConfigError('--args must be a JSON object, e.g. \'{"to": "bob@acme.example"}\'')
+    return value
+
+
+def _explanation_json(explanation: Explanation) -> dict[str, Any]:
+    decision = explanation.decision
+    return {
+        "allowed": decision.allowed,
+        "needs_approval": decision.needs_approval,
+        "reason": decision.reason,
+        "policies": list(decision.policies),
+        "checks": [
+            {
+                "action": c.action,
+                "resource": c.resource,
+                "context": c.context,
+                "allowed": c.allowed,
+                "policies": list(c.policies),
+                "errors": list(c.errors),
+            }
+            for c in explanation.checks
+        ],
+        "policy_texts": explanation.policy_texts,
+    }
+
+
+def _print_explanation(explanation: Explanation) -> None:
+    decision = explanation.decision
+    colour = "green" if decision.allowed else "yellow" if decision.needs_approval else "red"
+    console.print(f"[{colour}]{escape(str(decision))}[/{colour}]", soft_wrap=True)
+    for check in explanation.checks:
+        mark = "[green]✓[/green]" if check.allowed else "[red]✗[/red]"
+        by = ", ".join(check.policies) or "no policy applies (deny by default)"
+        console.print(f"  {mark} {escape(check.subject())}  ← {escape(by)}", soft_wrap=True)
+        for error in check.errors:
+            console.print(f"      [red]error:[/red] {escape(error)}", soft_wrap=True)
+    for policy_id, text in explanation.policy_texts.items():
+        if text:
+            console.print(f"\n[bold]{escape(policy_id)}[/bold]")
+            console.print(Syntax(text, "rust", background_color="default"))
+
+
+@policy_app.command("explain")
+@handle_errors
+def explain(
+    agent: str,
+    tool: str = typer.Option(None, "--tool", help="A tool call, as connector.tool."),
+    model: bool = typer.Option(False, "--model", help="Explain the agent's model call."),
+    arguments: str = typer.Option("{}", "--args", help="The call's arguments as JSON."),
+    untrusted: bool = typer.Option(
+        False, "--untrusted", help="As if untrusted content had entered the run."
+    ),
+    approved: bool = typer.Option(False, "--approved", help="As if a person approved it."),
+    trigger: str = typer.Option("manual", "--trigger", help="The run's trigger."),
+    token: str | None = TokenOption,
+    json_output: bool = JsonOption,
+) -> None:
+    """Why a call by AGENT would be allowed, denied or held for approval, policy by policy."""
+    if (tool is None) == (not model):
+        raise ConfigError("give exactly one of --tool connector.tool or --model")
+    args = _parse_arguments(arguments)
+    platform = open_platform()
+    try:
+        caller = resolve_caller(platform, token)
+        info = platform.agents.get(caller, agent)
+        platform.access.require(caller, "agent.read", agent_resource(info))
+        context: dict[str, Any] = {
+            "run_id": "explain",
+            "trigger": trigger,
+            "untrusted_content_seen": untrusted,
+            "approved": approved,
+        }
+        if model:
+            action, resource = (
+                "model.invoke",
+                f"model:{info.spec.model.provider}/{info.spec.model.model}",
+            )
+        else:
+            connector, _, name = tool.partition(".")
+            connectors = platform.connectors()
+
+            async def list_tools() -> dict[str, ToolDefinition]:
+                try:
+                    return await connectors.tools(connector)
+                finally:
+                    await connectors.aclose()
+
+            definitions = asyncio.run(list_tools())
+            definition = definitions.get(name)
+            if definition is None:
+                raise NotFoundError(
+                    f"no tool {tool!r} (connectors: {', '.join(connectors.names())})"
+                )
+            action, resource = f"tool.{definition.action}", f"tool:{tool}"
+            context |= {"arguments": args, "targets": call_targets(definition.targets, args)}
+        explanation = platform.authorizer.explain(
+            AuthzRequest(
+                principal=Principal(
+                    org_id=info.org_id,
+                    user_id=info.owner_id,
+                    agent_id=info.id,
+                    team_id=info.team_id,
+                ),
+                action=action,  # type: ignore[arg-type]
+                resource=resource,
+                spec=info.spec,
+                context=context,
+            )
+        )
+    finally:
+        platform.close()
+    if json_output:
+        print_json(_explanation_json(explanation))
+    else:
+        _print_explanation(explanation)
+    if not explanation.decision.allowed:
+        raise typer.Exit(1)
+
+
+@policy_app.command("why")
+@handle_errors
+def why(
+    run_id: str,
+    step: int,
+    token: str | None = TokenOption,
+    json_output: bool = JsonOption,
+) -> None:
+    """Explain a recorded step of a run under the policies active now.
+
+    The step's own arguments, the run's trigger, its provenance at that point (whether an
+    earlier tool result was untrusted) and its approval, if one was granted, are used.
+    """
+    platform = open_platform()
+    try:
+        caller = resolve_caller(platform, token)
+        run = platform.runs.get(caller, run_id)
+        steps = platform.runs.steps(caller, run_id)
+        target = next((s for s in steps if s.seq == step), None)
+        if target is None:
+            raise NotFoundError(f"run {run_id} has no step {step}")
+        _, version = platform.agents.version(caller, run.agent_id, run.agent_version)
+        spec = parse_spec(version.spec_yaml)
+        info = platform.agents.get(caller, run.agent_id)
+        untrusted = any(
+            (s.response or {}).get("untrusted") for s in steps if s.kind == "tool" and s.seq < step
+        )
+        context: dict[str, Any] = {
+            "run_id": run.id,
+            "trigger": run.trigger,
+            "untrusted_content_seen": untrusted,
+            "approved": platform.approvals.approved_step(run.id, step),
+        }
+        if target.kind == "model":
+            action, resource = "model.invoke", f"model:{spec.model.provider}/{target.name}"
+        else:
+            connector, _, name = target.name.partition(".")
+            connectors = platform.connectors()
+
+            async def list_tools() -> dict[str, ToolDefinition]:
+                try:
+                    return await connectors.tools(connector)
+                finally:
+                    await connectors.aclose()
+
+            definition = asyncio.run(list_tools()).get(name)
+            if definition is None:
+                raise NotFoundError(f"tool {target.name!r} is no longer available")
+            args = (target.request or {}).get("arguments") or {}
+            action, resource = f"tool.{definition.action}", f"tool:{target.name}"
+            context |= {"arguments": args, "targets": call_targets(definition.targets, args)}
+        explanation = platform.authorizer.explain(
+            AuthzRequest(
+                principal=Principal(
+                    org_id=info.org_id,
+                    user_id=run.user_id,
+                    agent_id=run.agent_id,
+                    team_id=info.team_id,
+                ),
+                action=action,  # type: ignore[arg-type]
+                resource=resource,
+                spec=spec,
+                context=context,
+            )
+        )
+    finally:
+        platform.close()
+    if json_output:
+        print_json(_explanation_json(explanation) | {"recorded": target.decision})
+    else:
+        console.print(f"recorded: {escape(target.decision or '(no decision recorded)')}")
+        console.print("now:", end=" ")
+        _print_explanation(explanation)

@@ -1,0 +1,68 @@
+"""Event format v1: typed models, a streaming reader and writer, and columnar loading.
+
+The whole public surface (see ``../shared/DESIGN.md``, "Event format v1"):
+
+- ``EventReader(source)``: iterate typed events (``Run``, ``LlmCall``, ``ToolCall``,
+  ``Outcome``, ``Feedback``) from a JSON Lines file or binary stream, in constant
+  memory; ``reader.report`` lists every skipped line with its number and reason.
+  ``read_events`` / ``loads`` read everything into a list.
+- ``EventWriter`` / ``write_events``: write typed events or wire-form dicts.
+- ``load_frame(path)``: the whole history as one Polars ``DataFrame`` (fast, for
+  analytics over millions of events) plus the same ``ReadReport``; ``iter_frames``
+  yields it block by block for work that reduces as it reads (constant memory).
+- ``fingerprint`` / ``similarity``: what texts become (``TextPrint``) and how two are
+  compared. Texts are dropped after fingerprinting unless ``retain_texts=True``.
+
+``events.simulate`` builds labelled synthetic org histories for tests and benchmarks.
+"""
+
+from __future__ import annotations
+
+from meshclaw.events._fingerprint import fingerprint, similarity
+from meshclaw.events._frame import iter_frames, load_frame, report_duplicates
+from meshclaw.events._models import (
+    KINDS,
+    UNDOING_VERDICTS,
+    Event,
+    Feedback,
+    LlmCall,
+    Outcome,
+    Run,
+    TextPrint,
+    ToolCall,
+)
+from meshclaw.events._reader import (
+    EventReader,
+    EventWriter,
+    LineProblem,
+    ReadReport,
+    event_to_dict,
+    loads,
+    read_events,
+    write_events,
+)
+
+__all__ = [
+    "KINDS",
+    "UNDOING_VERDICTS",
+    "Event",
+    "EventReader",
+    "EventWriter",
+    "Feedback",
+    "LineProblem",
+    "LlmCall",
+    "Outcome",
+    "ReadReport",
+    "Run",
+    "TextPrint",
+    "ToolCall",
+    "event_to_dict",
+    "fingerprint",
+    "iter_frames",
+    "load_frame",
+    "loads",
+    "read_events",
+    "report_duplicates",
+    "similarity",
+    "write_events",
+]

@@ -1,0 +1,77 @@
+"""``cron_churn``: scheduled agents left running unattended that never deliver anything.
+
+Catches: agents triggered by ``cron`` with many runs and (almost) no outcomes; the
+person's count of such runs far above their peers'.
+
+Why honest heavy use does not trip it: automation that really delivers also runs on a
+schedule, often hourly, but most of its runs end in an outcome (a digest published, a
+ticket closed), so its agents are not counted no matter how often they run.
+
+Evidence: per agent its cron runs, share with an outcome, median interval between runs,
+share outside 08:00-19:00 UTC or at weekends, first and last run.
+"""
+
+from __future__ import annotations
+
+import polars as pl
+
+from meshclaw.integrity._history import History
+from meshclaw.integrity._stats import Finding, peer_z, strength
+from meshclaw.integrity.detectors._common import iso, r3, sample
+
+NAME = "cron_churn"
+MIN_AGENT_RUNS = 10
+MAX_OUTCOME_SHARE = 0.2
+Z = 4.0
+MIN_RUNS = 20
+
+
+def detect(h: History) -> list[Finding]:
+    cron = h.runs.filter(pl.col("trigger") == "cron").sort("ts")
+    if cron.height == 0:
+        return []
+    hour, weekday = pl.col("ts").dt.hour(), pl.col("ts").dt.weekday()
+    agents = (
+        cron.group_by("user", "agent")
+        .agg(
+            pl.len().alias("runs"),
+            (pl.col("outcomes") > 0).mean().alias("outcome_share"),
+            (pl.col("ts").diff().dt.total_seconds() / 60).median().alias("interval_min"),
+            ((hour < 8) | (hour >= 19) | (weekday >= 6)).mean().alias("off_hours"),
+            pl.col("ts").min().alias("first"),
+            pl.col("ts").max().alias("last"),
+            pl.col("run"),
+        )
+        .filter((pl.col("runs") >= MIN_AGENT_RUNS) & (pl.col("outcome_share") <= MAX_OUTCOME_SHARE))
+    )
+    per = agents.group_by("user").agg(pl.col("runs").sum().alias("churn"))
+    z = peer_z(h.users, per, "churn", min_peers=h.config.min_peers, floor_abs=3.0)
+    findings = []
+    for row in z.filter((pl.col("z") >= Z) & (pl.col("churn") >= MIN_RUNS)).iter_rows(named=True):
+        mine = agents.filter(pl.col("user") == row["user"]).sort("runs", descending=True)
+        findings.append(
+            Finding(
+                detector=NAME,
+                user=row["user"],
+                strength=strength(row["z"], Z),
+                evidence={
+                    "cron_runs_without_outcome": int(row["churn"]),
+                    "peer_median": r3(row["peer_median"]),
+                    "robust_z": r3(row["z"]),
+                    "agents": [
+                        {
+                            "agent": a["agent"],
+                            "runs": a["runs"],
+                            "share_with_outcome": r3(a["outcome_share"]),
+                            "median_interval_minutes": r3(a["interval_min"]),
+                            "share_off_hours": r3(a["off_hours"]),
+                            "first": iso(a["first"]),
+                            "last": iso(a["last"]),
+                            "example_runs": sample(a["run"]),
+                        }
+                        for a in mine.head(3).iter_rows(named=True)
+                    ],
+                },
+            )
+        )
+    return findings

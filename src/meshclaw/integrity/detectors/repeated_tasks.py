@@ -1,0 +1,133 @@
+"""``repeated_tasks``: the same or a paraphrased task run again and again, to no effect.
+
+Catches: clusters of a person's runs whose task texts are near-duplicates (MinHash
+estimate of word-set Jaccard >= ``SIMILAR``) and that mostly produced no outcome; the
+number of runs in such clusters far above the peers'. Works on fingerprints only.
+
+Why honest heavy use does not trip it: scheduled automation repeats the *same* task by
+design but delivers an outcome nearly every time, and a manager's triage runs share a
+template but each concerns a different ticket and ends in an assignment; only clusters
+whose runs mostly end with nothing count. Template tasks with different subjects (a
+repo, a customer) fall under the similarity threshold.
+
+Evidence: per cluster its size, share with an outcome, first and last time, and
+example run ids; the person's total vs the peers' median.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+import polars as pl
+
+from meshclaw.integrity._history import History
+from meshclaw.integrity._stats import Finding, peer_z, strength
+from meshclaw.integrity.detectors._common import iso, r3, sample
+
+NAME = "repeated_tasks"
+SIMILAR = 0.6
+MIN_CLUSTER = 5
+MAX_OUTCOME_SHARE = 0.25
+MIN_DAYS = 3
+"""A cluster must recur on this many distinct days: working one problem hard for a day or
+two (an incident) is not repetition."""
+WINDOW = 256
+"""Each run is compared with the person's previous ``WINDOW`` runs."""
+Z = 4.0
+MIN_RUNS = 10
+
+
+def _clusters(sigs: np.ndarray[Any, Any]) -> list[int]:
+    """Connected components of the near-duplicate graph; a label (min index) per row.
+
+    Each run is compared with the previous ``WINDOW`` runs; the components come from
+    min-label propagation with pointer jumping, all in NumPy.
+    """
+    n = sigs.shape[0]
+    need = math.ceil(SIMILAR * sigs.shape[1])
+    heads: list[np.ndarray[Any, Any]] = []
+    tails: list[np.ndarray[Any, Any]] = []
+    for start in range(0, n, WINDOW):
+        block = sigs[start : start + WINDOW]
+        lo = max(0, start - WINDOW)
+        ref = sigs[lo : start + WINDOW]
+        equal = (block[:, None, :] == ref[None, :, :]).sum(axis=2, dtype=np.uint8)
+        ii, jj = np.nonzero(equal >= need)
+        ii, jj = ii + start, jj + lo
+        keep = jj < ii
+        heads.append(ii[keep])
+        tails.append(jj[keep])
+    labels = np.arange(n)
+    if not heads:
+        return list(range(n))
+    a, b = np.concatenate(heads), np.concatenate(tails)
+    while True:
+        nxt = labels.copy()
+        np.minimum.at(nxt, a, labels[b])
+        np.minimum.at(nxt, b, labels[a])
+        nxt = nxt[nxt]  # pointer jumping: follow labels to their own labels
+        if np.array_equal(nxt, labels):
+            return [int(x) for x in labels]
+        labels = nxt
+
+
+def detect(h: History) -> list[Finding]:
+    runs = h.runs.filter(pl.col("task_minhash").is_not_null()).sort("user", "ts")
+    if runs.height == 0:
+        return []
+    sigs = runs["task_minhash"].to_numpy()
+    users = runs["user"].to_numpy()
+    bounds = np.flatnonzero(users[1:] != users[:-1]) + 1
+    roots = np.empty(runs.height, dtype=np.int64)
+    for lo, hi in zip([0, *bounds.tolist()], [*bounds.tolist(), runs.height], strict=True):
+        roots[lo:hi] = np.asarray(_clusters(sigs[lo:hi]), dtype=np.int64) + lo
+    clusters = (
+        runs.select("user", "run", "ts", "outcomes")
+        .with_columns(pl.Series("c", roots))
+        .group_by("user", "c")
+        .agg(
+            pl.len().alias("size"),
+            (pl.col("outcomes") > 0).mean().alias("outcome_share"),
+            pl.col("ts").min().alias("first"),
+            pl.col("ts").max().alias("last"),
+            pl.col("ts").dt.date().n_unique().alias("days"),
+            pl.col("run"),
+        )
+        .filter(
+            (pl.col("size") >= MIN_CLUSTER)
+            & (pl.col("outcome_share") <= MAX_OUTCOME_SHARE)
+            & (pl.col("days") >= MIN_DAYS)
+        )
+    )
+    values = clusters.group_by("user").agg(pl.col("size").sum().alias("repeats"))
+    z = peer_z(h.users, values, "repeats", min_peers=h.config.min_peers, floor_abs=3.0)
+    findings = []
+    for row in z.filter((pl.col("z") >= Z) & (pl.col("repeats") >= MIN_RUNS)).iter_rows(named=True):
+        mine = clusters.filter(pl.col("user") == row["user"]).sort("size", descending=True)
+        findings.append(
+            Finding(
+                detector=NAME,
+                user=row["user"],
+                strength=strength(row["z"], Z),
+                evidence={
+                    "repeated_runs_without_outcome": int(row["repeats"]),
+                    "peer_median": r3(row["peer_median"]),
+                    "robust_z": r3(row["z"]),
+                    "similarity_threshold": SIMILAR,
+                    "clusters": [
+                        {
+                            "runs": r["size"],
+                            "days": r["days"],
+                            "share_with_outcome": r3(r["outcome_share"]),
+                            "first": iso(r["first"]),
+                            "last": iso(r["last"]),
+                            "example_runs": sample(r["run"]),
+                        }
+                        for r in mine.head(3).iter_rows(named=True)
+                    ],
+                },
+            )
+        )
+    return findings

@@ -1,0 +1,543 @@
+"""Outcome records: from a run's write evidence to verified, accepted, durable credit.
+
+1. ``record_run(run_id)``: for every successful write step of the run whose tool an
+   outcome claim of the agent's spec covers, the type's ``Verifier`` checks the
+   connector's evidence (and, where configured, the connector's current record) and an
+   ``Outcome`` is stored: ``verified`` or not, with what was checked. Idempotent per step.
+2. ``feedback``: a beneficiary accepts or rejects (API, CLI, or a signed one-click link);
+   the owner's own acceptance is kept as evidence but never counts.
+3. ``recheck_due``: the durability re-check the scheduler calls; a failed check records
+   ``system`` feedback with the type's undo verdict. It also applies silence-is-acceptance
+   for types that have it.
+
+Every change is audited and recomputes ``Outcome.state`` (``outcomes._rules``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from decimal import Decimal
+from typing import Any, Literal
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from meshclaw.accounts.service import Caller
+from meshclaw.audit.sink import AuditRecord, AuditSink
+from meshclaw.clock import utcnow
+from meshclaw.connectors.base import ToolResult
+from meshclaw.errors import ConflictError, NotFoundError, PermissionDenied
+from meshclaw.ids import new_id
+from meshclaw.outcomes._rules import UNDOING, outcome_state
+from meshclaw.outcomes.links import DEFAULT_TTL, sign_link, verify_link
+from meshclaw.outcomes.models import Outcome, OutcomeFeedback, OutcomeTypeWeight
+from meshclaw.outcomes.types import DEFAULT_TYPES, OutcomeType, resolve_type
+from meshclaw.outcomes.verify import (
+    VERIFIERS,
+    Evidence,
+    Lookup,
+    ToolReadLookup,
+    Verification,
+    Verifier,
+)
+from meshclaw.spec.loader import parse_spec
+from meshclaw.store.db import Database
+from meshclaw.store.models import AgentVersion, Run, RunStep, UsageRecord, User
+
+VERDICTS = ("accepted", *UNDOING)
+NANO = Decimal(1_000_000_000)
+CostBy = Literal["agent", "user", "team"]
+
+
+@dataclass(frozen=True, kw_only=True)
+class FeedbackInfo:
+    by: str
+    verdict: str
+    via: str
+    note: str | None
+    created_at: datetime
+
+
+@dataclass(frozen=True, kw_only=True)
+class OutcomeInfo:
+    id: str
+    type: str
+    ref: str
+    state: str
+    """credited, unverified, self, unaccepted or undone."""
+    verified: bool
+    verification: dict[str, Any]
+    value: float
+    owner: str
+    team_id: str | None
+    agent_id: str
+    run_id: str
+    tool: str
+    beneficiaries: list[str]
+    created_at: datetime
+    durability_due_at: datetime | None
+    feedback: list[FeedbackInfo] = field(default_factory=list)
+
+
+@dataclass(frozen=True, kw_only=True)
+class RecheckSummary:
+    checked: int = 0
+    undone: int = 0
+    silently_accepted: int = 0
+
+
+@dataclass(frozen=True, kw_only=True)
+class CostRow:
+    key: str
+    cost_usd: Decimal
+    credited: int
+    """Accepted, durable outcomes."""
+    cost_per_outcome: Decimal | None
+
+
+def _info(o: Outcome, feedback: Sequence[OutcomeFeedback] = ()) -> OutcomeInfo:
+    return OutcomeInfo(
+        id=o.id, type=o.type, ref=o.ref, state=o.state, verified=o.verified,
+        verification=dict(o.verification or {}), value=o.value, owner=o.user_id,
+        team_id=o.team_id, agent_id=o.agent_id, run_id=o.run_id, tool=o.tool,
+        beneficiaries=list(o.beneficiaries or []), created_at=o.created_at,
+        durability_due_at=o.durability_due_at,
+        feedback=[
+            FeedbackInfo(by=f.by, verdict=f.verdict, via=f.via, note=f.note,
+                         created_at=f.created_at)
+            for f in feedback
+        ],
+    )  # fmt: skip
+
+
+def _reviewer_id(by: str) -> str:
+    """``external:<address>`` reviews count as ``external`` (someone outside the org)."""
+    return "external" if by.startswith("external:") else by
+
+
+class OutcomeService:
+    def __init__(
+        self,
+        db: Database,
+        audit: AuditSink,
+        *,
+        link_key: bytes | Callable[[], bytes],
+        lookup: Lookup | None = None,
+        verifiers: Mapping[str, Verifier] | None = None,
+        clock: Callable[[], datetime] = utcnow,
+    ) -> None:
+        self._db = db
+        self._audit = audit
+        self._link_key_source = link_key
+        self._link_key_cache: bytes | None = None
+        self.lookup = lookup
+        """How verifiers read the connector's current state (the platform sets it)."""
+        self._verifiers = dict(VERIFIERS if verifiers is None else verifiers)
+        self._clock = clock
+
+    @property
+    def _link_key(self) -> bytes:
+        """Loaded on first use (creating the key file is a side effect to defer)."""
+        if self._link_key_cache is None:
+            source = self._link_key_source
+            self._link_key_cache = source if isinstance(source, bytes) else source()
+        return self._link_key_cache
+
+    # ---- recording ---------------------------------------------------------------------
+
+    async def record_run(
+        self,
+        run_id: str,
+        read: Callable[[str, dict[str, Any]], Awaitable[ToolResult]] | None = None,
+    ) -> list[OutcomeInfo]:
+        """Record the outcomes of a finished run's writes (idempotent).
+
+        ``read`` calls a tool in the run's context (the executor passes one): verifiers
+        read the connector's real state through it, unless ``lookup`` is set.
+        """
+        with self._db.session() as session:
+            run = session.get(Run, run_id)
+            if run is None:
+                raise NotFoundError(f"no run {run_id}")
+            version = session.get(AgentVersion, run.agent_version_id)
+            owner = session.get(User, run.user_id)
+            assert version is not None and owner is not None
+            steps = session.scalars(
+                select(RunStep)
+                .where(RunStep.run_id == run_id, RunStep.kind == "tool", RunStep.status == "ok")
+                .order_by(RunStep.seq)
+            ).all()
+            done = set(
+                session.execute(
+                    select(Outcome.step_id, Outcome.type).where(Outcome.run_id == run_id)
+                ).all()
+            )
+            run_info = (run.org_id, run.team_id, run.user_id, run.agent_id, run.id)
+            owner_handle = owner.handle
+            pending = [
+                (s.id, s.name, dict(s.request or {}), dict((s.response or {}).get("data") or {}))
+                for s in steps
+            ]
+        pending = [p for p in pending if isinstance(p[3].get("evidence"), dict)]
+        if not pending:
+            return []  # most runs write nothing: no need to parse the spec
+        kinds = [resolve_type(claim) for claim in parse_spec(version.spec_yaml).outcomes]
+        lookup = self.lookup or (ToolReadLookup(read) if read is not None else None)
+        recorded = []
+        for step_id, tool, request, data in pending:
+            evidence = data.get("evidence")
+            if not isinstance(evidence, dict):
+                continue
+            for kind in kinds:
+                if tool not in kind.tools or (step_id, kind.name) in done:
+                    continue
+                arguments = request.get("arguments") if isinstance(request, dict) else None
+                ev = Evidence(
+                    type=kind, tool=tool, owner=owner_handle,
+                    arguments=arguments if isinstance(arguments, dict) else {}, data=evidence,
+                )  # fmt: skip
+                verification = await self._verify(ev, lookup)
+                recorded.append(self._store(run_info, step_id, tool, kind, ev, verification))
+        return recorded
+
+    async def _verify(self, evidence: Evidence, lookup: Lookup | None) -> Verification:
+        verifier = self._verifiers.get(evidence.type.name)
+        if verifier is None:
+            return Verification(
+                verified=False,
+                ref=str(evidence.data.get("ref") or evidence.data.get("id") or ""),
+                detail={"reason": f"no verifier for outcome type {evidence.type.name!r}"},
+            )
+        try:
+            return await verifier.verify(evidence, lookup)
+        except Exception as exc:  # a verifier failure is an unverified outcome, not a crash
+            return Verification(verified=False, ref="", detail={"reason": f"verifier: {exc}"})
+
+    def _store(
+        self,
+        run_info: tuple[str, str | None, str, str, str],
+        step_id: str,
+        tool: str,
+        kind: OutcomeType,
+        evidence: Evidence,
+        verification: Verification,
+    ) -> OutcomeInfo:
+        org_id, team_id, user_id, agent_id, run_id = run_info
+        now = self._clock()
+        with self._db.session() as session:
+            beneficiaries = self._directory_ids(session, org_id, verification.beneficiaries)
+            outcome = Outcome(
+                id=new_id("out"), org_id=org_id, team_id=team_id, user_id=user_id,
+                agent_id=agent_id, run_id=run_id,
+                step_id=step_id, tool=tool, type=kind.name,
+                ref=verification.ref[:500] or f"step:{step_id}",
+                beneficiaries=beneficiaries, verified=verification.verified,
+                verification=verification.detail, evidence=evidence.data,
+                value=1.0, created_at=now,
+                durability_due_at=now + kind.durability
+                if kind.durability and verification.verified else None,
+                silence_accepts_at=now + kind.silence_accepts
+                if kind.silence_accepts is not None and verification.verified else None,
+            )  # fmt: skip
+            outcome.state = outcome_state(
+                verified=outcome.verified, owner=user_id, beneficiaries=beneficiaries, feedback=()
+            )
+            session.add(outcome)
+            self._audit.append(
+                session,
+                AuditRecord(
+                    action="outcome.record", resource=f"outcome:{outcome.id}",
+                    outcome="verified" if outcome.verified else "unverified", org_id=org_id,
+                    actor_user_id=user_id, actor_agent_id=agent_id,
+                    details={"type": kind.name, "ref": outcome.ref, "step": step_id,
+                             "check": verification.detail},
+                ),
+            )  # fmt: skip
+            session.flush()
+            return _info(outcome)
+
+    @staticmethod
+    def _directory_ids(session: Session, org_id: str, names: Iterable[str]) -> list[str]:
+        """Handles, addresses or user ids -> user ids in the org; others are ``external``."""
+        wanted = [n.strip().lower() for n in names if n and n.strip()]
+        if not wanted:
+            return []
+        rows = session.execute(
+            select(User.id, User.handle).where(
+                User.org_id == org_id,
+                (func.lower(User.handle).in_(wanted)) | (User.id.in_(wanted)),
+            )
+        ).all()
+        by_name = {h.lower(): i for i, h in rows} | {i.lower(): i for i, _ in rows}
+        out: list[str] = []
+        for name in wanted:
+            user = by_name.get(name, "external")
+            if user not in out:
+                out.append(user)
+        return out
+
+    # ---- feedback ----------------------------------------------------------------------
+
+    def feedback(
+        self,
+        caller: Caller,
+        outcome_id: str,
+        verdict: str,
+        *,
+        note: str | None = None,
+        via: str = "api",
+    ) -> OutcomeInfo:
+        """A beneficiary's (or the owner's) verdict; only others' acceptance counts."""
+        with self._db.session() as session:
+            outcome = self._outcome(session, outcome_id, caller.org_id)
+            if caller.user_id not in (outcome.beneficiaries or []) and (
+                caller.user_id != outcome.user_id
+            ):
+                raise PermissionDenied("only someone who received this outcome can judge it")
+            return self._add_feedback(session, outcome, caller.user_id, verdict, via, note)
+
+    def link_for(self, outcome_id: str, reviewer: str, *, ttl: Any = DEFAULT_TTL) -> str:
+        """A signed one-click link token for ``reviewer`` (a user id or ``external:<addr>``)."""
+        return sign_link(self._link_key, outcome_id, reviewer, ttl=ttl)
+
+    def check_link(self, token: str) -> OutcomeInfo:
+        """The outcome a valid link is about (for the page that offers the verdicts)."""
+        claim = verify_link(self._link_key, token, now=self._clock())
+        with self._db.session() as session:
+            outcome = self._outcome(session, claim.outcome_id, None)
+            return _info(outcome)
+
+    def feedback_by_link(self, token: str, verdict: str, *, note: str | None = None) -> OutcomeInfo:
+        claim = verify_link(self._link_key, token, now=self._clock())
+        with self._db.session() as session:
+            outcome = self._outcome(session, claim.outcome_id, None)
+            return self._add_feedback(session, outcome, claim.reviewer, verdict, "link", note)
+
+    def _add_feedback(
+        self,
+        session: Session,
+        outcome: Outcome,
+        by: str,
+        verdict: str,
+        via: str,
+        note: str | None,
+    ) -> OutcomeInfo:
+        if verdict not in VERDICTS:
+            raise ConflictError(f"verdict must be one of {', '.join(VERDICTS)}, not {verdict!r}")
+        session.add(
+            OutcomeFeedback(
+                id=new_id("fbk"), org_id=outcome.org_id, outcome_id=outcome.id, by=by,
+                verdict=verdict, via=via, note=note, created_at=self._clock(),
+            )
+        )  # fmt: skip
+        session.flush()
+        feedback = self._feedback_rows(session, outcome.id)
+        before = outcome.state
+        outcome.state = self._state(outcome, feedback)
+        if verdict == "accepted" or feedback:
+            outcome.silence_accepts_at = None  # someone spoke: silence no longer applies
+        self._audit.append(
+            session,
+            AuditRecord(
+                action="outcome.feedback", resource=f"outcome:{outcome.id}", outcome=verdict,
+                org_id=outcome.org_id,
+                actor_user_id=by if by.startswith("usr_") else None,
+                details={"by": by, "via": via, "state": outcome.state, "was": before,
+                         "self": by == outcome.user_id},
+            ),
+        )  # fmt: skip
+        return _info(outcome, feedback)
+
+    @staticmethod
+    def _feedback_rows(session: Session, outcome_id: str) -> list[OutcomeFeedback]:
+        return list(
+            session.scalars(
+                select(OutcomeFeedback)
+                .where(OutcomeFeedback.outcome_id == outcome_id)
+                .order_by(OutcomeFeedback.created_at, OutcomeFeedback.id)
+            )
+        )
+
+    @staticmethod
+    def _state(outcome: Outcome, feedback: Sequence[OutcomeFeedback]) -> str:
+        return outcome_state(
+            verified=outcome.verified,
+            owner=outcome.user_id,
+            beneficiaries=list(outcome.beneficiaries or []),
+            feedback=[(f.created_at, _reviewer_id(f.by), f.verdict) for f in feedback],
+        )
+
+    @staticmethod
+    def _outcome(session: Session, outcome_id: str, org_id: str | None) -> Outcome:
+        outcome = session.get(Outcome, outcome_id)
+        if outcome is None or (org_id is not None and outcome.org_id != org_id):
+            raise NotFoundError(f"no outcome {outcome_id}")
+        return outcome
+
+    # ---- durability --------------------------------------------------------------------
+
+    async def recheck_due(self, *, now: datetime | None = None, limit: int = 500) -> RecheckSummary:
+        """Durability re-checks and silence-acceptance that are due (the scheduler's job)."""
+        now = now or self._clock()
+        checked = undone = silent = 0
+        with self._db.session() as session:
+            due = session.execute(
+                select(Outcome.id, Outcome.type, Outcome.ref, Outcome.user_id, Outcome.run_id)
+                .where(Outcome.durability_due_at.is_not(None), Outcome.durability_due_at <= now)
+                .order_by(Outcome.durability_due_at)
+                .limit(limit)
+            ).all()
+            owners = {
+                uid: handle
+                for uid, handle in session.execute(
+                    select(User.id, User.handle).where(User.id.in_({d[3] for d in due}))
+                )
+            }
+            quiet = session.scalars(
+                select(Outcome)
+                .where(Outcome.silence_accepts_at.is_not(None), Outcome.silence_accepts_at <= now)
+                .limit(limit)
+            ).all()
+            for outcome in quiet:
+                self._add_feedback(session, outcome, "silence", "accepted", "system", None)
+                silent += 1
+        for outcome_id, type_name, ref, owner_id, _ in due:
+            kind = DEFAULT_TYPES.get(type_name, OutcomeType(name=type_name))
+            verifier = self._verifiers.get(type_name)
+            verdict = None
+            if verifier is not None:
+                try:
+                    verdict = await verifier.recheck(
+                        kind, ref, owners.get(owner_id, ""), self.lookup
+                    )
+                except Exception:  # cannot tell now; try again at the next run of the job
+                    continue
+            with self._db.session() as session:
+                outcome = self._outcome(session, outcome_id, None)
+                outcome.durability_due_at = None
+                outcome.durability_checked_at = now
+                checked += 1
+                if verdict is not None:
+                    self._add_feedback(session, outcome, "system", verdict, "system",
+                                       "durability re-check")  # fmt: skip
+                    undone += 1
+        return RecheckSummary(checked=checked, undone=undone, silently_accepted=silent)
+
+    # ---- reading -----------------------------------------------------------------------
+
+    def get(self, caller: Caller, outcome_id: str) -> OutcomeInfo:
+        with self._db.session() as session:
+            outcome = self._outcome(session, outcome_id, caller.org_id)
+            if not _may_read(caller, outcome):
+                raise NotFoundError(f"no outcome {outcome_id}")
+            return _info(outcome, self._feedback_rows(session, outcome_id))
+
+    def list_outcomes(
+        self,
+        caller: Caller,
+        *,
+        to_review: bool = False,
+        state: str | None = None,
+        limit: int = 100,
+    ) -> list[OutcomeInfo]:
+        """The caller's own outcomes, or (``to_review``) those addressed to them."""
+        with self._db.session() as session:
+            query = select(Outcome).where(Outcome.org_id == caller.org_id)
+            if not to_review:
+                query = query.where(Outcome.user_id == caller.user_id)
+            if state is not None:
+                query = query.where(Outcome.state == state)
+            rows = session.scalars(query.order_by(Outcome.created_at.desc())).all()
+            if to_review:
+                rows = [
+                    r for r in rows
+                    if caller.user_id in (r.beneficiaries or []) and r.user_id != caller.user_id
+                ]  # fmt: skip
+            return [_info(r) for r in rows[:limit]]
+
+    # ---- weights and cost --------------------------------------------------------------
+
+    def weights(self, org_id: str) -> dict[str, float]:
+        """Every known type's weight in the org: admin-set, else the shipped default."""
+        weights = {name: t.weight for name, t in DEFAULT_TYPES.items()}
+        with self._db.session() as session:
+            for type_name, weight in session.execute(
+                select(OutcomeTypeWeight.type, OutcomeTypeWeight.weight).where(
+                    OutcomeTypeWeight.org_id == org_id
+                )
+            ):
+                weights[type_name] = weight
+        return weights
+
+    def set_weight(self, caller: Caller, type_name: str, weight: float) -> dict[str, float]:
+        if caller.role != "platform_admin":
+            raise PermissionDenied("only platform admins set outcome type weights")
+        if not 0 <= weight <= 100:
+            raise ConflictError("weight must be between 0 and 100")
+        with self._db.session() as session:
+            row = session.scalar(
+                select(OutcomeTypeWeight).where(
+                    OutcomeTypeWeight.org_id == caller.org_id, OutcomeTypeWeight.type == type_name
+                )
+            )
+            if row is None:
+                row = OutcomeTypeWeight(id=new_id("otw"), org_id=caller.org_id, type=type_name)
+                session.add(row)
+            old = row.weight
+            row.weight, row.updated_by, row.updated_at = weight, caller.user_id, self._clock()
+            self._audit.append(
+                session,
+                AuditRecord(
+                    action="outcome.weight", resource=f"outcome_type:{type_name}", outcome="ok",
+                    org_id=caller.org_id, actor_user_id=caller.user_id,
+                    details={"weight": weight, "was": old},
+                ),
+            )  # fmt: skip
+        return self.weights(caller.org_id)
+
+    def cost_per_outcome(
+        self, org_id: str, *, by: CostBy = "agent", only: Mapping[str, str] | None = None
+    ) -> list[CostRow]:
+        """Model and tool spend over accepted, durable outcomes, per agent, user or team.
+
+        ``only`` restricts to a column value (``{"user_id": ...}``); callers apply the
+        privacy tier (``analytics.privacy``) before showing rows.
+        """
+        column = {"agent": "agent_id", "user": "user_id", "team": "team_id"}[by]
+        with self._db.session() as session:
+            usage_key = getattr(UsageRecord, column)
+            q_cost = (
+                select(usage_key, func.coalesce(func.sum(UsageRecord.cost_nano_usd), 0))
+                .where(UsageRecord.org_id == org_id)
+                .group_by(usage_key)
+            )
+            out_key = getattr(Outcome, column)
+            q_out = (
+                select(out_key, func.count())
+                .where(Outcome.org_id == org_id, Outcome.state == "credited")
+                .group_by(out_key)
+            )
+            for name, value in (only or {}).items():
+                q_cost = q_cost.where(getattr(UsageRecord, name) == value)
+                q_out = q_out.where(getattr(Outcome, name) == value)
+            cost = {k: int(v) for k, v in session.execute(q_cost)}
+            credited = {k: int(v) for k, v in session.execute(q_out)}
+        rows = []
+        for key in sorted(set(cost) | set(credited), key=lambda k: k or ""):
+            usd = Decimal(cost.get(key, 0)) / NANO
+            n = credited.get(key, 0)
+            rows.append(
+                CostRow(
+                    key=key or "(none)", cost_usd=usd, credited=n,
+                    cost_per_outcome=(usd / n).quantize(Decimal("0.000001")) if n else None,
+                )
+            )  # fmt: skip
+        return rows
+
+
+def _may_read(caller: Caller, outcome: Outcome) -> bool:
+    if caller.user_id == outcome.user_id or caller.user_id in (outcome.beneficiaries or []):
+        return True
+    return caller.role in ("platform_admin", "auditor")

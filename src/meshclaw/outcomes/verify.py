@@ -1,0 +1,255 @@
+"""Verification: turn a write's evidence into a verified outcome, or say why not.
+
+A ``Verifier`` per outcome type checks *real evidence*: what the connector returned for
+the write (``ToolResult.data["evidence"]``, recorded by the gateway, never the agent's
+own words) and, where the state can change, the connector's current answer through a
+``Lookup`` (a read tool such as ``tickets.get``). What cannot be verified is recorded
+``unverified`` and earns nothing. ``recheck`` is the durability check: still done, or
+the verdict that undoes it.
+
+The ``Lookup`` is a seam: reads must go through the gateway (the choke point). When a run
+ends, the executor hands the outcome service a reader bound to the run's gateway and
+context (``ToolReadLookup``), so a verification read is authorised against the agent's
+spec (which must grant the read tool), metered and audited like any call.
+``InMemoryLookup`` ships for tests.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from meshclaw.connectors.base import ToolResult
+from meshclaw.outcomes.types import OutcomeType
+
+
+class ReadFailed(Exception):
+    """The read tool answered with an error (denied, not granted, failed)."""
+
+
+class Lookup(Protocol):
+    async def read(self, tool: str, arguments: dict[str, Any]) -> dict[str, Any] | None:
+        """The connector's structured answer, or None if it has none; ``ReadFailed`` if
+        the read itself failed."""
+        ...
+
+
+@dataclass(kw_only=True)
+class InMemoryLookup:
+    """Answers from a dict keyed by (tool, ref); records every call."""
+
+    answers: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
+    calls: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+
+    async def read(self, tool: str, arguments: dict[str, Any]) -> dict[str, Any] | None:
+        self.calls.append((tool, arguments))
+        ref = next(iter(arguments.values()), "")
+        return self.answers.get((tool, str(ref)))
+
+
+class ToolReadLookup:
+    """Reads through a ``runtime.executor.ToolReader``: the run's own gateway, so every
+    verification read is authorised (the spec must grant the read tool), metered and
+    audited like any other tool call."""
+
+    def __init__(self, read: Callable[[str, dict[str, Any]], Awaitable[ToolResult]]) -> None:
+        self._read = read
+
+    async def read(self, tool: str, arguments: dict[str, Any]) -> dict[str, Any] | None:
+        result = await self._read(tool, arguments)
+        if result.is_error:
+            raise ReadFailed(result.content)
+        structured = (result.data or {}).get("structured")
+        if isinstance(structured, dict):
+            return structured
+        try:
+            parsed = json.loads(result.content)
+        except ValueError:
+            return None
+        return parsed if isinstance(parsed, dict) else None
+
+
+@dataclass(frozen=True, kw_only=True)
+class Evidence:
+    type: OutcomeType
+    tool: str
+    """The write tool that produced it."""
+    owner: str
+    """The owner's handle (mail address or login), to tell self-addressed outputs."""
+    arguments: dict[str, Any]
+    """The write's arguments."""
+    data: dict[str, Any]
+    """The connector's evidence."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class Verification:
+    verified: bool
+    ref: str
+    """The external id (Message-ID, ticket, deploy)."""
+    beneficiaries: list[str] = field(default_factory=list)
+    """Handles or addresses of who received it (mapped to user ids by the service)."""
+    detail: dict[str, Any] = field(default_factory=dict)
+    """What was checked; ``reason`` when unverified."""
+
+
+class Verifier(Protocol):
+    async def verify(self, evidence: Evidence, lookup: Lookup | None) -> Verification: ...
+
+    async def recheck(
+        self, kind: OutcomeType, ref: str, owner: str, lookup: Lookup | None
+    ) -> str | None:
+        """The undoing verdict if the outcome no longer holds; None if it holds or is unknown."""
+        ...
+
+
+def _ref_of(data: Mapping[str, Any], *keys: str) -> str:
+    for key in (*keys, "ref", "id"):
+        value = data.get(key)
+        if isinstance(value, str | int) and str(value):
+            return str(value)
+    return ""
+
+
+class MailSentVerifier:
+    """A mail counts when the SMTP server accepted it for someone other than the sender.
+
+    Evidence (built-in ``mail`` server): ``message_id`` and the *delivered* ``recipients``.
+    A re-send of the same Message-ID (``duplicate``) is not a new outcome.
+    """
+
+    async def verify(self, evidence: Evidence, lookup: Lookup | None) -> Verification:
+        data = evidence.data
+        ref = _ref_of(data, "message_id")
+        recipients = [r for r in data.get("recipients") or [] if isinstance(r, str)]
+        if not ref:
+            return Verification(verified=False, ref="", detail={"reason": "no Message-ID"})
+        if data.get("duplicate"):
+            return Verification(
+                verified=False, ref=ref, detail={"reason": "already sent (same Message-ID)"}
+            )
+        if not recipients:
+            return Verification(verified=False, ref=ref, detail={"reason": "no one received it"})
+        return Verification(
+            verified=True,
+            ref=ref,
+            beneficiaries=recipients,
+            detail={"checked": "SMTP accepted the message", "delivered": len(recipients)},
+        )
+
+    async def recheck(
+        self, kind: OutcomeType, ref: str, owner: str, lookup: Lookup | None
+    ) -> str | None:
+        return None  # a delivered mail stays delivered; recipients say "rejected"
+
+
+Check = Callable[[Mapping[str, Any], str], tuple[bool, list[str], str]]
+"""(record, owner) -> (holds, beneficiaries, what was checked or why not)."""
+
+
+def _ticket(record: Mapping[str, Any], owner: str) -> tuple[bool, list[str], str]:
+    reporter = str(record.get("reporter") or "")
+    if record.get("status") not in ("resolved", "closed", "done"):
+        return False, [], f"ticket is {record.get('status')!r}, not resolved"
+    return True, [reporter] if reporter else [], "resolved in the tracker"
+
+
+def _deploy(record: Mapping[str, Any], owner: str) -> tuple[bool, list[str], str]:
+    if record.get("pipeline") != "success":
+        return False, [], f"pipeline {record.get('pipeline')!r}"
+    if record.get("health") not in ("ok", "passing", "healthy"):
+        return False, [], f"health check {record.get('health')!r}"
+    return (
+        True,
+        [str(x) for x in record.get("requested_by") or ["external"]],
+        "pipeline ok, healthy",
+    )
+
+
+def _pull_request(record: Mapping[str, Any], owner: str) -> tuple[bool, list[str], str]:
+    if not record.get("merged") or record.get("reverted"):
+        return False, [], "not merged" if not record.get("merged") else "reverted"
+    merged_by = str(record.get("merged_by") or "")
+    return True, [merged_by] if merged_by else [], "merged"
+
+
+def _meeting(record: Mapping[str, Any], owner: str) -> tuple[bool, list[str], str]:
+    if record.get("status") == "cancelled":
+        return False, [], "cancelled"
+    attendees = record.get("attendees") or []
+    accepted = [
+        str(a.get("id") or a.get("email"))
+        for a in attendees
+        if isinstance(a, Mapping) and a.get("response") == "accepted"
+    ]
+    if not [a for a in accepted if a != owner]:
+        return False, [], "no attendee other than the organiser accepted"
+    return True, accepted, f"{len(accepted)} attendee(s) accepted"
+
+
+def _document(record: Mapping[str, Any], owner: str) -> tuple[bool, list[str], str]:
+    if not record.get("published") or record.get("reverted"):
+        return False, [], "not published"
+    return True, [str(x) for x in record.get("audience") or ["external"]], "published"
+
+
+class RecordVerifier:
+    """Verify by reading the outcome's record from the connector and checking its fields."""
+
+    def __init__(self, check: Check, *ref_keys: str) -> None:
+        self._check = check
+        self._ref_keys = ref_keys
+
+    async def verify(self, evidence: Evidence, lookup: Lookup | None) -> Verification:
+        ref = _ref_of(evidence.data, *self._ref_keys) or _ref_of(
+            evidence.arguments, *self._ref_keys
+        )
+        if not ref:
+            return Verification(verified=False, ref="", detail={"reason": "no id in the evidence"})
+        record, reason = await self._read(evidence.type, ref, lookup)
+        if record is None:
+            return Verification(verified=False, ref=ref, detail={"reason": reason})
+        holds, beneficiaries, checked = self._check(record, evidence.owner)
+        if not holds:
+            return Verification(verified=False, ref=ref, detail={"reason": checked})
+        return Verification(
+            verified=True, ref=ref, beneficiaries=beneficiaries, detail={"checked": checked}
+        )
+
+    async def recheck(
+        self, kind: OutcomeType, ref: str, owner: str, lookup: Lookup | None
+    ) -> str | None:
+        record, _ = await self._read(kind, ref, lookup)
+        if record is None:
+            return None  # cannot tell: keep it, the next feedback decides
+        holds, _, _ = self._check(record, owner)
+        return None if holds else kind.undo_verdict
+
+    @staticmethod
+    async def _read(
+        kind: OutcomeType, ref: str, lookup: Lookup | None
+    ) -> tuple[dict[str, Any] | None, str]:
+        if kind.verify_tool is None:
+            return None, f"no verification read configured for {kind.name}"
+        if lookup is None:
+            return None, "no connector lookup available"
+        try:
+            record = await lookup.read(kind.verify_tool, {kind.verify_argument: ref})
+        except ReadFailed as exc:
+            return None, f"{kind.verify_tool}: {exc}"
+        if record is None:
+            return None, f"{kind.verify_tool} has no record of {ref}"
+        return record, ""
+
+
+VERIFIERS: dict[str, Verifier] = {
+    "mail_sent": MailSentVerifier(),
+    "ticket_resolved": RecordVerifier(_ticket, "ticket", "key"),
+    "deploy": RecordVerifier(_deploy, "deploy_id", "deployment"),
+    "pr_merged": RecordVerifier(_pull_request, "pull_request", "pr", "number"),
+    "meeting_scheduled": RecordVerifier(_meeting, "event_id", "event"),
+    "doc_published": RecordVerifier(_document, "document", "doc", "path"),
+}
+"""Built-in verifiers by outcome type. A custom type without one is ``unverified``."""

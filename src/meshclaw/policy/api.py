@@ -1,0 +1,221 @@
+"""Cedar decisions for what people do through the API and CLI.
+
+Services ask ``ApiAuthorizer.authorize_api(caller, action, resource)`` (or
+``require``, which raises ``PermissionDenied``) instead of comparing roles in code,
+so the four roles, tenant isolation and any org policy apply the same way to every
+entry point. Resources are described with ``ApiResource``'s constructors.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Literal
+
+import cedarpy
+
+from meshclaw.errors import PermissionDenied
+from meshclaw.policy.authorizer import Decision
+from meshclaw.policy.cedar import (
+    ROLE_ENTITIES,
+    Check,
+    Explanation,
+    PolicyStore,
+    _Lru,
+    _ref,
+    entity,
+    user_entity,
+)
+from meshclaw.policy.schema import API_ACTIONS
+
+if TYPE_CHECKING:
+    from meshclaw.accounts.service import Caller
+
+ResourceKind = Literal["Agent", "Run", "Team", "User", "Org"]
+
+
+@dataclass(frozen=True, kw_only=True)
+class ApiResource:
+    """What an API action is about, with the attributes the policies read."""
+
+    kind: ResourceKind
+    id: str
+    org_id: str
+    owner_id: str | None = None
+    """Agent and Run: the agent's owner."""
+    team_id: str | None = None
+    started_by: str | None = None
+    """Run: who started it (may differ from the owner)."""
+    agent_id: str | None = None
+    """Run: its agent."""
+    name: str = ""
+    role: str = "employee"
+    """User (a person as the subject of analytics): their role."""
+
+    @classmethod
+    def agent(
+        cls, *, id: str, org_id: str, owner_id: str, team_id: str | None = None, name: str = ""
+    ) -> ApiResource:
+        return cls(
+            kind="Agent", id=id, org_id=org_id, owner_id=owner_id, team_id=team_id, name=name
+        )
+
+    @classmethod
+    def run(
+        cls,
+        *,
+        id: str,
+        org_id: str,
+        owner_id: str,
+        agent_id: str,
+        started_by: str | None = None,
+        team_id: str | None = None,
+    ) -> ApiResource:
+        return cls(
+            kind="Run",
+            id=id,
+            org_id=org_id,
+            owner_id=owner_id,
+            agent_id=agent_id,
+            started_by=started_by,
+            team_id=team_id,
+        )
+
+    @classmethod
+    def team(cls, *, id: str, org_id: str, name: str = "") -> ApiResource:
+        return cls(kind="Team", id=id, org_id=org_id, name=name)
+
+    @classmethod
+    def person(
+        cls, *, id: str, org_id: str, team_id: str | None = None, role: str = "employee"
+    ) -> ApiResource:
+        return cls(kind="User", id=id, org_id=org_id, team_id=team_id, role=role)
+
+    @classmethod
+    def org(cls, org_id: str) -> ApiResource:
+        return cls(kind="Org", id=org_id, org_id=org_id)
+
+    def entities(self) -> list[dict[str, Any]]:
+        org = _ref("Org", self.org_id)
+        out = [entity("Org", self.org_id, {})]
+        if self.kind == "Org":
+            return out
+        if self.team_id is not None:
+            out.append(
+                entity("Team", self.team_id, {"org": org, "name": ""}, [("Org", self.org_id)])
+            )
+        attrs: dict[str, Any] = {"org": org}
+        team = {"team": _ref("Team", self.team_id)} if self.team_id is not None else {}
+        if self.kind == "Agent":
+            attrs |= {"owner": _ref("User", self.owner_id or ""), "name": self.name} | team
+        elif self.kind == "Run":
+            attrs |= {
+                "owner": _ref("User", self.owner_id or ""),
+                "agent": _ref("Agent", self.agent_id or ""),
+            } | team
+            if self.started_by is not None:
+                attrs["started_by"] = _ref("User", self.started_by)
+        elif self.kind == "Team":
+            return [
+                *out[:1],
+                entity("Team", self.id, {"org": org, "name": self.name}, [("Org", self.org_id)]),
+            ]
+        else:  # a person
+            return user_entity(self.org_id, self.id, self.role, self.team_id)
+        return [*out, entity(self.kind, self.id, attrs)]
+
+
+def _merge(*groups: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One entity per uid (the caller may also be the resource, or share its org)."""
+    merged: dict[tuple[str, str], dict[str, Any]] = {}
+    for group in groups:
+        for item in group:
+            uid = (item["uid"]["type"], item["uid"]["id"])
+            merged.setdefault(uid, item)
+    return list(merged.values())
+
+
+class ApiAuthorizer:
+    """Decides API actions of people with the same Cedar policy set as the gateway."""
+
+    def __init__(self, store: PolicyStore) -> None:
+        self.store = store
+        self._roles = cedarpy.Entities.from_json_str(json.dumps(ROLE_ENTITIES))
+        self._entities: _Lru[tuple[Any, ...], cedarpy.Entities] = _Lru(2048)
+
+    def authorize_api(
+        self, caller: Caller, action: str, resource: ApiResource, *, drill_down: bool = False
+    ) -> Decision:
+        return self.explain(caller, action, resource, drill_down=drill_down).decision
+
+    def require(
+        self,
+        caller: Caller,
+        action: str,
+        resource: ApiResource,
+        *,
+        message: str | None = None,
+        drill_down: bool = False,
+    ) -> Decision:
+        """The decision if allowed; else ``PermissionDenied`` with ``message`` and the reason."""
+        decision = self.authorize_api(caller, action, resource, drill_down=drill_down)
+        if not decision.allowed:
+            head = f"{message} " if message else ""
+            raise PermissionDenied(f"{head}({action} denied: {decision.reason})")
+        return decision
+
+    def explain(
+        self, caller: Caller, action: str, resource: ApiResource, *, drill_down: bool = False
+    ) -> Explanation:
+        if action not in API_ACTIONS:
+            reason = f"unknown API action {action!r}"
+            return Explanation(decision=Decision(allowed=False, reason=reason))
+        try:
+            return self._explain(caller, action, resource, drill_down)
+        except Exception as exc:  # fail closed
+            reason = f"policy engine error: {type(exc).__name__}: {exc}"
+            return Explanation(decision=Decision(allowed=False, reason=reason))
+
+    def _explain(
+        self, caller: Caller, action: str, resource: ApiResource, drill_down: bool
+    ) -> Explanation:
+        loaded = self.store.current
+        key = (caller, resource)
+        entities = self._entities.get(key, lambda: self._build(caller, resource))
+        result = cedarpy.is_authorized(
+            {
+                "principal": {"type": "User", "id": caller.user_id},
+                "action": {"type": "Action", "id": action},
+                "resource": {"type": resource.kind, "id": resource.id},
+                "context": {"drill_down": drill_down},
+            },
+            loaded.handle,
+            entities,
+            self.store.schema,
+        )
+        errors = tuple(result.diagnostics.errors)
+        names = result.diagnostics.id_annotations_by_reason
+        policies = tuple(names.get(p) or p for p in result.diagnostics.reasons)
+        check = Check(
+            action=action,
+            resource=f"{resource.kind}::{resource.id}",
+            context={"drill_down": drill_down},
+            allowed=result.allowed and not errors,
+            policies=policies,
+            errors=errors,
+        )
+        if check.allowed:
+            reason = f"permitted by {', '.join(policies)}"
+        elif errors:
+            reason = f"policy engine error: {'; '.join(errors)}"
+        elif policies:
+            reason = f"forbidden by {', '.join(policies)}"
+        else:
+            reason = f"no policy permits it for role {caller.role} (deny by default)"
+        texts = {s.label: s.text for s in loaded.statements if s.label in policies}
+        decision = Decision(allowed=check.allowed, reason=reason, policies=policies)
+        return Explanation(decision=decision, checks=(check,), policy_texts=texts)
+
+    def _build(self, caller: Caller, resource: ApiResource) -> cedarpy.Entities:
+        principal = user_entity(caller.org_id, caller.user_id, caller.role, caller.team_id)
+        return self._roles.with_added_json_str(json.dumps(_merge(principal, resource.entities())))

@@ -1,0 +1,105 @@
+"""The built-in policy set: tenant isolation, the four roles, and the approval gates.
+
+Roles are Cedar policies, not if-statements: a ``User`` entity's parent is
+``Role::"<role>"``, and every role is itself inside ``Role::"employee"``, so what an
+employee may do, every other role may do as well.
+
+Policy ids (``@id``) are what ``meshclaw policy explain`` prints, so each names the
+rule it is. A forbid whose id starts with ``approval.`` is an *approval gate*: when
+only such gates deny a request and the same request with ``context.approved`` would be
+allowed, the answer is "needs approval" instead of "deny".
+"""
+
+from __future__ import annotations
+
+ROLES = ("employee", "team_admin", "platform_admin", "auditor")
+
+APPROVAL_PREFIX = "approval."
+
+BUILTIN_POLICIES = """
+// -- tenancy ------------------------------------------------------------------------
+@id("tenant.isolation")
+forbid (principal, action, resource)
+unless { resource is Org || principal.org == resource.org };
+
+@id("tenant.isolation.org")
+forbid (principal, action, resource is Org)
+unless { principal.org == resource };
+
+// -- employee: own agents and runs, own numbers -------------------------------------
+@id("role.employee.agent.write")
+permit (
+  principal in Role::"employee",
+  action in [Action::"agent.create", Action::"agent.update"],
+  resource
+)
+when { resource.owner == principal };
+
+@id("role.employee.agent.read")
+permit (principal in Role::"employee", action == Action::"agent.read", resource);
+
+@id("role.employee.run.start")
+permit (principal in Role::"employee", action == Action::"run.start", resource)
+when { resource.owner == principal };
+
+@id("role.employee.run.own")
+permit (
+  principal in Role::"employee",
+  action in [Action::"run.read", Action::"run.cancel"],
+  resource
+)
+when {
+  resource.owner == principal ||
+  (resource has started_by && resource.started_by == principal)
+};
+
+@id("role.employee.approval.own")
+permit (principal in Role::"employee", action == Action::"approval.grant", resource)
+when { resource.owner == principal };
+
+@id("role.employee.analytics.self")
+permit (principal in Role::"employee", action == Action::"analytics.view_person", resource)
+when { resource == principal };
+
+@id("role.employee.credential.own")
+permit (principal in Role::"employee", action == Action::"credential.manage", resource)
+when { resource == principal };
+
+// -- team admin: team aggregates; a person only as an audited drill-down -------------
+@id("role.team_admin.analytics.team")
+permit (principal in Role::"team_admin", action == Action::"analytics.view_team", resource)
+when { principal in resource };
+
+@id("role.team_admin.analytics.drill_down")
+permit (principal in Role::"team_admin", action == Action::"analytics.view_person", resource)
+when {
+  context.drill_down &&
+  principal has team && resource has team && principal.team == resource.team
+};
+
+// -- platform admin: the whole org --------------------------------------------------
+@id("role.platform_admin.org")
+permit (
+  principal in Role::"platform_admin",
+  action in [
+    Action::"agent.create", Action::"agent.update", Action::"run.start",
+    Action::"run.read", Action::"run.cancel", Action::"approval.grant",
+    Action::"analytics.view_team", Action::"policy.manage", Action::"audit.read",
+    Action::"credential.manage"
+  ],
+  resource
+);
+
+@id("role.platform_admin.analytics.drill_down")
+permit (principal in Role::"platform_admin", action == Action::"analytics.view_person", resource)
+when { context.drill_down };
+
+// -- auditor ------------------------------------------------------------------------
+@id("role.auditor.audit")
+permit (principal in Role::"auditor", action == Action::"audit.read", resource);
+
+// -- approval gates (agents) --------------------------------------------------------
+@id("approval.write-after-untrusted")
+forbid (principal is Agent, action == Action::"tool.write", resource)
+when { context.untrusted_content_seen && !context.approved };
+"""

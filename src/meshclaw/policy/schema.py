@@ -1,0 +1,98 @@
+"""The Cedar schema every MeshClaw policy is validated against.
+
+Principals are ``User`` (a person calling the API or CLI) and ``Agent`` (acting for
+its owner, a ``User``, inside a run). Every entity carries its ``org`` so one policy
+(``tenant.isolation`` in ``roles.py``) can forbid any request that crosses orgs.
+
+Tool calls are decided in two layers: ``tool.read`` / ``tool.write`` on the ``Tool``
+decides the call itself; ``tool.argument`` is then asked once per argument value and
+once per target the call touches, because Cedar has no "for every element" operator
+and argument constraints (``to`` only inside the org) must hold for *every* value.
+"""
+
+from __future__ import annotations
+
+ENTITY_TYPES = ("Org", "Role", "Team", "User", "Agent", "Model", "Connector", "Tool", "Run")
+
+API_ACTIONS = (
+    "agent.create",
+    "agent.update",
+    "agent.read",
+    "run.start",
+    "run.read",
+    "run.cancel",
+    "approval.grant",
+    "analytics.view_team",
+    "analytics.view_person",
+    "audit.read",
+    "policy.manage",
+    "credential.manage",
+)
+"""Actions a person takes through the API or CLI."""
+
+RUN_ACTIONS = ("model.invoke", "tool.read", "tool.write", "tool.argument")
+"""Actions an agent takes inside a run, through the gateway."""
+
+SCHEMA = """
+entity Org;
+entity Role in [Role];
+entity Team in [Org] { org: Org, name: String };
+entity User in [Team, Role] { org: Org, role: String, team?: Team };
+entity Agent { org: Org, owner: User, name: String, team?: Team };
+entity Model { org: Org, provider: String, name: String };
+entity Connector { org: Org };
+entity Tool in [Connector] { org: Org, connector: String, name: String, kind: String };
+entity Run { org: Org, owner: User, agent: Agent, started_by?: User, team?: Team };
+
+type RunContext = {
+  run_id: String,
+  trigger: String,
+  untrusted_content_seen: Bool,
+};
+
+type ToolContext = {
+  run_id: String,
+  trigger: String,
+  untrusted_content_seen: Bool,
+  approved: Bool,
+  arguments_summary: String,
+  targets: Set<String>,
+};
+
+type ArgumentContext = {
+  run_id: String,
+  trigger: String,
+  untrusted_content_seen: Bool,
+  approved: Bool,
+  kind: String,
+  name: String,
+  value: String,
+};
+
+type ApiContext = { drill_down: Bool };
+
+action "model.invoke" appliesTo { principal: [Agent], resource: [Model], context: RunContext };
+action "tool.read", "tool.write" appliesTo {
+  principal: [Agent], resource: [Tool], context: ToolContext
+};
+action "tool.argument" appliesTo {
+  principal: [Agent], resource: [Tool], context: ArgumentContext
+};
+
+action "agent.create", "agent.update", "agent.read", "run.start" appliesTo {
+  principal: [User], resource: [Agent], context: ApiContext
+};
+action "run.read", "run.cancel", "approval.grant" appliesTo {
+  principal: [User], resource: [Run], context: ApiContext
+};
+action "analytics.view_team" appliesTo { principal: [User], resource: [Team], context: ApiContext };
+action "analytics.view_person" appliesTo {
+  principal: [User], resource: [User], context: ApiContext
+};
+action "credential.manage" appliesTo {
+  principal: [User], resource: [User, Org], context: ApiContext
+};
+action "audit.read", "policy.manage" appliesTo {
+  principal: [User], resource: [Org], context: ApiContext
+};
+"""

@@ -1,0 +1,1 @@
+"""Triggers that start runs by themselves: cron schedules and signed webhooks."""

@@ -1,0 +1,202 @@
+"""Cron triggers from agent specs, fired once per minute across any number of schedulers.
+
+Celery beat (``meshclaw scheduler``) calls ``CronFirer.tick`` every few seconds. Two
+things keep a schedule from firing twice when several scheduler replicas run:
+
+1. a leader lease (a row in ``scheduler_leases``, taken and renewed with conditional
+   updates): only the leader scans the specs; if it dies, another replica takes over
+   when the lease expires and continues from the leader's watermark;
+2. a unique row per ``(agent, schedule, minute)`` in ``cron_firings``, inserted before
+   the run is created: even two leaders (a paused one and its successor) fire once.
+
+A missed minute (every scheduler down) is fired late, up to ``CATCH_UP`` back; older
+ones are skipped rather than started in a burst. Expressions are evaluated in UTC with
+``celery.schedules.crontab`` semantics (day-of-month and day-of-week must both match).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from celery.schedules import crontab
+from sqlalchemy import or_, select, update
+from sqlalchemy.exc import IntegrityError
+
+from meshclaw.clock import utcnow
+from meshclaw.ids import new_id
+from meshclaw.platform import Platform
+from meshclaw.spec.loader import parse_spec
+from meshclaw.spec.models import AgentSpec, CronTrigger
+from meshclaw.store.models import Agent, AgentVersion, User
+from meshclaw.triggers.models import CronFiring, SchedulerLease
+
+log = logging.getLogger(__name__)
+
+LEADER = "cron"
+LEASE = timedelta(seconds=60)
+CATCH_UP = timedelta(minutes=10)
+MINUTE = timedelta(minutes=1)
+
+
+@dataclass(frozen=True)
+class CronExpr:
+    """A five-field cron expression (minute hour day-of-month month day-of-week)."""
+
+    minutes: frozenset[int]
+    hours: frozenset[int]
+    days_of_month: frozenset[int]
+    months: frozenset[int]
+    days_of_week: frozenset[int]
+    """0 = Sunday, as in cron."""
+
+    @classmethod
+    def parse(cls, expression: str) -> CronExpr:
+        minute, hour, dom, month, dow = expression.split()
+        tab = crontab(
+            minute=minute, hour=hour, day_of_month=dom, month_of_year=month, day_of_week=dow
+        )
+        return cls(
+            frozenset(tab.minute),
+            frozenset(tab.hour),
+            frozenset(tab.day_of_month),
+            frozenset(tab.month_of_year),
+            frozenset(tab.day_of_week),
+        )
+
+    def matches(self, at: datetime) -> bool:
+        return (
+            at.minute in self.minutes
+            and at.hour in self.hours
+            and at.day in self.days_of_month
+            and at.month in self.months
+            and at.isoweekday() % 7 in self.days_of_week
+        )
+
+
+def _minutes(after: datetime, until: datetime) -> Iterator[datetime]:
+    at = after + MINUTE
+    while at <= until:
+        yield at
+        at += MINUTE
+
+
+def _floor(at: datetime) -> datetime:
+    return at.replace(second=0, microsecond=0)
+
+
+class CronFirer:
+    """Fires the cron triggers of every agent's current spec, as the leader only."""
+
+    def __init__(
+        self,
+        platform: Platform,
+        *,
+        dispatch: Callable[[str], None] | None,
+        owner: str,
+        clock: Callable[[], datetime] = utcnow,
+    ) -> None:
+        self._platform = platform
+        self._db = platform.db
+        self._dispatch = dispatch
+        """Sends a new run to the workers (None: the in-process worker polls for it)."""
+        self.owner = owner
+        self._clock = clock
+
+    def lead(self, now: datetime) -> datetime | None:
+        """Take or renew the leader lease; its watermark if we lead, else None."""
+        with self._db.session() as session:
+            renewed = session.execute(
+                update(SchedulerLease)
+                .where(
+                    SchedulerLease.name == LEADER,
+                    or_(SchedulerLease.owner == self.owner, SchedulerLease.expires_at < now),
+                )
+                .values(owner=self.owner, expires_at=now + LEASE)
+            )
+            if renewed.rowcount:  # type: ignore[attr-defined]
+                row = session.get(SchedulerLease, LEADER)
+                assert row is not None
+                return row.watermark or _floor(now) - MINUTE
+        try:
+            with self._db.session() as session:
+                session.add(SchedulerLease(name=LEADER, owner=self.owner, expires_at=now + LEASE))
+        except IntegrityError:
+            return None  # another replica leads
+        return _floor(now) - MINUTE
+
+    def tick(self) -> list[str]:
+        """Fire what is due since the last tick; the ids of the runs started."""
+        now = self._clock()
+        watermark = self.lead(now)
+        if watermark is None:
+            return []
+        until = _floor(now)
+        start = _floor(max(watermark, until - CATCH_UP))
+        started: list[str] = []
+        if until > start:
+            for agent_id, owner, spec in self._cron_agents():
+                for trigger in spec.triggers:
+                    if not isinstance(trigger, CronTrigger):
+                        continue
+                    expr = CronExpr.parse(trigger.schedule)
+                    for minute in _minutes(start, until):
+                        if expr.matches(minute):
+                            run_id = self._fire(agent_id, owner, trigger, minute)
+                            if run_id is not None:
+                                started.append(run_id)
+        with self._db.session() as session:
+            session.execute(
+                update(SchedulerLease)
+                .where(SchedulerLease.name == LEADER, SchedulerLease.owner == self.owner)
+                .values(watermark=max(until, watermark))
+            )
+        return started
+
+    def _cron_agents(self) -> list[tuple[str, User, AgentSpec]]:
+        with self._db.session() as session:
+            rows = session.execute(
+                select(Agent.id, AgentVersion.spec_yaml, User)
+                .join(
+                    AgentVersion,
+                    (AgentVersion.agent_id == Agent.id)
+                    & (AgentVersion.version == Agent.latest_version),
+                )
+                .join(User, User.id == Agent.owner_id)
+                .where(Agent.archived_at.is_(None), AgentVersion.spec_yaml.contains("cron"))
+            ).all()
+        agents = []
+        for agent_id, spec_yaml, owner in rows:
+            try:
+                agents.append((agent_id, owner, parse_spec(spec_yaml)))
+            except Exception:  # a stored spec always parsed once; never stop the others
+                log.exception("agent %s: stored spec does not parse", agent_id)
+        return agents
+
+    def _fire(self, agent_id: str, owner: User, trigger: CronTrigger, at: datetime) -> str | None:
+        firing_id = new_id("cfr")
+        try:
+            with self._db.session() as session:
+                session.add(
+                    CronFiring(
+                        id=firing_id, agent_id=agent_id, trigger_key=trigger.schedule, fire_at=at
+                    )
+                )
+        except IntegrityError:
+            return None  # this minute already fired (another scheduler)
+        caller = self._platform.accounts.caller_for(owner)
+        try:
+            info = self._platform.runs.create(caller, agent_id, trigger.input or "", trigger="cron")
+        except Exception:
+            log.exception("cron trigger of agent %s could not start a run", agent_id)
+            return None
+        with self._db.session() as session:
+            session.execute(
+                update(CronFiring).where(CronFiring.id == firing_id).values(run_id=info.id)
+            )
+        if self._dispatch is not None:
+            self._dispatch(info.id)
+        log.info("cron %r of agent %s fired run %s", trigger.schedule, agent_id, info.id)
+        return info.id

@@ -1,0 +1,47 @@
+"""Tables of the trigger machinery: leader leases, cron firings, webhook nonces."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import ForeignKey, String, UniqueConstraint
+from sqlalchemy.orm import Mapped, mapped_column
+
+from meshclaw.clock import utcnow
+from meshclaw.store.models import Base
+
+
+class SchedulerLease(Base):
+    """One row per singleton job (``cron``): which scheduler replica leads it, until when."""
+
+    __tablename__ = "scheduler_leases"
+    name: Mapped[str] = mapped_column(String(63), primary_key=True)
+    owner: Mapped[str] = mapped_column(String(200))
+    expires_at: Mapped[datetime]
+    watermark: Mapped[datetime | None]
+    """The last minute whose schedules were fired (the next leader continues from it)."""
+
+
+class CronFiring(Base):
+    """A cron trigger that fired for one minute: unique, so no minute fires twice."""
+
+    __tablename__ = "cron_firings"
+    __table_args__ = (UniqueConstraint("agent_id", "trigger_key", "fire_at"),)
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    agent_id: Mapped[str] = mapped_column(ForeignKey("agents.id"), index=True)
+    trigger_key: Mapped[str] = mapped_column(String(200))
+    """The schedule expression (so an edited schedule is a new trigger)."""
+    fire_at: Mapped[datetime]
+    run_id: Mapped[str | None] = mapped_column(String(40))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class WebhookNonce(Base):
+    """A webhook delivery seen: a replayed nonce is refused while its timestamp is valid."""
+
+    __tablename__ = "webhook_nonces"
+    __table_args__ = (UniqueConstraint("agent_id", "nonce"),)
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    agent_id: Mapped[str] = mapped_column(ForeignKey("agents.id"), index=True)
+    nonce: Mapped[str] = mapped_column(String(200))
+    seen_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)

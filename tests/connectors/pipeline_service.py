@@ -1,0 +1,104 @@
+"""A small CI/CD pipeline service for the deploy server's tests: a real HTTP server.
+
+``POST /pipelines`` with ``{"ref", "commit"}`` starts a run (it "builds" by checking
+that the commit exists in the repository), ``GET /pipelines/{id}`` reports it. A bearer
+token is required when one is set.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import uvicorn
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+
+@dataclass
+class PipelineService:
+    repo: Path
+    token: str | None = None
+    runs: list[dict[str, Any]] = field(default_factory=list)
+    port: int = 0
+    _server: uvicorn.Server | None = None
+    _thread: threading.Thread | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def _app(self) -> Starlette:
+        def authorised(request: Request) -> bool:
+            return (
+                self.token is None or request.headers.get("authorization") == f"Bearer {self.token}"
+            )
+
+        async def create(request: Request) -> JSONResponse:
+            if not authorised(request):
+                return JSONResponse({"error": "unauthorised"}, status_code=401)
+            body = await request.json()
+            known = (
+                subprocess.run(
+                    ["git", "cat-file", "-e", f"{body['commit']}^{{commit}}"],
+                    cwd=self.repo,
+                    check=False,
+                ).returncode
+                == 0
+            )
+            run = {
+                "id": len(self.runs) + 1,
+                "ref": body["ref"],
+                "commit": body["commit"],
+                "status": "success" if known else "failed",
+            }
+            self.runs.append(run)
+            return JSONResponse(run, status_code=201)
+
+        async def show(request: Request) -> JSONResponse:
+            if not authorised(request):
+                return JSONResponse({"error": "unauthorised"}, status_code=401)
+            index = int(request.path_params["id"]) - 1
+            if not 0 <= index < len(self.runs):
+                return JSONResponse({"error": "not found"}, status_code=404)
+            return JSONResponse(self.runs[index])
+
+        return Starlette(
+            routes=[
+                Route("/pipelines", create, methods=["POST"]),
+                Route("/pipelines/{id:int}", show, methods=["GET"]),
+            ]
+        )
+
+    def start(self) -> PipelineService:
+        config = uvicorn.Config(
+            self._app(),
+            host="127.0.0.1",
+            port=0,
+            lifespan="off",
+            log_config=None,
+            log_level="warning",
+        )
+        server = uvicorn.Server(config)
+        thread = threading.Thread(target=server.run, daemon=True)
+        thread.start()
+        deadline = time.monotonic() + 10
+        while not server.started:
+            if not thread.is_alive() or time.monotonic() > deadline:
+                server.should_exit = True
+                raise RuntimeError("the pipeline service did not start")
+            thread.join(0.01)  # poll interval; returns at once if the thread dies
+        self._server, self._thread = server, thread
+        self.port = int(server.servers[0].sockets[0].getsockname()[1])
+        return self
+
+    def stop(self) -> None:
+        if self._server is not None and self._thread is not None:
+            self._server.should_exit = True
+            self._thread.join(5)

@@ -1,0 +1,135 @@
+"""``meshclaw connector ...`` end to end: the real CLI, a real store, a real MCP server."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from typer.testing import CliRunner, Result
+
+from meshclaw.cli.main import app
+from tests.connectors.conftest import FIXTURE_SERVER
+
+
+class Cli:
+    def __init__(self, tmp_path: Path) -> None:
+        self.home = tmp_path / "var"
+        self.env = {
+            "MESHCLAW_HOME": str(self.home),
+            "MESHCLAW_EMBEDDED_MODEL_SERVER": "false",
+            "MESHCLAW_DATABASE_URL": None,
+            "MESHCLAW_CONFIG": None,
+            "MESHCLAW_TOKEN": None,
+        }
+        self.runner = CliRunner()
+
+    def __call__(self, *args: str, token: str | None = None) -> Result:
+        env = dict(self.env)
+        if token is not None:
+            env["MESHCLAW_TOKEN"] = token
+        return self.runner.invoke(app, list(args), env=env)
+
+    def json(self, *args: str, token: str | None = None) -> Any:
+        result = self(*args, "--json", token=token)
+        assert result.exit_code == 0, result.output
+        return json.loads(result.stdout)
+
+
+@pytest.fixture
+def cli(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Cli, str]:
+    """A seeded demo store, and a platform admin's (carol's) token."""
+    monkeypatch.chdir(tmp_path)
+    run = Cli(tmp_path)
+    assert run("demo", "seed").exit_code == 0
+    created = run("token", "create", "--user", "carol", "--org", "acme")
+    assert created.exit_code == 0, created.output
+    return run, created.stdout.strip()
+
+
+def test_add_tools_approve_and_test_a_connector(cli: tuple[Cli, str]) -> None:
+    run, admin = cli
+    added = run.json(
+        "connector", "add", "fx", "--command", sys.executable, "--arg", str(FIXTURE_SERVER),
+        token=admin,
+    )  # fmt: skip
+    assert added["transport"] == "stdio" and added["source"] == "store"
+
+    listed = run.json("connector", "list")
+    assert [c["name"] for c in listed] == ["fx"]
+    assert listed[0]["tools"] == {}
+
+    tools = run.json("connector", "tools", "fx")
+    by_name = {t["tool"]: t for t in tools}
+    assert by_name["fx.echo"]["status"] == "pending"
+    assert by_name["fx.echo"]["action"] == "read" and by_name["fx.save"]["action"] == "write"
+    assert len(by_name["fx.echo"]["definition_hash"]) == 64
+
+    report = run.json("connector", "test", "fx")
+    assert report["ok"] and report["tools"] == len(tools) and report["approved"] == 0
+    assert report["server"]["name"] == "fixture" and report["server"]["protocol"]
+
+    # Only a platform admin approves; alice (the demo's CLI token) may not.
+    denied = run("connector", "approve", "fx", "--tool", "echo")
+    assert denied.exit_code == 2
+    assert "only a platform admin may approve" in denied.stderr
+
+    stale = run("connector", "approve", "fx", "--tool", "echo", "--hash", "0" * 64, token=admin)
+    assert stale.exit_code == 2 and "review it again" in stale.stderr
+    echo_hash = by_name["fx.echo"]["definition_hash"]
+    approved = run.json(
+        "connector", "approve", "fx", "--tool", "echo", "--hash", echo_hash, token=admin
+    )
+    assert [(t["tool"], t["status"]) for t in approved] == [("fx.echo", "approved")]
+    assert run.json("connector", "list")[0]["tools"] == {"approved": 1, "pending": 6}
+
+    human = run("connector", "tools", "fx", "--no-refresh")
+    assert human.exit_code == 0 and "fx.echo" in human.stdout and "approved" in human.stdout
+
+
+def test_bad_input_gets_clear_errors_and_exit_codes(cli: tuple[Cli, str]) -> None:
+    run, admin = cli
+    no_command = run("connector", "add", "fx", token=admin)
+    assert no_command.exit_code == 2
+    assert "a stdio connector needs 'command'" in no_command.stderr
+    bad_name = run("connector", "add", "Bad.Name", "--command", "x", token=admin)
+    assert bad_name.exit_code == 2 and "must be lower case" in bad_name.stderr
+    not_admin = run("connector", "add", "fx", "--command", "x")
+    assert not_admin.exit_code == 2 and "only a platform admin" in not_admin.stderr
+    missing = run("connector", "tools", "nope")
+    assert missing.exit_code == 2 and "no connector 'nope'" in missing.stderr
+
+    added = run("connector", "add", "gone", "--command", "/nonexistent/server", token=admin)
+    assert added.exit_code == 0, added.output
+    failed = run("connector", "test", "gone")
+    assert failed.exit_code == 1
+    assert "cannot connect to MCP server 'gone'" in failed.stdout
+    assert run("connector", "add", "gone", "--command", "x", token=admin).exit_code == 2
+    assert run("connector", "remove", "gone", token=admin).exit_code == 0
+    assert run.json("connector", "list") == []
+
+
+def test_serve_reports_missing_settings(cli: tuple[Cli, str]) -> None:
+    run, _ = cli
+    result = run("connector", "serve", "mail")
+    assert result.exit_code == 2
+    assert "MESHCLAW_MAIL_IMAP_HOST (field required)" in " ".join(result.stderr.split())
+    unknown = run("connector", "serve", "nope")
+    assert unknown.exit_code == 2 and "no built-in MCP server 'nope'" in unknown.stderr
+
+
+def test_add_a_builtin_server_by_name(cli: tuple[Cli, str]) -> None:
+    run, admin = cli
+    added = run.json(
+        "connector", "add", "mail", "--builtin", "mail",
+        "--env", "MESHCLAW_MAIL_IMAP_HOST=imap.acme.test",
+        "--credentials", "mail",
+        "--credential-env", "MESHCLAW_MAIL_USERNAME=username",
+        "--credential-env", "MESHCLAW_MAIL_PASSWORD=password",
+        token=admin,
+    )  # fmt: skip
+    assert added["target"] == f"{sys.executable} -m meshclaw.connectors.servers mail"
+    unknown = run("connector", "add", "x", "--builtin", "nope", token=admin)
+    assert unknown.exit_code == 2 and "no built-in MCP server 'nope'" in unknown.stderr

@@ -1,0 +1,105 @@
+"""Findings lifecycle on a real store: record, review, audit, withhold, no re-raise."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import select
+
+from meshclaw.errors import ConflictError, PermissionDenied, UserError
+from meshclaw.events import ReadReport
+from meshclaw.integrity import Finding, ScanResult, UserResult
+from meshclaw.integrity.findings import FindingsService, evidence_ids
+from meshclaw.store.models import AuditEvent
+
+
+def result(*people: tuple[str, list[tuple[str, dict[str, Any]]]]) -> ScanResult:
+    users = []
+    for user, findings in people:
+        fs = [Finding(detector=d, user=user, strength=0.8, evidence=e) for d, e in findings]
+        users.append(UserResult(user=user, flagged=bool(fs), score=0.8 if fs else 0.0, findings=fs))
+    return ScanResult(users=users, report=ReadReport(), threshold=0.5)
+
+
+@pytest.fixture
+def world(make_world: Callable[..., Any]) -> Any:
+    return make_world()
+
+
+def test_record_review_and_audit(world: Any) -> None:
+    service = FindingsService(world.platform.db, world.platform.audit)
+    scan = result(
+        ("u7", [("no_outcome_runs", {"example_runs": ["r1", "r2"], "share": 0.7})]),
+        ("u8", []),
+    )
+    summary = service.record(world.admin, scan, source="scan:events.jsonl")
+    assert (summary.opened, summary.updated, summary.suppressed) == (1, 0, 0)
+    [finding] = service.queue(world.admin)
+    assert (finding.subject, finding.detector, finding.status) == ("u7", "no_outcome_runs", "open")
+    assert service.withheld(world.admin.org_id) == {"u7"}
+    # The same scan again updates the open finding instead of duplicating it.
+    assert service.record(world.admin, scan, source="scan:events.jsonl").updated == 1
+    moved = service.move(world.admin, finding.id, "start")
+    assert moved.status == "under_review" and moved.reviewed_by == world.admin.user_id
+    with pytest.raises(UserError, match="reason"):
+        service.move(world.admin, finding.id, "dismiss")
+    done = service.move(world.admin, finding.id, "dismiss", reason="on-call week, checked")
+    assert done.status == "dismissed" and done.reason == "on-call week, checked"
+    assert service.withheld(world.admin.org_id) == frozenset()
+    with pytest.raises(ConflictError):
+        service.move(world.admin, finding.id, "confirm", reason="too late")
+    with world.platform.db.session() as session:
+        actions = session.scalars(
+            select(AuditEvent.action)
+            .where(AuditEvent.action.like("integrity.%"))
+            .order_by(AuditEvent.seq)
+        ).all()
+    assert actions == [
+        "integrity.finding.open", "integrity.finding.under_review", "integrity.finding.dismissed",
+    ]  # fmt: skip
+
+
+def test_a_dismissed_pattern_is_raised_again_only_with_new_evidence(world: Any) -> None:
+    service = FindingsService(world.platform.db, world.platform.audit)
+    first = result(("u7", [("cron_churn", {"agents": [{"agent": "ag-1", "runs": 40}]})]))
+    service.record(world.admin, first, source="week 1")
+    [finding] = service.queue(world.admin)
+    service.move(world.admin, finding.id, "dismiss", reason="a monitor we asked for")
+    again = service.record(world.admin, first, source="week 1 again")
+    assert (again.opened, again.suppressed) == (0, 1)
+    more = result(("u7", [("cron_churn", {"agents": [{"agent": "ag-1", "runs": 90}]})]))
+    assert service.record(world.admin, more, source="week 2").suppressed == 1
+    new = result(("u7", [("cron_churn", {"agents": [{"agent": "ag-2", "runs": 30}]})]))
+    assert service.record(world.admin, new, source="week 3").opened == 1
+
+
+def test_people_see_their_own_findings_and_only_reviewers_review(world: Any) -> None:
+    service = FindingsService(world.platform.db, world.platform.audit)
+    scan = result(
+        (world.alice.user_id, [("self_addressed", {"example_outcomes": ["o1"]})]),
+        (world.bob.user_id, [("split_tasks", {"example_runs": ["r9"]})]),
+    )
+    with pytest.raises(PermissionDenied):
+        service.record(world.alice, scan, source="x")
+    service.record(world.admin, scan, source="x")
+    mine = service.queue(world.alice)
+    assert [f.subject for f in mine] == [world.alice.user_id]
+    assert len(service.queue(world.admin)) == 2
+    with pytest.raises(PermissionDenied):
+        service.move(world.alice, mine[0].id, "dismiss", reason="not me")
+    with pytest.raises(UserError):
+        service.queue(world.admin, ["pending"])
+
+
+def test_evidence_ids_collects_what_a_reviewer_can_open(tmp_path: Path) -> None:
+    evidence = {
+        "example_runs": ["r1", "r2"],
+        "clusters": [{"example_runs": ["r3"], "runs": 9}],
+        "agents": [{"agent": "ag-1", "runs": 3}],
+        "group": ["u1", "u2"],
+        "share": 0.5,
+    }
+    assert evidence_ids(evidence) == {"r1", "r2", "r3", "ag-1", "u1", "u2"}
