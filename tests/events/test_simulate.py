@@ -11,6 +11,7 @@ from typing import Any
 import jsonschema
 import pytest
 
+import meshclaw
 from meshclaw.events import load_frame, write_events
 from meshclaw.events.simulate import (
     GAMING_KINDS,
@@ -21,7 +22,10 @@ from meshclaw.events.simulate import (
     simulate,
 )
 
-SCHEMA = Path(__file__).resolve().parents[3] / "shared" / "event-format-v1.schema.json"
+SHARED_SCHEMA = Path(__file__).resolve().parents[3] / "shared" / "event-format-v1.schema.json"
+"""The interchange schema in the shared folder beside the checkout (present in CI)."""
+SCHEMA = Path(meshclaw.__file__).parent / "data" / "event-format-v1.schema.json"
+"""The copy shipped in the package, so a checkout alone can validate."""
 RFC3339 = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?(Z|[+-]\d{2}:\d{2})$")
 SMALL = SimConfig(seed=11, users=90, weeks=2)
 
@@ -30,6 +34,12 @@ SMALL = SimConfig(seed=11, users=90, weeks=2)
 def small() -> tuple[list[dict[str, Any]], SimulatedOrg]:
     org = SimulatedOrg()
     return list(simulate(SMALL, org)), org
+
+
+def test_the_shipped_schema_is_the_shared_one() -> None:
+    if not SHARED_SCHEMA.exists():
+        pytest.skip(f"no shared folder beside the checkout ({SHARED_SCHEMA})")
+    assert json.loads(SCHEMA.read_text()) == json.loads(SHARED_SCHEMA.read_text())
 
 
 def test_every_event_validates_against_the_shared_schema(

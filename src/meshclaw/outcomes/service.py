@@ -42,7 +42,7 @@ from meshclaw.outcomes.verify import (
     Verification,
     Verifier,
 )
-from meshclaw.spec.loader import parse_spec
+from meshclaw.spec.loader import parse_stored_spec
 from meshclaw.store.db import Database
 from meshclaw.store.models import AgentVersion, Run, RunStep, UsageRecord, User
 
@@ -183,7 +183,7 @@ class OutcomeService:
         pending = [p for p in pending if isinstance(p[3].get("evidence"), dict)]
         if not pending:
             return []  # most runs write nothing: no need to parse the spec
-        kinds = [resolve_type(claim) for claim in parse_spec(version.spec_yaml).outcomes]
+        kinds = [resolve_type(claim) for claim in parse_stored_spec(version.spec_yaml).outcomes]
         lookup = self.lookup or (ToolReadLookup(read) if read is not None else None)
         recorded = []
         for step_id, tool, request, data in pending:

@@ -23,6 +23,8 @@ class RunContext:
     spec: AgentSpec
     totals: RunTotals = field(default_factory=RunTotals)
     next_step: int = 1
+    resumed_through: int = 0
+    """The highest step number already stored when this execution began (0: a fresh run)."""
     tool_definitions: dict[str, ToolDefinition] = field(default_factory=dict)
     """``connector.tool`` -> definition, for the tools offered to this run's model."""
     untrusted_content_seen: bool = False

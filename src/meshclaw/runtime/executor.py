@@ -26,7 +26,7 @@ from meshclaw.runtime.gateway import Gateway
 from meshclaw.runtime.resume import load_resumption
 from meshclaw.runtime.runner import LoopResult, MaxStepsReached, RunPaused, run_agent_loop
 from meshclaw.runtime.service import version_yaml
-from meshclaw.spec.loader import parse_spec
+from meshclaw.spec.loader import parse_stored_spec
 from meshclaw.store.db import Database
 from meshclaw.store.models import Run, RunStep, UsageRecord
 
@@ -165,7 +165,7 @@ class RunExecutor:
             run = session.get(Run, run_id)
             if run is None:
                 raise NotFoundError(f"no run {run_id!r}")
-            spec = parse_spec(version_yaml(session, run.agent_version_id))
+            spec = parse_stored_spec(version_yaml(session, run.agent_version_id))
             # A resumed run continues numbering and spending where it stopped.
             last_seq = session.scalar(select(func.max(RunStep.seq)).where(RunStep.run_id == run_id))
             spent = session.execute(
@@ -187,6 +187,7 @@ class RunExecutor:
                 spec=spec,
                 totals=RunTotals(tokens=int(spent[0]), cost_nano_usd=int(spent[1])),
                 next_step=(last_seq or 0) + 1,
+                resumed_through=last_seq or 0,
             )
 
     def _input(self, run_id: str) -> str:
@@ -201,11 +202,14 @@ class RunExecutor:
             if owner is not None:
                 query = query.where(Run.lease_owner == owner, Run.status == "running")
             paused = end.status == "waiting_approval"
+            # The step count is written once per execution, not bumped on every call.
+            steps = select(func.count(RunStep.id)).where(RunStep.run_id == ctx.run_id)
             query = query.values(
                 status=end.status,
                 output=end.output,
                 error=end.error,
                 ended_at=None if paused else utcnow(),
+                step_count=steps.scalar_subquery(),
             )
             if not session.execute(query).rowcount:  # type: ignore[attr-defined]
                 log.warning("run %s: lease lost before its end was recorded", ctx.run_id)

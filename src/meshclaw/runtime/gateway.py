@@ -44,7 +44,7 @@ from meshclaw.providers.registry import ProviderRegistry
 from meshclaw.runtime.context import RunContext
 from meshclaw.runtime.trace import request_summary, response_summary
 from meshclaw.store.db import Database
-from meshclaw.store.models import Run, RunStep, UsageRecord
+from meshclaw.store.models import RunStep, UsageRecord
 from meshclaw.telemetry import Telemetry
 
 Sleep = Callable[[float], Awaitable[None]]
@@ -217,7 +217,6 @@ class Gateway:
                     price_version=self._prices.version if cost is not None else None,
                 )
             )
-            self._bump_step_count(session, ctx)
             self._audit.append(
                 session,
                 self._record(
@@ -385,7 +384,6 @@ class Gateway:
                     latency_ms=latency_ms,
                 )
             )
-            self._bump_step_count(session, ctx)
             self._audit.append(
                 session,
                 self._record(
@@ -511,7 +509,7 @@ class Gateway:
         with self._db.session() as session:
             _upsert_step(
                 session,
-                ctx.run_id,
+                ctx,
                 seq,
                 kind=kind,
                 name=name,
@@ -522,7 +520,6 @@ class Gateway:
                 error=decision.reason,
                 ended_at=utcnow(),
             )
-            self._bump_step_count(session, ctx)
             self._audit.append(
                 session,
                 self._record(
@@ -536,7 +533,7 @@ class Gateway:
         with self._db.session() as session:
             return _upsert_step(
                 session,
-                ctx.run_id,
+                ctx,
                 seq,
                 kind=kind,
                 name=name,
@@ -556,7 +553,6 @@ class Gateway:
     ) -> None:
         with self._db.session() as session:
             self._finish_step(session, step_id, status, response, error, decision, 0)
-            self._bump_step_count(session, ctx)
 
     @staticmethod
     def _finish_step(
@@ -584,12 +580,6 @@ class Gateway:
             )
         )
         return bool(result.rowcount)
-
-    @staticmethod
-    def _bump_step_count(session: Any, ctx: RunContext) -> None:
-        session.execute(
-            update(Run).where(Run.id == ctx.run_id).values(step_count=Run.step_count + 1)
-        )
 
     @staticmethod
     def _attribution(ctx: RunContext) -> dict[str, Any]:
@@ -623,12 +613,20 @@ class Gateway:
             self._audit.append(session, self._record(ctx, action, resource, outcome, details))
 
 
-def _upsert_step(session: Session, run_id: str, seq: int, **values: Any) -> str:
-    """Insert step ``seq`` of a run, or overwrite it when a resumed run re-runs that step."""
-    existing = session.scalar(select(RunStep).where(RunStep.run_id == run_id, RunStep.seq == seq))
+def _upsert_step(session: Session, ctx: RunContext, seq: int, **values: Any) -> str:
+    """Insert step ``seq`` of a run, or overwrite it when a resumed run re-runs that step.
+
+    Only steps numbered at or below where the run resumed can exist already, so a fresh
+    step skips the lookup (it is on every call's path).
+    """
+    existing = None
+    if seq <= ctx.resumed_through:
+        existing = session.scalar(
+            select(RunStep).where(RunStep.run_id == ctx.run_id, RunStep.seq == seq)
+        )
     if existing is None:
         step_id = new_id("stp")
-        session.add(RunStep(id=step_id, run_id=run_id, seq=seq, **values))
+        session.add(RunStep(id=step_id, run_id=ctx.run_id, seq=seq, **values))
         return step_id
     for key, value in values.items():
         setattr(existing, key, value)

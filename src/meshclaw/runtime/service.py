@@ -267,7 +267,11 @@ class RunService:
             input=run.input,
             output=run.output,
             error=run.error,
-            step_count=run.step_count,
+            step_count=run.step_count
+            if run.status in FINISHED
+            else int(
+                session.scalar(select(func.count(RunStep.id)).where(RunStep.run_id == run.id)) or 0
+            ),
             created_at=run.created_at,
             started_at=run.started_at,
             ended_at=run.ended_at,

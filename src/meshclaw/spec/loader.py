@@ -9,6 +9,7 @@ location in its error context as ``at`` (see ``AgentSpec._unique_tools``).
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from functools import lru_cache
 from io import StringIO
 from pathlib import Path
 from typing import Any
@@ -182,3 +183,13 @@ def dump_spec(spec: AgentSpec) -> str:
     yaml.sort_base_mapping_type_on_output = False  # type: ignore[assignment]
     yaml.dump(data, out)
     return out.getvalue()
+
+
+@lru_cache(maxsize=1024)
+def parse_stored_spec(canonical_yaml: str) -> AgentSpec:
+    """A stored spec version, parsed once per process.
+
+    Versions are immutable, so the parsed (frozen) model can be shared; the text itself
+    is the cache key. Saves a YAML round-trip parse on every run start.
+    """
+    return parse_spec(canonical_yaml)

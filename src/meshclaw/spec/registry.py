@@ -20,7 +20,7 @@ from meshclaw.ids import new_id
 from meshclaw.policy.api import ApiAuthorizer, ApiResource
 from meshclaw.policy.cedar import PolicyStore
 from meshclaw.spec.diff import diff_specs
-from meshclaw.spec.loader import dump_spec, parse_spec
+from meshclaw.spec.loader import dump_spec, parse_stored_spec
 from meshclaw.spec.models import AgentSpec
 from meshclaw.store.db import Database
 from meshclaw.store.models import Agent, AgentVersion, User
@@ -242,5 +242,5 @@ class AgentRegistry:
             owner_handle=owner.handle if owner else agent.owner_id,
             version=agent.latest_version,
             created_at=agent.created_at,
-            spec=parse_spec(latest.spec_yaml),
+            spec=parse_stored_spec(latest.spec_yaml),
         )

@@ -28,7 +28,7 @@ from sqlalchemy.exc import IntegrityError
 from meshclaw.clock import utcnow
 from meshclaw.ids import new_id
 from meshclaw.platform import Platform
-from meshclaw.spec.loader import parse_spec
+from meshclaw.spec.loader import parse_stored_spec
 from meshclaw.spec.models import AgentSpec, CronTrigger
 from meshclaw.store.models import Agent, AgentVersion, User
 from meshclaw.triggers.models import CronFiring, SchedulerLease
@@ -170,7 +170,7 @@ class CronFirer:
         agents = []
         for agent_id, spec_yaml, owner in rows:
             try:
-                agents.append((agent_id, owner, parse_spec(spec_yaml)))
+                agents.append((agent_id, owner, parse_stored_spec(spec_yaml)))
             except Exception:  # a stored spec always parsed once; never stop the others
                 log.exception("agent %s: stored spec does not parse", agent_id)
         return agents

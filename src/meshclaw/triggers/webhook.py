@@ -32,7 +32,7 @@ from meshclaw.errors import AuthError
 from meshclaw.ids import new_id
 from meshclaw.platform import Platform
 from meshclaw.runtime.service import RunInfo
-from meshclaw.spec.loader import parse_spec
+from meshclaw.spec.loader import parse_stored_spec
 from meshclaw.spec.models import WebhookTrigger
 from meshclaw.store.models import Agent, AgentVersion, User
 from meshclaw.triggers.models import WebhookNonce
@@ -143,7 +143,7 @@ class WebhookReceiver:
             ).one_or_none()
         if row is None:
             return None
-        spec = parse_spec(row.spec_yaml)
+        spec = parse_stored_spec(row.spec_yaml)
         hooks = [t for t in spec.triggers if isinstance(t, WebhookTrigger)]
         return _Target(agent_id=row.id, org_id=row.org_id, owner=row.User, triggers=hooks)
 
