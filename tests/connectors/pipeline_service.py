@@ -8,17 +8,16 @@ token is required when one is set.
 from __future__ import annotations
 
 import subprocess
-import threading
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
+
+from meshclaw._loopback import LoopbackServer
 
 
 @dataclass
@@ -27,8 +26,7 @@ class PipelineService:
     token: str | None = None
     runs: list[dict[str, Any]] = field(default_factory=list)
     port: int = 0
-    _server: uvicorn.Server | None = None
-    _thread: threading.Thread | None = None
+    _loopback: LoopbackServer | None = None
 
     @property
     def url(self) -> str:
@@ -77,28 +75,12 @@ class PipelineService:
         )
 
     def start(self) -> PipelineService:
-        config = uvicorn.Config(
-            self._app(),
-            host="127.0.0.1",
-            port=0,
-            lifespan="off",
-            log_config=None,
-            log_level="warning",
-        )
-        server = uvicorn.Server(config)
-        thread = threading.Thread(target=server.run, daemon=True)
-        thread.start()
-        deadline = time.monotonic() + 10
-        while not server.started:
-            if not thread.is_alive() or time.monotonic() > deadline:
-                server.should_exit = True
-                raise RuntimeError("the pipeline service did not start")
-            thread.join(0.01)  # poll interval; returns at once if the thread dies
-        self._server, self._thread = server, thread
-        self.port = int(server.servers[0].sockets[0].getsockname()[1])
+        loopback = LoopbackServer(self._app(), name="pipeline service")
+        self._loopback = loopback.start()
+        self.port = loopback.port
         return self
 
     def stop(self) -> None:
-        if self._server is not None and self._thread is not None:
-            self._server.should_exit = True
-            self._thread.join(5)
+        if self._loopback is not None:
+            self._loopback.stop()
+            self._loopback = None

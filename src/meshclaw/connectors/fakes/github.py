@@ -10,17 +10,17 @@ and ``GET /search/issues?q=``. Errors are GitHub's too: 401 ``Bad credentials``,
 from __future__ import annotations
 
 import threading
-import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from types import TracebackType
 from typing import Any, Self
 
-import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
+
+from meshclaw._loopback import LoopbackServer
 
 
 def _now() -> str:
@@ -230,8 +230,7 @@ class GitHubFake:
 
     def __init__(self, state: GitHubState | None = None) -> None:
         self.state = state or GitHubState()
-        self._server: uvicorn.Server | None = None
-        self._thread: threading.Thread | None = None
+        self._loopback: LoopbackServer | None = None
         self.port = 0
 
     @property
@@ -239,29 +238,15 @@ class GitHubFake:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self, timeout: float = 10.0) -> Self:
-        config = uvicorn.Config(
-            _app(self.state), host="127.0.0.1", port=0, lifespan="off", log_config=None,
-            log_level="warning", access_log=False,
-        )  # fmt: skip
-        server = uvicorn.Server(config)
-        thread = threading.Thread(target=server.run, name="github-fake", daemon=True)
-        thread.start()
-        deadline = time.monotonic() + timeout
-        while not server.started:
-            if not thread.is_alive() or time.monotonic() > deadline:
-                server.should_exit = True
-                raise RuntimeError("the GitHub fake did not start")
-            thread.join(0.01)  # poll interval; returns at once if the thread dies
-        self._server, self._thread = server, thread
-        self.port = int(server.servers[0].sockets[0].getsockname()[1])
+        loopback = LoopbackServer(_app(self.state), host="127.0.0.1", name="GitHub fake")
+        self._loopback = loopback.start(timeout)
+        self.port = loopback.port
         return self
 
     def stop(self) -> None:
-        if self._server is None or self._thread is None:
-            return
-        self._server.should_exit = True
-        self._thread.join(5)
-        self._server = self._thread = None
+        if self._loopback is not None:
+            self._loopback.stop()
+            self._loopback = None
 
     def __enter__(self) -> Self:
         return self.start()

@@ -22,11 +22,12 @@ from types import TracebackType
 from typing import Any, Self
 from urllib.parse import parse_qsl
 
-import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
+
+from meshclaw._loopback import LoopbackServer
 
 
 @dataclass
@@ -242,8 +243,7 @@ class SlackFake:
     def __init__(self, workspace: SlackWorkspace | None = None, host: str = "127.0.0.1") -> None:
         self.workspace = workspace or SlackWorkspace()
         self._host = host
-        self._server: uvicorn.Server | None = None
-        self._thread: threading.Thread | None = None
+        self._loopback: LoopbackServer | None = None
         self.port = 0
 
     @property
@@ -252,34 +252,15 @@ class SlackFake:
         return f"http://{self._host}:{self.port}/api/"
 
     def start(self, timeout: float = 10.0) -> Self:
-        config = uvicorn.Config(
-            _api(self.workspace),
-            host=self._host,
-            port=0,
-            lifespan="off",
-            log_config=None,
-            log_level="warning",
-            access_log=False,
-        )
-        server = uvicorn.Server(config)
-        thread = threading.Thread(target=server.run, name="slack-fake", daemon=True)
-        thread.start()
-        deadline = time.monotonic() + timeout
-        while not server.started:
-            if not thread.is_alive() or time.monotonic() > deadline:
-                server.should_exit = True
-                raise RuntimeError("the Slack fake did not start")
-            thread.join(0.01)  # poll interval; returns at once if the thread dies
-        self._server, self._thread = server, thread
-        self.port = int(server.servers[0].sockets[0].getsockname()[1])
+        loopback = LoopbackServer(_api(self.workspace), host=self._host, name="Slack fake")
+        self._loopback = loopback.start(timeout)
+        self.port = loopback.port
         return self
 
     def stop(self) -> None:
-        if self._server is None or self._thread is None:
-            return
-        self._server.should_exit = True
-        self._thread.join(5)
-        self._server = self._thread = None
+        if self._loopback is not None:
+            self._loopback.stop()
+            self._loopback = None
 
     def __enter__(self) -> Self:
         return self.start()

@@ -16,8 +16,6 @@ from __future__ import annotations
 
 import hmac
 import json
-import threading
-import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from types import TracebackType
@@ -31,6 +29,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
+from meshclaw._loopback import LoopbackServer
 from meshclaw.providers.scripted._replay import Answer, Failure, Malformed, Replayer
 from meshclaw.providers.scripted._wire import (
     CREATED,
@@ -192,17 +191,17 @@ class ScriptedServer:
         self.script = script
         self._replayer = Replayer(script)
         self._host = host
-        self._port = port
-        self._startup_timeout = startup_timeout
-        self._server: uvicorn.Server | None = None
-        self._thread: threading.Thread | None = None
-        self._bound: int | None = None
+        self._loopback = LoopbackServer(
+            _build_app(self._replayer),
+            host=host,
+            port=port,
+            name="scripted model server",
+            startup_timeout=startup_timeout,
+        )
 
     @property
     def port(self) -> int:
-        if self._bound is None:
-            raise RuntimeError("the scripted model server is not running")
-        return self._bound
+        return self._loopback.port
 
     @property
     def base_url(self) -> str:
@@ -223,44 +222,11 @@ class ScriptedServer:
         self._replayer.reset()
 
     def start(self) -> Self:
-        if self._thread is not None:
-            raise RuntimeError("the scripted model server is already running")
-        config = uvicorn.Config(
-            _build_app(self._replayer),
-            host=self._host,
-            port=self._port,
-            lifespan="off",
-            log_config=None,  # leave the host process's logging configuration alone
-            log_level="warning",
-            access_log=False,
-            timeout_graceful_shutdown=1,
-        )
-        server = uvicorn.Server(config)
-        thread = threading.Thread(target=server.run, name="scripted-model-server", daemon=True)
-        thread.start()
-        deadline = time.monotonic() + self._startup_timeout
-        while not server.started:
-            if not thread.is_alive():
-                raise RuntimeError(f"scripted model server failed to start on {self._host}")
-            if time.monotonic() > deadline:
-                server.should_exit = True
-                raise TimeoutError(f"scripted model server not ready in {self._startup_timeout}s")
-            thread.join(0.01)  # poll interval; returns at once if the thread dies
-        self._server, self._thread = server, thread
-        self._bound = _bound_port(server)
+        self._loopback.start()
         return self
 
     def stop(self) -> None:
-        server, thread = self._server, self._thread
-        if server is None or thread is None:
-            return
-        server.should_exit = True
-        thread.join(5)
-        if thread.is_alive():
-            server.force_exit = True
-            thread.join(5)
-        self._server = self._thread = None
-        self._bound = None
+        self._loopback.stop()
 
     def __enter__(self) -> Self:
         return self.start()
