@@ -26,7 +26,14 @@ import anthropic
 from meshclaw.errors import ProviderError, ProviderUnavailable
 from meshclaw.providers._estimate import estimate_usage
 from meshclaw.providers._names import from_wire_name, to_wire_name
-from meshclaw.providers.base import Message, ModelRequest, ModelResponse, ToolCall, Usage
+from meshclaw.providers.base import (
+    Message,
+    ModelRequest,
+    ModelResponse,
+    ToolCall,
+    Usage,
+    parse_tool_arguments,
+)
 
 DEFAULT_MAX_TOKENS = 4096
 
@@ -93,14 +100,6 @@ def _usage(raw: Any) -> Usage | None:
         cache_write_tokens=_int(getattr(raw, "cache_creation_input_tokens", 0)),
         reasoning_tokens=_int(getattr(details, "thinking_tokens", 0)),
     )
-
-
-def _arguments(raw: str) -> dict[str, Any]:
-    try:
-        value = json.loads(raw) if raw else {}
-    except json.JSONDecodeError:
-        return {}
-    return value if isinstance(value, dict) else {}
 
 
 def _error(exc: anthropic.AnthropicError) -> ProviderError:
@@ -232,7 +231,7 @@ class AnthropicProvider:
             ToolCall(
                 id=slot["id"],
                 name=from_wire_name(slot["name"]),
-                arguments=_arguments(slot["json"]),
+                arguments=parse_tool_arguments(slot["json"]),
                 raw_arguments=slot["json"] or "{}",
             )
             for _, slot in sorted(blocks.items())

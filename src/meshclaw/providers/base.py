@@ -6,6 +6,7 @@ format. Tool names are MeshClaw's ``connector.tool`` everywhere above this layer
 
 from __future__ import annotations
 
+import json
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
@@ -31,6 +32,18 @@ class ToolCall:
     arguments: dict[str, Any]
     raw_arguments: str = ""
     """The arguments exactly as the model sent them (kept when they are not valid JSON)."""
+
+
+def parse_tool_arguments(raw: str) -> dict[str, Any]:
+    """A streamed or returned arguments string as a dict; ``{}`` if it is not a JSON object.
+
+    The raw text is kept on ``ToolCall.raw_arguments``, so nothing the model sent is lost.
+    """
+    try:
+        value = json.loads(raw) if raw else {}
+    except json.JSONDecodeError:
+        return {}
+    return value if isinstance(value, dict) else {}
 
 
 @dataclass(frozen=True, kw_only=True)

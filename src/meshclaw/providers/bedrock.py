@@ -30,7 +30,14 @@ from botocore.config import Config
 from meshclaw.errors import ProviderError, ProviderUnavailable
 from meshclaw.providers._estimate import estimate_usage
 from meshclaw.providers._names import from_wire_name, to_wire_name
-from meshclaw.providers.base import Message, ModelRequest, ModelResponse, ToolCall, Usage
+from meshclaw.providers.base import (
+    Message,
+    ModelRequest,
+    ModelResponse,
+    ToolCall,
+    Usage,
+    parse_tool_arguments,
+)
 
 if TYPE_CHECKING:
     from mypy_boto3_bedrock_runtime import BedrockRuntimeClient
@@ -88,14 +95,6 @@ def _usage(raw: Any) -> Usage | None:
         cached_tokens=cache_read,
         cache_write_tokens=int(raw.get("cacheWriteInputTokens") or 0),
     )
-
-
-def _arguments(raw: str) -> dict[str, Any]:
-    try:
-        value = json.loads(raw) if raw else {}
-    except json.JSONDecodeError:
-        return {}
-    return value if isinstance(value, dict) else {}
 
 
 def _error(exc: Exception) -> ProviderError:
@@ -247,7 +246,7 @@ class BedrockProvider:
             ToolCall(
                 id=slot["id"],
                 name=from_wire_name(slot["name"]),
-                arguments=_arguments(slot["json"]),
+                arguments=parse_tool_arguments(slot["json"]),
                 raw_arguments=slot["json"] or "{}",
             )
             for _, slot in sorted(tools.items())

@@ -14,7 +14,14 @@ import openai
 from openai.types.chat import ChatCompletion, ChatCompletionChunk
 
 from meshclaw.errors import ProviderError, ProviderUnavailable
-from meshclaw.providers.base import Message, ModelRequest, ModelResponse, ToolCall, Usage
+from meshclaw.providers.base import (
+    Message,
+    ModelRequest,
+    ModelResponse,
+    ToolCall,
+    Usage,
+    parse_tool_arguments,
+)
 
 WIRE_SEPARATOR = "__"
 """OpenAI function names allow ``[a-zA-Z0-9_-]`` only, so ``mail.send`` goes as ``mail__send``."""
@@ -45,14 +52,6 @@ def _message_to_wire(message: Message) -> dict[str, Any]:
     if message.tool_call_id is not None:
         wire["tool_call_id"] = message.tool_call_id
     return wire
-
-
-def _parse_arguments(raw: str) -> dict[str, Any]:
-    try:
-        value = json.loads(raw) if raw else {}
-    except json.JSONDecodeError:
-        return {}
-    return value if isinstance(value, dict) else {}
 
 
 def _usage(raw: Any) -> Usage | None:
@@ -152,7 +151,7 @@ class OpenAICompatibleProvider:
             ToolCall(
                 id=tc.id,
                 name=from_wire_name(tc.function.name),
-                arguments=_parse_arguments(tc.function.arguments),
+                arguments=parse_tool_arguments(tc.function.arguments),
                 raw_arguments=tc.function.arguments,
             )
             for tc in (choice.message.tool_calls or [])
@@ -202,7 +201,7 @@ class OpenAICompatibleProvider:
             ToolCall(
                 id=slot["id"],
                 name=from_wire_name(slot["name"]),
-                arguments=_parse_arguments(slot["arguments"]),
+                arguments=parse_tool_arguments(slot["arguments"]),
                 raw_arguments=slot["arguments"],
             )
             for _, slot in sorted(calls.items())
