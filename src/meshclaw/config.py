@@ -85,6 +85,19 @@ class TelemetrySettings(BaseModel):
     """Serve Prometheus metrics at ``/metrics`` (team/agent labels, never users)."""
 
 
+class WebSettings(BaseModel):
+    """The dashboard's sign-in sessions."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    session_hours: float = Field(default=12.0, gt=0, le=24 * 30)
+    """How long a dashboard sign-in lasts before the person must sign in again."""
+    secure_cookies: bool = False
+    """Mark the session cookie ``Secure`` (set it when the platform is served over HTTPS)."""
+    open_browser: bool = True
+    """``meshclaw serve --demo`` opens the dashboard in a browser when one is available."""
+
+
 def _config_file() -> Path:
     return Path(os.environ.get("MESHCLAW_CONFIG", "meshclaw.toml"))
 
@@ -115,6 +128,8 @@ class Settings(BaseSettings):
     """OpenTelemetry export and Prometheus metrics."""
     connectors: dict[str, ConnectorConfig] = Field(default_factory=dict)
     """MCP servers by connector name (docs/connectors.md); more can be added at run time."""
+    web: WebSettings = Field(default_factory=WebSettings)
+    """Dashboard sign-in (docs/dashboard.md)."""
     credentials_file: Path | None = None
     """File-backed credential store; default ``<home>/credentials.json`` (mode 0600)."""
     vault_key_file: Path | None = None

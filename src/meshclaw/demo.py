@@ -12,6 +12,8 @@ from meshclaw.spec.loader import parse_spec
 from meshclaw.store.models import Org
 
 DEMO_ORG = "acme"
+DEMO_PASSWORD = "meshclaw-demo"
+"""Every demo user's dashboard password (the demo is for a laptop, not for production)."""
 # (handle, team, role, job function)
 DEMO_PEOPLE = [
     ("alice", "platform", "employee", "Site reliability engineer"),
@@ -42,6 +44,8 @@ def seed_demo(platform: Platform) -> bool:
             role=role,
             job_function=job,
         )
+    for user in users.values():
+        platform.signin.set_password(user.id, DEMO_PASSWORD)
     alice = platform.accounts.caller_for(users["alice"])
     for entry in sorted(
         resources.files("meshclaw.data").joinpath("demo-agents").iterdir(), key=str

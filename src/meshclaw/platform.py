@@ -6,11 +6,13 @@ settings or opens the database.
 
 from __future__ import annotations
 
+from datetime import timedelta
 from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from meshclaw.accounts.service import Accounts
+from meshclaw.accounts.signin import SignIn
 from meshclaw.analytics.service import AnalyticsService
 from meshclaw.audit.log import build_audit
 from meshclaw.config import ProviderConfig, Settings
@@ -57,6 +59,10 @@ class Platform:
         self.db = Database(url)
         self.audit, self.audit_log = build_audit(self.db, self.settings)
         self.accounts = Accounts(self.db, self.audit)
+        self.signin = SignIn(
+            self.db, self.audit, ttl=timedelta(hours=self.settings.web.session_hours)
+        )
+        """Dashboard sign-in: passwords and browser sessions (``accounts.signin``)."""
         self.policies = PolicyStore.from_file(self.settings.policy_file)
         """The active Cedar policy set, shared by the gateway and the API checks."""
         self.access = ApiAuthorizer(self.policies)
@@ -93,13 +99,15 @@ class Platform:
             link_key=lambda: load_link_key(self.settings.home / "feedback-link.key"),
         )
         """Outcome records, feedback, durability re-checks (``outcomes.service``)."""
+        self.findings = FindingsService(self.db, self.audit)
+        """Integrity findings and their review queue (``integrity.findings``)."""
         self.analytics = AnalyticsService(
             self.db,
             self.audit,
             self.access,
             self.outcomes,
             # Open or under-review integrity findings withhold credit (pending review).
-            withheld=FindingsService(self.db, self.audit).withheld,
+            withheld=self.findings.withheld,
         )
         """Leaderboards, adoption and drill-downs under privacy tiers (``analytics.service``)."""
         self.provider_configs: dict[str, ProviderConfig] = dict(self.settings.providers)

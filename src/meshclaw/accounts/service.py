@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import secrets
 from dataclasses import dataclass
+from datetime import datetime
 
 from sqlalchemy import select
 
@@ -33,6 +34,35 @@ class Caller:
     team_id: str | None
     handle: str
     role: str
+
+
+def caller_of(user: User) -> Caller:
+    return Caller(
+        user_id=user.id,
+        org_id=user.org_id,
+        team_id=user.team_id,
+        handle=user.handle,
+        role=user.role,
+    )
+
+
+@dataclass(frozen=True, kw_only=True)
+class TokenInfo:
+    id: str
+    name: str
+    created_at: datetime
+    last_used_at: datetime | None
+    revoked_at: datetime | None
+
+    @classmethod
+    def of(cls, row: ApiToken) -> TokenInfo:
+        return cls(
+            id=row.id,
+            name=row.name,
+            created_at=row.created_at,
+            last_used_at=row.last_used_at,
+            revoked_at=row.revoked_at,
+        )
 
 
 class Accounts:
@@ -133,19 +163,37 @@ class Accounts:
             if user is None:
                 raise AuthError("token owner no longer exists")
             token.last_used_at = utcnow()
-            return Caller(
-                user_id=user.id,
-                org_id=user.org_id,
-                team_id=user.team_id,
-                handle=user.handle,
-                role=user.role,
-            )
+            return caller_of(user)
 
     def caller_for(self, user: User) -> Caller:
-        return Caller(
-            user_id=user.id,
-            org_id=user.org_id,
-            team_id=user.team_id,
-            handle=user.handle,
-            role=user.role,
-        )
+        return caller_of(user)
+
+    def tokens(self, caller: Caller) -> list[TokenInfo]:
+        """The caller's own API tokens (never their secrets), newest first."""
+        with self._db.session() as session:
+            rows = session.scalars(
+                select(ApiToken)
+                .where(ApiToken.user_id == caller.user_id)
+                .order_by(ApiToken.created_at.desc())
+            )
+            return [TokenInfo.of(row) for row in rows]
+
+    def revoke_token(self, caller: Caller, token_id: str) -> TokenInfo:
+        """Revoke one of the caller's own tokens; someone else's reads as not found."""
+        with self._db.session() as session:
+            token = session.get(ApiToken, token_id)
+            if token is None or token.user_id != caller.user_id:
+                raise NotFoundError(f"no token {token_id!r}")
+            if token.revoked_at is None:
+                token.revoked_at = utcnow()
+                self._audit.append(
+                    session,
+                    AuditRecord(
+                        action="token.revoke",
+                        resource=f"token:{token.id}",
+                        outcome="ok",
+                        org_id=token.org_id,
+                        actor_user_id=caller.user_id,
+                    ),
+                )
+            return TokenInfo.of(token)

@@ -18,6 +18,7 @@ from meshclaw import __version__
 from meshclaw.api import analytics as analytics_api
 from meshclaw.api import approvals as approvals_api
 from meshclaw.api import audit as audit_api
+from meshclaw.api import auth as auth_api
 from meshclaw.api import connectors as connectors_api
 from meshclaw.api import hooks as hooks_api
 from meshclaw.api import metering as metering_api
@@ -41,6 +42,7 @@ from meshclaw.metering.usage import GroupBy, Period, usage_report
 from meshclaw.platform import Platform
 from meshclaw.spec.loader import parse_spec, validate_spec
 from meshclaw.spec.registry import AgentInfo
+from meshclaw.web import install as install_dashboard
 from meshclaw.workers.dispatch import RunDispatcher
 
 PROBLEM = "application/problem+json"
@@ -70,6 +72,7 @@ def create_app(platform: Platform, worker: RunDispatcher | None = None) -> FastA
     app = FastAPI(title="MeshClaw", version=__version__, description=__doc__)
     app.state.platform = platform
     app.state.dispatcher = worker
+    app.include_router(auth_api.router)
     app.include_router(approvals_api.router)
     app.include_router(policy_api.router)
     app.include_router(audit_api.router)
@@ -79,6 +82,7 @@ def create_app(platform: Platform, worker: RunDispatcher | None = None) -> FastA
     app.include_router(ops_api.router)
     app.include_router(outcomes_api.router)
     app.include_router(analytics_api.router)
+    install_dashboard(app)
 
     @app.exception_handler(SpecError)
     async def _spec_error(_: Request, exc: SpecError) -> JSONResponse:

@@ -22,7 +22,7 @@ def serve(
 ) -> None:
     """Start the platform: migrations, API, run worker, embedded model server."""
     from meshclaw.api.app import create_app
-    from meshclaw.demo import seed_demo
+    from meshclaw.demo import DEMO_PASSWORD, seed_demo
     from meshclaw.platform import Platform
     from meshclaw.workers.dispatch import broker_dispatcher
     from meshclaw.workers.inprocess import InProcessWorker
@@ -32,7 +32,10 @@ def serve(
     bind_port = settings.port if port is None else port
     platform = Platform(settings)
     if demo and seed_demo(platform):
-        console.print("seeded the demo org 'acme' (users alice, bob, carol, dave, erin)")
+        console.print(
+            "seeded the demo org 'acme' (users alice, bob, carol, dave, erin; "
+            f"dashboard password {DEMO_PASSWORD!r})"
+        )
     model_url = platform.start_embedded_model_server()
     # With a broker, runs go to `meshclaw worker` processes; else this process runs them.
     broker = broker_dispatcher(platform)
@@ -52,6 +55,7 @@ def serve(
             )
         )
         print(f"MeshClaw listening on {address}")
+        print(f"  dashboard:    {address}/ui/")
         print(f"  API docs:     {address}/docs")
         if model_url:
             print(f"  model server: {model_url} (scripted demo model)")

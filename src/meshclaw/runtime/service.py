@@ -184,11 +184,12 @@ class RunService:
         status: str | None = None,
         limit: int = 50,
         offset: int = 0,
+        mine: bool = False,
     ) -> list[RunInfo]:
-        """Runs of the caller's own agents (admins: the whole org)."""
+        """Runs of the caller's own agents (admins: the whole org, unless ``mine``)."""
         with self._db.session() as session:
             query = select(Run).where(Run.org_id == caller.org_id)
-            if not self._sees_whole_org(caller):
+            if mine or not self._sees_whole_org(caller):
                 query = query.where(Run.user_id == caller.user_id)
             if agent is not None:
                 query = query.join(Agent, Agent.id == Run.agent_id).where(

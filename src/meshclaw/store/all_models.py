@@ -7,6 +7,7 @@ import line here.
 
 from __future__ import annotations
 
+from meshclaw.accounts import models as account_models
 from meshclaw.analytics import models as analytics_models
 from meshclaw.audit import models as audit_models
 from meshclaw.connectors import models as connector_models
@@ -20,6 +21,7 @@ from meshclaw.triggers import models as trigger_models
 
 __all__ = [
     "Base",
+    "account_models",
     "analytics_models",
     "audit_models",
     "connector_models",

@@ -1,0 +1,123 @@
+"""What every dashboard page shares: templates, the signed-in caller, CSRF-checked forms.
+
+Pages are server-rendered (Jinja2) and work without JavaScript; ``static/app.js`` only
+adds live updates (SSE) and charts. A page reads through the same services as the API,
+as the signed-in ``Caller``, so Cedar decides the same way for both.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from decimal import Decimal
+from importlib import resources
+from typing import Annotated, Any
+from urllib.parse import quote
+
+from fastapi import Depends, Request
+from fastapi.responses import HTMLResponse
+from fastapi.templating import Jinja2Templates
+from jinja2 import Environment, FileSystemLoader, select_autoescape
+
+from meshclaw.accounts.service import Caller
+from meshclaw.api.deps import PlatformDep, check_csrf, session_of
+from meshclaw.platform import Platform
+
+PREFIX = "/ui"
+
+_TEMPLATES_DIR = str(resources.files("meshclaw.web").joinpath("templates"))
+_env = Environment(
+    loader=FileSystemLoader(_TEMPLATES_DIR),
+    autoescape=select_autoescape(["html"]),
+    trim_blocks=True,
+    lstrip_blocks=True,
+)
+templates = Jinja2Templates(env=_env)
+
+
+class SignInRequired(Exception):
+    """Raised by page dependencies; the app answers with a redirect to the sign-in page."""
+
+    def __init__(self, next_path: str) -> None:
+        super().__init__(next_path)
+        self.next_path = next_path
+
+
+def sign_in_url(next_path: str) -> str:
+    return f"{PREFIX}/login?next={quote(next_path, safe='/')}"
+
+
+@dataclass(frozen=True, kw_only=True)
+class Viewer:
+    """The signed-in person looking at a page, and the session's CSRF token for forms."""
+
+    caller: Caller
+    csrf_token: str
+    platform: Platform
+
+    @property
+    def is_org_role(self) -> bool:
+        return self.caller.role in ("platform_admin", "auditor")
+
+
+def current_viewer(request: Request, platform: PlatformDep) -> Viewer:
+    signed_in = session_of(request, platform)
+    if signed_in is None:
+        path = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+        raise SignInRequired(path)
+    return Viewer(caller=signed_in.caller, csrf_token=signed_in.csrf_token, platform=platform)
+
+
+ViewerDep = Annotated[Viewer, Depends(current_viewer)]
+
+
+async def checked_form(request: Request, viewer: ViewerDep) -> dict[str, str]:
+    """The posted form's fields, after checking its CSRF token (403 when it is wrong)."""
+    form = await request.form()
+    fields = {k: v for k, v in form.multi_items() if isinstance(v, str)}
+    signed_in = session_of(request, viewer.platform)
+    if signed_in is None:
+        raise SignInRequired(request.url.path)
+    check_csrf(request, signed_in, fields.get("csrf", ""))
+    fields.pop("csrf", None)
+    return fields
+
+
+FormDep = Annotated[dict[str, str], Depends(checked_form)]
+
+
+def render(
+    request: Request,
+    template: str,
+    viewer: Viewer | None,
+    *,
+    status_code: int = 200,
+    **context: Any,
+) -> HTMLResponse:
+    """Render a page with what the layout needs (who is signed in, the nav, CSRF)."""
+    return templates.TemplateResponse(
+        request,
+        template,
+        {
+            "viewer": viewer,
+            "caller": viewer.caller if viewer else None,
+            "csrf": viewer.csrf_token if viewer else "",
+            "prefix": PREFIX,
+            "path": request.url.path,
+            **context,
+        },
+        status_code=status_code,
+    )
+
+
+def money(value: Decimal | float | int | None) -> str:
+    """Cost as people read it: dollars with cents, sub-cent amounts with more digits."""
+    if value is None:
+        return "\N{EN DASH}"
+    amount = Decimal(value)
+    if amount and abs(amount) < Decimal("0.01"):
+        return f"${amount:.4f}"
+    return f"${amount:,.2f}"
+
+
+_env.filters["money"] = money
+_env.filters["when"] = lambda d: d.strftime("%Y-%m-%d %H:%M UTC") if d else "\N{EN DASH}"
