@@ -11,7 +11,7 @@ from typing import Annotated, Any
 
 from fastapi import FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from meshclaw import __version__
@@ -25,6 +25,7 @@ from meshclaw.api import metering as metering_api
 from meshclaw.api import ops as ops_api
 from meshclaw.api import outcomes as outcomes_api
 from meshclaw.api import policy as policy_api
+from meshclaw.api import streams as streams_api
 from meshclaw.api.deps import Authed
 from meshclaw.api.schemas import (
     AgentCreate,
@@ -43,6 +44,7 @@ from meshclaw.platform import Platform
 from meshclaw.spec.loader import parse_spec, validate_spec
 from meshclaw.spec.registry import AgentInfo
 from meshclaw.web import install as install_dashboard
+from meshclaw.web._pages import error_page, is_page
 from meshclaw.workers.dispatch import RunDispatcher
 
 PROBLEM = "application/problem+json"
@@ -80,6 +82,7 @@ def create_app(platform: Platform, worker: RunDispatcher | None = None) -> FastA
     app.include_router(metering_api.router)
     app.include_router(hooks_api.router)
     app.include_router(ops_api.router)
+    app.include_router(streams_api.router)
     app.include_router(outcomes_api.router)
     app.include_router(analytics_api.router)
     install_dashboard(app)
@@ -90,10 +93,11 @@ def create_app(platform: Platform, worker: RunDispatcher | None = None) -> FastA
         return _problem(422, "Invalid agent spec", f"{len(issues)} problem(s) in the spec", issues)
 
     @app.exception_handler(MeshClawError)
-    async def _meshclaw_error(_: Request, exc: MeshClawError) -> JSONResponse:
-        if isinstance(exc, UserError):
-            return _problem(exc.http_status, type(exc).__name__, str(exc))
-        return _problem(500, type(exc).__name__, str(exc))
+    async def _meshclaw_error(request: Request, exc: MeshClawError) -> Response:
+        status = exc.http_status if isinstance(exc, UserError) else 500
+        if is_page(request):
+            return error_page(request, status, str(exc))
+        return _problem(status, type(exc).__name__, str(exc))
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
@@ -105,7 +109,9 @@ def create_app(platform: Platform, worker: RunDispatcher | None = None) -> FastA
         )
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+    async def _http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        if is_page(request):
+            return error_page(request, exc.status_code, str(exc.detail))
         return _problem(exc.status_code, "HTTP error", str(exc.detail))
 
     @app.get("/health", tags=["meta"])

@@ -109,6 +109,28 @@ def render(
     )
 
 
+def is_page(request: Request) -> bool:
+    """Whether the request is for a dashboard page (errors then render as HTML)."""
+    return request.url.path == PREFIX or request.url.path.startswith(PREFIX + "/")
+
+
+_TITLES = {400: "Bad request", 401: "Sign in needed", 403: "Not allowed", 404: "Not found",
+           409: "Cannot do that now", 422: "Invalid input"}  # fmt: skip
+
+
+def error_page(request: Request, status: int, detail: str) -> HTMLResponse:
+    """A user's mistake or a refusal on a page: the reason in plain words, never a trace."""
+    viewer = None
+    platform = request.app.state.platform
+    signed_in = session_of(request, platform)
+    if signed_in is not None:
+        viewer = Viewer(caller=signed_in.caller, csrf_token=signed_in.csrf_token, platform=platform)
+    title = _TITLES.get(status, "Something went wrong" if status >= 500 else "Error")
+    if status >= 500:
+        detail = "The platform failed while handling this page; the error is in the server log."
+    return render(request, "error.html", viewer, status_code=status, title=title, detail=detail)
+
+
 def money(value: Decimal | float | int | None) -> str:
     """Cost as people read it: dollars with cents, sub-cent amounts with more digits."""
     if value is None:
