@@ -1,4 +1,4 @@
-"""Host-local administration: database, demo data, tokens, the scripted model server."""
+"""Host-local administration: database, demo data, tokens, passwords, the scripted model."""
 
 from __future__ import annotations
 
@@ -17,7 +17,9 @@ demo_app = typer.Typer(help="Demo org.", no_args_is_help=True)
 token_app = typer.Typer(help="API tokens (run on the server host).", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 app.add_typer(demo_app, name="demo")
+user_app = typer.Typer(help="Dashboard sign-in (run on the server host).", no_args_is_help=True)
 app.add_typer(token_app, name="token")
+app.add_typer(user_app, name="user")
 
 
 @db_app.command("upgrade")
@@ -61,6 +63,33 @@ def token_create(
             raise NotFoundError(f"no org {org!r}")
         person = platform.accounts.user_by_handle(found.id, user)
         print(platform.accounts.issue_token(person.id, name))
+    finally:
+        platform.close()
+
+
+@user_app.command("set-password")
+@handle_errors
+def user_set_password(
+    user: str = typer.Option(..., help="User handle."),
+    org: str = typer.Option(..., help="Org name."),
+    password: str = typer.Option(
+        ...,
+        prompt=True,
+        hide_input=True,
+        confirmation_prompt=True,
+        envvar="MESHCLAW_NEW_PASSWORD",
+        help="Asked for when not given (never put it on a shared command line).",
+    ),
+) -> None:
+    """Set a person's dashboard password; it ends every session they have open."""
+    platform = open_platform()
+    try:
+        found = platform.accounts.org_by_name(org)
+        if found is None:
+            raise NotFoundError(f"no org {org!r}")
+        person = platform.accounts.user_by_handle(found.id, user)
+        platform.signin.set_password(person.id, password)
+        console.print(f"password set for {user}; their open sessions were ended")
     finally:
         platform.close()
 

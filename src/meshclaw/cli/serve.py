@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import socket
 import sys
+import threading
+import webbrowser
 
 import typer
 import uvicorn
@@ -11,6 +14,19 @@ import uvicorn
 from meshclaw.cli._app import app, handle_errors
 from meshclaw.cli._output import console
 from meshclaw.config import Settings
+
+
+def open_dashboard_later(url: str) -> None:
+    """Open the dashboard in the user's browser once the server is up, if there is a screen.
+
+    Without a display ``webbrowser`` may pick a text browser that takes over the terminal,
+    so a headless machine gets only the printed address.
+    """
+    if sys.platform != "darwin" and not (
+        os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY") or sys.platform == "win32"
+    ):
+        return
+    threading.Timer(1.0, webbrowser.open, args=(url,)).start()
 
 
 @app.command("serve")
@@ -61,6 +77,8 @@ def serve(
             print(f"  model server: {model_url} (scripted demo model)")
         print("  try:          .venv/bin/meshclaw run daily-notes --input 'note the time' --follow")
         sys.stdout.flush()
+        if demo and settings.web.open_browser:
+            open_dashboard_later(f"{address}/ui/")
         server.run(sockets=[sock])
     finally:
         if worker is not None:
