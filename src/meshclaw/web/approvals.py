@@ -1,7 +1,113 @@
-"""Dashboard pages: approvals (being built)."""
+"""Dashboard page: the approvals inbox.
+
+Each held tool call shows exactly what would happen if approved (tool, action, the
+arguments as they will be sent) and why the policy held it. Approving or denying goes
+through ``platform.approvals.decide`` (Cedar's ``approval.grant``, audited); when that
+queued the run again it is handed to a worker, as ``POST /v1/approvals/{id}/approve`` does.
+Below the inbox: recent decisions on runs the viewer can see.
+"""
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from sqlalchemy import select
+
+from meshclaw.errors import ConflictError, NotFoundError
+from meshclaw.policy.approvals import ApprovalInfo
+from meshclaw.policy.models import Approval
+from meshclaw.web._pages import PREFIX, FormDep, Viewer, ViewerDep, render
+from meshclaw.web._trace import pretty
 
 router = APIRouter()
+
+MAX_NOTE = 2000
+RECENT_RUNS = 100
+"""Decisions are listed for the viewer's most recent runs (the runs service decides which)."""
+RECENT_DECISIONS = 25
+_DONE = {
+    "approved": "Approved: the call goes through once and the run continues.",
+    "denied": "Denied: the run continues and the model is told who refused the call.",
+}
+
+
+@router.get("/approvals", response_class=HTMLResponse)
+def inbox(request: Request, viewer: ViewerDep, done: str | None = None) -> HTMLResponse:
+    return _inbox(request, viewer, flash=_DONE.get(done or ""))
+
+
+@router.post("/approvals/{approval_id}")
+def decide(request: Request, viewer: ViewerDep, approval_id: str, fields: FormDep) -> Response:
+    platform, caller = viewer.platform, viewer.caller
+    decision = fields.get("decision")
+    note = fields.get("note", "").replace("\r\n", "\n").strip() or None
+    if decision not in ("approve", "deny"):
+        return _inbox(request, viewer, error="Choose Approve or Deny.", status=422)
+    if note is not None and len(note) > MAX_NOTE:
+        message = f"The note is too long: at most {MAX_NOTE:,} characters."
+        return _inbox(request, viewer, status=422, notes={approval_id: (note, message)})
+    try:
+        info = platform.approvals.decide(
+            caller, approval_id, approve=decision == "approve", note=note
+        )
+    except ConflictError as exc:  # decided meanwhile, expired, or the run moved on
+        return _inbox(request, viewer, error=str(exc).capitalize() + ".", status=409)
+    dispatcher = getattr(request.app.state, "dispatcher", None)
+    if dispatcher is not None and platform.runs.get(caller, info.run_id).status == "queued":
+        dispatcher.dispatch(info.run_id)
+    done = "approved" if decision == "approve" else "denied"
+    return RedirectResponse(f"{PREFIX}/approvals?done={done}", status_code=303)
+
+
+def _inbox(
+    request: Request,
+    viewer: Viewer,
+    *,
+    flash: str | None = None,
+    error: str | None = None,
+    status: int = 200,
+    notes: dict[str, tuple[str, str]] | None = None,
+) -> HTMLResponse:
+    pending = viewer.platform.approvals.pending(viewer.caller)
+    return render(
+        request,
+        "approvals.html",
+        viewer,
+        status_code=status,
+        pending=[(a, pretty(a.arguments)) for a in pending],
+        decided=[(a, pretty(a.arguments)) for a in _decided(viewer)],
+        notes=notes or {},
+        max_note=MAX_NOTE,
+        flash=flash,
+        error=error,
+    )
+
+
+def _decided(viewer: Viewer) -> list[ApprovalInfo]:
+    """Recent decisions on the viewer's visible runs, newest first.
+
+    The runs service says which runs the viewer may see; each approval is then read
+    through the approvals service, which checks again.
+    """
+    platform, caller = viewer.platform, viewer.caller
+    run_ids = [r.id for r in platform.runs.find(caller, limit=RECENT_RUNS)]
+    if not run_ids:
+        return []
+    with platform.db.session() as session:
+        ids = session.scalars(
+            select(Approval.id)
+            .where(
+                Approval.org_id == caller.org_id,
+                Approval.run_id.in_(run_ids),
+                Approval.status != "pending",
+            )
+            .order_by(Approval.requested_at.desc(), Approval.id.desc())
+            .limit(RECENT_DECISIONS)
+        ).all()
+    decided = []
+    for approval_id in ids:
+        try:
+            decided.append(platform.approvals.get(caller, approval_id))
+        except NotFoundError:
+            continue
+    return decided
