@@ -21,6 +21,7 @@ executor continues it from its persisted steps.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -229,6 +230,27 @@ class Approvals:
         with self._db.session() as session:
             row, _ = self._find(session, caller, approval_id)
             return _info(row)
+
+    def decided(self, caller: Caller, *, limit: int = 25, scan: int = 200) -> list[ApprovalInfo]:
+        """Recent decisions (approved, denied, expired) the caller may decide, newest first.
+
+        Reads at most ``scan`` recent decisions of the org and keeps those whose run the
+        policy lets the caller decide, like ``pending``.
+        """
+        with self._db.session() as session:
+            rows = session.execute(
+                select(Approval, Run)
+                .join(Run, Run.id == Approval.run_id)
+                .where(Approval.org_id == caller.org_id, Approval.status != "pending")
+                .order_by(Approval.requested_at.desc(), Approval.id.desc())
+                .limit(scan)
+            ).all()
+            allowed = (
+                _info(approval)
+                for approval, run in rows
+                if self._access.authorize_api(caller, "approval.grant", _run_resource(run)).allowed
+            )
+            return list(itertools.islice(allowed, limit))
 
     def decide(
         self, caller: Caller, approval_id: str, *, approve: bool, note: str | None = None

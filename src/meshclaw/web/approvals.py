@@ -4,26 +4,22 @@ Each held tool call shows exactly what would happen if approved (tool, action, t
 arguments as they will be sent) and why the policy held it. Approving or denying goes
 through ``platform.approvals.decide`` (Cedar's ``approval.grant``, audited); when that
 queued the run again it is handed to a worker, as ``POST /v1/approvals/{id}/approve`` does.
-Below the inbox: recent decisions on runs the viewer can see.
+Below the inbox: recent decisions on runs the viewer may decide.
 """
 
 from __future__ import annotations
 
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
-from sqlalchemy import select
 
-from meshclaw.errors import ConflictError, NotFoundError
+from meshclaw.errors import ConflictError
 from meshclaw.policy.approvals import ApprovalInfo
-from meshclaw.policy.models import Approval
 from meshclaw.web._pages import PREFIX, FormDep, Viewer, ViewerDep, render
 from meshclaw.web._trace import pretty
 
 router = APIRouter()
 
 MAX_NOTE = 2000
-RECENT_RUNS = 100
-"""Decisions are listed for the viewer's most recent runs (the runs service decides which)."""
 RECENT_DECISIONS = 25
 _DONE = {
     "approved": "Approved: the call goes through once and the run continues.",
@@ -84,30 +80,4 @@ def _inbox(
 
 
 def _decided(viewer: Viewer) -> list[ApprovalInfo]:
-    """Recent decisions on the viewer's visible runs, newest first.
-
-    The runs service says which runs the viewer may see; each approval is then read
-    through the approvals service, which checks again.
-    """
-    platform, caller = viewer.platform, viewer.caller
-    run_ids = [r.id for r in platform.runs.find(caller, limit=RECENT_RUNS)]
-    if not run_ids:
-        return []
-    with platform.db.session() as session:
-        ids = session.scalars(
-            select(Approval.id)
-            .where(
-                Approval.org_id == caller.org_id,
-                Approval.run_id.in_(run_ids),
-                Approval.status != "pending",
-            )
-            .order_by(Approval.requested_at.desc(), Approval.id.desc())
-            .limit(RECENT_DECISIONS)
-        ).all()
-    decided = []
-    for approval_id in ids:
-        try:
-            decided.append(platform.approvals.get(caller, approval_id))
-        except NotFoundError:
-            continue
-    return decided
+    return viewer.platform.approvals.decided(viewer.caller, limit=RECENT_DECISIONS)

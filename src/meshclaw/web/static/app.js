@@ -27,7 +27,12 @@ function followLive() {
     const source = new EventSource(region.dataset.liveEvents);
     const refresh = async () => {
       const response = await fetch(region.dataset.liveSrc, { headers: { "Accept": "text/html" } });
-      if (response.ok) region.innerHTML = await response.text();
+      if (!response.ok) return;
+      region.innerHTML = await response.text();
+      // The region is replaced whole; screen readers hear only its short status line.
+      const line = region.querySelector("[data-announce]");
+      const live = document.getElementById(region.dataset.liveAnnounce || "");
+      if (line && live && live.textContent !== line.textContent) live.textContent = line.textContent;
     };
     source.addEventListener("step", refresh);
     source.addEventListener("status", refresh);
