@@ -11,6 +11,7 @@ from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from meshclaw.accounts.directory import Directory
 from meshclaw.accounts.service import Accounts
 from meshclaw.accounts.signin import SignIn
 from meshclaw.analytics.service import AnalyticsService
@@ -86,6 +87,8 @@ class Platform:
             errlog_dir=self.settings.home / "logs",
         )
         self.prices: PriceTable = load_price_table(self.settings.price_table)
+        self.directory = Directory(self.db, self.audit, self.access, prices=lambda: self.prices)
+        """People, teams and roles as admins manage them; the price table in force."""
         self.telemetry = build_telemetry(self.settings.telemetry)
         """GenAI spans (OTLP export when configured) and the Prometheus registry."""
         self.budget_guard = LimitGuard(
@@ -99,7 +102,7 @@ class Platform:
             link_key=lambda: load_link_key(self.settings.home / "feedback-link.key"),
         )
         """Outcome records, feedback, durability re-checks (``outcomes.service``)."""
-        self.findings = FindingsService(self.db, self.audit)
+        self.findings = FindingsService(self.db, self.audit, self.access)
         """Integrity findings and their review queue (``integrity.findings``)."""
         self.analytics = AnalyticsService(
             self.db,

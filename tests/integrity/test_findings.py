@@ -30,7 +30,7 @@ def world(make_world: Callable[..., Any]) -> Any:
 
 
 def test_record_review_and_audit(world: Any) -> None:
-    service = FindingsService(world.platform.db, world.platform.audit)
+    service: FindingsService = world.platform.findings
     scan = result(
         ("u7", [("no_outcome_runs", {"example_runs": ["r1", "r2"], "share": 0.7})]),
         ("u8", []),
@@ -63,7 +63,7 @@ def test_record_review_and_audit(world: Any) -> None:
 
 
 def test_a_dismissed_pattern_is_raised_again_only_with_new_evidence(world: Any) -> None:
-    service = FindingsService(world.platform.db, world.platform.audit)
+    service: FindingsService = world.platform.findings
     first = result(("u7", [("cron_churn", {"agents": [{"agent": "ag-1", "runs": 40}]})]))
     service.record(world.admin, first, source="week 1")
     [finding] = service.queue(world.admin)
@@ -77,7 +77,7 @@ def test_a_dismissed_pattern_is_raised_again_only_with_new_evidence(world: Any) 
 
 
 def test_people_see_their_own_findings_and_only_reviewers_review(world: Any) -> None:
-    service = FindingsService(world.platform.db, world.platform.audit)
+    service: FindingsService = world.platform.findings
     scan = result(
         (world.alice.user_id, [("self_addressed", {"example_outcomes": ["o1"]})]),
         (world.bob.user_id, [("split_tasks", {"example_runs": ["r9"]})]),

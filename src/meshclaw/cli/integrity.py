@@ -29,7 +29,7 @@ from meshclaw.cli._output import console, errors, print_json
 from meshclaw.errors import UserError
 from meshclaw.events import ReadReport
 from meshclaw.integrity import DETECTORS, ScanConfig, ScanResult, scan_file
-from meshclaw.integrity.findings import FindingsService, FindingView
+from meshclaw.integrity.findings import FindingView
 
 integrity_app = typer.Typer(help="Integrity: detect gaming of usage metrics.", no_args_is_help=True)
 app.add_typer(integrity_app, name="integrity")
@@ -139,9 +139,7 @@ def _record(result: ScanResult, events: Path, token: str | None) -> None:
     platform = open_platform()
     try:
         caller = resolve_caller(platform, token)
-        summary = FindingsService(platform.db, platform.audit).record(
-            caller, result, source=f"scan:{events.name}"
-        )
+        summary = platform.findings.record(caller, result, source=f"scan:{events.name}")
     finally:
         platform.close()
     errors.print(
@@ -173,7 +171,7 @@ def findings(
     platform = open_platform()
     try:
         caller = resolve_caller(platform, token)
-        rows = FindingsService(platform.db, platform.audit).queue(caller, status)
+        rows = platform.findings.queue(caller, status)
     finally:
         platform.close()
     if json_output:
@@ -201,9 +199,7 @@ def review(
     platform = open_platform()
     try:
         caller = resolve_caller(platform, token)
-        moved = FindingsService(platform.db, platform.audit).move(
-            caller, finding, action, reason=reason
-        )
+        moved = platform.findings.move(caller, finding, action, reason=reason)
     finally:
         platform.close()
     if json_output:

@@ -98,6 +98,51 @@ when { context.drill_down };
 @id("role.auditor.audit")
 permit (principal in Role::"auditor", action == Action::"audit.read", resource);
 
+// -- integrity findings: reviewers, and the person concerned -------------------------
+@id("role.employee.integrity.own")
+permit (principal in Role::"employee", action == Action::"integrity.read", resource)
+when { resource == principal };
+
+@id("role.auditor.integrity")
+permit (
+  principal in Role::"auditor",
+  action in [Action::"integrity.read", Action::"integrity.review"],
+  resource
+);
+
+@id("role.platform_admin.integrity")
+permit (
+  principal in Role::"platform_admin",
+  action in [Action::"integrity.read", Action::"integrity.review"],
+  resource
+);
+
+@id("integrity.no-self-review")
+forbid (principal, action == Action::"integrity.review", resource)
+when { resource == principal };
+
+// -- directory and reference data ---------------------------------------------------
+@id("role.employee.price.read")
+permit (principal in Role::"employee", action == Action::"price.read", resource);
+
+@id("role.team_admin.directory.team")
+permit (principal in Role::"team_admin", action == Action::"directory.read", resource)
+when { resource is Team && principal in resource };
+
+@id("role.auditor.directory.read")
+permit (principal in Role::"auditor", action == Action::"directory.read", resource);
+
+@id("role.platform_admin.directory")
+permit (
+  principal in Role::"platform_admin",
+  action in [Action::"directory.read", Action::"directory.manage", Action::"connector.manage"],
+  resource
+);
+
+@id("directory.no-self-change")
+forbid (principal, action == Action::"directory.manage", resource)
+when { resource == principal };
+
 // -- approval gates (agents) --------------------------------------------------------
 @id("approval.write-after-untrusted")
 forbid (principal is Agent, action == Action::"tool.write", resource)

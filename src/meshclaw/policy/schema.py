@@ -8,6 +8,12 @@ Tool calls are decided in two layers: ``tool.read`` / ``tool.write`` on the ``To
 decides the call itself; ``tool.argument`` is then asked once per argument value and
 once per target the call touches, because Cedar has no "for every element" operator
 and argument constraints (``to`` only inside the org) must hold for *every* value.
+
+Integrity findings are about a person, so ``integrity.read`` / ``integrity.review`` on a
+``User`` mean "the findings about that person" (who may be a pseudonymous id of an
+imported history); on the ``Org`` they mean the whole review queue (and recording a
+scan's findings). ``directory.manage`` on a ``User`` is changing that person's role or
+team; on the ``Org``, creating people and teams.
 """
 
 from __future__ import annotations
@@ -27,6 +33,12 @@ API_ACTIONS = (
     "audit.read",
     "policy.manage",
     "credential.manage",
+    "integrity.read",
+    "integrity.review",
+    "directory.read",
+    "directory.manage",
+    "price.read",
+    "connector.manage",
 )
 """Actions a person takes through the API or CLI."""
 
@@ -93,6 +105,16 @@ action "credential.manage" appliesTo {
   principal: [User], resource: [User, Org], context: ApiContext
 };
 action "audit.read", "policy.manage" appliesTo {
+  principal: [User], resource: [Org], context: ApiContext
+};
+action "integrity.read", "integrity.review" appliesTo {
+  principal: [User], resource: [User, Org], context: ApiContext
+};
+action "directory.read" appliesTo { principal: [User], resource: [Org, Team], context: ApiContext };
+action "directory.manage" appliesTo {
+  principal: [User], resource: [Org, User], context: ApiContext
+};
+action "price.read", "connector.manage" appliesTo {
   principal: [User], resource: [Org], context: ApiContext
 };
 """

@@ -1,7 +1,480 @@
-"""Dashboard pages: admin (being built)."""
+"""Admin pages: connectors and tool approvals, policy validation, budgets, the price table,
+and people, teams and roles.
+
+Each page calls the service the API and CLI call, as the signed-in person, so the same
+rules decide: Cedar (``policy.manage``, ``connector.manage``, ``directory.*``,
+``price.read``) and the budget and connector services. A form is checked field by field
+first; nothing is written unless every field is valid, and each message is shown next
+to its field. A successful change redirects (post/redirect/get) with a short note.
+"""
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+import json
+from typing import Any
+from urllib.parse import urlencode
+
+from fastapi import APIRouter, Request
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+
+from meshclaw.accounts.directory import KEEP, InvalidFields, PersonInfo
+from meshclaw.accounts.service import ROLES
+from meshclaw.errors import (
+    ConflictError,
+    MeshClawError,
+    NotFoundError,
+    PermissionDenied,
+    UserError,
+)
+from meshclaw.metering.budgets import parse_cap
+from meshclaw.metering.limits import METRICS, PERIODS, SCOPES
+from meshclaw.policy.api import ApiResource
+from meshclaw.policy.roles import BUILTIN_POLICIES
+from meshclaw.web._pages import PREFIX, FormDep, Viewer, ViewerDep, render
 
 router = APIRouter()
+
+MAX_POLICY_CHARS = 100_000
+DONE = {
+    "approved": "Tool definition approved: agents may call it again.",
+    "refreshed": "Tool list refreshed from the server.",
+    "budget-saved": "Budget saved.",
+    "budget-deleted": "Budget deleted.",
+    "user-created": "Person added. They sign in once a password is set "
+    "(meshclaw user set-password).",
+    "user-changed": "Role and team saved.",
+    "team-created": "Team added.",
+}
+FIX_FIELDS = "Nothing was saved: correct the fields marked below."
+
+
+def _allowed(viewer: Viewer, action: str) -> bool:
+    org = ApiResource.org(viewer.caller.org_id)
+    return viewer.platform.access.authorize_api(viewer.caller, action, org).allowed
+
+
+def _done(path: str, key: str, **extra: str) -> RedirectResponse:
+    return RedirectResponse(f"{PREFIX}{path}?{urlencode({'done': key, **extra})}", 303)
+
+
+def _flash(done: str | None) -> str | None:
+    return DONE.get(done or "")
+
+
+# -- overview ----------------------------------------------------------------------------
+
+
+@router.get("/admin", response_class=HTMLResponse)
+def overview(request: Request, viewer: ViewerDep) -> HTMLResponse:
+    return render(
+        request,
+        "admin.html",
+        viewer,
+        may_policies=_allowed(viewer, "policy.manage"),
+        may_connectors=_allowed(viewer, "connector.manage"),
+        may_directory=_may_list_people(viewer),
+    )
+
+
+def _may_list_people(viewer: Viewer) -> bool:
+    try:
+        viewer.platform.directory.teams(viewer.caller, limit=1)
+    except PermissionDenied:
+        return False
+    return True
+
+
+# -- connectors --------------------------------------------------------------------------
+
+
+@router.get("/admin/connectors", response_class=HTMLResponse)
+def connectors(request: Request, viewer: ViewerDep) -> HTMLResponse:
+    infos = viewer.platform.connector_admin.list_connectors(viewer.caller)
+    return render(
+        request,
+        "admin_connectors.html",
+        viewer,
+        connectors=infos,
+        may_manage=_allowed(viewer, "connector.manage"),
+    )
+
+
+async def _connector_page(
+    request: Request,
+    viewer: Viewer,
+    name: str,
+    *,
+    refresh: bool = False,
+    error: str | None = None,
+    flash: str | None = None,
+    status_code: int = 200,
+) -> HTMLResponse:
+    config = viewer.platform.connector_admin.config(name)  # 404 for an unknown name
+    try:
+        tools = await viewer.platform.connector_admin.tools(viewer.caller, name, refresh=refresh)
+    except MeshClawError as exc:  # the server is down or misbehaves: say so, show the record
+        error = f"Could not list the tools from the server: {exc}"
+        status_code = 502
+        tools = await viewer.platform.connector_admin.tools(viewer.caller, name, refresh=False)
+    return render(
+        request,
+        "admin_connector.html",
+        viewer,
+        status_code=status_code,
+        name=name,
+        config=config,
+        tools=tools,
+        definitions={t.tool: json.dumps(t.definition, indent=2, sort_keys=True) for t in tools},
+        may_manage=_allowed(viewer, "connector.manage"),
+        error=error,
+        flash=flash,
+    )
+
+
+@router.get("/admin/connectors/{name}", response_class=HTMLResponse)
+async def connector(
+    request: Request, viewer: ViewerDep, name: str, done: str | None = None
+) -> HTMLResponse:
+    return await _connector_page(request, viewer, name, flash=_flash(done))
+
+
+@router.post("/admin/connectors/{name}/refresh", response_model=None)
+async def refresh_connector(
+    request: Request, viewer: ViewerDep, _: FormDep, name: str
+) -> HTMLResponse | Response:
+    page = await _connector_page(request, viewer, name, refresh=True)
+    if page.status_code != 200:
+        return page
+    return _done(f"/admin/connectors/{name}", "refreshed")
+
+
+@router.post("/admin/connectors/{name}/approve", response_model=None)
+async def approve_tool(
+    request: Request, viewer: ViewerDep, fields: FormDep, name: str
+) -> HTMLResponse | Response:
+    """Approve exactly the definition the admin saw (its hash is in the form)."""
+    org = ApiResource.org(viewer.caller.org_id)
+    viewer.platform.access.require(viewer.caller, "connector.manage", org)
+    tool, expected = fields.get("tool", ""), fields.get("expected_hash", "")
+    if not tool or not expected:
+        return await _connector_page(
+            request, viewer, name, status_code=422,
+            error="Choose a tool to approve from the list below (the form was incomplete).",
+        )  # fmt: skip
+    try:
+        viewer.platform.connector_admin.approve(viewer.caller, name, [tool], expected_hash=expected)
+    except (ConflictError, NotFoundError) as exc:
+        return await _connector_page(
+            request, viewer, name, status_code=exc.http_status,
+            error=f"Nothing was approved: {exc}.",
+        )  # fmt: skip
+    return _done(f"/admin/connectors/{name}", "approved")
+
+
+# -- policies ----------------------------------------------------------------------------
+
+
+def _org_policies(viewer: Viewer) -> str:
+    """The org's own policies as loaded (the built-ins come first in the loaded text)."""
+    text = viewer.platform.policies.current.text
+    return text[len(BUILTIN_POLICIES) + 1 :] if text.startswith(BUILTIN_POLICIES) else ""
+
+
+@router.get("/admin/policies", response_class=HTMLResponse)
+def policies(request: Request, viewer: ViewerDep) -> HTMLResponse:
+    org = ApiResource.org(viewer.caller.org_id)
+    viewer.platform.access.require(viewer.caller, "policy.manage", org)
+    return render(
+        request,
+        "admin_policies.html",
+        viewer,
+        text=_org_policies(viewer),
+        checked=False,
+        issues=[],
+        lines=[],
+        errors={},
+        source=viewer.platform.settings.policy_file,
+    )
+
+
+@router.post("/admin/policies", response_class=HTMLResponse)
+def validate_policies(request: Request, viewer: ViewerDep, fields: FormDep) -> HTMLResponse:
+    """Validate like ``POST /v1/policy/validate``: nothing is loaded or saved."""
+    org = ApiResource.org(viewer.caller.org_id)
+    viewer.platform.access.require(viewer.caller, "policy.manage", org)
+    text = fields.get("policies", "")
+    errors: dict[str, str] = {}
+    issues = []
+    if len(text) > MAX_POLICY_CHARS:
+        errors["policies"] = f"At most {MAX_POLICY_CHARS:,} characters ({len(text):,} now)."
+    else:
+        issues = viewer.platform.policies.validate(text)
+        if issues:
+            errors["policies"] = (
+                f"{len(issues)} problem{'s' if len(issues) != 1 else ''} found; "
+                "each is listed below with its line."
+            )
+    by_line: dict[int, list[str]] = {}
+    for issue in issues:
+        if issue.line is not None:
+            by_line.setdefault(issue.line, []).append(issue.message)
+    # The text with line numbers, each problem beside its line (only when there are any).
+    numbered = enumerate(text.splitlines(), start=1)
+    lines = [(n, line, by_line.get(n, [])) for n, line in numbered] if by_line else []
+    return render(
+        request,
+        "admin_policies.html",
+        viewer,
+        status_code=422 if errors else 200,
+        text=text,
+        checked=True,
+        issues=issues,
+        lines=lines,
+        errors=errors,
+        source=viewer.platform.settings.policy_file,
+        flash=None if errors else "Valid: the policies parse and match the schema.",
+    )
+
+
+# -- budgets -----------------------------------------------------------------------------
+
+
+def _budget_errors(fields: dict[str, str]) -> dict[str, str]:
+    errors: dict[str, str] = {}
+    scope, metric = fields.get("scope", ""), fields.get("metric", "")
+    if scope not in SCOPES:
+        errors["scope"] = f"Choose one of {', '.join(SCOPES)}."
+    elif scope != "org" and not fields.get("name", "").strip():
+        errors["name"] = f"Enter the {scope}'s name."
+    if metric not in METRICS:
+        errors["metric"] = f"Choose one of {', '.join(METRICS)}."
+    if fields.get("period", "") not in PERIODS:
+        errors["period"] = f"Choose one of {', '.join(PERIODS)}."
+    caps: dict[str, int | None] = {}
+    for key in ("hard_cap", "soft_cap"):
+        try:
+            caps[key] = parse_cap(metric if metric in METRICS else "cost", fields.get(key, ""))
+        except UserError as exc:
+            errors[key] = str(exc).capitalize() + "."
+    if not errors.keys() & {"hard_cap", "soft_cap"}:
+        hard, soft = caps.get("hard_cap"), caps.get("soft_cap")
+        if hard is None and soft is None:
+            errors["hard_cap"] = "Give a hard cap, a soft cap or both."
+        elif hard is not None and soft is not None and soft > hard:
+            errors["soft_cap"] = "The soft cap (a warning) must not be above the hard cap."
+    return errors
+
+
+def _budgets_page(
+    request: Request,
+    viewer: Viewer,
+    *,
+    form: dict[str, str] | None = None,
+    errors: dict[str, str] | None = None,
+    error: str | None = None,
+    flash: str | None = None,
+    status_code: int = 200,
+) -> HTMLResponse:
+    return render(
+        request,
+        "admin_budgets.html",
+        viewer,
+        status_code=status_code,
+        budgets=viewer.platform.budgets.visible(viewer.caller),
+        form=form or {"scope": "team", "metric": "cost", "period": "month"},
+        errors=errors or {},
+        scopes=[(s, s) for s in SCOPES],
+        metrics=[(m, {"cost": "cost (USD)"}.get(m, m)) for m in METRICS],
+        periods=[(p, p) for p in PERIODS],
+        error=error,
+        flash=flash,
+    )
+
+
+@router.get("/admin/budgets", response_class=HTMLResponse)
+def budgets(request: Request, viewer: ViewerDep, done: str | None = None) -> HTMLResponse:
+    return _budgets_page(request, viewer, flash=_flash(done))
+
+
+@router.post("/admin/budgets", response_model=None)
+def save_budget(request: Request, viewer: ViewerDep, fields: FormDep) -> HTMLResponse | Response:
+    errors = _budget_errors(fields)
+    if errors:
+        return _budgets_page(
+            request, viewer, form=fields, errors=errors, error=FIX_FIELDS, status_code=422
+        )
+    try:
+        viewer.platform.budgets.set(
+            viewer.caller,
+            scope=fields["scope"],
+            name=fields.get("name", "").strip() or "org",
+            metric=fields["metric"],
+            period=fields["period"],
+            hard_cap=fields.get("hard_cap", "").strip() or None,
+            soft_cap=fields.get("soft_cap", "").strip() or None,
+        )
+    except NotFoundError as exc:
+        return _budgets_page(
+            request, viewer, form=fields, errors={"name": str(exc).capitalize() + "."},
+            error=FIX_FIELDS, status_code=422,
+        )  # fmt: skip
+    except PermissionDenied as exc:
+        return _budgets_page(
+            request, viewer, form=fields, error=f"Nothing was saved: {exc}.", status_code=403
+        )
+    return _done("/admin/budgets", "budget-saved")
+
+
+@router.post("/admin/budgets/{budget_id}/delete", response_model=None)
+def delete_budget(
+    request: Request, viewer: ViewerDep, _: FormDep, budget_id: str
+) -> HTMLResponse | Response:
+    try:
+        viewer.platform.budgets.delete(viewer.caller, budget_id)
+    except PermissionDenied as exc:
+        return _budgets_page(request, viewer, error=f"Nothing was deleted: {exc}.", status_code=403)
+    return _done("/admin/budgets", "budget-deleted")
+
+
+# -- the price table ---------------------------------------------------------------------
+
+
+@router.get("/admin/prices", response_class=HTMLResponse)
+def prices(request: Request, viewer: ViewerDep) -> HTMLResponse:
+    view = viewer.platform.directory.prices(viewer.caller)
+    return render(
+        request,
+        "admin_prices.html",
+        viewer,
+        view=view,
+        source=viewer.platform.settings.price_table,
+    )
+
+
+# -- people, teams and roles -------------------------------------------------------------
+
+
+def _directory_page(
+    request: Request,
+    viewer: Viewer,
+    params: dict[str, str],
+    *,
+    user_form: dict[str, str] | None = None,
+    team_form: dict[str, str] | None = None,
+    errors: dict[str, dict[str, str]] | None = None,
+    error: str | None = None,
+    flash: str | None = None,
+    status_code: int = 200,
+) -> HTMLResponse:
+    directory = viewer.platform.directory
+    offset = int(params["offset"]) if params.get("offset", "").isdigit() else 0
+    role = params.get("role") if params.get("role") in ROLES else None
+    query = (params.get("q") or "").strip()[:200]
+    team = (params.get("team") or "").strip()[:200] or None
+    page = directory.people(viewer.caller, team=team, role=role, query=query, offset=offset)
+    teams = directory.teams(viewer.caller)
+    may_manage = directory.may_manage(viewer.caller)
+    base = {k: v for k, v in {"team": team, "role": role, "q": query}.items() if v}
+
+    def url(at: int) -> str:
+        return f"{PREFIX}/admin/directory?{urlencode(base | {'offset': at})}"
+
+    return render(
+        request,
+        "admin_directory.html",
+        viewer,
+        status_code=status_code,
+        page=page,
+        teams=teams,
+        may_manage=may_manage,
+        changeable={p.id for p in page.people if may_manage and _may_change(viewer, p)},
+        filters={"team": team or "", "role": role or "", "q": query},
+        roles=[(r, r.replace("_", " ")) for r in ROLES],
+        team_options=[("", "no team")] + [(t.name, t.name) for t in teams],
+        user_form=user_form or {"role": "employee"},
+        team_form=team_form or {},
+        errors=errors or {},
+        next_url=url(page.next_offset) if page.next_offset is not None else None,
+        prev_url=url(max(0, offset - page.limit)) if offset > 0 else None,
+        error=error,
+        flash=flash,
+    )
+
+
+def _may_change(viewer: Viewer, person: PersonInfo) -> bool:
+    resource = ApiResource.person(
+        id=person.id, org_id=viewer.caller.org_id, team_id=person.team_id, role=person.role
+    )
+    decision = viewer.platform.access.authorize_api(viewer.caller, "directory.manage", resource)
+    return decision.allowed
+
+
+@router.get("/admin/directory", response_class=HTMLResponse)
+def directory_page(request: Request, viewer: ViewerDep, done: str | None = None) -> HTMLResponse:
+    params = dict(request.query_params)
+    return _directory_page(request, viewer, params, flash=_flash(done))
+
+
+def _field_problem(
+    request: Request,
+    viewer: Viewer,
+    exc: InvalidFields,
+    form_key: str,
+    fields: dict[str, str],
+) -> HTMLResponse:
+    forms: dict[str, Any] = {"user_form": None, "team_form": None}
+    error = FIX_FIELDS
+    if form_key in ("user_form", "team_form"):
+        forms[form_key] = fields
+    else:  # a row of the people table, which may not be on the page shown again
+        error = f"Nothing was saved: {exc}."
+    return _directory_page(
+        request, viewer, {}, **forms,
+        errors={form_key: {k: v[:1].upper() + v[1:] + "." for k, v in exc.fields.items()}},
+        error=error, status_code=exc.http_status,
+    )  # fmt: skip
+
+
+@router.post("/admin/directory/users", response_model=None)
+def create_user(request: Request, viewer: ViewerDep, fields: FormDep) -> HTMLResponse | Response:
+    try:
+        viewer.platform.directory.create_user(
+            viewer.caller,
+            handle=fields.get("handle", ""),
+            role=fields.get("role", ""),
+            team=fields.get("team") or None,
+            display_name=fields.get("display_name", ""),
+            job_function=fields.get("job_function") or None,
+        )
+    except InvalidFields as exc:
+        return _field_problem(request, viewer, exc, "user_form", fields)
+    return _done("/admin/directory", "user-created")
+
+
+@router.post("/admin/directory/users/{user_id}", response_model=None)
+def change_user(
+    request: Request, viewer: ViewerDep, fields: FormDep, user_id: str
+) -> HTMLResponse | Response:
+    try:
+        viewer.platform.directory.update_user(
+            viewer.caller,
+            user_id,
+            role=fields.get("role") or None,
+            team=fields.get("team", "") if "team" in fields else KEEP,
+        )
+    except InvalidFields as exc:
+        return _field_problem(request, viewer, exc, user_id, fields)
+    except ConflictError as exc:
+        return _directory_page(
+            request, viewer, {}, error=f"Nothing was saved: {exc}.", status_code=409
+        )
+    return _done("/admin/directory", "user-changed")
+
+
+@router.post("/admin/directory/teams", response_model=None)
+def create_team(request: Request, viewer: ViewerDep, fields: FormDep) -> HTMLResponse | Response:
+    try:
+        viewer.platform.directory.create_team(viewer.caller, fields.get("name", ""))
+    except InvalidFields as exc:
+        return _field_problem(request, viewer, exc, "team_form", fields)
+    return _done("/admin/directory", "team-created")
