@@ -167,9 +167,12 @@ def test_http_routes(org5: Org5, client: TestClient) -> None:
     assert [o["id"] for o in client.get("/v1/outcomes", headers=alice).json()] == [oid]
     review = client.get("/v1/outcomes", params={"to_review": True}, headers=eng1).json()
     assert [o["id"] for o in review] == [oid]
-    link = client.post(
+    # The owner cannot get a link meant for someone else (she could click it herself).
+    refused = client.post(
         f"/v1/outcomes/{oid}/link", json={"reviewer": org5.eng[1].user_id}, headers=alice
-    ).json()
+    )
+    assert refused.status_code == 403
+    link = client.post(f"/v1/outcomes/{oid}/link", json={}, headers=eng1).json()
     page = client.get(link["path"])
     assert page.status_code == 200 and "Was this useful?" in page.text
     assert w.platform.outcomes.get(w.alice, oid).state == "unaccepted"  # a GET records nothing
@@ -238,7 +241,8 @@ def test_cli_commands(org5: Org5, tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     views = run(w.alice, "analytics", "views", "--json")
     assert [v["reason"] for v in json.loads(views.stdout)] == ["1:1 prep"]
     assert run(w.alice, "analytics", "opt-in").stdout.strip() == "opted in"
-    link = run(w.alice, "outcomes", "link", oid, "--reviewer", "external:x@example.com", "--json")
+    assert run(w.alice, "outcomes", "link", oid, "--json").exit_code == 2  # not hers to judge
+    link = run(org5.eng[1], "outcomes", "link", oid, "--json")
     assert json.loads(link.stdout)["path"].startswith("/v1/feedback/")
     recheck = run(w.admin, "outcomes", "recheck", "--json")
     assert json.loads(recheck.stdout) == {"checked": 0, "undone": 0, "silently_accepted": 0}

@@ -3,10 +3,10 @@ and "who looked at my numbers". Privacy tiers: ``analytics.privacy``."""
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter
-from pydantic import BaseModel, ConfigDict, Field
+from fastapi import APIRouter, Query
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt
 
 from meshclaw.analytics.service import ViewRecord
 from meshclaw.api.deps import Authed, PlatformDep
@@ -17,22 +17,25 @@ router = APIRouter(tags=["analytics"])
 class SettingsIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    k: int | None = Field(default=None, ge=2, le=1000)
+    k: StrictInt | None = Field(default=None, ge=2, le=1000)
     """Smallest group shown (k-anonymity)."""
-    individual_boards: bool | None = None
-    cutoff_weekday: int | None = Field(default=None, ge=0, le=6)
-    cutoff_hour: int | None = Field(default=None, ge=0, le=23)
+    individual_boards: StrictBool | None = None
+    cutoff_weekday: StrictInt | None = Field(default=None, ge=0, le=6)
+    cutoff_hour: StrictInt | None = Field(default=None, ge=0, le=23)
 
 
 class OptIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    opt_in: bool
+    opt_in: StrictBool
 
 
 @router.get("/v1/analytics/leaderboard")
 def leaderboard(
-    platform: PlatformDep, who: Authed, by: Literal["team", "user"] = "team", top: int | None = None
+    platform: PlatformDep,
+    who: Authed,
+    by: Literal["team", "user"] = "team",
+    top: Annotated[int | None, Query(ge=1, le=10_000)] = None,
 ) -> dict[str, Any]:
     """Ranked by accepted, durable outcome value (docs/outcomes.md). Teams smaller than k
     are left out; the individual board exists only if the org enabled it, and lists only

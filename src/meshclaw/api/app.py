@@ -6,7 +6,7 @@ specs, every field path and line); nothing half-done is left in the store.
 
 from __future__ import annotations
 
-from datetime import datetime
+from collections.abc import Mapping
 from typing import Annotated, Any
 
 from fastapi import FastAPI, Query, Request
@@ -20,13 +20,15 @@ from meshclaw.api import approvals as approvals_api
 from meshclaw.api import audit as audit_api
 from meshclaw.api import auth as auth_api
 from meshclaw.api import connectors as connectors_api
+from meshclaw.api import directory as directory_api
 from meshclaw.api import hooks as hooks_api
+from meshclaw.api import integrity as integrity_api
 from meshclaw.api import metering as metering_api
 from meshclaw.api import ops as ops_api
 from meshclaw.api import outcomes as outcomes_api
 from meshclaw.api import policy as policy_api
 from meshclaw.api import streams as streams_api
-from meshclaw.api.deps import Authed
+from meshclaw.api.deps import MAX_INDEX, PROBLEM_RESPONSES, Authed, Offset, Timestamp
 from meshclaw.api.schemas import (
     AgentCreate,
     AgentOut,
@@ -51,10 +53,16 @@ PROBLEM = "application/problem+json"
 
 
 def _problem(
-    status: int, title: str, detail: str, errors: list[dict[str, Any]] | None = None
+    status: int,
+    title: str,
+    detail: str,
+    errors: list[dict[str, Any]] | None = None,
+    headers: Mapping[str, str] | None = None,
 ) -> JSONResponse:
     body = Problem(title=title, status=status, detail=detail, errors=errors)
-    return JSONResponse(body.model_dump(exclude_none=True), status_code=status, media_type=PROBLEM)
+    return JSONResponse(
+        body.model_dump(exclude_none=True), status, headers=headers, media_type=PROBLEM
+    )
 
 
 def _agent_out(agent: AgentInfo, changed: bool | None = None) -> AgentOut:
@@ -71,7 +79,9 @@ def _agent_out(agent: AgentInfo, changed: bool | None = None) -> AgentOut:
 
 
 def create_app(platform: Platform, worker: RunDispatcher | None = None) -> FastAPI:
-    app = FastAPI(title="MeshClaw", version=__version__, description=__doc__)
+    app = FastAPI(
+        title="MeshClaw", version=__version__, description=__doc__, responses=PROBLEM_RESPONSES
+    )
     app.state.platform = platform
     app.state.dispatcher = worker
     app.include_router(auth_api.router)
@@ -85,6 +95,8 @@ def create_app(platform: Platform, worker: RunDispatcher | None = None) -> FastA
     app.include_router(streams_api.router)
     app.include_router(outcomes_api.router)
     app.include_router(analytics_api.router)
+    app.include_router(integrity_api.router)
+    app.include_router(directory_api.router)
     install_dashboard(app)
 
     @app.exception_handler(SpecError)
@@ -112,7 +124,8 @@ def create_app(platform: Platform, worker: RunDispatcher | None = None) -> FastA
     async def _http_error(request: Request, exc: StarletteHTTPException) -> Response:
         if is_page(request):
             return error_page(request, exc.status_code, str(exc.detail))
-        return _problem(exc.status_code, "HTTP error", str(exc.detail))
+        # Keep the exception's headers: a 405 must say what is allowed (``Allow``).
+        return _problem(exc.status_code, "HTTP error", str(exc.detail), headers=exc.headers)
 
     @app.get("/health", tags=["meta"])
     def health() -> dict[str, str]:
@@ -152,7 +165,10 @@ def create_app(platform: Platform, worker: RunDispatcher | None = None) -> FastA
 
     @app.get("/v1/agents/{name}/diff", tags=["agents"])
     def agent_diff(
-        name: str, who: Authed, old: Annotated[int, Query(ge=1)], new: Annotated[int, Query(ge=1)]
+        name: str,
+        who: Authed,
+        old: Annotated[int, Query(ge=1, le=MAX_INDEX)],
+        new: Annotated[int, Query(ge=1, le=MAX_INDEX)],
     ) -> dict[str, Any]:
         return {"old": old, "new": new, "diff": platform.agents.diff(who, name, old, new)}
 
@@ -170,7 +186,7 @@ def create_app(platform: Platform, worker: RunDispatcher | None = None) -> FastA
         agent: str | None = None,
         status: str | None = None,
         limit: Annotated[int, Query(ge=1, le=500)] = 50,
-        offset: Annotated[int, Query(ge=0)] = 0,
+        offset: Offset = 0,
     ) -> list[RunOut]:
         runs = platform.runs.find(who, agent=agent, status=status, limit=limit, offset=offset)
         return [RunOut.model_validate(r) for r in runs]
@@ -182,9 +198,7 @@ def create_app(platform: Platform, worker: RunDispatcher | None = None) -> FastA
         return out
 
     @app.get("/v1/runs/{run_id}/steps", tags=["runs"])
-    def run_steps(
-        run_id: str, who: Authed, after: Annotated[int, Query(ge=0)] = 0
-    ) -> list[StepOut]:
+    def run_steps(run_id: str, who: Authed, after: Offset = 0) -> list[StepOut]:
         return [StepOut.model_validate(s) for s in platform.runs.steps(who, run_id, after)]
 
     @app.post("/v1/runs/{run_id}/cancel", tags=["runs"])
@@ -195,8 +209,8 @@ def create_app(platform: Platform, worker: RunDispatcher | None = None) -> FastA
     def usage(
         who: Authed,
         group_by: GroupBy = "user",
-        since: datetime | None = None,
-        until: datetime | None = None,
+        since: Timestamp | None = None,
+        until: Timestamp | None = None,
         period: Period | None = None,
     ) -> UsageOut:
         """Tokens and cost (per day, week or month with ``period``). Tokens are a cost,

@@ -10,18 +10,25 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
 from fastapi.responses import StreamingResponse
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict
 
-from meshclaw.api.deps import Authed, PlatformDep
+from meshclaw.api.deps import Authed, PlatformDep, Timestamp
 from meshclaw.audit.bundle import FORMAT
 from meshclaw.audit.log import MAX_PAGE
 from meshclaw.clock import as_utc
 
 router = APIRouter(prefix="/v1/audit", tags=["audit"])
 
+MAX_SEQ = 2**31 - 1
+"""Sequence numbers and tree sizes are 32-bit in the store: anything larger is a 422 here,
+not an overflow in the database driver."""
+Seq = Annotated[int, Query(ge=1, le=MAX_SEQ)]
+
 
 class RedactIn(BaseModel):
-    before: datetime
+    model_config = ConfigDict(extra="forbid")
+
+    before: Timestamp
     """Redact bodies of records older than this."""
 
 
@@ -37,9 +44,9 @@ def events(
     action: str | None = None,
     resource: str | None = None,
     outcome: str | None = None,
-    since: datetime | None = None,
-    until: datetime | None = None,
-    after: Annotated[int, Query(ge=0)] = 0,
+    since: Timestamp | None = None,
+    until: Timestamp | None = None,
+    after: Annotated[int, Query(ge=0, le=MAX_SEQ)] = 0,
     limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 50,
 ) -> dict[str, Any]:
     """Records of the caller's org, oldest first; page with ``after=next_after``."""
@@ -86,8 +93,8 @@ def sign_checkpoint(platform: PlatformDep, who: Authed) -> dict[str, Any]:
 def inclusion(
     platform: PlatformDep,
     who: Authed,
-    seq: Annotated[int, Query(ge=1)],
-    size: Annotated[int | None, Query(ge=1)] = None,
+    seq: Seq,
+    size: Annotated[int | None, Query(ge=1, le=MAX_SEQ)] = None,
 ) -> dict[str, Any]:
     return platform.audit_log.inclusion_proof(who, seq, size)
 
@@ -96,8 +103,8 @@ def inclusion(
 def consistency(
     platform: PlatformDep,
     who: Authed,
-    old: Annotated[int, Query(ge=0)],
-    new: Annotated[int, Query(ge=1)],
+    old: Annotated[int, Query(ge=0, le=MAX_SEQ)],
+    new: Seq,
 ) -> dict[str, Any]:
     return platform.audit_log.consistency_proof(who, old, new)
 
@@ -106,8 +113,8 @@ def consistency(
 def export(
     platform: PlatformDep,
     who: Authed,
-    since: datetime | None = None,
-    since_seq: Annotated[int | None, Query(ge=1)] = None,
+    since: Timestamp | None = None,
+    since_seq: Annotated[int | None, Query(ge=1, le=MAX_SEQ)] = None,
 ) -> StreamingResponse:
     """A bundle (JSON Lines) that ``meshclaw audit verify --bundle`` checks offline."""
     spool = tempfile.SpooledTemporaryFile(max_size=8 << 20, mode="w+", encoding="utf-8")  # noqa: SIM115

@@ -6,12 +6,13 @@ from dataclasses import asdict
 from datetime import datetime
 from typing import Any, Literal
 
-from fastapi import APIRouter
+from fastapi import APIRouter, HTTPException
 from pydantic import BaseModel, ConfigDict, Field
 
-from meshclaw.api.deps import Authed, PlatformDep
+from meshclaw.api.deps import PROBLEM_RESPONSES, Authed, PlatformDep
 from meshclaw.connectors.approvals import ToolState
 from meshclaw.connectors.config import ConnectorConfig
+from meshclaw.errors import ToolError
 
 router = APIRouter(prefix="/v1/connectors", tags=["connectors"])
 
@@ -88,12 +89,24 @@ def remove_connector(name: str, platform: PlatformDep, who: Authed) -> None:
     platform.connector_admin.remove(who, name)
 
 
-@router.get("/{name}/tools")
+UNREACHABLE: dict[int | str, dict[str, Any]] = {
+    502: {
+        "description": "The connector's server could not be reached or misbehaved (why is in "
+        "`detail`); `refresh=false` still lists what is recorded.",
+        "content": PROBLEM_RESPONSES["4XX"]["content"],
+    }
+}
+
+
+@router.get("/{name}/tools", responses=UNREACHABLE)
 async def connector_tools(
     name: str, platform: PlatformDep, who: Authed, refresh: bool = True
 ) -> list[ToolOut]:
     """The connector's tools, hashes and approval status; ``refresh`` asks the server first."""
-    states = await platform.connector_admin.tools(who, name, refresh=refresh)
+    try:
+        states = await platform.connector_admin.tools(who, name, refresh=refresh)
+    except ToolError as exc:  # the server's fault, not ours: a gateway error, not a 500
+        raise HTTPException(502, detail=str(exc)) from exc
     return [_tool(s) for s in states]
 
 

@@ -10,19 +10,55 @@ a ``csrf`` field), because browsers send cookies on cross-site requests.
 from __future__ import annotations
 
 import hmac
-from typing import Annotated
+import re
+from datetime import date, datetime
+from typing import Annotated, Any
 
-from fastapi import Depends, Request
+from fastapi import Depends, Query, Request
 from fastapi.security import APIKeyCookie, HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import BeforeValidator
 
 from meshclaw.accounts.service import Caller
 from meshclaw.accounts.signin import SessionCaller
+from meshclaw.api.schemas import Problem
 from meshclaw.errors import AuthError, PermissionDenied
 from meshclaw.platform import Platform
 
 SESSION_COOKIE = "meshclaw_session"
 CSRF_HEADER = "X-CSRF-Token"
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+PROBLEM_RESPONSES: dict[int | str, dict[str, Any]] = {
+    "4XX": {
+        "description": "The request was refused: an RFC 9457 problem details body says why "
+        "(401 sign in, 403 not allowed, 404 not found or not yours, 409 state, 422 invalid "
+        "input with every field in `errors`).",
+        "content": {"application/problem+json": {"schema": Problem.model_json_schema()}},
+    }
+}
+"""What every route may answer besides its success (``FastAPI(responses=...)``), so that
+``/openapi.json`` declares the errors clients get."""
+
+_NUMBER = re.compile(r"\s*[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?\s*")
+
+
+def _not_a_number(value: Any) -> Any:
+    """Pydantic reads a number as seconds since 1970; the schema promises ISO 8601 text, and
+    ``before: 0`` is far likelier a mistake than a wish for 1970-01-01."""
+    if isinstance(value, int | float) or (isinstance(value, str) and _NUMBER.fullmatch(value)):
+        raise ValueError("expected an ISO 8601 date or time, e.g. 2026-01-31T12:00:00Z")
+    return value
+
+
+Timestamp = Annotated[datetime, BeforeValidator(_not_a_number)]
+"""A date and time in a body or query: ISO 8601 text only (``2026-01-31T12:00:00Z``)."""
+Day = Annotated[date, BeforeValidator(_not_a_number)]
+"""A calendar day in a body or query: ISO 8601 text only (``2026-01-31``)."""
+
+MAX_INDEX = 2**31 - 1
+"""The largest offset, sequence or version number a query may name (the store's integers)."""
+Offset = Annotated[int, Query(ge=0, le=MAX_INDEX)]
+"""How many items to skip when paging."""
 
 _bearer = HTTPBearer(auto_error=False, description="An API token: `meshclaw token create`.")
 _cookie = APIKeyCookie(

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-from datetime import datetime
-
 from fastapi import APIRouter, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, StrictBool
 
-from meshclaw.api.deps import Authed, PlatformDep
+from meshclaw.api.deps import Authed, PlatformDep, Timestamp
 from meshclaw.clock import as_utc
 from meshclaw.errors import NotFoundError, PermissionDenied
 from meshclaw.metering.budgets import BudgetInfo
@@ -35,9 +33,9 @@ class BudgetIn(BaseModel):
 class RepriceIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    since: datetime | None = None
-    until: datetime | None = None
-    dry_run: bool = False
+    since: Timestamp | None = None
+    until: Timestamp | None = None
+    dry_run: StrictBool = False
 
 
 @router.get("/v1/budgets")

@@ -8,17 +8,20 @@ scanners prefetch links, so a GET never records a verdict); ``POST`` records it.
 from __future__ import annotations
 
 import html
-from typing import Literal
+from typing import Annotated, Literal
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Query
 from fastapi.responses import HTMLResponse
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, Strict
 
 from meshclaw.api.deps import Authed, PlatformDep
 from meshclaw.errors import PermissionDenied
 from meshclaw.outcomes.service import CostRow, OutcomeInfo, RecheckSummary
 
 router = APIRouter(tags=["outcomes"])
+
+MAX_OUTCOMES = 1000
+"""Most outcomes one listing returns."""
 
 Verdict = Literal["accepted", "rejected", "reverted", "reopened", "rolled_back", "cancelled"]
 
@@ -33,8 +36,8 @@ class FeedbackIn(BaseModel):
 class LinkIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    reviewer: str = Field(min_length=1, max_length=200)
-    """A user id, or ``external:<address>``."""
+    reviewer: str | None = Field(default=None, min_length=1, max_length=200)
+    """Your own user id (the default): a link is only ever given to its reviewer."""
 
 
 class LinkOut(BaseModel):
@@ -45,7 +48,7 @@ class LinkOut(BaseModel):
 class WeightIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    weight: float = Field(ge=0, le=100)
+    weight: Annotated[float, Strict()] = Field(ge=0, le=100)
 
 
 @router.get("/v1/outcomes")
@@ -53,8 +56,8 @@ def list_outcomes(
     platform: PlatformDep,
     who: Authed,
     to_review: bool = False,
-    state: str | None = None,
-    limit: int = 100,
+    state: Annotated[str | None, Query(max_length=40)] = None,
+    limit: Annotated[int, Query(ge=1, le=MAX_OUTCOMES)] = 100,
 ) -> list[OutcomeInfo]:
     """Your outcomes, or (``to_review``) those addressed to you that you can accept."""
     return platform.outcomes.list_outcomes(who, to_review=to_review, state=state, limit=limit)
@@ -70,14 +73,21 @@ def give_feedback(
     outcome_id: str, body: FeedbackIn, platform: PlatformDep, who: Authed
 ) -> OutcomeInfo:
     """Accept or reject an outcome you received. Your own acceptance never counts."""
+    # Who may not read the outcome gets 404 like on GET, not a 403 that says it exists.
+    platform.outcomes.get(who, outcome_id)
     return platform.outcomes.feedback(who, outcome_id, body.verdict, note=body.note, via="api")
 
 
 @router.post("/v1/outcomes/{outcome_id}/link")
 def make_link(outcome_id: str, body: LinkIn, platform: PlatformDep, who: Authed) -> LinkOut:
-    """A signed one-click feedback link for one reviewer (the owner sends it along)."""
-    platform.outcomes.get(who, outcome_id)  # must be visible to the caller
-    token = platform.outcomes.link_for(outcome_id, body.reviewer)
+    """A signed one-click feedback link for your own verdict on an outcome you received.
+
+    Links to other people are sent by the platform with its message, never handed out:
+    whoever holds a link answers for its reviewer."""
+    if body.reviewer not in (None, who.user_id):
+        platform.outcomes.get(who, outcome_id)  # 404 before 403 for what the caller cannot see
+        raise PermissionDenied("a feedback link is only given to the person it is for")
+    token = platform.outcomes.link_for_self(who, outcome_id)
     return LinkOut(token=token, path=f"/v1/feedback/{token}")
 
 

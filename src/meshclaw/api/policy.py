@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StrictBool
 
 from meshclaw.api.deps import Authed, PlatformDep
 from meshclaw.errors import NotFoundError
@@ -41,8 +41,8 @@ class ExplainIn(BaseModel):
     agent: str
     tool: str | None = Field(default=None, description="connector.tool; omit for the model.")
     arguments: dict[str, Any] = Field(default_factory=dict)
-    untrusted: bool = False
-    approved: bool = False
+    untrusted: StrictBool = False
+    approved: StrictBool = False
     trigger: str = "manual"
 
 

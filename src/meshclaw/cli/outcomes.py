@@ -127,15 +127,13 @@ def reject_command(
 @handle_errors
 def link_command(
     outcome_id: str,
-    reviewer: str = typer.Option(..., "--reviewer", help="User id or external:<address>."),
     token: str | None = TokenOption,
     json_output: bool = JsonOption,
 ) -> None:
-    """A signed one-click feedback link (path under the API) for one reviewer."""
+    """A signed one-click link (path under the API) for your verdict on an outcome you got."""
 
     def work(p: Platform, c: Caller) -> str:
-        p.outcomes.get(c, outcome_id)
-        return p.outcomes.link_for(outcome_id, reviewer)
+        return p.outcomes.link_for_self(c, outcome_id)
 
     signed = _with(token, work)
     path = f"/v1/feedback/{signed}"

@@ -15,13 +15,14 @@ Every change is audited and recomputes ``Outcome.state`` (``outcomes._rules``).
 
 from __future__ import annotations
 
+import json
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
 from typing import Any, Literal
 
-from sqlalchemy import func, select
+from sqlalchemy import Text, cast, func, select
 from sqlalchemy.orm import Session
 
 from meshclaw.accounts.service import Caller
@@ -298,6 +299,22 @@ class OutcomeService:
                 raise PermissionDenied("only someone who received this outcome can judge it")
             return self._add_feedback(session, outcome, caller.user_id, verdict, via, note)
 
+    def link_for_self(self, caller: Caller, outcome_id: str) -> str:
+        """A one-click link for the caller's own verdict on an outcome they received.
+
+        A link answers for its reviewer to whoever holds it, so it is only ever handed to
+        that reviewer: an owner who could mint one for a colleague could click it herself
+        and credit her own outcome. Links to other people are sent by the platform with
+        the message it delivers (``link_for``), never returned to a person.
+        """
+        outcome = self.get(caller, outcome_id)
+        if caller.user_id not in outcome.beneficiaries or caller.user_id == outcome.owner:
+            raise PermissionDenied(
+                "a feedback link is only given to the person it is for, and only someone "
+                "who received this outcome can judge it"
+            )
+        return self.link_for(outcome_id, caller.user_id)
+
     def link_for(self, outcome_id: str, reviewer: str, *, ttl: Any = DEFAULT_TTL) -> str:
         """A signed one-click link token for ``reviewer`` (a user id or ``external:<addr>``)."""
         return sign_link(self._link_key, outcome_id, reviewer, ttl=ttl)
@@ -447,15 +464,20 @@ class OutcomeService:
             query = select(Outcome).where(Outcome.org_id == caller.org_id)
             if not to_review:
                 query = query.where(Outcome.user_id == caller.user_id)
+            else:
+                # ``beneficiaries`` is a JSON list of user ids and "external": the quoted id
+                # in its text matches exactly one element, and the filter and the limit
+                # stay in SQL instead of loading every outcome of the org.
+                query = query.where(
+                    Outcome.user_id != caller.user_id,
+                    cast(Outcome.beneficiaries, Text).contains(
+                        json.dumps(caller.user_id), autoescape=True
+                    ),
+                )
             if state is not None:
                 query = query.where(Outcome.state == state)
-            rows = session.scalars(query.order_by(Outcome.created_at.desc())).all()
-            if to_review:
-                rows = [
-                    r for r in rows
-                    if caller.user_id in (r.beneficiaries or []) and r.user_id != caller.user_id
-                ]  # fmt: skip
-            return [_info(r) for r in rows[:limit]]
+            query = query.order_by(Outcome.created_at.desc(), Outcome.id.desc()).limit(limit)
+            return [_info(r) for r in session.scalars(query)]
 
     # ---- weights and cost --------------------------------------------------------------
 

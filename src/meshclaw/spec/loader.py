@@ -17,7 +17,7 @@ from typing import Any
 from pydantic import ValidationError
 from ruamel.yaml import YAML
 from ruamel.yaml.constructor import DuplicateKeyError
-from ruamel.yaml.error import MarkedYAMLError, StreamMark
+from ruamel.yaml.error import MarkedYAMLError, StreamMark, YAMLError
 from ruamel.yaml.nodes import MappingNode, Node, SequenceNode
 from ruamel.yaml.scalarbool import ScalarBoolean
 
@@ -116,6 +116,9 @@ def parse_spec(text: str, source: str | None = None) -> AgentSpec:
         doc = _yaml().load(StringIO(text))
     except MarkedYAMLError as exc:
         raise SpecError([_yaml_issue(text, exc)], source) from None
+    except YAMLError as exc:  # e.g. a control character: the reader has no node to mark
+        issue = SpecIssue(path="", message=f"YAML: {exc}", line=None)
+        raise SpecError([issue], source) from None
     if doc is None:
         raise SpecError([SpecIssue(path="", message="the spec is empty", line=1)], source)
     if not isinstance(doc, Mapping):
