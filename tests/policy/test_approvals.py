@@ -194,7 +194,7 @@ def test_a_denied_call_is_refused_and_the_model_is_told_who_denied_it(
     assert mail.sent == []
     assert steps(world, run_id)[3] == (4, "outbox.send", "denied")
     told = server.requests[-1]["messages"][-1]["content"]
-    assert f"denied by {world.admin.user_id}" in told and "phishing" in told
+    assert f"denied by {world.admin.handle}" in told and "phishing" in told
     assert ("approval.deny", "denied", world.admin.user_id) in audit_actions(world)
 
 

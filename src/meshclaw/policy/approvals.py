@@ -28,6 +28,7 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Literal
 
 from sqlalchemy import select, update
+from sqlalchemy.orm import Session
 
 from meshclaw.audit.sink import AuditRecord, AuditSink
 from meshclaw.clock import utcnow
@@ -37,7 +38,7 @@ from meshclaw.policy.api import ApiAuthorizer, ApiResource
 from meshclaw.policy.authorizer import Decision
 from meshclaw.policy.models import Approval
 from meshclaw.store.db import Database
-from meshclaw.store.models import Run
+from meshclaw.store.models import Run, User
 
 if TYPE_CHECKING:
     from meshclaw.accounts.service import Caller
@@ -159,12 +160,12 @@ class Approvals:
                         verdict="expired", approval_id=row.id, reason=f"approval {row.id} expired"
                     )
                 row.status, row.used_at = "used", now
-                return self._resolution(row, "approved")
+                return self._resolution(session, row, "approved")
             if row.status == "used":
                 # The same step retried after a crash: same call, same idempotency key.
-                return self._resolution(row, "approved")
+                return self._resolution(session, row, "approved")
             if row.status == "denied":
-                return self._resolution(row, "denied")
+                return self._resolution(session, row, "denied")
             if row.status == "expired":
                 return Resolution(
                     verdict="expired", approval_id=row.id, reason=f"approval {row.id} expired"
@@ -194,8 +195,10 @@ class Approvals:
         return row
 
     @staticmethod
-    def _resolution(row: Approval, verdict: Verdict) -> Resolution:
-        who = row.decided_by or "unknown"
+    def _resolution(session: Session, row: Approval, verdict: Verdict) -> Resolution:
+        # The reason lands in the trace and in the model's context: name the person.
+        person = session.get(User, row.decided_by) if row.decided_by else None
+        who = person.handle if person is not None else (row.decided_by or "unknown")
         note = f": {row.note}" if row.note else ""
         word = "approved" if verdict == "approved" else "denied"
         return Resolution(

@@ -14,6 +14,7 @@ with three charts cannot afford).
 from __future__ import annotations
 
 import json
+import math
 from datetime import date
 from decimal import Decimal
 from functools import lru_cache
@@ -68,7 +69,11 @@ def outcomes_figure(series: Series) -> str:
         marker_color=OK,
         hovertemplate="%{x}: %{y} accepted<extra></extra>",
     )
-    return _json([recorded, accepted], _layout(series.period, "Outcomes", legend=True))
+    layout = _layout(series.period, "Outcomes", legend=True)
+    # Counts are whole numbers: without a step Plotly puts ticks at 0.2 and labels them 0, 1.
+    most = max((max(p.outcomes, p.credited) for p in series.points), default=0)
+    layout["yaxis"]["dtick"] = max(1, math.ceil(most / 5))
+    return _json([recorded, accepted], layout)
 
 
 def cost_per_outcome_figure(series: Series) -> str:
@@ -103,12 +108,15 @@ def _json(traces: list[Any], layout: dict[str, Any]) -> str:
 def _layout_json(period: str, y_title: str, money: bool, legend: bool) -> str:
     yaxis: dict[str, Any] = {
         "title": {"text": y_title},
+        "automargin": True,  # long money tick labels must not run into the axis title
         "rangemode": "tozero",
         "gridcolor": "#d0d7de",
         "zerolinecolor": "#8c959f",
     }
     if money:
+        # Agent costs are often fractions of a cent: plain decimals, not SI ("800µ").
         yaxis["tickprefix"] = "$"
+        yaxis["tickformat"] = ",.4~f"
     else:
         yaxis["tickformat"] = ",d"
     layout = go.Layout(
