@@ -31,6 +31,7 @@ typecheck: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python benchmarks/overhead.py --write docs/benchmarks.md
 	$(BIN)/python benchmarks/audit_bench.py --write docs/benchmarks.md
+	$(BIN)/python benchmarks/api_bench.py --write docs/benchmarks.md
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache

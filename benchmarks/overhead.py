@@ -31,8 +31,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Awaitable, Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -42,7 +41,8 @@ from zoneinfo import ZoneInfo
 import openai
 from rich.console import Console
 from rich.table import Table
-from sqlalchemy.orm import Session
+from sqlalchemy import event
+from sqlalchemy.engine import Connection
 
 from meshclaw.accounts.service import Caller
 from meshclaw.config import ProviderConfig, Settings
@@ -159,27 +159,31 @@ async def bare_conversation(client: openai.AsyncOpenAI) -> int:
 class SessionMeter:
     """Counts database transactions and the wall time spent inside them.
 
-    ``platform.db`` is the one ``Database`` every service shares, so shadowing its
-    ``session`` method on the instance sees every transaction of a run. The meter stays
-    on during measurement; it costs a few microseconds per transaction.
+    Listens to the engine every service shares (``platform.db``): each transaction's
+    ``begin`` to its ``commit`` or ``rollback``, on any connection, whether it came from
+    ``Database.session``, a plain ``engine.begin()`` (budget reservations) or the
+    connection the gateway keeps for its writes. It costs a few microseconds per
+    transaction and stays on during measurement.
     """
 
     def __init__(self, platform: Platform) -> None:
         self.count = 0
         self.seconds = 0.0
-        opened = platform.db.session
+        opened: dict[int, float] = {}
 
-        @contextmanager
-        def session() -> Iterator[Session]:
-            started = time.perf_counter()
-            try:
-                with opened() as s:
-                    yield s
-            finally:
+        def begin(conn: Connection) -> None:
+            opened[id(conn)] = time.perf_counter()
+
+        def end(conn: Connection) -> None:
+            started = opened.pop(id(conn), None)
+            if started is not None:
                 self.count += 1
                 self.seconds += time.perf_counter() - started
 
-        platform.db.session = session  # type: ignore[method-assign]
+        engine = platform.db.engine
+        event.listen(engine, "begin", begin)
+        event.listen(engine, "commit", end)
+        event.listen(engine, "rollback", end)
 
 
 @dataclass(kw_only=True)

@@ -14,7 +14,8 @@ from datetime import datetime
 from typing import Any
 
 import polars as pl
-from sqlalchemy import func, select
+from sqlalchemy import case, func, select
+from sqlalchemy.orm import Session
 
 from meshclaw.accounts.service import Caller
 from meshclaw.analytics._credit import Credit, CreditRules, Cutoff, compute_credit
@@ -81,8 +82,12 @@ class AnalyticsService:
             org = session.get(Org, org_id)
             return dict(org.settings or {}) if org is not None else {}
 
-    def tables(self, org_id: str) -> Tables:
-        """The org's history as analytics tables."""
+    def tables(self, org_id: str, *, activity: bool = True) -> Tables:
+        """The org's history as analytics tables.
+
+        ``activity`` is summed per team, person and hour in SQL (one row per hour, not per
+        call); ``activity=False`` leaves it empty, for callers that only rank outcomes.
+        """
         with self._db.session() as session:
             outcomes = session.execute(
                 select(
@@ -101,30 +106,16 @@ class AnalyticsService:
                 .where(OutcomeFeedback.org_id == org_id)
                 .order_by(OutcomeFeedback.created_at, OutcomeFeedback.id)
             ).all()  # fmt: skip
-            usage = session.execute(
-                select(
-                    UsageRecord.team_id, UsageRecord.user_id, UsageRecord.kind,
-                    UsageRecord.created_at, UsageRecord.cost_nano_usd,
-                ).where(UsageRecord.org_id == org_id)
-            ).all()  # fmt: skip
+            hours = self._activity_hours(session, org_id) if activity else []
         out_rows = [
-            {
-                "id": o.id, "line": i, "ts": o.created_at, "team": o.team_id or "",
-                "user": o.user_id, "agent": o.agent_id, "run": o.run_id, "type": o.type,
-                "ref": o.ref, "beneficiary": _beneficiary(o.user_id, o.beneficiaries),
-                "verified": o.verified, "value": o.value,
-            }
+            (o.id, i, o.created_at, o.team_id or "", o.user_id, o.agent_id, o.run_id, o.type,
+             o.ref, _beneficiary(o.user_id, o.beneficiaries), o.verified, o.value)
             for i, o in enumerate(outcomes, start=1)
         ]  # fmt: skip
         fb_rows = [
-            {"id": f.id, "line": i, "ts": f.created_at, "outcome": f.outcome_id,
-             "by": "external" if f.by.startswith("external:") else f.by, "verdict": f.verdict}
+            (f.id, i, f.created_at, f.outcome_id,
+             "external" if f.by.startswith("external:") else f.by, f.verdict)
             for i, f in enumerate(feedback, start=1)
-        ]  # fmt: skip
-        use_rows = [
-            {"team": u.team_id or "", "user": u.user_id, "ts": u.created_at,
-             "is_call": u.kind == "model", "cost": u.cost_nano_usd / NANO}
-            for u in usage
         ]  # fmt: skip
         ts = pl.Datetime("us", "UTC")
         outcome_schema: dict[str, Any] = {
@@ -136,30 +127,48 @@ class AnalyticsService:
             "id": pl.String, "line": pl.UInt32, "ts": ts, "outcome": pl.String,
             "by": pl.String, "verdict": pl.String,
         }  # fmt: skip
-        usage_schema: dict[str, Any] = {
-            "team": pl.String, "user": pl.String, "ts": ts, "is_call": pl.Boolean,
-            "cost": pl.Float64,
+        hour_schema: dict[str, Any] = {
+            "team": pl.String, "user": pl.String, "events": pl.UInt32, "first_ts": ts,
+            "last_ts": ts, "llm_calls": pl.UInt32, "cost_usd": pl.Float64,
         }  # fmt: skip
-        activity = (
-            pl.DataFrame(use_rows, schema=usage_schema)
+        activity_frame = (
+            pl.DataFrame(hours, schema=hour_schema, orient="row")
             .lazy()
-            .group_by("team", "user", pl.col("ts").dt.truncate("1h").alias("hour"))
-            .agg(
-                pl.len().alias("events"),
-                pl.col("ts").min().alias("first_ts"),
-                pl.col("ts").max().alias("last_ts"),
-                pl.col("is_call").sum().alias("llm_calls"),
-                pl.col("cost").filter(pl.col("is_call")).sum().alias("cost_usd"),
+            .select(
+                "team", "user", pl.col("first_ts").dt.truncate("1h").alias("hour"), "events",
+                "first_ts", "last_ts", "llm_calls", "cost_usd",
                 pl.lit(0, dtype=pl.UInt32).alias("calls_without_cost"),
             )
-        )
+        )  # fmt: skip
         return Tables(
-            outcomes=pl.DataFrame(out_rows, schema=outcome_schema).lazy(),
-            feedback=pl.DataFrame(fb_rows, schema=feedback_schema).lazy(),
-            activity=activity,
+            outcomes=pl.DataFrame(out_rows, schema=outcome_schema, orient="row").lazy(),
+            feedback=pl.DataFrame(fb_rows, schema=feedback_schema, orient="row").lazy(),
+            activity=activity_frame,
         )
 
-    def credit(self, org_id: str) -> tuple[Tables, Credit]:
+    def _activity_hours(self, session: Session, org_id: str) -> list[tuple[Any, ...]]:
+        """Usage per (team, person, UTC hour): calls, first and last, model calls, their cost."""
+        created = UsageRecord.created_at
+        if self._db.engine.dialect.name == "postgresql":
+            hour: Any = func.date_trunc("hour", func.timezone("UTC", created))
+        else:  # SQLite keeps UTC timestamps as ISO text: the hour is the first 13 characters
+            hour = func.substr(created, 1, 13)
+        is_call = UsageRecord.kind == "model"
+        rows = session.execute(
+            select(
+                UsageRecord.team_id, UsageRecord.user_id, func.count(), func.min(created),
+                func.max(created), func.sum(case((is_call, 1), else_=0)),
+                func.sum(case((is_call, UsageRecord.cost_nano_usd), else_=0)),
+            )
+            .where(UsageRecord.org_id == org_id)
+            .group_by(UsageRecord.team_id, UsageRecord.user_id, hour)
+        )  # fmt: skip
+        return [
+            (team or "", user, int(n), first, last, int(calls or 0), int(nano or 0) / NANO)
+            for team, user, n, first, last, calls, nano in rows
+        ]
+
+    def credit(self, org_id: str, *, activity: bool = True) -> tuple[Tables, Credit]:
         settings = self._org_settings(org_id)
         analytics = settings.get("analytics") or {}
         cutoff = Cutoff(
@@ -169,7 +178,7 @@ class AnalyticsService:
         rules = CreditRules(
             weights=self._outcomes.weights(org_id), cutoff=cutoff, withheld=self.withheld(org_id)
         )
-        tables = self.tables(org_id)
+        tables = self.tables(org_id, activity=activity)
         return tables, compute_credit(tables, rules)
 
     def _team_sizes(self, org_id: str) -> dict[str, int]:
@@ -233,7 +242,7 @@ class AnalyticsService:
         """Teams ranked by credited value; teams smaller than k are left out."""
         k = k_of(self._org_settings(caller.org_id))
         sizes = self._team_sizes(caller.org_id)
-        _, credit = self.credit(caller.org_id)
+        _, credit = self.credit(caller.org_id, activity=False)  # ranks need no usage
         board = leaderboard(credit, by="team")
         kept = [e for e in board.entries if sizes.get(e.id, 0) >= k]
         entries = [
@@ -252,7 +261,7 @@ class AnalyticsService:
                     select(AnalyticsOptIn.user_id).where(AnalyticsOptIn.org_id == caller.org_id)
                 )
             )
-        _, credit = self.credit(caller.org_id)
+        _, credit = self.credit(caller.org_id, activity=False)  # ranks need no usage
         board = leaderboard(credit, by="user")
         kept = [e for e in board.entries if e.id in opted]
         entries = [

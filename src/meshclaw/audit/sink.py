@@ -27,6 +27,7 @@ from meshclaw.audit.merkle import Frontier, hash_leaf
 from meshclaw.audit.models import HEAD_ID, AuditHead
 from meshclaw.clock import utcnow
 from meshclaw.ids import new_id
+from meshclaw.store.db import Prepared
 from meshclaw.store.models import AuditEvent
 
 if TYPE_CHECKING:
@@ -68,6 +69,11 @@ _SET_IF_UNCHANGED = _HEAD.update().where(
     _HEAD.c.root == bindparam("old_root"),
 )
 _INSERT = cast(Table, AuditEvent.__table__).insert()
+# The two writes of every append, compiled once (see ``store.db.Prepared``).
+_WRITE_IF_UNCHANGED = Prepared(
+    _SET_IF_UNCHANGED, ("old_size", "old_root", "size", "frontier", "root", "updated_at")
+)
+_WRITE_EVENT = Prepared(_INSERT, [c.key for c in cast(Table, AuditEvent.__table__).columns])
 
 
 def _bump_head(session: Session, by: int) -> tuple[int, list[str]]:
@@ -150,8 +156,8 @@ class StoreAuditSink:
             frontier = head.frontier.copy()
             frontier.append(leaf)
             root = frontier.root().hex()
-            result = conn.execute(
-                _SET_IF_UNCHANGED,
+            updated = _WRITE_IF_UNCHANGED.execute(
+                conn,
                 {
                     "old_size": head.size,
                     "old_root": head.root,
@@ -161,7 +167,7 @@ class StoreAuditSink:
                     "updated_at": ts,
                 },
             )
-            if result.rowcount == 1:
+            if updated == 1:
                 written = seq, leaf, frontier
         if written is None:
             size, hashes = _bump_head(session, 1)
@@ -173,8 +179,8 @@ class StoreAuditSink:
             conn.execute(_SET, {"frontier": frontier.to_hex(), "root": root, "updated_at": ts})
             written = seq, leaf, frontier
         seq, leaf, frontier = written
-        conn.execute(
-            _INSERT,
+        _WRITE_EVENT.execute(
+            conn,
             {
                 "seq": seq,
                 "id": event_id,

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 
 from meshclaw.connectors.base import ToolDefinition
 from meshclaw.metering.budget import RunTotals
+from meshclaw.runtime.steps import StepJournal
 from meshclaw.spec.models import AgentSpec
 
 
@@ -31,6 +32,8 @@ class RunContext:
     """Provenance: a tool result from outside the org entered the conversation."""
     held_calls: list[str] = field(default_factory=list)
     """Tool call ids the policy held for a person's approval: the run pauses after them."""
+    journal: StepJournal = field(default_factory=StepJournal)
+    """Calls in flight and the call end not yet committed (``runtime.steps``)."""
 
     def take_step_number(self) -> int:
         seq = self.next_step

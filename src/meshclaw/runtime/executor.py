@@ -11,9 +11,9 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
-from sqlalchemy import func, select, update
+from sqlalchemy import Table, bindparam, func, select
 
 from meshclaw.audit.sink import AuditRecord, AuditSink
 from meshclaw.clock import utcnow
@@ -23,14 +23,46 @@ from meshclaw.metering.budget import RunTotals
 from meshclaw.providers.base import ToolCall
 from meshclaw.runtime.context import RunContext
 from meshclaw.runtime.gateway import Gateway
-from meshclaw.runtime.resume import load_resumption
+from meshclaw.runtime.resume import Resumption, read_resumption
 from meshclaw.runtime.runner import LoopResult, MaxStepsReached, RunPaused, run_agent_loop
-from meshclaw.runtime.service import version_yaml
+from meshclaw.runtime.steps import STEPS, USAGE
 from meshclaw.spec.loader import parse_stored_spec
 from meshclaw.store.db import Database
-from meshclaw.store.models import Run, RunStep, UsageRecord
+from meshclaw.store.models import AgentVersion, Run
 
 log = logging.getLogger(__name__)
+
+# Core statements built once: a run's start and end, and the cancel flag polled meanwhile.
+_RUNS = cast(Table, Run.__table__)
+_VERSIONS = cast(Table, AgentVersion.__table__)
+_RUN_ROW = (
+    select(_RUNS, _VERSIONS.c.spec_yaml)
+    .join_from(_RUNS, _VERSIONS, _VERSIONS.c.id == _RUNS.c.agent_version_id, isouter=True)
+    .where(_RUNS.c.id == bindparam("b_run"))
+)
+_PROGRESS = select(
+    select(func.max(STEPS.c.seq)).where(STEPS.c.run_id == bindparam("b_run")).scalar_subquery(),
+    select(func.coalesce(func.sum(USAGE.c.input_tokens + USAGE.c.output_tokens), 0))
+    .where(USAGE.c.run_id == bindparam("b_run"))
+    .scalar_subquery(),
+    select(func.coalesce(func.sum(USAGE.c.cost_nano_usd), 0))
+    .where(USAGE.c.run_id == bindparam("b_run"))
+    .scalar_subquery(),
+)
+_CANCEL_REQUESTED = select(_RUNS.c.cancel_requested).where(_RUNS.c.id == bindparam("b_run"))
+_END_RUN = (
+    _RUNS.update()
+    .where(_RUNS.c.id == bindparam("b_run"))
+    # The step count is written once per execution, not bumped on every call.
+    .values(
+        step_count=select(func.count(STEPS.c.id))
+        .where(STEPS.c.run_id == bindparam("b_run"))
+        .scalar_subquery()
+    )
+)
+_END_LEASED_RUN = _END_RUN.where(
+    _RUNS.c.lease_owner == bindparam("b_owner"), _RUNS.c.status == "running"
+)
 
 ToolReader = Callable[[str, dict[str, Any]], Awaitable[ToolResult]]
 """Call a tool in an ended run's context, through the gateway (authorised, metered, audited):
@@ -83,15 +115,13 @@ class RunExecutor:
         lost lease stops the run here (another worker continues it), and a shutdown hands
         it back instead of recording it as cancelled.
         """
-        ctx = self._context(run_id)
+        ctx, user_input, resumption = self._prepare(run_id)
         self._gateway.telemetry.start_run(ctx, self._gateway.provider_kind(ctx))
-        # A run that already has steps (its worker died, or it waited for an approval)
-        # continues from them instead of starting over.
-        resumption = load_resumption(self._db, run_id)
         ctx.untrusted_content_seen = resumption.untrusted_content_seen
-        loop_task = asyncio.create_task(
-            run_agent_loop(self._gateway, ctx, self._input(run_id), resumption)
-        )
+        # Each call's end is committed with the run's next write (``runtime.steps``); every
+        # way out of this method below commits the last one.
+        ctx.journal.write_behind = True
+        loop_task = asyncio.create_task(run_agent_loop(self._gateway, ctx, user_input, resumption))
         watch_task = asyncio.create_task(self._watch_cancel(run_id))
         lease_task = asyncio.create_task(lease.keep()) if lease is not None else None
         waited = {loop_task, watch_task} | ({lease_task} if lease_task is not None else set())
@@ -107,6 +137,7 @@ class RunExecutor:
                 loop_task.cancel()
                 await asyncio.gather(loop_task, return_exceptions=True)
                 if lease_task is not None and lease_task in done:
+                    self._gateway.commit_pending(ctx)
                     return RunEnd(status="lost", error="lease lost to another worker")
                 if watch_task in done:
                     end = RunEnd(status="cancelled", error="cancelled on request")
@@ -118,6 +149,7 @@ class RunExecutor:
             loop_task.cancel()
             await asyncio.gather(loop_task, return_exceptions=True)
             if lease is not None:
+                self._gateway.commit_pending(ctx)
                 lease.release()  # another worker continues from the persisted steps
             else:
                 self._finish(ctx, RunEnd(status="cancelled", error="worker shut down"))
@@ -156,27 +188,29 @@ class RunExecutor:
     async def _watch_cancel(self, run_id: str) -> None:
         while True:
             await asyncio.sleep(self._cancel_poll)
-            with self._db.session() as session:
-                if session.scalar(select(Run.cancel_requested).where(Run.id == run_id)):
+            with self._db.engine.connect() as conn:
+                if conn.execute(_CANCEL_REQUESTED, {"b_run": run_id}).scalar():
                     return
 
     def _context(self, run_id: str) -> RunContext:
+        return self._prepare(run_id)[0]
+
+    def _prepare(self, run_id: str) -> tuple[RunContext, str, Resumption]:
+        """The run's context, its input, and where it stands: one read transaction."""
         with self._db.session() as session:
-            run = session.get(Run, run_id)
+            conn = session.connection()
+            run = conn.execute(_RUN_ROW, {"b_run": run_id}).one_or_none()
             if run is None:
                 raise NotFoundError(f"no run {run_id!r}")
-            spec = parse_stored_spec(version_yaml(session, run.agent_version_id))
+            if run.spec_yaml is None:
+                raise NotFoundError(f"no agent version {run.agent_version_id!r}")
+            spec = parse_stored_spec(run.spec_yaml)
             # A resumed run continues numbering and spending where it stopped.
-            last_seq = session.scalar(select(func.max(RunStep.seq)).where(RunStep.run_id == run_id))
-            spent = session.execute(
-                select(
-                    func.coalesce(
-                        func.sum(UsageRecord.input_tokens + UsageRecord.output_tokens), 0
-                    ),
-                    func.coalesce(func.sum(UsageRecord.cost_nano_usd), 0),
-                ).where(UsageRecord.run_id == run_id)
-            ).one()
-            return RunContext(
+            last_seq, tokens, cost = conn.execute(_PROGRESS, {"b_run": run_id}).one()
+            # A run that already has steps (its worker died, or it waited for an approval)
+            # continues from them instead of starting over.
+            resumption = read_resumption(session, run_id) if last_seq else Resumption()
+            ctx = RunContext(
                 run_id=run.id,
                 org_id=run.org_id,
                 team_id=run.team_id,
@@ -185,33 +219,34 @@ class RunExecutor:
                 agent_version=run.agent_version,
                 trigger=run.trigger,
                 spec=spec,
-                totals=RunTotals(tokens=int(spent[0]), cost_nano_usd=int(spent[1])),
+                totals=RunTotals(tokens=int(tokens), cost_nano_usd=int(cost)),
                 next_step=(last_seq or 0) + 1,
                 resumed_through=last_seq or 0,
             )
-
-    def _input(self, run_id: str) -> str:
-        with self._db.session() as session:
-            return session.scalar(select(Run.input).where(Run.id == run_id)) or ""
+            return ctx, run.input or "", resumption
 
     def _finish(self, ctx: RunContext, end: RunEnd, *, owner: str | None = None) -> bool:
-        """Record the end; with a lease ``owner``, only if the lease is still ours."""
+        """Record the end; with a lease ``owner``, only if the lease is still ours.
+
+        The run's last call end (kept back by write-behind) commits in the same
+        transaction, whether or not the lease is still ours: its step is only written
+        while still ``running``, so a successor that took it over is not overwritten."""
         self._gateway.telemetry.end_run(ctx, end.status, end.error)
-        with self._db.session() as session:
-            query = update(Run).where(Run.id == ctx.run_id)
-            if owner is not None:
-                query = query.where(Run.lease_owner == owner, Run.status == "running")
+        ctx.journal.write_behind = False
+        with self._gateway.transaction(ctx, strict=False) as session:
             paused = end.status == "waiting_approval"
-            # The step count is written once per execution, not bumped on every call.
-            steps = select(func.count(RunStep.id)).where(RunStep.run_id == ctx.run_id)
-            query = query.values(
-                status=end.status,
-                output=end.output,
-                error=end.error,
-                ended_at=None if paused else utcnow(),
-                step_count=steps.scalar_subquery(),
-            )
-            if not session.execute(query).rowcount:  # type: ignore[attr-defined]
+            values = {
+                "b_run": ctx.run_id,
+                "status": end.status,
+                "output": end.output,
+                "error": end.error,
+                "ended_at": None if paused else utcnow(),
+            }
+            if owner is None:
+                result = session.connection().execute(_END_RUN, values)
+            else:
+                result = session.connection().execute(_END_LEASED_RUN, values | {"b_owner": owner})
+            if not result.rowcount:
                 log.warning("run %s: lease lost before its end was recorded", ctx.run_id)
                 return False
             self._audit.append(

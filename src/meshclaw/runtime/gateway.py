@@ -1,10 +1,12 @@
 """The choke point. Every model call and every tool call of every run passes here.
 
 Order for each call: authorise -> check budget -> persist the step as started ->
-call (with retries for models) -> meter (usage, cost) -> persist the step's end and
-the audit record in the same transaction. Nothing else in MeshClaw calls
-``ModelProvider.complete`` or ``Connector.call_tool`` (a test walks the source to
-prove it), so there is no side door around policy, budget, metering or audit.
+call (with retries for models) -> meter (usage, cost) -> persist the step's end, the
+usage record, the budget settle and the audit record in one transaction, which under an
+executor is also the run's next write (the next call's start, or the run's end): see
+``runtime.steps``. Nothing else in MeshClaw calls ``ModelProvider.complete`` or
+``Connector.call_tool`` (a test walks the source to prove it), so there is no side door
+around policy, budget, metering or audit.
 """
 
 from __future__ import annotations
@@ -14,14 +16,13 @@ import functools
 import random
 import time
 from collections.abc import Awaitable, Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from meshclaw.audit.sink import AuditRecord, AuditSink
-from meshclaw.clock import utcnow
 from meshclaw.connectors.base import ToolContext, ToolResult
 from meshclaw.connectors.registry import ConnectorRegistry
 from meshclaw.errors import (
@@ -30,9 +31,7 @@ from meshclaw.errors import (
     PolicyDenied,
     ProviderError,
     ProviderUnavailable,
-    RunCancelled,
 )
-from meshclaw.ids import new_id
 from meshclaw.metering.budget import BudgetGuard, BudgetScope, PlannedCall, Reservation
 from meshclaw.metering.limits import estimate_call, model_fingerprint, tool_fingerprint
 from meshclaw.metering.prices import PriceTable, to_nano
@@ -42,9 +41,9 @@ from meshclaw.policy.authorizer import Authorizer, AuthzRequest, Decision, Princ
 from meshclaw.providers.base import ModelRequest, ModelResponse, ToolCall, ToolSpec
 from meshclaw.providers.registry import ProviderRegistry
 from meshclaw.runtime.context import RunContext
+from meshclaw.runtime.steps import StepWriter, attribution, call_end, insert_usage
 from meshclaw.runtime.trace import request_summary, response_summary
 from meshclaw.store.db import Database
-from meshclaw.store.models import RunStep, UsageRecord
 from meshclaw.telemetry import Telemetry
 
 Sleep = Callable[[float], Awaitable[None]]
@@ -83,6 +82,7 @@ class Gateway:
         approvals: Approvals | None = None,
     ) -> None:
         self._db = db
+        self._steps = StepWriter(db)
         self._approvals = approvals
         """Where held calls wait for a person; without it "needs approval" is a deny."""
         self._providers = providers
@@ -98,6 +98,7 @@ class Gateway:
         self._tool_timeout = tool_timeout_seconds
 
     async def aclose(self) -> None:
+        self._steps.close()
         await self._providers.aclose()
         await self._connectors.aclose()
 
@@ -154,19 +155,35 @@ class Gateway:
         except Exception:
             self._budget.release(reservation)
             raise
-        step_id = self._start_step(ctx, seq, "model", request.model, request_summary(request))
+        try:
+            step_id = self._start_step(ctx, seq, "model", request.model, request_summary(request))
+        except BaseException:
+            self._budget.release(reservation)
+            raise
         attempts: list[dict[str, Any]] = []
         started = time.perf_counter()
         try:
             response = await self._complete_with_retries(provider.complete, request, attempts)
         except asyncio.CancelledError:
             self._budget.release(reservation)
-            self._end_step(ctx, step_id, "cancelled", {"attempts": attempts}, None, decision)
+            self._steps.end(
+                ctx, call_end(step_id, "cancelled", {"attempts": attempts}, str(decision))
+            )
             raise
         except ProviderError as exc:
             self._budget.release(reservation)
-            self._end_step(ctx, step_id, "error", {"attempts": attempts}, str(exc), decision)
-            self._audit_only(ctx, "model.invoke", resource, "error", {"error": str(exc)})
+            failure = self._record(ctx, "model.invoke", resource, "error", {"error": str(exc)})
+            self._steps.end(
+                ctx,
+                call_end(
+                    step_id,
+                    "error",
+                    {"attempts": attempts},
+                    str(decision),
+                    error=str(exc),
+                    then=lambda session: self._audit.append(session, failure),
+                ),
+            )
             self.telemetry.model_call(
                 ctx,
                 provider=provider_name,
@@ -178,61 +195,66 @@ class Gateway:
             )
             raise
         latency_ms = int((time.perf_counter() - started) * 1000)
-        cost = self._prices.cost_usd(provider_name, request.model, response.usage)
+        usage = response.usage
+        cost = self._prices.cost_usd(provider_name, request.model, usage)
         cost_nano = to_nano(cost) if cost is not None else 0
-        ctx.totals.tokens += response.usage.total_tokens
+        ctx.totals.tokens += usage.total_tokens
         ctx.totals.cost_nano_usd += cost_nano
         ctx.totals.model_calls += 1
         summary = response_summary(response) | {"attempts": attempts, "latency_ms": latency_ms}
-        with self._db.session() as session:
-            finished = self._finish_step(
-                session, step_id, "ok", summary, None, decision, cost_nano, only_running=True
-            )
-            if not finished:
-                # Another worker took the run over and marked this call lost: it re-makes
-                # and meters it; metering it here too would count it twice.
-                raise RunCancelled("superseded: another worker took the run over")
+        metered = {
+            **attribution(ctx),
+            "kind": "model",
+            "step_id": step_id,
+            "provider": provider_name,
+            "model": request.model,
+            "input_tokens": usage.input_tokens,
+            "output_tokens": usage.output_tokens,
+            "cached_tokens": usage.cached_tokens,
+            "cache_write_tokens": usage.cache_write_tokens,
+            "reasoning_tokens": usage.reasoning_tokens,
+            "estimated": usage.estimated,
+            "latency_ms": latency_ms,
+            "cost_nano_usd": cost_nano,
+            "price_version": self._prices.version if cost is not None else None,
+        }
+        record = self._record(
+            ctx,
+            "model.invoke",
+            resource,
+            "ok",
+            {
+                "step": seq,
+                "decision": str(decision),
+                "input_tokens": usage.input_tokens,
+                "output_tokens": usage.output_tokens,
+                "cost_nano_usd": cost_nano,
+            },
+        )
+
+        def meter(session: Session) -> None:
             self._budget.settle(
-                session,
-                reservation,
+                session, reservation, cost_nano_usd=cost_nano, tokens=usage.total_tokens
+            )
+            insert_usage(session.connection(), metered)
+            self._audit.append(session, record)
+
+        # Only while the step is still ours: another worker that took the run over marks
+        # this call lost, then re-makes and meters it; metering it here too would count
+        # it twice.
+        self._steps.end(
+            ctx,
+            call_end(
+                step_id,
+                "ok",
+                summary,
+                str(decision),
                 cost_nano_usd=cost_nano,
-                tokens=response.usage.total_tokens,
-            )
-            session.add(
-                UsageRecord(
-                    id=new_id("use"),
-                    kind="model",
-                    **self._attribution(ctx),
-                    step_id=step_id,
-                    provider=provider_name,
-                    model=request.model,
-                    input_tokens=response.usage.input_tokens,
-                    output_tokens=response.usage.output_tokens,
-                    cached_tokens=response.usage.cached_tokens,
-                    cache_write_tokens=response.usage.cache_write_tokens,
-                    reasoning_tokens=response.usage.reasoning_tokens,
-                    estimated=response.usage.estimated,
-                    latency_ms=latency_ms,
-                    cost_nano_usd=cost_nano,
-                    price_version=self._prices.version if cost is not None else None,
-                )
-            )
-            self._audit.append(
-                session,
-                self._record(
-                    ctx,
-                    "model.invoke",
-                    resource,
-                    "ok",
-                    {
-                        "step": seq,
-                        "decision": str(decision),
-                        "input_tokens": response.usage.input_tokens,
-                        "output_tokens": response.usage.output_tokens,
-                        "cost_nano_usd": cost_nano,
-                    },
-                ),
-            )
+                only_running=True,
+                then=meter,
+                superseded=functools.partial(self._budget.release, reservation),
+            ),
+        )
         self.telemetry.model_call(
             ctx,
             provider=provider_name,
@@ -337,7 +359,11 @@ class Gateway:
         connector = self._connectors.get(connector_name)
         assert connector is not None  # offered tools come from registered connectors
         request = {"tool_call_id": call.id, "arguments": call.arguments}
-        step_id = self._start_step(ctx, seq, "tool", call.name, request)
+        try:
+            step_id = self._start_step(ctx, seq, "tool", call.name, request)
+        except BaseException:
+            self._budget.release(reservation)
+            raise
         tool_ctx = ToolContext(
             org_id=ctx.org_id,
             user_id=ctx.user_id,
@@ -352,7 +378,7 @@ class Gateway:
                 result = await connector.call_tool(tool_name, call.arguments, tool_ctx)
         except asyncio.CancelledError:
             self._budget.release(reservation)
-            self._end_step(ctx, step_id, "cancelled", None, None, decision)
+            self._steps.end(ctx, call_end(step_id, "cancelled", None, str(decision)))
             raise
         except TimeoutError:
             result = ToolResult(content=f"error: {call.name} timed out", is_error=True)
@@ -369,27 +395,27 @@ class Gateway:
             "latency_ms": latency_ms,
             "untrusted": result.untrusted,
         }
-        with self._db.session() as session:
-            error = result.content if result.is_error else None
-            self._finish_step(session, step_id, status, response, error, decision, 0)
+        metered = {
+            **attribution(ctx),
+            "kind": "tool",
+            "step_id": step_id,
+            "tool": call.name,
+            "status": status,
+            "latency_ms": latency_ms,
+        }
+        record = self._record(
+            ctx, action, resource, status, {"step": seq, "decision": str(decision)}
+        )
+
+        def meter(session: Session) -> None:
             self._budget.settle(session, reservation, cost_nano_usd=0, tokens=0)
-            session.add(
-                UsageRecord(
-                    id=new_id("use"),
-                    kind="tool",
-                    **self._attribution(ctx),
-                    step_id=step_id,
-                    tool=call.name,
-                    status=status,
-                    latency_ms=latency_ms,
-                )
-            )
-            self._audit.append(
-                session,
-                self._record(
-                    ctx, action, resource, status, {"step": seq, "decision": str(decision)}
-                ),
-            )
+            insert_usage(session.connection(), metered)
+            self._audit.append(session, record)
+
+        error = result.content if result.is_error else None
+        self._steps.end(
+            ctx, call_end(step_id, status, response, str(decision), error=error, then=meter)
+        )
         self.telemetry.tool_call(ctx, call=call, latency_ms=latency_ms, status=status)
         return result
 
@@ -506,92 +532,37 @@ class Gateway:
         ``status="waiting_approval"`` records a call held for a person instead."""
         if status == "denied":
             self.telemetry.denied(ctx, kind=kind, action=action)
-        with self._db.session() as session:
-            _upsert_step(
-                session,
-                ctx,
-                seq,
-                kind=kind,
-                name=name,
-                status=status,
-                request=request or {},
-                response={"content": content} if content is not None else None,
-                decision=str(decision)[:200],
-                error=decision.reason,
-                ended_at=utcnow(),
-            )
-            self._audit.append(
-                session,
-                self._record(
-                    ctx, action, resource, status, {"step": seq, "reason": decision.reason}
-                ),
-            )
+        details = {"step": seq, "reason": decision.reason}
+        record = self._record(ctx, action, resource, status, details)
+        self._steps.refused(
+            ctx,
+            seq,
+            kind=kind,
+            name=name,
+            status=status,
+            request=request or {},
+            response={"content": content} if content is not None else None,
+            decision=str(decision),
+            reason=decision.reason,
+            then=lambda session: self._audit.append(session, record),
+        )
+
+    # -- writing steps (``runtime.steps``) ----------------------------------------------
+
+    def transaction(
+        self, ctx: RunContext, *, strict: bool = True
+    ) -> AbstractContextManager[Session]:
+        """A transaction for ``ctx``'s run that commits its pending call end first."""
+        return self._steps.transaction(ctx, strict=strict)
+
+    def commit_pending(self, ctx: RunContext) -> None:
+        """The run stops: commit its pending call end, and keep none back from now on."""
+        self._steps.commit_pending(ctx)
 
     def _start_step(
         self, ctx: RunContext, seq: int, kind: str, name: str, request: dict[str, Any]
     ) -> str:
-        with self._db.session() as session:
-            return _upsert_step(
-                session,
-                ctx,
-                seq,
-                kind=kind,
-                name=name,
-                status="running",
-                request=request,
-                started_at=utcnow(),
-            )
-
-    def _end_step(
-        self,
-        ctx: RunContext,
-        step_id: str,
-        status: str,
-        response: dict[str, Any] | None,
-        error: str | None,
-        decision: Decision,
-    ) -> None:
-        with self._db.session() as session:
-            self._finish_step(session, step_id, status, response, error, decision, 0)
-
-    @staticmethod
-    def _finish_step(
-        session: Any,
-        step_id: str,
-        status: str,
-        response: dict[str, Any] | None,
-        error: str | None,
-        decision: Decision,
-        cost_nano: int,
-        *,
-        only_running: bool = False,
-    ) -> bool:
-        query = update(RunStep).where(RunStep.id == step_id)
-        if only_running:
-            query = query.where(RunStep.status == "running")
-        result = session.execute(
-            query.values(
-                status=status,
-                response=response,
-                error=error,
-                decision=str(decision)[:200],
-                cost_nano_usd=cost_nano,
-                ended_at=utcnow(),
-            )
-        )
-        return bool(result.rowcount)
-
-    @staticmethod
-    def _attribution(ctx: RunContext) -> dict[str, Any]:
-        return {
-            "org_id": ctx.org_id,
-            "team_id": ctx.team_id,
-            "user_id": ctx.user_id,
-            "agent_id": ctx.agent_id,
-            "agent_version": ctx.agent_version,
-            "run_id": ctx.run_id,
-            "trigger": ctx.trigger,
-        }
+        return self._steps.start(ctx, seq, kind, name, request)
 
     def _record(
         self, ctx: RunContext, action: str, resource: str, outcome: str, details: dict[str, Any]
@@ -605,29 +576,3 @@ class Gateway:
             actor_agent_id=ctx.agent_id,
             details={"run_id": ctx.run_id} | details,
         )
-
-    def _audit_only(
-        self, ctx: RunContext, action: str, resource: str, outcome: str, details: dict[str, Any]
-    ) -> None:
-        with self._db.session() as session:
-            self._audit.append(session, self._record(ctx, action, resource, outcome, details))
-
-
-def _upsert_step(session: Session, ctx: RunContext, seq: int, **values: Any) -> str:
-    """Insert step ``seq`` of a run, or overwrite it when a resumed run re-runs that step.
-
-    Only steps numbered at or below where the run resumed can exist already, so a fresh
-    step skips the lookup (it is on every call's path).
-    """
-    existing = None
-    if seq <= ctx.resumed_through:
-        existing = session.scalar(
-            select(RunStep).where(RunStep.run_id == ctx.run_id, RunStep.seq == seq)
-        )
-    if existing is None:
-        step_id = new_id("stp")
-        session.add(RunStep(id=step_id, run_id=ctx.run_id, seq=seq, **values))
-        return step_id
-    for key, value in values.items():
-        setattr(existing, key, value)
-    return existing.id

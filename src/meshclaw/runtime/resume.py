@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import select, update
+from sqlalchemy.orm import Session
 
 from meshclaw.providers.base import Message, ToolCall
 from meshclaw.store.db import Database
@@ -69,47 +70,52 @@ def _message(data: dict[str, Any]) -> Message:
 def load_resumption(db: Database, run_id: str) -> Resumption:
     """Read the run's steps and work out where it stands. Marks lost model steps."""
     with db.session() as session:
-        steps = session.scalars(
-            select(RunStep).where(RunStep.run_id == run_id).order_by(RunStep.seq)
-        ).all()
-        state = Resumption()
-        last_calls: tuple[ToolCall, ...] = ()
-        tool_steps: dict[str, RunStep] = {}
-        for step in steps:
-            if step.kind == "tool":
-                call_id = (step.request or {}).get("tool_call_id")
-                if call_id:
-                    tool_steps[call_id] = step
-                if (step.response or {}).get("untrusted"):
-                    state.untrusted_content_seen = True
-                continue
-            if step.status == "denied" or not step.request:
-                continue  # refused before it was made: no messages were sent
-            state.messages.extend(_message(m) for m in step.request.get("new_messages", []))
-            if step.status != "ok" or step.response is None:
-                session.execute(update(RunStep).where(RunStep.id == step.id).values(status="lost"))
-                continue
-            reply = step.response
-            last_calls = tuple(
-                ToolCall(id=c["id"], name=c["name"], arguments=c.get("arguments") or {})
-                for c in reply.get("tool_calls") or []
-            )
-            state.messages.append(
-                Message(role="assistant", content=reply.get("content"), tool_calls=last_calls)
-            )
-            state.turns_done += 1
-            state.ended = not last_calls
-            state.final_output = reply.get("content")
-            tool_steps = {}
-        if not state.messages or state.messages[-1].role != "assistant":
-            state.ended = False  # the last model call is to be made (again)
-            return state
-        for call in last_calls:
-            attempt = tool_steps.get(call.id)
-            if attempt is not None and attempt.status in FINISHED_TOOL:
-                content = (attempt.response or {}).get("content") or attempt.error or ""
-                state.finished_results[call.id] = content
-            else:
-                seq = attempt.seq if attempt is not None else None
-                state.pending.append(PendingCall(call=call, seq=seq))
+        return read_resumption(session, run_id)
+
+
+def read_resumption(session: Session, run_id: str) -> Resumption:
+    """``load_resumption`` in the caller's transaction."""
+    steps = session.scalars(
+        select(RunStep).where(RunStep.run_id == run_id).order_by(RunStep.seq)
+    ).all()
+    state = Resumption()
+    last_calls: tuple[ToolCall, ...] = ()
+    tool_steps: dict[str, RunStep] = {}
+    for step in steps:
+        if step.kind == "tool":
+            call_id = (step.request or {}).get("tool_call_id")
+            if call_id:
+                tool_steps[call_id] = step
+            if (step.response or {}).get("untrusted"):
+                state.untrusted_content_seen = True
+            continue
+        if step.status == "denied" or not step.request:
+            continue  # refused before it was made: no messages were sent
+        state.messages.extend(_message(m) for m in step.request.get("new_messages", []))
+        if step.status != "ok" or step.response is None:
+            session.execute(update(RunStep).where(RunStep.id == step.id).values(status="lost"))
+            continue
+        reply = step.response
+        last_calls = tuple(
+            ToolCall(id=c["id"], name=c["name"], arguments=c.get("arguments") or {})
+            for c in reply.get("tool_calls") or []
+        )
+        state.messages.append(
+            Message(role="assistant", content=reply.get("content"), tool_calls=last_calls)
+        )
+        state.turns_done += 1
+        state.ended = not last_calls
+        state.final_output = reply.get("content")
+        tool_steps = {}
+    if not state.messages or state.messages[-1].role != "assistant":
+        state.ended = False  # the last model call is to be made (again)
         return state
+    for call in last_calls:
+        attempt = tool_steps.get(call.id)
+        if attempt is not None and attempt.status in FINISHED_TOOL:
+            content = (attempt.response or {}).get("content") or attempt.error or ""
+            state.finished_results[call.id] = content
+        else:
+            seq = attempt.seq if attempt is not None else None
+            state.pending.append(PendingCall(call=call, seq=seq))
+    return state

@@ -198,7 +198,7 @@ class RunService:
             if status is not None:
                 query = query.where(Run.status == status)
             query = query.order_by(Run.created_at.desc(), Run.id.desc()).limit(limit).offset(offset)
-            return [self._info(session, r) for r in session.scalars(query).all()]
+            return self._infos(session, list(session.scalars(query).all()))
 
     def steps(self, caller: Caller, run_id: str, after_seq: int = 0) -> list[StepInfo]:
         with self._db.session() as session:
@@ -247,39 +247,72 @@ class RunService:
         )
         return self._agents.access.authorize_api(caller, "run.read", probe).allowed
 
+    @classmethod
+    def _info(cls, session: Session, run: Run) -> RunInfo:
+        return cls._infos(session, [run])[0]
+
     @staticmethod
-    def _info(session: Session, run: Run) -> RunInfo:
-        totals = session.execute(
-            select(
-                func.coalesce(func.sum(UsageRecord.input_tokens), 0),
-                func.coalesce(func.sum(UsageRecord.output_tokens), 0),
-                func.coalesce(func.sum(UsageRecord.cost_nano_usd), 0),
-            ).where(UsageRecord.run_id == run.id)
-        ).one()
-        agent_name = session.scalar(select(Agent.name).where(Agent.id == run.agent_id)) or ""
-        return RunInfo(
-            id=run.id,
-            agent_id=run.agent_id,
-            agent_name=agent_name,
-            agent_version=run.agent_version,
-            user_id=run.user_id,
-            trigger=run.trigger,
-            status=run.status,
-            input=run.input,
-            output=run.output,
-            error=run.error,
-            step_count=run.step_count
-            if run.status in FINISHED
-            else int(
-                session.scalar(select(func.count(RunStep.id)).where(RunStep.run_id == run.id)) or 0
-            ),
-            created_at=run.created_at,
-            started_at=run.started_at,
-            ended_at=run.ended_at,
-            input_tokens=int(totals[0]),
-            output_tokens=int(totals[1]),
-            cost_usd=from_nano(int(totals[2])),
-        )
+    def _infos(session: Session, runs: list[Run]) -> list[RunInfo]:
+        """The runs with their usage totals and agent names: a fixed number of queries
+        (one ``GROUP BY`` each), not a few per run."""
+        if not runs:
+            return []
+        ids = [run.id for run in runs]
+        totals = {
+            run_id: (int(inp), int(out), int(nano))
+            for run_id, inp, out, nano in session.execute(
+                select(
+                    UsageRecord.run_id,
+                    func.coalesce(func.sum(UsageRecord.input_tokens), 0),
+                    func.coalesce(func.sum(UsageRecord.output_tokens), 0),
+                    func.coalesce(func.sum(UsageRecord.cost_nano_usd), 0),
+                )
+                .where(UsageRecord.run_id.in_(ids))
+                .group_by(UsageRecord.run_id)
+            )
+        }
+        names: dict[str, str] = {
+            agent_id: name
+            for agent_id, name in session.execute(
+                select(Agent.id, Agent.name).where(Agent.id.in_({run.agent_id for run in runs}))
+            )
+        }
+        live = [run.id for run in runs if run.status not in FINISHED]
+        steps: dict[str, int] = {}
+        if live:  # a finished run's step count is final; a live one's is counted
+            steps = {
+                run_id: int(n)
+                for run_id, n in session.execute(
+                    select(RunStep.run_id, func.count(RunStep.id))
+                    .where(RunStep.run_id.in_(live))
+                    .group_by(RunStep.run_id)
+                )
+            }
+        out = []
+        for run in runs:
+            inp, out_tokens, nano = totals.get(run.id, (0, 0, 0))
+            out.append(
+                RunInfo(
+                    id=run.id,
+                    agent_id=run.agent_id,
+                    agent_name=names.get(run.agent_id, ""),
+                    agent_version=run.agent_version,
+                    user_id=run.user_id,
+                    trigger=run.trigger,
+                    status=run.status,
+                    input=run.input,
+                    output=run.output,
+                    error=run.error,
+                    step_count=run.step_count if run.status in FINISHED else steps.get(run.id, 0),
+                    created_at=run.created_at,
+                    started_at=run.started_at,
+                    ended_at=run.ended_at,
+                    input_tokens=inp,
+                    output_tokens=out_tokens,
+                    cost_usd=from_nano(nano),
+                )
+            )
+        return out
 
 
 def run_resource(run: Run) -> ApiResource:

@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import weakref
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from alembic import command
 from alembic.config import Config
 from sqlalchemy import Engine, create_engine, event
-from sqlalchemy.engine import make_url
+from sqlalchemy.engine import Connection, Dialect, make_url
 from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.sql.dml import UpdateBase
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 
@@ -75,3 +78,79 @@ class Database:
 
     def dispose(self) -> None:
         self.engine.dispose()
+
+
+@dataclass(frozen=True)
+class _Form:
+    """A statement compiled for one dialect: its SQL and how to order its parameters."""
+
+    sql: str
+    slots: tuple[tuple[str | None, Callable[[Any], Any] | None, Any], ...]
+    """Per placeholder: the parameter's name (None for a value fixed in the statement),
+    the column type's bind processor, and the fixed value (already processed)."""
+    names: tuple[str, ...] | None
+    """Placeholder names for a named paramstyle; None for a positional one."""
+
+
+class Prepared:
+    """An ``INSERT`` or ``UPDATE`` compiled once per dialect and run with ``exec_driver_sql``.
+
+    For the few writes made on every model and tool call. A Core statement built once is
+    still re-keyed for the compiled cache, its parameters set up and a result prepared on
+    every execution, which on SQLite costs several times the write itself. Here the
+    statement is compiled once per dialect for exactly the parameter names ``keys``, the
+    column types' own bind processors (JSON, UTC timestamps, booleans) are looked up
+    once, and an execution only converts the values and hands them to the driver;
+    ``Connection.exec_driver_sql`` keeps SQLAlchemy's transaction, events and error
+    translation. Every execution passes every one of ``keys`` and nothing else; columns
+    with Python-side defaults must be among them (refused when compiling otherwise).
+    """
+
+    def __init__(self, statement: UpdateBase, keys: Iterable[str]) -> None:
+        self._statement = statement
+        self._keys = tuple(keys)
+        self._forms: weakref.WeakKeyDictionary[Dialect, _Form] = weakref.WeakKeyDictionary()
+
+    def execute(self, conn: Connection, params: Mapping[str, Any]) -> int:
+        """Run the statement in ``conn``'s transaction; return the row count."""
+        form = self._forms.get(conn.dialect) or self._compile(conn.dialect)
+        values = [
+            value if key is None else (params[key] if fn is None else fn(params[key]))
+            for key, fn, value in form.slots
+        ]
+        if form.names is None:
+            return int(conn.exec_driver_sql(form.sql, tuple(values)).rowcount)
+        return int(
+            conn.exec_driver_sql(form.sql, dict(zip(form.names, values, strict=True))).rowcount
+        )
+
+    def _compile(self, dialect: Dialect) -> _Form:
+        compiled: Any = self._statement.compile(dialect=dialect, column_keys=list(self._keys))
+        if (
+            compiled.insert_prefetch
+            or compiled.update_prefetch
+            or compiled.post_compile_params
+            or compiled.literal_execute_params
+        ):
+            raise ValueError(f"cannot prepare {self._statement}: pass every defaulted column")
+        by_name = {name: bind for bind, name in compiled.bind_names.items()}
+        names = tuple(compiled.positiontup) if compiled.positional else tuple(by_name)
+        slots = []
+        for name in names:
+            bind = by_name[name]
+            process = bind.type.dialect_impl(dialect).bind_processor(dialect)
+            if bind.key in self._keys:
+                slots.append((bind.key, process, None))
+            elif bind.callable is None and bind.value is not None:
+                fixed = bind.effective_value
+                slots.append((None, None, fixed if process is None else process(fixed)))
+            else:
+                raise ValueError(f"cannot prepare {self._statement}: no value for {bind.key}")
+        escaped = compiled.escaped_bind_names or {}
+        form = _Form(
+            sql=str(compiled),
+            slots=tuple(slots),
+            names=None if compiled.positional else tuple(escaped.get(n, n) for n in names),
+        )
+        self._forms[dialect] = form
+        return form

@@ -143,7 +143,12 @@ class AgentVersion(Base):
 
 class Run(Base):
     __tablename__ = "runs"
-    __table_args__ = (Index("ix_runs_status_created", "status", "created_at"),)
+    __table_args__ = (
+        Index("ix_runs_status_created", "status", "created_at"),
+        # Newest first, of the org or of one owner (``RunService.find``): index order.
+        Index("ix_runs_org_user_created", "org_id", "user_id", "created_at", "id"),
+        Index("ix_runs_org_created", "org_id", "created_at", "id"),
+    )
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
     org_id: Mapped[str] = mapped_column(ForeignKey("orgs.id"), index=True)
     team_id: Mapped[str | None] = mapped_column(ForeignKey("teams.id"), index=True)

@@ -1,0 +1,80 @@
+"""``Prepared`` statements write exactly what the same Core statement writes, on both engines."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any, cast
+
+import pytest
+from sqlalchemy import Table, bindparam, select
+
+from meshclaw.store.db import Database, Prepared, migrate
+from meshclaw.store.models import AuditEvent
+
+EVENTS = cast(Table, AuditEvent.__table__)
+KEYS = [c.key for c in EVENTS.columns]
+
+
+def event(seq: int, **changes: Any) -> dict[str, Any]:
+    return {
+        "seq": seq,
+        "id": f"aud_{seq}",
+        "ts": datetime(2026, 11, 27, 14, 0, 0, 123456, tzinfo=UTC),
+        "org_id": None,
+        "actor_user_id": "usr_1",
+        "actor_agent_id": None,
+        "action": "model.invoke",
+        "resource": "model:scripted/m",
+        "outcome": "ok",
+        "details": {"run_id": "run_1", "step": 3, "nested": {"ünï": [1, None, True]}},
+        "salt": "00ff",
+        "body_sha256": "ab" * 32,
+        "leaf_hash": "cd" * 32,
+        "redacted_at": None,
+    } | changes
+
+
+def rows(db: Database) -> list[tuple[Any, ...]]:
+    """Each row as the driver returns it (no SQLAlchemy result processing), without its
+    seq and id, followed by the row as SQLAlchemy reads it back."""
+    with db.engine.connect() as conn:
+        raw = conn.exec_driver_sql("SELECT * FROM audit_events ORDER BY seq").all()
+        read = conn.execute(select(EVENTS).order_by(EVENTS.c.seq)).all()
+    return [tuple(r[2:]) + tuple(o[2:]) for r, o in zip(raw, read, strict=True)]
+
+
+def test_prepared_insert_and_update_store_what_core_stores(database_url: str) -> None:
+    migrate(database_url)
+    db = Database(database_url)
+    try:
+        insert = Prepared(EVENTS.insert(), KEYS)
+        with db.engine.begin() as conn:
+            conn.execute(EVENTS.insert(), event(1))
+            assert insert.execute(conn, event(2)) == 1
+        core, prepared = rows(db)
+        assert prepared == core  # JSON, timestamps and NULLs stored alike
+
+        # An update with a condition fixed in the statement and one given per call.
+        statement = EVENTS.update().where(
+            EVENTS.c.seq == bindparam("b_seq"), EVENTS.c.outcome == "ok"
+        )
+        update = Prepared(statement, ("b_seq", "outcome", "details"))
+        with db.engine.begin() as conn:
+            assert update.execute(conn, {"b_seq": 2, "outcome": "error", "details": {"a": 1}}) == 1
+            assert update.execute(conn, {"b_seq": 2, "outcome": "error", "details": {"a": 2}}) == 0
+            conn.execute(statement, {"b_seq": 1, "outcome": "error", "details": {"a": 1}})
+        core, prepared = rows(db)
+        assert prepared == core
+    finally:
+        db.dispose()
+
+
+def test_a_statement_whose_defaults_would_be_skipped_is_refused(database_url: str) -> None:
+    migrate(database_url)
+    db = Database(database_url)
+    try:
+        without_ts = Prepared(EVENTS.insert(), [k for k in KEYS if k != "ts"])  # ts has a default
+        with db.engine.begin() as conn, pytest.raises(ValueError, match="defaulted column"):
+            without_ts.execute(conn, event(1))
+    finally:
+        db.dispose()
