@@ -14,7 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from meshclaw.accounts.service import TokenInfo
 from meshclaw.accounts.signin import SignedIn
-from meshclaw.api.deps import SESSION_COOKIE, Authed, PlatformDep
+from meshclaw.api.deps import SESSION_COOKIE, Authed, PlatformDep, end_session
 from meshclaw.platform import Platform
 
 router = APIRouter(tags=["auth"])
@@ -82,11 +82,8 @@ def login(body: LoginIn, response: Response, platform: PlatformDep) -> LoginOut:
 
 
 @router.post("/v1/auth/logout", status_code=204)
-def logout(request: Request, response: Response, platform: PlatformDep, _: Authed) -> None:
-    secret = request.cookies.get(SESSION_COOKIE)
-    if secret:
-        platform.signin.logout(secret)
-    response.delete_cookie(SESSION_COOKIE, path="/")
+def logout(request: Request, response: Response, _: Authed) -> None:
+    end_session(request, response)
 
 
 def _token_out(info: TokenInfo) -> TokenOut:

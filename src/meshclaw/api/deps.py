@@ -14,7 +14,7 @@ import re
 from datetime import date, datetime
 from typing import Annotated, Any
 
-from fastapi import Depends, Query, Request
+from fastapi import Depends, Query, Request, Response
 from fastapi.security import APIKeyCookie, HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BeforeValidator
 
@@ -85,7 +85,7 @@ def session_of(request: Request, platform: Platform) -> SessionCaller | None:
         return None
 
 
-def check_csrf(request: Request, signed_in: SessionCaller, sent: str | None = None) -> None:
+def check_csrf(request: Request, expected: str, sent: str | None = None) -> None:
     """Refuse an unsafe cookie-authenticated request without the session's CSRF token.
 
     API calls send it in the ``X-CSRF-Token`` header; dashboard forms pass their ``csrf``
@@ -94,8 +94,16 @@ def check_csrf(request: Request, signed_in: SessionCaller, sent: str | None = No
     if request.method in SAFE_METHODS:
         return
     sent = sent if sent is not None else request.headers.get(CSRF_HEADER)
-    if sent is None or not hmac.compare_digest(sent, signed_in.csrf_token):
+    if sent is None or not hmac.compare_digest(sent, expected):
         raise PermissionDenied("missing or wrong CSRF token; reload the page and try again")
+
+
+def end_session(request: Request, response: Response) -> None:
+    """Sign the browser out: revoke its session in the store and drop the cookie."""
+    secret = request.cookies.get(SESSION_COOKIE)
+    if secret:
+        get_platform(request).signin.logout(secret)
+    response.delete_cookie(SESSION_COOKIE, path="/")
 
 
 def current_caller(
@@ -111,7 +119,7 @@ def current_caller(
         return platform.accounts.authenticate(credentials.credentials)
     if cookie:
         signed_in = platform.signin.authenticate(cookie)
-        check_csrf(request, signed_in)
+        check_csrf(request, signed_in.csrf_token)
         return signed_in.caller
     raise AuthError("missing bearer token (Authorization: Bearer <token>) or session cookie")
 

@@ -74,10 +74,8 @@ async def checked_form(request: Request, viewer: ViewerDep) -> dict[str, str]:
     """The posted form's fields, after checking its CSRF token (403 when it is wrong)."""
     form = await request.form()
     fields = {k: v for k, v in form.multi_items() if isinstance(v, str)}
-    signed_in = session_of(request, viewer.platform)
-    if signed_in is None:
-        raise SignInRequired(request.url.path)
-    check_csrf(request, signed_in, fields.get("csrf", ""))
+    # The viewer's session was read a moment ago by ``current_viewer``: compare with it.
+    check_csrf(request, viewer.csrf_token, fields.get("csrf", ""))
     fields.pop("csrf", None)
     return fields
 

@@ -8,7 +8,7 @@ from fastapi import APIRouter, Form, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from meshclaw.api.auth import set_session_cookie
-from meshclaw.api.deps import SESSION_COOKIE, PlatformDep, session_of
+from meshclaw.api.deps import PlatformDep, end_session, session_of
 from meshclaw.errors import AuthError
 from meshclaw.web._pages import PREFIX, FormDep, render
 
@@ -54,10 +54,7 @@ def login(
 
 
 @router.post("/logout")
-def logout(request: Request, platform: PlatformDep, _: FormDep) -> Response:
-    secret = request.cookies.get(SESSION_COOKIE)
-    if secret:
-        platform.signin.logout(secret)
+def logout(request: Request, _: FormDep) -> Response:
     response = RedirectResponse(f"{PREFIX}/login", status_code=303)
-    response.delete_cookie(SESSION_COOKIE, path="/")
+    end_session(request, response)
     return response
