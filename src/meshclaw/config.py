@@ -82,7 +82,9 @@ class TelemetrySettings(BaseModel):
     service_name: str = "meshclaw"
     """``service.name`` of the exported spans."""
     metrics: bool = True
-    """Serve Prometheus metrics at ``/metrics`` (team/agent labels, never users)."""
+    """Serve Prometheus metrics at ``/metrics`` (org/team/agent labels, never users)."""
+    metrics_scrape_token_sha256: str | None = Field(default=None, pattern=r"^[0-9a-f]{64}$")
+    """SHA-256 (hex) of the operator's scrape token: that bearer gets every org's series."""
 
 
 class WebSettings(BaseModel):
@@ -146,6 +148,15 @@ class Settings(BaseSettings):
     run is continued by another worker."""
     max_run_attempts: int = Field(default=5, ge=1, le=100)
     """A run whose worker was lost this many times is failed instead of retried."""
+    outcomes_recheck_seconds: float = Field(default=900.0, ge=0, le=7 * 24 * 3600)
+    """How often the scheduler runs every org's due outcome durability re-checks and
+    silence acceptances (``OutcomeService.recheck_due``); 0 turns the schedule off."""
+    notify_seconds: float = Field(default=30.0, ge=0, le=24 * 3600)
+    """How often the scheduler sends the notification outbox (``notify.deliver``); 0
+    turns sending off (notifications then wait in the outbox)."""
+    usage_rollup_seconds: float = Field(default=3600.0, ge=0, le=7 * 24 * 3600)
+    """How often the scheduler rolls closed days of usage up (``metering.rollup``), so no
+    report pays for it; 0 leaves it to the first report that needs a day."""
 
     @classmethod
     def settings_customise_sources(

@@ -58,15 +58,15 @@ class Platform:
         if apply_migrations:
             migrate(url)
         self.db = Database(url)
-        self.audit, self.audit_log = build_audit(self.db, self.settings)
+        self.policies = PolicyStore.from_file(self.settings.policy_file)
+        """The active Cedar policy set, shared by the gateway and the API checks."""
+        self.access = ApiAuthorizer(self.policies)
+        self.audit, self.audit_log = build_audit(self.db, self.settings, self.access)
         self.accounts = Accounts(self.db, self.audit)
         self.signin = SignIn(
             self.db, self.audit, ttl=timedelta(hours=self.settings.web.session_hours)
         )
         """Dashboard sign-in: passwords and browser sessions (``accounts.signin``)."""
-        self.policies = PolicyStore.from_file(self.settings.policy_file)
-        """The active Cedar policy set, shared by the gateway and the API checks."""
-        self.access = ApiAuthorizer(self.policies)
         self.authorizer = CedarAuthorizer(self.policies)
         self.agents = AgentRegistry(self.db, self.audit, self.access)
         self.approvals = Approvals(self.db, self.audit, self.access)
@@ -77,6 +77,7 @@ class Platform:
         self.connector_admin = ConnectorService(
             db=self.db,
             audit=self.audit,
+            access=self.access,
             settings_connectors=self.settings.connectors,
             credentials=VaultCredentialStore(
                 self.vault,
@@ -129,12 +130,9 @@ class Platform:
         return self._model_server.base_url
 
     def connectors(self) -> ConnectorRegistry:
-        """Built-ins plus every configured MCP server (connections open on first use)."""
+        """Built-ins for every org; each org's MCP servers found when its runs ask for them."""
         builtins: list[Connector] = [ClockConnector(), NotesConnector(self.db)]
-        return ConnectorRegistry(
-            [*builtins, *self.connector_admin.build_all()],
-            resolve=self.connector_admin.build_if_configured,  # added while running
-        )
+        return ConnectorRegistry(builtins, resolve=self.connector_admin.resolve)
 
     def build_gateway(
         self,

@@ -89,10 +89,8 @@ class Seeded:
         with self.platform.db.session() as session:
             for model in (Agent, Run, Team, User, Outcome, Approval, Budget, IntegrityFinding):
                 found |= set(session.scalars(select(model.id).where(model.org_id == org_a)))
-            # Connectors have no org yet: those org A's people added count as org A's.
-            users = select(User.id).where(User.org_id == org_a)
             found |= set(session.scalars(
-                select(ConnectorRecord.name).where(ConnectorRecord.created_by.in_(users))
+                select(ConnectorRecord.name).where(ConnectorRecord.org_id == org_a)
             ))  # fmt: skip
         return found
 

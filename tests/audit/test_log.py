@@ -91,8 +91,11 @@ def test_inclusion_and_consistency_proofs_verify_against_signed_checkpoints(
     path = [bytes.fromhex(p) for p in cons["proof"]]
     assert verify_consistency(old.size, new.size, old.root, new.root, path)
     assert not verify_consistency(old.size, new.size, new.root, old.root, path)
-    with pytest.raises(UserError, match="no signed checkpoint"):
+    with pytest.raises(UserError, match="no audit record seq 10000"):
         world.log.inclusion_proof(world.auditor, 10_000)
+    append_many(world.platform, 1)  # not yet under a signed checkpoint
+    with pytest.raises(UserError, match="no signed checkpoint"):
+        world.log.inclusion_proof(world.auditor, second.size + 1)
 
 
 def test_a_failed_audit_write_fails_the_action(audit_world: Callable[..., AuditWorld]) -> None:
@@ -176,10 +179,14 @@ def test_retention_redacts_bodies_keeps_hashes_and_still_verifies(
     database_url: str, audit_world: Callable[..., AuditWorld]
 ) -> None:
     world = audit_world(database_url, checkpoint_every=5)
-    append_many(world.platform, 12, org_id=None)
-    # age the first 8 records by 90 days (the test's stand-in for time passing)
+    start = world.log.head()[0]  # the accounts setup's records
+    append_many(world.platform, 8, org_id=world.org_id)
+    append_many(world.platform, 4, org_id="org_other")
+    append_many(world.platform, 4, org_id=world.org_id)
+    old_seqs = range(start + 1, start + 13)  # 8 of ours, then 4 of another org's
+    # age them by 90 days (the test's stand-in for time passing)
     with world.platform.db.session() as session:
-        for e in session.scalars(select(AuditEvent).where(AuditEvent.seq <= 8)):
+        for e in session.scalars(select(AuditEvent).where(AuditEvent.seq.in_(old_seqs))):
             e.ts = e.ts - timedelta(days=90)
         # the hash covers the time, so re-hash as the writer would have: rebuild the log
     _rehash_all(world)
@@ -190,20 +197,40 @@ def test_retention_redacts_bodies_keeps_hashes_and_still_verifies(
         world.log.redact(world.admin, utcnow() - timedelta(days=1))
     assert world.log.redact(world.admin, cutoff) == 8
     with world.platform.db.session() as session:
-        old = session.scalars(select(AuditEvent).where(AuditEvent.seq <= 8)).all()
-        assert all(
+        old = session.scalars(select(AuditEvent).where(AuditEvent.seq.in_(old_seqs))).all()
+        ours = [e for e in old if e.org_id == world.org_id]
+        assert len(ours) == 8 and all(
             e.details == {} and e.actor_user_id is None and e.salt is None and e.redacted_at
-            for e in old
+            for e in ours
         )
+        assert all(e.salt is not None and e.redacted_at is None for e in old if e not in ours)
     report = world.log.verify(world.auditor)
     assert report.ok, report.problem
     assert report.redacted == 8
-    # a body removed without a covering audit.redact record is caught
-    with world.platform.db.session() as session:
-        session.execute(text("UPDATE audit_events SET salt = NULL, details = '{}' WHERE seq = 10"))
+    # org acme's cutoff does not cover another org's body removed by hand...
+    other = start + 9
+    saved = _strip_body(world, other)
     report = world.log.verify(world.auditor)
     assert not report.ok and report.problem is not None
-    assert report.problem.seq == 10 and "authorisation" in report.problem.message
+    assert report.problem.seq == other and "authorisation" in report.problem.message
+    # ...nor a recent body of its own
+    _strip_body(world, other, saved)
+    _strip_body(world, start + 14)
+    report = world.log.verify(world.auditor)
+    assert not report.ok and report.problem is not None
+    assert report.problem.seq == start + 14 and "authorisation" in report.problem.message
+
+
+def _strip_body(
+    world: AuditWorld, seq: int, restore: tuple[str | None, dict[str, Any]] | None = None
+) -> tuple[str | None, dict[str, Any]]:
+    """Remove a record's body behind the log's back (or put ``restore`` back); the old one."""
+    with world.platform.db.session() as session:
+        event = session.get(AuditEvent, seq)
+        assert event is not None
+        old = (event.salt, dict(event.details))
+        event.salt, event.details = restore or (None, {})
+        return old
 
 
 def _rehash_all(world: AuditWorld) -> None:

@@ -208,7 +208,9 @@ def _seed(platform: Platform, account: ImapAccount) -> dict[str, Caller]:
     # The mailbox's credential, encrypted in the vault. It is the reference's default, not
     # alice's own entry: listing a connector's tools resolves the credential without a user
     # (``McpConnector.list_tools``), so an owner-only entry fails before the first call.
-    platform.vault.put("mail", {"username": account.username, "password": account.password})
+    platform.vault.put(
+        "mail", {"username": account.username, "password": account.password}, org_id=org.id
+    )
     # The demo org's teams have two people at most: let the team board show teams of two.
     platform.analytics.update_settings(people["carol"], k=2)
     return people

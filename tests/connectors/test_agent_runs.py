@@ -96,7 +96,7 @@ def test_a_rug_pull_between_runs_hides_the_tool_and_blocks_calls(
     assert second.status == "succeeded", second.error
     offered = {t["function"]["name"] for t in server.requests[-1]["tools"]}
     assert "fx__echo" not in offered and "fx__save" in offered
-    states = world.platform.connector_admin.approvals.states("fx")
+    states = world.platform.connector_admin.approvals(world.alice.org_id).states("fx")
     (state,) = [s for s in states if s.tool == "echo"]
     assert state.status == "changed" and "attacker" in state.definition["description"]
 

@@ -11,6 +11,8 @@ import pytest
 from typer.testing import CliRunner, Result
 
 from meshclaw.cli.main import app
+from meshclaw.config import Settings
+from meshclaw.platform import Platform
 from tests.connectors.conftest import FIXTURE_SERVER
 
 
@@ -133,3 +135,23 @@ def test_add_a_builtin_server_by_name(cli: tuple[Cli, str]) -> None:
     assert added["target"] == f"{sys.executable} -m meshclaw.connectors.servers mail"
     unknown = run("connector", "add", "x", "--builtin", "nope", token=admin)
     assert unknown.exit_code == 2 and "no built-in MCP server 'nope'" in unknown.stderr
+
+
+def test_another_orgs_admin_neither_sees_nor_touches_the_connector(cli: tuple[Cli, str]) -> None:
+    run, admin = cli
+    added = run("connector", "add", "fx", "--command", sys.executable, token=admin)
+    assert added.exit_code == 0, added.output
+    platform = Platform(Settings(home=run.home, embedded_model_server=False))
+    try:
+        globex = platform.accounts.create_org("globex")
+        mallory = platform.accounts.create_user(globex.id, "mallory", role="platform_admin")
+        other = platform.accounts.issue_token(mallory.id, "cli")
+    finally:
+        platform.close()
+    assert run.json("connector", "list", token=other) == []
+    for command in (("tools", "fx"), ("test", "fx"), ("approve", "fx", "--all"), ("remove", "fx")):
+        refused = run("connector", *command, token=other)
+        assert refused.exit_code == 2 and "no " in refused.stderr and "'fx'" in refused.stderr
+    # globex may have an fx of its own; acme's is untouched.
+    assert run("connector", "add", "fx", "--command", "x", token=other).exit_code == 0
+    assert [c["target"] for c in run.json("connector", "list", token=admin)] == [sys.executable]

@@ -68,6 +68,7 @@ def test_settings_connectors_are_listed_and_cannot_be_shadowed(
     service = ConnectorService(
         db=world.platform.db,
         audit=world.platform.audit,
+        access=world.platform.access,
         settings_connectors={"fx": fixture},
         credentials=FileCredentialStore(Path("/nonexistent/credentials.json")),
     )
@@ -87,6 +88,7 @@ def test_settings_connectors_are_listed_and_cannot_be_shadowed(
         ConnectorService(
             db=world.platform.db,
             audit=world.platform.audit,
+            access=world.platform.access,
             settings_connectors={"a__b": fixture},
             credentials=FileCredentialStore(Path("/nonexistent")),
         )

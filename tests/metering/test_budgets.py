@@ -123,7 +123,8 @@ def test_hard_cap_refuses_the_next_call_before_it_is_made(
     registry = world.platform.telemetry.registry
     assert registry is not None
     team = world.alice.team_id
-    labels = {"agent": "helper", "kind": "model", "reason": "budget", "team": str(team)}
+    labels = {"org": world.alice.org_id, "agent": "helper", "kind": "model", "reason": "budget",
+              "team": str(team)}  # fmt: skip
     assert registry.get_sample_value("meshclaw_denials_total", labels) == 1.0
 
 

@@ -41,29 +41,44 @@ def raw_rows(world: World) -> list[VaultEntry]:
 
 def test_values_are_encrypted_at_rest_and_resolve_per_owner(world: World) -> None:
     vault = Vault(world.platform.db, Kek.generate())
-    vault.put("mail", {"username": "bot", "password": SECRET})
-    vault.put("mail", {"username": "alice", "password": "alices"}, user_id=world.alice.user_id)
+    vault.put("mail", {"username": "bot", "password": SECRET}, org_id=world.alice.org_id)
+    vault.put(
+        "mail",
+        {"username": "alice", "password": "alices"},
+        user_id=world.alice.user_id,
+        org_id=world.alice.org_id,
+    )
     for row in raw_rows(world):
         stored = f"{row.ciphertext} {row.wrapped_dek} {row.fields}"
         assert SECRET not in stored and "alices" not in stored
         assert row.fields == ["password", "username"]
     store = VaultCredentialStore(vault)
-    assert store.resolve("mail", user_id=world.alice.user_id).field("username") == "alice"
-    assert store.resolve("mail", user_id=world.bob.user_id).field("password") == SECRET
-    credential = store.resolve("mail")
+    assert (
+        store.resolve("mail", user_id=world.alice.user_id, org_id=world.alice.org_id).field(
+            "username"
+        )
+        == "alice"
+    )
+    assert (
+        store.resolve("mail", user_id=world.bob.user_id, org_id=world.alice.org_id).field(
+            "password"
+        )
+        == SECRET
+    )
+    credential = store.resolve("mail", org_id=world.alice.org_id)
     assert SECRET not in repr(credential) and SECRET not in str(credential)
-    with pytest.raises(ConfigError, match="no entry"):
-        store.resolve("calendar")
+    with pytest.raises(ConfigError, match="no credential 'calendar' in this org"):
+        store.resolve("calendar", org_id=world.alice.org_id)
     # Two puts of the same values give different ciphertexts (fresh key and nonce).
     before = {r.user_id: r.ciphertext for r in raw_rows(world)}
-    vault.put("mail", {"username": "bot", "password": SECRET})
+    vault.put("mail", {"username": "bot", "password": SECRET}, org_id=world.alice.org_id)
     assert {r.user_id: r.ciphertext for r in raw_rows(world)}[""] != before[""]
 
 
 def test_rows_do_not_open_elsewhere_or_when_tampered_with(world: World) -> None:
     vault = Vault(world.platform.db, Kek.generate())
-    vault.put("mail", {"password": SECRET})
-    vault.put("chat", {"token": "t"})
+    vault.put("mail", {"password": SECRET}, org_id=world.alice.org_id)
+    vault.put("chat", {"token": "t"}, org_id=world.alice.org_id)
     with world.platform.db.session() as session:
         rows = {r.ref: r for r in session.scalars(select(VaultEntry))}
         # Move mail's ciphertext onto chat: the associated data no longer matches.
@@ -72,31 +87,37 @@ def test_rows_do_not_open_elsewhere_or_when_tampered_with(world: World) -> None:
             rows["mail"].wrapped_dek,
         )
     with pytest.raises(ConfigError, match="tampered"):
-        vault.get("chat")
-    assert vault.get("mail") == {"password": SECRET}
+        vault.get("chat", org_id=world.alice.org_id)
+    assert vault.get("mail", org_id=world.alice.org_id) == {"password": SECRET}
     with pytest.raises(ConfigError, match="wrapped by key"):
-        Vault(world.platform.db, Kek.generate()).get("mail")
+        Vault(world.platform.db, Kek.generate()).get("mail", org_id=world.alice.org_id)
 
 
 def test_rotation_rewraps_every_entry_and_the_old_key_stops_working(world: World) -> None:
     old, new = Kek.generate(), Kek.generate()
     vault = Vault(world.platform.db, old)
-    vault.put("mail", {"password": SECRET})
-    vault.put("mail", {"password": "p2"}, user_id=world.alice.user_id)
+    vault.put("mail", {"password": SECRET}, org_id=world.alice.org_id)
+    vault.put("mail", {"password": "p2"}, user_id=world.alice.user_id, org_id=world.alice.org_id)
     ciphertexts = sorted(r.ciphertext for r in raw_rows(world))
     assert vault.rotate(new) == 2
     assert {r.kek_id for r in raw_rows(world)} == {new.id}
     assert sorted(r.ciphertext for r in raw_rows(world)) == ciphertexts  # only keys re-wrapped
-    assert Vault(world.platform.db, new).get("mail") == {"password": SECRET}
-    assert vault.get("mail", user_id=world.alice.user_id) == {"password": "p2"}
+    assert Vault(world.platform.db, new).get("mail", org_id=world.alice.org_id) == {
+        "password": SECRET
+    }
+    assert vault.get("mail", user_id=world.alice.user_id, org_id=world.alice.org_id) == {
+        "password": "p2"
+    }
     with pytest.raises(ConfigError):
-        Vault(world.platform.db, old).get("mail")
+        Vault(world.platform.db, old).get("mail", org_id=world.alice.org_id)
 
 
 def test_a_failed_rotation_changes_nothing(world: World) -> None:
     first, other = Kek.generate(), Kek.generate()
-    Vault(world.platform.db, first).put("mail", {"password": SECRET})
-    Vault(world.platform.db, other).put("chat", {"token": "t"})  # a foreign key's entry
+    Vault(world.platform.db, first).put("mail", {"password": SECRET}, org_id=world.alice.org_id)
+    Vault(world.platform.db, other).put(
+        "chat", {"token": "t"}, org_id=world.alice.org_id
+    )  # a foreign key's entry
     with pytest.raises(ConfigError, match="wrapped by key"):
         Vault(world.platform.db, first).rotate(Kek.generate())
     assert sorted(r.kek_id for r in raw_rows(world)) == sorted([first.id, other.id])
@@ -132,10 +153,10 @@ def test_the_vault_key_is_read_only_when_a_credential_is_used(world: World) -> N
     vault = Vault(world.platform.db, loader)
     fallback = MemoryCredentialStore({"files": {"default": {"token": "from-file"}}})
     store = VaultCredentialStore(vault, fallback=fallback)
-    assert store.resolve("files").field("token") == "from-file"
+    assert store.resolve("files", org_id=world.alice.org_id).field("token") == "from-file"
     assert calls == []
-    vault.put("files", {"token": "from-vault"})
-    assert store.resolve("files").field("token") == "from-vault"
+    vault.put("files", {"token": "from-vault"}, org_id=world.alice.org_id)
+    assert store.resolve("files", org_id=world.alice.org_id).field("token") == "from-vault"
     assert calls == [1]
 
 
@@ -181,7 +202,12 @@ def test_vault_cli(world: World, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     rotated = json.loads(meshclaw("admin", "vault", "rotate", str(new_key), "--json").stdout)
     assert rotated["rewrapped"] == 2 and rotated["new_key"] == read_key_file(new_key).id
     store = VaultCredentialStore(Vault(world.platform.db, read_key_file(new_key)))
-    assert store.resolve("mail", user_id=world.alice.user_id).field("password") == SECRET
+    assert (
+        store.resolve("mail", user_id=world.alice.user_id, org_id=world.alice.org_id).field(
+            "password"
+        )
+        == SECRET
+    )
     gone = meshclaw("alice", "vault", "delete", "mail", "--user", "alice")
     assert gone.exit_code == 0
     assert meshclaw("alice", "vault", "delete", "mail", "--user", "alice").exit_code == 2

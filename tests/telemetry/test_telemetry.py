@@ -124,7 +124,7 @@ def test_failed_run_span_has_error_status(
     assert spans["invoke_agent traced"].attributes["gen_ai.provider.name"] == "openai"  # type: ignore[index]
 
 
-def test_metrics_are_labelled_by_team_and_agent_never_user(
+def test_metrics_are_labelled_by_org_team_and_agent_never_user(
     scripted: Callable[[dict[str, Any]], ScriptedServer], make_world: Callable[..., World]
 ) -> None:
     server = scripted(
@@ -162,17 +162,16 @@ def test_metrics_are_labelled_by_team_and_agent_never_user(
             client.get("/metrics", headers={"Authorization": f"Bearer {alice}"}).status_code == 403
         )
         text = client.get("/metrics", headers={"Authorization": f"Bearer {admin}"}).text
-    team = world.alice.team_id
-    assert (
-        f'meshclaw_calls_total{{agent="traced",kind="model",status="ok",team="{team}"}} 2.0' in text
-    )
-    assert (
-        f'meshclaw_calls_total{{agent="traced",kind="tool",status="ok",team="{team}"}} 1.0' in text
-    )
-    assert 'meshclaw_tokens_total{agent="traced",model="m",provider="scripted",team=' in text
+    team, org = world.alice.team_id, world.alice.org_id
+    who = f'agent="traced",kind="model",org="{org}",status="ok",team="{team}"'
+    assert f"meshclaw_calls_total{{{who}}} 2.0" in text
+    assert f"meshclaw_calls_total{{{who.replace('model', 'tool')}}} 1.0" in text
+    tokens = f'meshclaw_tokens_total{{agent="traced",model="m",org="{org}",provider="scripted"'
+    assert tokens in text
     assert "meshclaw_cost_usd_total" in text and "meshclaw_call_latency_seconds_bucket" in text
-    assert f'meshclaw_runs_total{{agent="traced",status="succeeded",team="{team}"}} 1.0' in text
-    labels = 'metric="calls",name="eng",period="day",scope="team"'
+    runs = f'agent="traced",org="{org}",status="succeeded",team="{team}"'
+    assert f"meshclaw_runs_total{{{runs}}} 1.0" in text
+    labels = f'metric="calls",name="eng",org="{org}",period="day",scope="team"'
     assert f"meshclaw_budget_spent{{{labels}}} 2.0" in text
     assert f"meshclaw_budget_utilisation{{{labels}}} 0.2" in text
     assert 'scope="user"' not in text

@@ -422,7 +422,8 @@ def test_prices_and_connector_tool_approval(site: Site) -> None:
     assert alice.post("/ui/admin/connectors/fx/approve", hashed).status_code == 403
     approved = root.post("/ui/admin/connectors/fx/approve", hashed)
     assert approved.status_code == 303
-    states = {s.tool: s.status for s in site.world.platform.connector_admin.approvals.states("fx")}
+    approvals = site.world.platform.connector_admin.approvals(site.world.admin.org_id)
+    states = {s.tool: s.status for s in approvals.states("fx")}
     assert states["echo"] == "approved"
 
 

@@ -1,4 +1,8 @@
-"""``/v1/audit``: the tamper-evident audit log over HTTP (roles in ``meshclaw.audit.access``)."""
+"""``/v1/audit``: the tamper-evident audit log over HTTP.
+
+Who may do what is Cedar's (``audit.read|verify|redact``, ``meshclaw.policy.roles``);
+``AuditLog`` asks and keeps every answer to the caller's org (docs/audit.md).
+"""
 
 from __future__ import annotations
 
@@ -96,6 +100,7 @@ def inclusion(
     seq: Seq,
     size: Annotated[int | None, Query(ge=1, le=MAX_SEQ)] = None,
 ) -> dict[str, Any]:
+    """Inclusion proof of a record of the caller's org (404 for any other record)."""
     return platform.audit_log.inclusion_proof(who, seq, size)
 
 
@@ -138,6 +143,6 @@ def export(
 
 @router.post("/redact")
 def redact(body: RedactIn, platform: PlatformDep, who: Authed) -> dict[str, Any]:
-    """Retention: remove bodies of old records, keep their hashes (platform admins)."""
+    """Retention: remove bodies of the org's old records, keep their hashes (platform admins)."""
     before = as_utc(body.before)
     return {"redacted": platform.audit_log.redact(who, before), "before": before}

@@ -1,4 +1,8 @@
-"""``/v1/connectors``: the same operations as ``meshclaw connector ...`` over HTTP."""
+"""``/v1/connectors``: the same operations as ``meshclaw connector ...`` over HTTP.
+
+Every route is about the caller's org: another org's connector is a 404, like a name
+that does not exist (``ConnectorService``).
+"""
 
 from __future__ import annotations
 
@@ -72,13 +76,15 @@ def _tool(state: ToolState) -> ToolOut:
 
 @router.get("")
 def list_connectors(platform: PlatformDep, who: Authed) -> list[ConnectorOut]:
+    """The connectors of the caller's org (settings and stored) and their tool counts."""
     infos = platform.connector_admin.list_connectors(who)
     return [ConnectorOut.model_validate(asdict(i)) for i in infos]
 
 
 @router.post("", status_code=201)
 def add_connector(body: ConnectorCreate, platform: PlatformDep, who: Authed) -> ConnectorOut:
-    """Register an MCP server (platform admins). Its tools wait for approval."""
+    """Register an MCP server in the caller's org (platform admins). Its tools wait for
+    approval; the same name may exist in another org."""
     config = body.config.model_dump(mode="json")
     info = platform.connector_admin.add(who, body.name, config)
     return ConnectorOut.model_validate(asdict(info))

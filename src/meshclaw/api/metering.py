@@ -2,17 +2,26 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Response
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+import hashlib
+import hmac
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Request, Response
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from prometheus_client import CONTENT_TYPE_LATEST
 from pydantic import BaseModel, ConfigDict, StrictBool
 
-from meshclaw.api.deps import Authed, PlatformDep, Timestamp
+from meshclaw.api.deps import SESSION_COOKIE, Authed, PlatformDep, Timestamp, current_caller
 from meshclaw.clock import as_utc
-from meshclaw.errors import NotFoundError, PermissionDenied
+from meshclaw.errors import NotFoundError
 from meshclaw.metering.budgets import BudgetInfo
 from meshclaw.metering.reprice import RepriceResult, reprice
+from meshclaw.platform import Platform
+from meshclaw.policy.api import ApiResource
 
 router = APIRouter(tags=["metering"])
+
+_bearer = HTTPBearer(auto_error=False)
 
 
 class BudgetIn(BaseModel):
@@ -71,11 +80,34 @@ def reprice_usage(body: RepriceIn, platform: PlatformDep, who: Authed) -> Repric
 
 
 @router.get("/metrics", include_in_schema=False)
-def metrics(platform: PlatformDep, who: Authed) -> Response:
-    """Prometheus text format (platform admins and auditors; scrape with a bearer token)."""
-    if who.role not in ("platform_admin", "auditor"):
-        raise PermissionDenied("metrics are for platform admins and auditors")
-    registry = platform.telemetry.registry
-    if registry is None:
+def metrics(
+    request: Request,
+    platform: PlatformDep,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> Response:
+    """Prometheus text format: the caller's org's series (platform admins and auditors);
+    every org's for the operator's scrape token (``telemetry.metrics_scrape_token_sha256``)."""
+    org_id: str | None = None
+    if not _operator_scrape(platform, credentials):
+        who = current_caller(request, platform, credentials, request.cookies.get(SESSION_COOKIE))
+        platform.access.require(
+            who,
+            "metrics.read",
+            ApiResource.org(who.org_id),
+            message="metrics are for platform admins and auditors:",
+        )
+        org_id = who.org_id
+    text = platform.telemetry.exposition(org_id)
+    if text is None:
         raise NotFoundError("metrics are switched off (telemetry.metrics = false)")
-    return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+    return Response(text, media_type=CONTENT_TYPE_LATEST)
+
+
+def _operator_scrape(platform: Platform, credentials: HTTPAuthorizationCredentials | None) -> bool:
+    """Whether the bearer is the install's scrape token (compared as hashes, in constant
+    time: the setting holds only the hash, so the config never holds the secret)."""
+    expected = platform.settings.telemetry.metrics_scrape_token_sha256
+    if expected is None or credentials is None:
+        return False
+    digest = hashlib.sha256(credentials.credentials.encode()).hexdigest()
+    return hmac.compare_digest(digest, expected)

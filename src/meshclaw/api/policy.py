@@ -132,7 +132,8 @@ async def explain(body: ExplainIn, platform: PlatformDep, caller: Authed) -> Exp
         connector, _, name = body.tool.partition(".")
         connectors = platform.connectors()
         try:
-            definition = (await connectors.tools(connector)).get(name)
+            listed = await connectors.tools(connector, org_id=info.org_id, user_id=info.owner_id)
+            definition = listed.get(name)
         finally:
             await connectors.aclose()
         if definition is None:

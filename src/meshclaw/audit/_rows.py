@@ -16,7 +16,7 @@ from sqlalchemy import text
 from sqlalchemy.orm import Session
 
 from meshclaw.audit.canonical import format_ts
-from meshclaw.audit.verify import RecordView
+from meshclaw.audit.verify import RecordView, withheld_view
 from meshclaw.clock import as_utc
 
 _SQL = (
@@ -75,12 +75,19 @@ def _details(raw: str | None) -> tuple[dict[str, Any], bool]:
 def record_views(
     session: Session, *, start_seq: int = 1, end_seq: int | None = None, org_id: str | None = None
 ) -> Iterator[RecordView]:
-    """Stream records in seq order; bodies of other orgs' records are withheld."""
+    """Stream records in seq order; with ``org_id``, other orgs' records are withheld.
+
+    A withheld record is only its place and leaf hash (``withheld_view``), redacted or
+    not: its header would tell when another org did what, and whether its redaction was
+    authorised is that org's to check (its ``audit.redact`` records are its own).
+    """
     conn = session.connection().execution_options(stream_results=True, yield_per=5000)
     result = conn.execute(text(_SQL), {"start": start_seq, "end": end_seq or 2**62})
     for seq, id_, ts, org, action, outcome, user, agent, resource, raw, salt, bh, lh in result:
-        withhold = org_id is not None and org is not None and org != org_id and salt is not None
-        details, plain = (None, False) if withhold else _details(raw)
+        if org_id is not None and org is not None and org != org_id:
+            yield withheld_view(seq, lh)
+            continue
+        details, plain = _details(raw)
         yield RecordView(
             seq=seq,
             id=id_,
@@ -88,13 +95,12 @@ def record_views(
             org_id=org,
             action=action,
             outcome=outcome,
-            actor_user_id=None if withhold else user,
-            actor_agent_id=None if withhold else agent,
-            resource=None if withhold else resource,
+            actor_user_id=user,
+            actor_agent_id=agent,
+            resource=resource,
             details=details,
             plain_details=plain,
-            salt=None if withhold else salt,
-            withheld=withhold,
+            salt=salt,
             body_sha256=bh,
             leaf_hash=lh,
         )

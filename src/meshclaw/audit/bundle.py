@@ -3,10 +3,16 @@
 Line 1 is the header, then one ``checkpoint`` line per signed note, then one ``record``
 line per record in seq order (so a verifier streams the records in one pass)::
 
-    {"format": "meshclaw-audit-bundle", "v": 1, "origin": ..., "start_size": k,
+    {"format": "meshclaw-audit-bundle", "v": 2, "origin": ..., "start_size": k,
      "start_frontier": [...], "end_size": n, "verifier_key": ...}
     {"type": "checkpoint", "size": n, "note": "..."}
-    {"type": "record", "seq": k+1, ..., "body": "present" | "redacted" | "withheld"}
+    {"type": "record", "seq": k+1, ..., "body": "present" | "redacted"}
+    {"type": "record", "seq": k+2, "body": "withheld", "leaf_hash": "..."}
+
+A record of another org is ``withheld``: only its position and leaf hash, nothing of its
+header (time, org, action, outcome) or body. The verifier takes that leaf as given; the
+signed roots vouch for it, so changing it still fails the next checkpoint. Version 1
+bundles (withheld records with their headers) are still read.
 
 Nothing in the bundle is trusted: ``verifier_key`` is informational (the auditor brings
 their own copy), and ``start_frontier`` (the tree before the first record of a partial
@@ -24,11 +30,19 @@ from typing import Any, TextIO
 
 from meshclaw.audit.checkpoint import Verifier
 from meshclaw.audit.merkle import Frontier, ProofError
-from meshclaw.audit.verify import Problem, RecordView, Report, SignedNote, verify_log
+from meshclaw.audit.verify import (
+    Problem,
+    RecordView,
+    Report,
+    SignedNote,
+    verify_log,
+    withheld_view,
+)
 from meshclaw.errors import UserError
 
 FORMAT = "meshclaw-audit-bundle"
-VERSION = 1
+VERSION = 2
+READABLE = (1, 2)
 
 
 class BundleError(UserError):
@@ -60,7 +74,12 @@ def write_bundle(
         out.write(json.dumps({"type": "checkpoint", "size": size, "note": note}) + "\n")
     written = withheld = 0
     for r in records:
-        body = "withheld" if r.withheld else ("redacted" if r.salt is None else "present")
+        if r.withheld:
+            out.write(json.dumps(_withheld_line(r), separators=(",", ":")) + "\n")
+            written += 1
+            withheld += 1
+            continue
+        body = "redacted" if r.salt is None else "present"
         line: dict[str, Any] = {
             "type": "record",
             "seq": r.seq,
@@ -83,8 +102,11 @@ def write_bundle(
             }
         out.write(json.dumps(line, ensure_ascii=False, separators=(",", ":")) + "\n")
         written += 1
-        withheld += body == "withheld"
     return written, withheld
+
+
+def _withheld_line(r: RecordView) -> dict[str, Any]:
+    return {"type": "record", "seq": r.seq, "body": "withheld", "leaf_hash": r.leaf_hash}
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -96,15 +118,21 @@ class BundleHeader:
 
 
 _REQUIRED = ("seq", "id", "ts", "action", "outcome", "body", "body_sha256", "leaf_hash")
+_REQUIRED_WITHHELD = ("seq", "body", "leaf_hash")
 
 
 def _record(obj: dict[str, Any], lineno: int) -> RecordView:
-    missing = [k for k in _REQUIRED if k not in obj]
+    body = obj.get("body")
+    required = _REQUIRED_WITHHELD if body == "withheld" else _REQUIRED
+    missing = [k for k in required if k not in obj]
     if missing:
         raise BundleError(f"line {lineno}: record lacks {', '.join(missing)}")
-    body = obj["body"]
     if body not in ("present", "redacted", "withheld"):
         raise BundleError(f"line {lineno}: body must be present, redacted or withheld")
+    if body == "withheld":
+        if not isinstance(obj["seq"], int):
+            raise BundleError(f"line {lineno}: seq must be an integer")
+        return withheld_view(obj["seq"], str(obj["leaf_hash"]))
     present = body == "present"
     if present and not isinstance(obj.get("salt"), str):
         raise BundleError(f"line {lineno}: a present body needs its salt")
@@ -176,7 +204,7 @@ class _Reader:
             raise BundleError(f"line 1: not JSON: {exc.msg}") from None
         if not isinstance(obj, dict) or obj.get("format") != FORMAT:
             raise BundleError(f"line 1: not a {FORMAT} header")
-        if obj.get("v") != VERSION:
+        if obj.get("v") not in READABLE:
             raise BundleError(f"line 1: bundle version {obj.get('v')!r} is not {VERSION}")
         try:
             start = Frontier.from_hex(int(obj["start_size"]), obj["start_frontier"])

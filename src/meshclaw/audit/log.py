@@ -1,7 +1,13 @@
 """The audit log as a service: query, checkpoints, proofs, verification, retention, export.
 
-Every method that shows records or changes the log checks the caller's role
-(``meshclaw.audit.access``) and is itself recorded in the log.
+Every method that shows records or changes the log asks the Cedar API authoriser
+(``audit.read``, ``audit.verify``, ``audit.redact`` on the caller's org; the roles are in
+``meshclaw.policy.roles``) and is itself recorded in the log.
+
+The tree is one for the whole install, so what spans it (verify, checkpoints, consistency
+proofs) is log-wide but shows only counts, positions and hashes. What shows or changes a
+record is per org: queries, inclusion proofs and export bodies are the caller's org's
+records (and system records, which have no org); redaction touches only the caller's org.
 """
 
 from __future__ import annotations
@@ -16,7 +22,6 @@ from sqlalchemy import ColumnElement, and_, or_, select, update
 from sqlalchemy.orm import Session
 
 from meshclaw.accounts.service import Caller
-from meshclaw.audit import access
 from meshclaw.audit._rows import record_views
 from meshclaw.audit.bundle import write_bundle
 from meshclaw.audit.canonical import format_ts
@@ -29,11 +34,19 @@ from meshclaw.audit.verify import REDACT_ACTION, Problem, Report, SignedNote, ve
 from meshclaw.clock import utcnow
 from meshclaw.config import Settings
 from meshclaw.errors import ConflictError, NotFoundError, UserError
+from meshclaw.policy.api import ApiAuthorizer, ApiResource
+from meshclaw.policy.cedar import PolicyStore
 from meshclaw.store.db import Database
 from meshclaw.store.models import AuditEvent, User
 
 REDACTED_RESOURCE = ""
 MAX_PAGE = 1000
+
+_WHY = {
+    "audit.read": "audit records are for auditors",
+    "audit.verify": "verifying the audit log is for auditors and platform admins",
+    "audit.redact": "audit retention is for platform admins",
+}
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -125,12 +138,23 @@ class AuditLog:
         sink: StoreAuditSink,
         checkpointer: Checkpointer,
         *,
+        access: ApiAuthorizer | None = None,
         min_retention: timedelta = timedelta(days=30),
     ) -> None:
         self._db = db
         self._sink = sink
         self._checkpointer = checkpointer
+        self._access = access
+        """Decides who may read, verify or redact (None: the built-in policies, built on
+        first use, since checking the log without a caller needs no authoriser)."""
         self._min_retention = min_retention
+
+    def _require(self, caller: Caller, action: str) -> None:
+        if self._access is None:
+            self._access = ApiAuthorizer(PolicyStore())
+        self._access.require(
+            caller, action, ApiResource.org(caller.org_id), message=f"{_WHY[action]}:"
+        )
 
     @property
     def origin(self) -> str:
@@ -174,7 +198,7 @@ class AuditLog:
         limit: int = 50,
     ) -> AuditPage:
         """Records of the caller's org (and system records), oldest first, paged by seq."""
-        access.require(caller, "read")
+        self._require(caller, "audit.read")
         if not 1 <= limit <= MAX_PAGE:
             raise UserError(f"limit must be 1..{MAX_PAGE}, not {limit}")
         if after < 0:
@@ -241,7 +265,7 @@ class AuditLog:
     def checkpoint(self, caller: Caller | None = None) -> CheckpointInfo:
         """Sign the current tree (or return the checkpoint that already covers it)."""
         if caller is not None:
-            access.require(caller, "verify")
+            self._require(caller, "audit.verify")
         with self._db.session() as session:
             if caller is not None:
                 self._record(session, caller, "audit.checkpoint", {})
@@ -249,7 +273,7 @@ class AuditLog:
             return _checkpoint_info(row)
 
     def checkpoints(self, caller: Caller) -> list[CheckpointInfo]:
-        access.require(caller, "verify")
+        self._require(caller, "audit.verify")
         with self._db.session() as session:
             rows = session.scalars(select(AuditCheckpoint).order_by(AuditCheckpoint.size)).all()
             return [_checkpoint_info(r) for r in rows]
@@ -279,11 +303,20 @@ class AuditLog:
         return cp
 
     def inclusion_proof(self, caller: Caller, seq: int, size: int | None = None) -> dict[str, Any]:
-        """Proof that record ``seq`` is leaf ``seq - 1`` of a signed checkpoint's tree."""
-        access.require(caller, "read")
+        """Proof that record ``seq`` is leaf ``seq - 1`` of a signed checkpoint's tree.
+
+        Only for a record of the caller's org or a system record: another org's record
+        answers exactly as a missing one does.
+        """
+        self._require(caller, "audit.read")
         if seq < 1:
             raise UserError("seq must be >= 1")
         with self._db.session() as session:
+            org = session.execute(
+                select(AuditEvent.org_id).where(AuditEvent.seq == seq)
+            ).one_or_none()
+            if org is None or org[0] not in (None, caller.org_id):
+                raise NotFoundError(f"no audit record seq {seq} in this org's log")
             cp = self._checkpoint_at(session, size, seq)
             hashes = self._leaf_hashes(session, cp.size)
             proof = inclusion_proof(seq - 1, hashes)
@@ -299,8 +332,11 @@ class AuditLog:
             }
 
     def consistency_proof(self, caller: Caller, old_size: int, new_size: int) -> dict[str, Any]:
-        """Proof that the signed tree of ``new_size`` extends the signed tree of ``old_size``."""
-        access.require(caller, "verify")
+        """Proof that the signed tree of ``new_size`` extends the signed tree of ``old_size``.
+
+        Log-wide: it holds only sizes, roots and interior hashes, nothing of a record.
+        """
+        self._require(caller, "audit.verify")
         if not 0 <= old_size <= new_size:
             raise UserError("need 0 <= old size <= new size")
         with self._db.session() as session:
@@ -325,9 +361,13 @@ class AuditLog:
         verifier: Verifier | None = None,
         progress: Callable[[int, int], None] | None = None,
     ) -> Report:
-        """Recompute the whole tree from the store and check every checkpoint."""
+        """Recompute the whole tree from the store and check every checkpoint.
+
+        Log-wide (the tree is): the report holds counts, sizes, the root and the position
+        of the first problem, never a record's org, actor, resource or details.
+        """
         if caller is not None:
-            access.require(caller, "verify")
+            self._require(caller, "audit.verify")
         verifier = verifier or self.verifier()
         with self._db.session() as session:
             head = session.get(AuditHead, HEAD_ID)
@@ -364,12 +404,13 @@ class AuditLog:
     # -- retention ----------------------------------------------------------------------
 
     def redact(self, caller: Caller, before: datetime) -> int:
-        """Remove actor, resource and details of records older than ``before``.
+        """Remove actor, resource and details of the caller's org's records older than ``before``.
 
-        Headers and hashes stay, so the log still verifies. Refused for records younger
-        than the minimum retention, so retention cannot be used to hide recent acts.
+        Headers and hashes stay, so the log still verifies. Other orgs' records and system
+        records are never touched: each org owns its own retention. Refused for records
+        younger than the minimum retention, so retention cannot be used to hide recent acts.
         """
-        access.require(caller, "redact")
+        self._require(caller, "audit.redact")
         latest = utcnow() - self._min_retention
         if before > latest:
             raise UserError(
@@ -380,7 +421,11 @@ class AuditLog:
             lock_head(session)  # redaction is ordered with appends
             result = session.execute(
                 update(AuditEvent)
-                .where(AuditEvent.ts < before, AuditEvent.redacted_at.is_(None))
+                .where(
+                    AuditEvent.org_id == caller.org_id,
+                    AuditEvent.ts < before,
+                    AuditEvent.redacted_at.is_(None),
+                )
                 .values(
                     actor_user_id=None,
                     actor_agent_id=None,
@@ -392,14 +437,14 @@ class AuditLog:
                 .execution_options(synchronize_session=False)
             )
             count = int(getattr(result, "rowcount", 0) or 0)
-            # Log-wide, so every org's export shows the redaction that covers its records.
+            # In the org's own log: verify lets its cutoff cover that org's records only.
             self._sink.append_event(
                 session,
                 AuditRecord(
                     action=REDACT_ACTION,
                     resource="audit:log",
                     outcome="ok",
-                    org_id=None,
+                    org_id=caller.org_id,
                     actor_user_id=caller.user_id,
                     details={"before": format_ts(before), "records": count},
                 ),
@@ -419,9 +464,9 @@ class AuditLog:
         """Write a bundle an outside auditor can verify with only the public key.
 
         The export is recorded and a checkpoint covering it is signed first; records of
-        other orgs keep their header and hashes but their bodies are withheld.
+        other orgs are withheld: only their place and leaf hash, so the tree still verifies.
         """
-        access.require(caller, "read")
+        self._require(caller, "audit.read")
         with self._db.session() as session:
             self._record(
                 session,
@@ -476,8 +521,13 @@ def _head_problem(size: int) -> Problem:
     )
 
 
-def build_audit(db: Database, settings: Settings) -> tuple[StoreAuditSink, AuditLog]:
-    """The sink every service appends through, and the log service over the same store."""
+def build_audit(
+    db: Database, settings: Settings, access: ApiAuthorizer | None = None
+) -> tuple[StoreAuditSink, AuditLog]:
+    """The sink every service appends through, and the log service over the same store.
+
+    ``access``: the platform's authoriser, so org policies apply to the audit log too.
+    """
     cfg = settings.audit
     checkpointer = Checkpointer(
         key_path=cfg.signing_key or settings.home / "audit-signing.key",
@@ -486,5 +536,11 @@ def build_audit(db: Database, settings: Settings) -> tuple[StoreAuditSink, Audit
         directory=cfg.checkpoint_dir,
     )
     sink = StoreAuditSink(checkpointer=checkpointer)
-    log = AuditLog(db, sink, checkpointer, min_retention=timedelta(days=cfg.min_retention_days))
+    log = AuditLog(
+        db,
+        sink,
+        checkpointer,
+        access=access,
+        min_retention=timedelta(days=cfg.min_retention_days),
+    )
     return sink, log

@@ -10,7 +10,9 @@ report names the *first* problem by position in the log and says what is wrong:
   checkpoint and the first checkpoint whose signed root no longer matches;
 * a checkpoint that was replaced or whose signature fails: that checkpoint;
 * a log shorter than a signed checkpoint: the first missing sequence number;
-* a body removed without a later ``audit.redact`` record whose cutoff covers it.
+* a body removed without a later ``audit.redact`` record whose cutoff covers it. Each
+  org redacts its own records, so the covering record must be of the same org (one
+  without an org, as log-wide redactions before per-org retention were, covers all).
 """
 
 from __future__ import annotations
@@ -44,7 +46,8 @@ class RecordView:
     salt: str | None
     """None when the body was redacted or withheld."""
     withheld: bool = False
-    """The exporter left this body out (another org's record); not a redaction."""
+    """Another org's record in an export: only ``seq`` and ``leaf_hash`` are known, and
+    the leaf is taken as given (the signed roots vouch for it); not a redaction."""
     plain_details: bool = False
     """The reader found no floats, huge integers or non-ASCII in ``details`` (a fast path)."""
     body_sha256: str
@@ -145,8 +148,36 @@ def _open_checkpoints(
     return opened, None
 
 
+def withheld_view(seq: int, leaf_hash: str) -> RecordView:
+    """Another org's record as an export shows it: its place in the tree, nothing else."""
+    return RecordView(
+        seq=seq,
+        id="",
+        ts="",
+        org_id=None,
+        action="",
+        outcome="",
+        actor_user_id=None,
+        actor_agent_id=None,
+        resource=None,
+        details=None,
+        salt=None,
+        withheld=True,
+        body_sha256="",
+        leaf_hash=leaf_hash,
+    )
+
+
 def _check_record(rec: RecordView) -> Problem | bytes:
     """The record's leaf hash, recomputed; or what is wrong with it."""
+    if rec.withheld:
+        try:
+            leaf = bytes.fromhex(rec.leaf_hash)
+        except ValueError:
+            leaf = b""
+        if len(leaf) != 32:
+            return Problem(kind="record", seq=rec.seq, message="withheld record: bad leaf hash")
+        return leaf
     if rec.salt is not None:
         digest = body_digest(
             rec.actor_user_id,
@@ -199,8 +230,8 @@ def verify_log(
     pending: Iterator[Checkpoint] = iter([c for c in checkpoints if c.size >= frontier.size])
     upcoming = next(pending, None)
     last_good = frontier.size
-    redacted: list[tuple[int, str]] = []
-    cutoffs: list[tuple[int, str]] = []
+    redacted: list[tuple[int, str, str | None]] = []
+    cutoffs: list[tuple[int, str, str | None]] = []
 
     def fail(p: Problem) -> Report:
         report.ok = False
@@ -241,9 +272,9 @@ def verify_log(
         if rec.salt is None:
             report.redacted += 1
             if not rec.withheld:
-                redacted.append((rec.seq, rec.ts))
+                redacted.append((rec.seq, rec.ts, rec.org_id))
         elif rec.action == REDACT_ACTION and isinstance((rec.details or {}).get("before"), str):
-            cutoffs.append((rec.seq, str((rec.details or {})["before"])))
+            cutoffs.append((rec.seq, str((rec.details or {})["before"]), rec.org_id))
         while upcoming is not None and upcoming.size == frontier.size:
             if upcoming.root != frontier.root():
                 return fail(
@@ -293,22 +324,26 @@ def verify_log(
 
 
 def _unauthorised_redaction(
-    redacted: list[tuple[int, str]], cutoffs: list[tuple[int, str]]
+    redacted: list[tuple[int, str, str | None]], cutoffs: list[tuple[int, str, str | None]]
 ) -> Problem | None:
-    """The first redacted record that no later ``audit.redact`` cutoff covers."""
-    best = ""  # the latest cutoff among redactions after the current position
+    """The first redacted record that no later ``audit.redact`` cutoff of its org covers."""
+    # Sweep backwards, keeping the latest cutoff per org among redactions seen so far
+    # (all later than the current position); the None key is a log-wide cutoff.
+    best: dict[str | None, str] = {}
     pending = sorted(cutoffs, reverse=True)
     bad: int | None = None
-    for seq, ts in reversed(redacted):
+    for seq, ts, org in reversed(redacted):
         while pending and pending[0][0] > seq:
-            best = max(best, pending.pop(0)[1])
-        if not ts < best:
+            _, before, by = pending.pop(0)
+            best[by] = max(best.get(by, ""), before)
+        cutoff = max(best.get(None, ""), best.get(org, "") if org is not None else "")
+        if not ts < cutoff:
             bad = seq
     if bad is None:
         return None
     return Problem(
         kind="record",
         seq=bad,
-        message="body removed, but no later audit.redact record covers it: deleted without "
-        "authorisation",
+        message="body removed, but no later audit.redact record of its org covers it: "
+        "deleted without authorisation",
     )

@@ -176,7 +176,9 @@ def explain(
 
             async def list_tools() -> dict[str, ToolDefinition]:
                 try:
-                    return await connectors.tools(connector)
+                    return await connectors.tools(
+                        connector, org_id=info.org_id, user_id=info.owner_id
+                    )
                 finally:
                     await connectors.aclose()
 
@@ -184,7 +186,7 @@ def explain(
             definition = definitions.get(name)
             if definition is None:
                 raise NotFoundError(
-                    f"no tool {tool!r} (connectors: {', '.join(connectors.names())})"
+                    f"no tool {tool!r} (connectors: {', '.join(connectors.names(info.org_id))})"
                 )
             action, resource = f"tool.{definition.action}", f"tool:{tool}"
             context |= {"arguments": args, "targets": call_targets(definition.targets, args)}
@@ -253,7 +255,9 @@ def why(
 
             async def list_tools() -> dict[str, ToolDefinition]:
                 try:
-                    return await connectors.tools(connector)
+                    return await connectors.tools(
+                        connector, org_id=info.org_id, user_id=info.owner_id
+                    )
                 finally:
                     await connectors.aclose()
 

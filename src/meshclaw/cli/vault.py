@@ -1,5 +1,9 @@
 """``meshclaw vault ...``: delegated credentials, encrypted at rest; values are never shown.
 
+Everything acts in the caller's org: ``put``/``delete`` change its entries, ``list``
+shows them (each org has its own defaults, e.g. its own ``mail``). ``rotate`` changes the
+install's key-encryption key, so it re-wraps every org's entries.
+
 Values are read from standard input as a JSON object (``--stdin``) or prompted for
 without echo (``--field NAME``), never taken as command-line arguments (they would stay
 in the shell history and the process list).
@@ -90,7 +94,7 @@ def put(
         caller = resolve_caller(platform, token)
         user_id, resource = _subject(platform, caller, user)
         platform.access.require(caller, "credential.manage", resource)
-        platform.vault.put(ref, values, user_id=user_id)
+        platform.vault.put(ref, values, org_id=caller.org_id, user_id=user_id)
     finally:
         platform.close()
     who = f" for {user}" if user else " (default)"
@@ -112,13 +116,13 @@ def list_entries(token: str | None = TokenOption, json_output: bool = JsonOption
                 u.id: u for u in session.scalars(select(User).where(User.org_id == caller.org_id))
             }
         visible = []
-        for entry in platform.vault.entries():
+        for entry in platform.vault.entries(org_id=caller.org_id):
             if entry.user_id is None:
                 if sees_defaults:
                     visible.append(entry)
                 continue
             person = people.get(entry.user_id)
-            if person is None:  # someone in another org
+            if person is None:  # a person no longer here
                 continue
             resource = ApiResource.person(
                 id=person.id, org_id=person.org_id, team_id=person.team_id, role=person.role
@@ -130,9 +134,10 @@ def list_entries(token: str | None = TokenOption, json_output: bool = JsonOption
     if json_output:
         print_json(to_jsonable(visible))
         return
-    table = Table("ref", "user", "fields", "key")
+    table = Table("ref", "user", "fields", "key", "bound to")
     for e in visible:
-        table.add_row(e.ref, e.user_id or "(default)", ", ".join(e.fields), e.kek_id)
+        bound = "org" if e.org_bound else "ref+user (vault rotate re-binds)"
+        table.add_row(e.ref, e.user_id or "(default)", ", ".join(e.fields), e.kek_id, bound)
     console.print(table)
 
 
@@ -145,7 +150,7 @@ def delete(ref: str, user: str | None = UserOption, token: str | None = TokenOpt
         caller = resolve_caller(platform, token)
         user_id, resource = _subject(platform, caller, user)
         platform.access.require(caller, "credential.manage", resource)
-        if not platform.vault.delete(ref, user_id=user_id):
+        if not platform.vault.delete(ref, org_id=caller.org_id, user_id=user_id):
             raise ConfigError(f"no vault entry {ref!r}" + (f" for {user}" if user else ""))
     finally:
         platform.close()
@@ -168,8 +173,10 @@ def rotate(
 ) -> None:
     """Re-wrap every data key under the key in NEW_KEY_FILE, all or nothing.
 
-    Afterwards point ``vault_key_file`` (or ``$MESHCLAW_VAULT_KEY``) at the new key;
-    the old one can then be destroyed.
+    Every org's entries are re-wrapped (the key is the install's); entries from before
+    the vault was per org are re-encrypted bound to their org. Afterwards point
+    ``vault_key_file`` (or ``$MESHCLAW_VAULT_KEY``) at the new key; the old one can then
+    be destroyed.
     """
     new = read_key_file(new_key_file)
     platform = open_platform()

@@ -4,6 +4,9 @@ Every time a connector lists its server's tools, each definition is hashed (SHA-
 over RFC 8785 canonical JSON) and recorded. A tool may be offered and called only while
 its current hash equals the hash an admin approved; a server that later changes a
 tool's description, schema or annotations is blocked until someone re-approves.
+
+Approvals belong to an org: ``ToolApprovals`` is one org's view (``org_id``), so an
+approval given by one org's admin never makes a tool callable in another org.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ from datetime import datetime
 from typing import Any, Literal
 
 import rfc8785
-from sqlalchemy import select
+from sqlalchemy import ColumnElement, and_, delete, select
 from sqlalchemy.exc import IntegrityError
 
 from meshclaw.audit.sink import AuditRecord, AuditSink
@@ -27,6 +30,8 @@ from meshclaw.store.db import Database
 
 ToolStatus = Literal["approved", "pending", "changed"]
 FIRST_USE = "first-use"
+UNSCOPED = ""
+"""The org of approvals recorded by a connector used outside any org (tests, probes)."""
 
 
 def definition_hash(definition: Mapping[str, Any]) -> str:
@@ -69,9 +74,18 @@ def _state(row: ConnectorTool) -> ToolState:
 
 
 class ToolApprovals:
-    def __init__(self, db: Database, audit: AuditSink | None = None) -> None:
+    """The recorded tools and approvals of one org's connectors."""
+
+    def __init__(
+        self, db: Database, audit: AuditSink | None = None, *, org_id: str = UNSCOPED
+    ) -> None:
         self._db = db
         self._audit = audit
+        self.org_id = org_id
+
+    def _of(self, connector: str) -> ColumnElement[bool]:
+        """The rows of one connector of this org."""
+        return and_(ConnectorTool.org_id == self.org_id, ConnectorTool.connector == connector)
 
     def observe(
         self, connector: str, definitions: Mapping[str, Mapping[str, Any]], *, first_use: bool
@@ -90,10 +104,7 @@ class ToolApprovals:
         states: dict[str, ToolState] = {}
         with self._db.session() as session:
             rows = {
-                r.tool: r
-                for r in session.scalars(
-                    select(ConnectorTool).where(ConnectorTool.connector == connector)
-                )
+                r.tool: r for r in session.scalars(select(ConnectorTool).where(self._of(connector)))
             }
             for name, definition in definitions.items():
                 digest = definition_hash(definition)
@@ -101,6 +112,7 @@ class ToolApprovals:
                 if row is None:
                     row = ConnectorTool(
                         id=new_id("ctl"),
+                        org_id=self.org_id,
                         connector=connector,
                         tool=name,
                         definition=dict(definition),
@@ -125,9 +137,7 @@ class ToolApprovals:
     def states(self, connector: str) -> list[ToolState]:
         with self._db.session() as session:
             rows = session.scalars(
-                select(ConnectorTool)
-                .where(ConnectorTool.connector == connector)
-                .order_by(ConnectorTool.tool)
+                select(ConnectorTool).where(self._of(connector)).order_by(ConnectorTool.tool)
             ).all()
             return [_state(r) for r in rows]
 
@@ -138,7 +148,6 @@ class ToolApprovals:
         *,
         by: str,
         expected_hash: str | None = None,
-        org_id: str | None = None,
     ) -> list[ToolState]:
         """Approve the definitions last seen (all of the connector's tools if ``tools`` is None).
 
@@ -147,7 +156,7 @@ class ToolApprovals:
         """
         now = utcnow()
         with self._db.session() as session:
-            query = select(ConnectorTool).where(ConnectorTool.connector == connector)
+            query = select(ConnectorTool).where(self._of(connector))
             if tools is not None:
                 query = query.where(ConnectorTool.tool.in_(tools))
             rows = list(session.scalars(query.order_by(ConnectorTool.tool)))
@@ -176,9 +185,15 @@ class ToolApprovals:
                             action="connector.tool.approve",
                             resource=f"tool:{connector}.{row.tool}",
                             outcome="ok",
-                            org_id=org_id,
+                            org_id=self.org_id or None,
                             actor_user_id=by,
                             details={"definition_hash": row.definition_hash},
                         ),
                     )
             return [_state(r) for r in rows]
+
+    def forget(self, connector: str) -> int:
+        """Drop what was recorded for a removed connector (a new one starts unapproved)."""
+        with self._db.session() as session:
+            result = session.execute(delete(ConnectorTool).where(self._of(connector)))
+        return int(getattr(result, "rowcount", 0) or 0)

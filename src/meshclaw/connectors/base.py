@@ -7,7 +7,7 @@ connectors issue) implement it over the ``mcp`` client. Only the gateway calls `
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, Protocol, runtime_checkable
 
 Action = Literal["read", "write"]
 
@@ -59,3 +59,14 @@ class Connector(Protocol):
     async def call_tool(self, tool: str, arguments: dict[str, Any], ctx: ToolContext) -> ToolResult:
         """Run ``tool``; raise on failure (the gateway turns it into a ToolError)."""
         ...
+
+
+@runtime_checkable
+class ListsToolsAs(Protocol):
+    """A connector whose tool list depends on whose credential lists it (MCP servers).
+
+    The registry lists tools as the run's owner, so a server reached only with
+    per-user (delegated) credentials can still show its tools.
+    """
+
+    async def list_tools_as(self, user_id: str | None) -> list[ToolDefinition]: ...

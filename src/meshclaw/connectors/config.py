@@ -5,6 +5,11 @@ A connector is configured in ``meshclaw.toml`` / ``MESHCLAW_CONNECTORS__<NAME>__
 the store). Both produce a ``ConnectorConfig``. Secrets never appear here: ``credentials``
 names an entry in the credential store, and ``credential_env`` / ``credential_headers``
 say where its fields go.
+
+A connector belongs to one org. One added at run time belongs to the org of the admin
+who added it; one declared in settings names its org in ``org`` (an org *name*), and
+without it belongs to the install's oldest org (on a single-org install: the org; in
+the demo: ``acme``).
 """
 
 from __future__ import annotations
@@ -49,6 +54,9 @@ class ConnectorConfig(BaseModel):
     """Results come from outside the org (web pages, outside mail): the policy knows."""
     targets: dict[str, dict[str, str]] = Field(default_factory=dict)
     """Per tool: argument -> target kind, e.g. ``{"send": {"to": "mail"}}`` (policy targets)."""
+    org: str | None = None
+    """Settings only: the name of the org the connector belongs to (default: the oldest
+    org). A connector added at run time belongs to its admin's org and leaves this out."""
 
     @model_validator(mode="after")
     def _transport_target(self) -> Self:

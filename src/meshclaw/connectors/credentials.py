@@ -1,9 +1,14 @@
 """Credentials by reference: connectors name an entry, this store resolves it.
 
-``CredentialStore`` is the seam; the access-control issue's encrypted vault implements
-the same Protocol and replaces ``FileCredentialStore``. A ``Credential`` never prints its
-values (``repr`` and ``str`` redact them), so it cannot leak into a log line, an error
-message, an audit record or a usage row by accident.
+``CredentialStore`` is the seam; the encrypted vault (``policy.vault.VaultCredentialStore``)
+implements the same Protocol and is what the platform uses. A reference is resolved
+within the connector's org (``org_id``): the vault holds each org's entries apart, so
+two orgs may each have a ``mail``, and no org's connector can name another's. The
+memory and file stores below hold a single set of entries and ignore the org.
+
+A ``Credential`` never prints its values (``repr`` and ``str`` redact them), so it
+cannot leak into a log line, an error message, an audit record or a usage row by
+accident.
 
 File format (JSON, readable by its owner only)::
 
@@ -62,8 +67,11 @@ class Credential:
 
 
 class CredentialStore(Protocol):
-    def resolve(self, ref: str, *, user_id: str | None = None) -> Credential:
-        """The owner's delegated credential for ``ref``, else its default; ConfigError if none."""
+    def resolve(
+        self, ref: str, *, user_id: str | None = None, org_id: str | None = None
+    ) -> Credential:
+        """``org_id``'s entry for ``ref``: the owner's delegated credential, else the
+        default; ConfigError if none."""
         ...
 
 
@@ -80,7 +88,9 @@ class MemoryCredentialStore:
         else:
             entry.setdefault("users", {})[user_id] = dict(values)
 
-    def resolve(self, ref: str, *, user_id: str | None = None) -> Credential:
+    def resolve(
+        self, ref: str, *, user_id: str | None = None, org_id: str | None = None
+    ) -> Credential:
         return _resolve(self._entries, ref, user_id)
 
 
@@ -111,7 +121,9 @@ class FileCredentialStore:
             self._loaded = (info.st_mtime, data)
         return self._loaded[1]
 
-    def resolve(self, ref: str, *, user_id: str | None = None) -> Credential:
+    def resolve(
+        self, ref: str, *, user_id: str | None = None, org_id: str | None = None
+    ) -> Credential:
         return _resolve(self._entries(), ref, user_id)
 
     def put(self, ref: str, values: Mapping[str, str], *, user_id: str | None = None) -> None:

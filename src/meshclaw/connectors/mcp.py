@@ -13,8 +13,9 @@ What it adds on top of the SDK's client:
 - **Reconnects**: a server that died is started again on the next call; a read tool
   whose server died mid-call is retried once on a fresh connection, a write tool is not
   (its side effect may have happened).
-- **Credentials** by reference, resolved per agent owner, handed to the server as
-  environment (stdio) or headers (HTTP) and never put into messages.
+- **Credentials** by reference, resolved in the connector's org per agent owner (for
+  listing tools as well as calling them), handed to the server as environment (stdio)
+  or headers (HTTP) and never put into messages.
 """
 
 from __future__ import annotations
@@ -53,9 +54,12 @@ class McpConnector:
         *,
         approvals: ToolApprovals,
         credentials: CredentialStore | None = None,
+        org_id: str | None = None,
         errlog: Path | None = None,
     ) -> None:
         self.name = name
+        self.org_id = org_id
+        """The org the connector belongs to: its credential references resolve there."""
         self.config = config
         self._approvals = approvals
         self._credentials = credentials
@@ -69,12 +73,16 @@ class McpConnector:
     # -- the Connector protocol ---------------------------------------------------------
 
     async def list_tools(self) -> list[ToolDefinition]:
+        return await self.list_tools_as(None)
+
+    async def list_tools_as(self, user_id: str | None) -> list[ToolDefinition]:
         """The approved tools only: a pending or changed tool is never shown to a model.
 
-        A tool whose name a model API cannot carry (``[A-Za-z0-9_-]``, 64 at most with
-        the connector's prefix) is left out as well.
+        Listed with ``user_id``'s delegated credential (else the reference's default),
+        as calls are. A tool whose name a model API cannot carry (``[A-Za-z0-9_-]``, 64
+        at most with the connector's prefix) is left out as well.
         """
-        definitions, states = await self.refresh()
+        definitions, states = await self.refresh(user_id)
         return [
             tool_definition(definitions[name], self.config.targets.get(name))
             for name, state in sorted(states.items())
@@ -177,7 +185,9 @@ class McpConnector:
             return None
         if self._credentials is None:
             raise ConfigError(f"connector {self.name!r} names credentials but no store is set")
-        return self._credentials.resolve(self.config.credentials, user_id=user_id)
+        return self._credentials.resolve(
+            self.config.credentials, user_id=user_id, org_id=self.org_id
+        )
 
     def _loop_lock(self) -> asyncio.Lock:
         loop = asyncio.get_running_loop()

@@ -1,11 +1,15 @@
-"""Tables of the connectors capability: configured MCP servers and approved tool definitions."""
+"""Tables of the connectors capability: configured MCP servers and approved tool definitions.
+
+Both belong to an org: a connector name is unique within its org (two orgs may each
+have a ``mail``), and a tool approved in one org is not approved in another.
+"""
 
 from __future__ import annotations
 
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import String, Text, UniqueConstraint
+from sqlalchemy import ForeignKey, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
 from meshclaw.clock import utcnow
@@ -13,11 +17,14 @@ from meshclaw.store.models import Base
 
 
 class ConnectorRecord(Base):
-    """A connector added at run time (``meshclaw connector add``); platform-wide."""
+    """A connector an org's platform admin added at run time (``meshclaw connector add``)."""
 
     __tablename__ = "connectors"
+    __table_args__ = (UniqueConstraint("org_id", "name"),)
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
-    name: Mapped[str] = mapped_column(String(63), unique=True)
+    org_id: Mapped[str] = mapped_column(ForeignKey("orgs.id"))
+    """The org whose agents may use it; nobody outside it learns it exists."""
+    name: Mapped[str] = mapped_column(String(63))
     config: Mapped[dict[str, Any]] = mapped_column()
     """A ``ConnectorConfig`` as JSON (no secrets: credentials are references)."""
     created_by: Mapped[str | None] = mapped_column(String(40))
@@ -33,8 +40,11 @@ class ConnectorTool(Base):
     """
 
     __tablename__ = "connector_tools"
-    __table_args__ = (UniqueConstraint("connector", "tool"),)
+    __table_args__ = (UniqueConstraint("org_id", "connector", "tool"),)
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    org_id: Mapped[str] = mapped_column(String(40))
+    """The org of the connector; ``""`` for a connector used outside any org (a
+    standalone ``McpConnector`` in tests or probes). No foreign key for that reason."""
     connector: Mapped[str] = mapped_column(String(63))
     tool: Mapped[str] = mapped_column(String(200))
     definition: Mapped[dict[str, Any]] = mapped_column()

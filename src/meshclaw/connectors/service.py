@@ -1,8 +1,12 @@
-"""Connector administration: what the CLI and the API call.
+"""Connector administration: what the CLI, the API and the dashboard call.
 
-Connectors come from ``Settings.connectors`` (read-only here) and from the store
-(``add``/``remove``). Platform admins add connectors and approve tool definitions;
-anyone signed in may list connectors and their tools (they see what agents can use).
+Every connector belongs to one org, and everything here is scoped by the caller's org:
+another org's connector answers as if it did not exist (``NotFoundError``, a 404), never
+"forbidden", so nobody learns which connectors another org has. Connectors come from
+``Settings.connectors`` (read-only here; their org is ``ConnectorConfig.org``, else the
+oldest org) and from the store (``add``/``remove``). Cedar decides who manages them
+(``connector.manage`` on the org: platform admins); anyone signed in may list their
+org's connectors and tools (they see what agents can use).
 """
 
 from __future__ import annotations
@@ -15,6 +19,8 @@ from typing import Any, Literal
 
 from pydantic import ValidationError
 from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
 
 from meshclaw.accounts.service import Caller
 from meshclaw.audit.sink import AuditRecord, AuditSink
@@ -23,24 +29,21 @@ from meshclaw.connectors.config import CONNECTOR_NAME, ConnectorConfig
 from meshclaw.connectors.credentials import CredentialStore
 from meshclaw.connectors.mcp import McpConnector
 from meshclaw.connectors.models import ConnectorRecord
-from meshclaw.errors import (
-    ConfigError,
-    ConflictError,
-    MeshClawError,
-    NotFoundError,
-    PermissionDenied,
-)
+from meshclaw.errors import ConfigError, ConflictError, MeshClawError, NotFoundError
 from meshclaw.ids import new_id
+from meshclaw.policy.api import ApiAuthorizer, ApiResource
 from meshclaw.store.db import Database
+from meshclaw.store.models import Org
 
 BUILTIN = ("clock", "notes")
-ADMIN = "platform_admin"
+MANAGE = "connector.manage"
+Source = Literal["settings", "store"]
 
 
 @dataclass(frozen=True, kw_only=True)
 class ConnectorInfo:
     name: str
-    source: Literal["settings", "store"]
+    source: Source
     transport: str
     target: str
     approval: str
@@ -66,81 +69,129 @@ class ConnectorService:
         *,
         db: Database,
         audit: AuditSink,
+        access: ApiAuthorizer,
         settings_connectors: dict[str, ConnectorConfig],
         credentials: CredentialStore,
         errlog_dir: Path | None = None,
     ) -> None:
         self._db = db
         self._audit = audit
+        self._access = access
         self._settings = dict(settings_connectors)
         self.credentials = credentials
-        self.approvals = ToolApprovals(db, audit)
         self._errlog_dir = errlog_dir
         for name in self._settings:
             _check_name(name)
 
+    def approvals(self, org_id: str) -> ToolApprovals:
+        """The recorded tools and approvals of ``org_id``'s connectors."""
+        return ToolApprovals(self._db, self._audit, org_id=org_id)
+
     # -- configuration ------------------------------------------------------------------
 
-    def configs(self) -> dict[str, tuple[ConnectorConfig, Literal["settings", "store"]]]:
-        found: dict[str, tuple[ConnectorConfig, Literal["settings", "store"]]] = {
-            name: (config, "settings") for name, config in self._settings.items()
+    def configs(self, org_id: str) -> dict[str, tuple[ConnectorConfig, Source]]:
+        """The org's connectors by name: declared in settings, then added in the store."""
+        found: dict[str, tuple[ConnectorConfig, Source]] = {
+            name: (config, "settings") for name, config in self._declared(org_id).items()
         }
         with self._db.session() as session:
-            for row in session.scalars(select(ConnectorRecord).order_by(ConnectorRecord.name)):
+            rows = session.scalars(
+                select(ConnectorRecord)
+                .where(ConnectorRecord.org_id == org_id)
+                .order_by(ConnectorRecord.name)
+            )
+            for row in rows:
                 if row.name not in found:
                     found[row.name] = (ConnectorConfig.model_validate(row.config), "store")
         return dict(sorted(found.items()))
 
-    def config(self, name: str) -> ConnectorConfig:
-        found = self.configs().get(name)
+    def _declared(self, org_id: str) -> dict[str, ConnectorConfig]:
+        """Settings connectors of ``org_id``: those naming its org, or none (the oldest)."""
+        if not self._settings:
+            return {}
+        with self._db.session() as session:
+            orgs = session.execute(select(Org.id, Org.name).order_by(Org.created_at, Org.id)).all()
+        names = {org: name for org, name in orgs}
+        if org_id not in names:
+            return {}
+        oldest = orgs[0][0]
+        return {
+            name: config
+            for name, config in self._settings.items()
+            if config.org == names[org_id] or (config.org is None and org_id == oldest)
+        }
+
+    def config(self, caller: Caller, name: str) -> ConnectorConfig:
+        """The caller's org's connector ``name``; 404 if that org has none of that name."""
+        return self._config(caller.org_id, name)
+
+    def _config(self, org_id: str, name: str) -> ConnectorConfig:
+        found = self.configs(org_id).get(name)
         if found is None:
             raise NotFoundError(f"no connector {name!r} (see `meshclaw connector list`)")
         return found[0]
 
     def add(self, caller: Caller, name: str, config: dict[str, Any]) -> ConnectorInfo:
-        _require_admin(caller, "add connectors")
+        """Register a connector in the caller's org (``connector.manage``)."""
+        self._require_manage(caller, "only a platform admin may add connectors")
         _check_name(name)
-        try:
-            parsed = ConnectorConfig.model_validate(config)
-        except ValidationError as exc:
-            problems = "; ".join(
-                f"{'.'.join(str(p) for p in e['loc']) or 'config'}: {e['msg']}"
-                for e in exc.errors()
+        parsed = _parse(name, config)
+        if parsed.org is not None:
+            raise ConfigError(
+                f"invalid connector {name!r}: config.org is only for connectors declared in "
+                "settings; one you add belongs to your org"
             )
-            raise ConfigError(f"invalid connector {name!r}: {problems}") from None
-        if name in BUILTIN or name in self._settings:
+        if name in BUILTIN or name in self._declared(caller.org_id):
             raise ConflictError(f"connector {name!r} already exists (built in or in settings)")
-        with self._db.session() as session:
-            if session.scalar(select(ConnectorRecord.id).where(ConnectorRecord.name == name)):
-                raise ConflictError(f"connector {name!r} already exists")
-            session.add(
-                ConnectorRecord(
-                    id=new_id("con"),
-                    name=name,
-                    config=parsed.model_dump(mode="json"),
-                    created_by=caller.user_id,
-                )
+        try:
+            with self._db.session() as session:
+                self._insert(session, caller, name, parsed)
+        except IntegrityError:  # added by someone else at the same moment
+            raise ConflictError(f"connector {name!r} already exists") from None
+        return self._info(caller.org_id, name, parsed, "store")
+
+    def _insert(self, session: Session, caller: Caller, name: str, config: ConnectorConfig) -> None:
+        taken = select(ConnectorRecord.id).where(
+            ConnectorRecord.org_id == caller.org_id, ConnectorRecord.name == name
+        )
+        if session.scalar(taken):
+            raise ConflictError(f"connector {name!r} already exists")
+        session.add(
+            ConnectorRecord(
+                id=new_id("con"),
+                org_id=caller.org_id,
+                name=name,
+                config=config.model_dump(mode="json", exclude={"org"}),
+                created_by=caller.user_id,
             )
-            self._audit.append(
-                session,
-                AuditRecord(
-                    action="connector.add",
-                    resource=f"connector:{name}",
-                    outcome="ok",
-                    org_id=caller.org_id,
-                    actor_user_id=caller.user_id,
-                    details={"transport": parsed.transport, "target": parsed.target()},
-                ),
-            )
-        return self._info(name, parsed, "store")
+        )
+        session.flush()
+        self._audit.append(
+            session,
+            AuditRecord(
+                action="connector.add",
+                resource=f"connector:{name}",
+                outcome="ok",
+                org_id=caller.org_id,
+                actor_user_id=caller.user_id,
+                details={"transport": config.transport, "target": config.target()},
+            ),
+        )
 
     def remove(self, caller: Caller, name: str) -> None:
-        _require_admin(caller, "remove connectors")
+        """Remove a stored connector of the caller's org, and forget its recorded tools."""
+        self._require_manage(caller, "only a platform admin may remove connectors")
         with self._db.session() as session:
-            row = session.scalar(select(ConnectorRecord).where(ConnectorRecord.name == name))
+            row = session.scalar(
+                select(ConnectorRecord).where(
+                    ConnectorRecord.org_id == caller.org_id, ConnectorRecord.name == name
+                )
+            )
             if row is None:
-                where = " (it is in settings)" if name in self._settings else ""
-                raise NotFoundError(f"no stored connector {name!r}{where}")
+                declared = name in self._declared(caller.org_id)
+                raise NotFoundError(
+                    f"no stored connector {name!r}{' (it is in settings)' if declared else ''}"
+                )
             session.delete(row)
             self._audit.append(
                 session,
@@ -152,14 +203,17 @@ class ConnectorService:
                     actor_user_id=caller.user_id,
                 ),
             )
+        self.approvals(caller.org_id).forget(name)
 
     def list_connectors(self, caller: Caller) -> list[ConnectorInfo]:
-        return [self._info(n, c, source) for n, (c, source) in self.configs().items()]
+        """The caller's org's connectors (never another org's)."""
+        org_id = caller.org_id
+        return [self._info(org_id, n, c, src) for n, (c, src) in self.configs(org_id).items()]
 
     def _info(
-        self, name: str, config: ConnectorConfig, source: Literal["settings", "store"]
+        self, org_id: str, name: str, config: ConnectorConfig, source: Source
     ) -> ConnectorInfo:
-        counts = Counter(s.status for s in self.approvals.states(name))
+        counts = Counter(s.status for s in self.approvals(org_id).states(name))
         return ConnectorInfo(
             name=name,
             source=source,
@@ -171,39 +225,45 @@ class ConnectorService:
 
     # -- connectors for runs ------------------------------------------------------------
 
-    def build(self, name: str) -> McpConnector:
+    def build(self, org_id: str, name: str) -> McpConnector:
+        """``org_id``'s connector ``name``, ready to connect (NotFoundError if none)."""
+        return self._build(org_id, name, self._config(org_id, name))
+
+    def resolve(self, org_id: str, name: str) -> McpConnector | None:
+        """For the run-time registry: the org's connector, or None."""
+        found = self.configs(org_id).get(name)
+        return None if found is None else self._build(org_id, name, found[0])
+
+    def _build(self, org_id: str, name: str, config: ConnectorConfig) -> McpConnector:
         return McpConnector(
             name,
-            self.config(name),
-            approvals=self.approvals,
+            config,
+            approvals=self.approvals(org_id),
             credentials=self.credentials,
-            errlog=self._errlog(name),
+            org_id=org_id,
+            errlog=self._errlog(org_id, name),
         )
 
-    def build_if_configured(self, name: str) -> McpConnector | None:
-        return self.build(name) if name in self.configs() else None
-
-    def build_all(self) -> list[McpConnector]:
-        return [self.build(name) for name in self.configs()]
-
-    def _errlog(self, name: str) -> Path | None:
+    def _errlog(self, org_id: str, name: str) -> Path | None:
         """Where a stdio server's own stderr goes (its logs), if not to ours."""
         if self._errlog_dir is None:
             return None
-        return self._errlog_dir / f"connector-{name}.log"
+        return self._errlog_dir / f"connector-{org_id}-{name}.log"
 
     # -- tools and approval -------------------------------------------------------------
 
     async def tools(self, caller: Caller, name: str, *, refresh: bool = True) -> list[ToolState]:
-        """The tools recorded for a connector; ``refresh`` lists the server's tools first."""
-        self.config(name)
+        """The tools recorded for a connector; ``refresh`` lists the server's tools first.
+
+        The server is asked with the caller's delegated credential (else the default).
+        """
+        connector = self.build(caller.org_id, name)
         if refresh:
-            connector = self.build(name)
             try:
-                await connector.refresh()
+                await connector.refresh(caller.user_id)
             finally:
                 await connector.aclose()
-        return self.approvals.states(name)
+        return self.approvals(caller.org_id).states(name)
 
     def approve(
         self,
@@ -213,19 +273,19 @@ class ConnectorService:
         *,
         expected_hash: str | None = None,
     ) -> list[ToolState]:
-        _require_admin(caller, "approve connector tools")
-        self.config(name)
-        return self.approvals.approve(
-            name, tools, by=caller.user_id, expected_hash=expected_hash, org_id=caller.org_id
+        """Approve the definitions last seen (``connector.manage``)."""
+        self._require_manage(caller, "only a platform admin may approve connector tools")
+        self.config(caller, name)
+        return self.approvals(caller.org_id).approve(
+            name, tools, by=caller.user_id, expected_hash=expected_hash
         )
 
     async def test(self, caller: Caller, name: str) -> ProbeReport:
         """Connect, list the tools, and report how it went (never raises for a bad server)."""
-        self.config(name)
-        connector = self.build(name)
+        connector = self.build(caller.org_id, name)
         started = time.perf_counter()
         try:
-            _, states = await connector.refresh()
+            _, states = await connector.refresh(caller.user_id)
         except MeshClawError as exc:
             return ProbeReport(name=name, ok=False, latency_ms=_ms(started), error=str(exc))
         finally:
@@ -240,9 +300,22 @@ class ConnectorService:
             server=connector.server,
         )
 
+    def _require_manage(self, caller: Caller, message: str) -> None:
+        self._access.require(caller, MANAGE, ApiResource.org(caller.org_id), message=message)
+
 
 def _ms(started: float) -> int:
     return int((time.perf_counter() - started) * 1000)
+
+
+def _parse(name: str, config: dict[str, Any]) -> ConnectorConfig:
+    try:
+        return ConnectorConfig.model_validate(config)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc']) or 'config'}: {e['msg']}" for e in exc.errors()
+        )
+        raise ConfigError(f"invalid connector {name!r}: {problems}") from None
 
 
 def _check_name(name: str) -> None:
@@ -253,8 +326,3 @@ def _check_name(name: str) -> None:
         )
     if "__" in name:
         raise ConfigError(f"connector name {name!r} may not contain '__'")
-
-
-def _require_admin(caller: Caller, what: str) -> None:
-    if caller.role != ADMIN:
-        raise PermissionDenied(f"only a platform admin may {what}")

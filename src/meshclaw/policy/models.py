@@ -53,18 +53,25 @@ class Approval(Base):
 
 
 class VaultEntry(Base):
-    """One encrypted credential: a reference for one user, or its default (``user_id=""``).
+    """One encrypted credential of one org: a reference for one user, or its default
+    (``user_id=""``).
 
     Only ciphertext is stored: the values under a per-entry data key, and that key
     wrapped by the key-encryption key named by ``kek_id`` (which is never stored).
     """
 
     __tablename__ = "vault_entries"
-    __table_args__ = (UniqueConstraint("ref", "user_id"),)
+    __table_args__ = (UniqueConstraint("org_id", "ref", "user_id"),)
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    org_id: Mapped[str] = mapped_column(ForeignKey("orgs.id"))
+    """The org whose connectors may use it: each org has its own ``mail`` default."""
     ref: Mapped[str] = mapped_column(String(200))
     user_id: Mapped[str] = mapped_column(String(40), default="")
     """The user whose delegated credential this is; ``""`` for the default."""
+    aad_version: Mapped[int] = mapped_column(Integer, default=2)
+    """What the ciphertexts are bound to (their associated data): 2 = org, reference and
+    user; 1 = reference and user only (entries written before vaults were per org, until
+    re-encrypted by ``put`` or ``rotate``)."""
     fields: Mapped[list[Any]] = mapped_column()
     """Names of the fields (never their values), for listings."""
     kek_id: Mapped[str] = mapped_column(String(16))

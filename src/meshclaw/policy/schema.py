@@ -14,6 +14,11 @@ Integrity findings are about a person, so ``integrity.read`` / ``integrity.revie
 imported history); on the ``Org`` they mean the whole review queue (and recording a
 scan's findings). ``directory.manage`` on a ``User`` is changing that person's role or
 team; on the ``Org``, creating people and teams.
+
+The audit log has three actions on the ``Org``, because they expose different things:
+``audit.read`` shows record bodies (everyone's personal data), ``audit.verify`` only
+counts, hashes and checkpoints, ``audit.redact`` applies retention to the org's records.
+``metrics.read`` is the org's Prometheus series.
 """
 
 from __future__ import annotations
@@ -31,6 +36,9 @@ API_ACTIONS = (
     "analytics.view_team",
     "analytics.view_person",
     "audit.read",
+    "audit.verify",
+    "audit.redact",
+    "metrics.read",
     "policy.manage",
     "credential.manage",
     "integrity.read",
@@ -104,7 +112,7 @@ action "analytics.view_person" appliesTo {
 action "credential.manage" appliesTo {
   principal: [User], resource: [User, Org], context: ApiContext
 };
-action "audit.read", "policy.manage" appliesTo {
+action "audit.read", "audit.verify", "audit.redact", "metrics.read", "policy.manage" appliesTo {
   principal: [User], resource: [Org], context: ApiContext
 };
 action "integrity.read", "integrity.review" appliesTo {

@@ -3,13 +3,17 @@
 Each entry (a reference such as ``mail``, for one user or as the default) is encrypted
 with its own random 256-bit data key (AES-256-GCM); the data key is stored wrapped
 (AES-256-GCM again) by the key-encryption key (KEK), which never touches the database.
-The entry's reference and user are the associated data of both encryptions, so a row
-copied onto another reference or user does not decrypt.
+Entries belong to an org (each org may have its own ``mail`` default; every read and
+write names the org). The entry's org, reference and user are the associated data of
+both encryptions, so a row moved to another org, reference or user does not decrypt.
+Entries written before the vault was per org are bound to reference and user only
+(``aad_version`` 1) until ``put`` or ``rotate`` re-encrypts them.
 
 The KEK comes from ``$MESHCLAW_VAULT_KEY`` (32 bytes, URL-safe base64) or from the key
 file (``vault_key_file``, default ``<home>/vault.key``, created with mode 0600 on first
-use). ``rotate`` re-wraps every data key under a new KEK in one transaction; entries'
-ciphertexts do not change, and the old KEK can be destroyed afterwards.
+use). ``rotate`` re-wraps every data key under a new KEK in one transaction (entries'
+ciphertexts do not change, except old entries', re-encrypted bound to their org), and
+the old KEK can be destroyed afterwards.
 
 ``VaultCredentialStore`` implements the connectors' ``CredentialStore``: values are
 decrypted only when a connector resolves a reference for a call, and they are never
@@ -40,6 +44,7 @@ from meshclaw.errors import ConfigError
 from meshclaw.ids import new_id
 from meshclaw.policy.models import VaultEntry
 from meshclaw.store.db import Database
+from meshclaw.store.models import Org
 
 KEY_ENV = "MESHCLAW_VAULT_KEY"
 DEFAULT_USER = ""
@@ -129,14 +134,28 @@ class EntryInfo:
     user_id: str | None
     fields: list[str]
     kek_id: str
+    org_bound: bool
+    """Whether the ciphertexts are bound to the org (false for entries written before
+    the vault was per org, until ``put`` or ``rotate`` re-encrypts them)."""
     updated_at: datetime
 
 
-def _aad(ref: str, user_id: str) -> bytes:
-    return json.dumps([ref, user_id]).encode()
+LEGACY_AAD = 1
+"""Associated data of entries from before orgs: (reference, user)."""
+ORG_AAD = 2
+"""Associated data of entries now: (org, reference, user)."""
+
+
+def _aad(row: VaultEntry) -> bytes:
+    if row.aad_version == LEGACY_AAD:
+        return json.dumps([row.ref, row.user_id]).encode()
+    return json.dumps(["meshclaw-vault/2", row.org_id, row.ref, row.user_id]).encode()
 
 
 class Vault:
+    """Every read and write names the org: an org sees, uses and changes its own entries
+    only, and two orgs may each hold an entry of the same reference."""
+
     def __init__(self, db: Database, kek: Kek | Callable[[], Kek]) -> None:
         """``kek`` may be a loader: it is called on first use, so a platform that never
         touches a credential never reads (or creates) a key."""
@@ -155,82 +174,112 @@ class Vault:
     def kek_id(self) -> str:
         return self._kek.id
 
-    def put(self, ref: str, values: Mapping[str, str], *, user_id: str | None = None) -> None:
-        """Store (or replace) an entry under a fresh data key."""
+    def put(
+        self, ref: str, values: Mapping[str, str], *, org_id: str, user_id: str | None = None
+    ) -> None:
+        """Store (or replace) ``org_id``'s entry under a fresh data key, bound to the org."""
         if not ref or not values:
             raise ConfigError("a vault entry needs a reference and at least one field")
+        if not org_id:
+            raise ConfigError("a vault entry belongs to an org; none given")
         user = user_id or DEFAULT_USER
-        aad = _aad(ref, user)
-        dek = AESGCM.generate_key(bit_length=256)
-        nonce, wrap_nonce = os.urandom(12), os.urandom(12)
         plaintext = json.dumps({str(k): str(v) for k, v in values.items()}).encode()
-        ciphertext = AESGCM(dek).encrypt(nonce, plaintext, aad)
-        wrapped = AESGCM(self._kek.key).encrypt(wrap_nonce, dek, aad)
-        fields = sorted(str(k) for k in values)
         with self._db.session() as session:
-            row = self._row(session, ref, user)
+            if session.get(Org, org_id) is None:
+                raise ConfigError(f"no org {org_id!r}")
+            row = self._row(session, org_id, ref, user)
             if row is None:
-                row = VaultEntry(id=new_id("vlt"), ref=ref, user_id=user)
+                row = VaultEntry(id=new_id("vlt"), org_id=org_id, ref=ref, user_id=user)
                 session.add(row)
-            row.kek_id = self._kek.id
-            row.wrapped_dek = _b64(wrap_nonce + wrapped)
-            row.ciphertext = _b64(nonce + ciphertext)
-            row.fields = fields
+            self._seal(row, plaintext, self._kek)
+            row.fields = sorted(str(k) for k in values)
             row.updated_at = utcnow()
 
-    def get(self, ref: str, *, user_id: str | None = None) -> dict[str, str] | None:
-        """The decrypted values of exactly this entry, or None."""
-        user = user_id or DEFAULT_USER
+    def get(self, ref: str, *, org_id: str, user_id: str | None = None) -> dict[str, str] | None:
+        """The decrypted values of exactly ``org_id``'s entry, or None."""
         with self._db.session() as session:
-            row = self._row(session, ref, user)
+            row = self._row(session, org_id, ref, user_id or DEFAULT_USER)
             if row is None:
                 return None
             return self._decrypt(row, self._kek)
 
-    def delete(self, ref: str, *, user_id: str | None = None) -> bool:
+    def delete(self, ref: str, *, org_id: str, user_id: str | None = None) -> bool:
         with self._db.session() as session:
-            row = self._row(session, ref, user_id or DEFAULT_USER)
+            row = self._row(session, org_id, ref, user_id or DEFAULT_USER)
             if row is None:
                 return False
             session.delete(row)
             return True
 
-    def entries(self) -> list[EntryInfo]:
+    def entries(self, *, org_id: str) -> list[EntryInfo]:
+        """``org_id``'s entries (never their values)."""
         with self._db.session() as session:
-            rows = session.scalars(select(VaultEntry).order_by(VaultEntry.ref, VaultEntry.user_id))
+            rows = session.scalars(
+                select(VaultEntry)
+                .where(VaultEntry.org_id == org_id)
+                .order_by(VaultEntry.ref, VaultEntry.user_id)
+            )
             return [
                 EntryInfo(
                     ref=r.ref,
                     user_id=r.user_id or None,
                     fields=list(r.fields),
                     kek_id=r.kek_id,
+                    org_bound=r.aad_version == ORG_AAD,
                     updated_at=r.updated_at,
                 )
                 for r in rows
             ]
 
-    def rotate(self, new: Kek) -> int:
-        """Re-wrap every data key under ``new`` in one transaction; returns how many.
+    def oldest_org(self) -> str | None:
+        """The install's first org: where pre-org credentials and settings belong."""
+        with self._db.session() as session:
+            found: str | None = session.scalar(
+                select(Org.id).order_by(Org.created_at, Org.id).limit(1)
+            )
+            return found
 
-        Fails (and changes nothing) if any entry does not open with the current key.
+    def rotate(self, new: Kek) -> int:
+        """Re-wrap every data key (of every org) under ``new`` in one transaction; returns
+        how many entries.
+
+        Entries still bound to (reference, user) only are re-encrypted under a fresh data
+        key and bound to their org as well. Fails (and changes nothing) if any entry does
+        not open with the current key.
         """
         count = 0
         with self._db.session() as session:
             for row in session.scalars(select(VaultEntry)):
-                aad = _aad(row.ref, row.user_id)
-                dek = self._unwrap(row, self._kek)
-                wrap_nonce = os.urandom(12)
-                row.wrapped_dek = _b64(wrap_nonce + AESGCM(new.key).encrypt(wrap_nonce, dek, aad))
-                row.kek_id = new.id
+                if row.aad_version == LEGACY_AAD:
+                    self._seal(row, self._open(row, self._kek), new)
+                else:
+                    dek = self._unwrap(row, self._kek)
+                    wrap_nonce = os.urandom(12)
+                    wrapped = AESGCM(new.key).encrypt(wrap_nonce, dek, _aad(row))
+                    row.wrapped_dek = _b64(wrap_nonce + wrapped)
+                    row.kek_id = new.id
                 count += 1
         self._loaded = new
         return count
 
     @staticmethod
-    def _row(session: Session, ref: str, user: str) -> VaultEntry | None:
+    def _row(session: Session, org_id: str, ref: str, user: str) -> VaultEntry | None:
         return session.scalar(
-            select(VaultEntry).where(VaultEntry.ref == ref, VaultEntry.user_id == user)
+            select(VaultEntry).where(
+                VaultEntry.org_id == org_id, VaultEntry.ref == ref, VaultEntry.user_id == user
+            )
         )
+
+    @staticmethod
+    def _seal(row: VaultEntry, plaintext: bytes, kek: Kek) -> None:
+        """Encrypt ``plaintext`` into ``row`` under a fresh data key, bound to its org."""
+        row.aad_version = ORG_AAD
+        aad = _aad(row)
+        dek = AESGCM.generate_key(bit_length=256)
+        nonce, wrap_nonce = os.urandom(12), os.urandom(12)
+        row.ciphertext = _b64(nonce + AESGCM(dek).encrypt(nonce, plaintext, aad))
+        row.wrapped_dek = _b64(wrap_nonce + AESGCM(kek.key).encrypt(wrap_nonce, dek, aad))
+        row.kek_id = kek.id
 
     @staticmethod
     def _unwrap(row: VaultEntry, kek: Kek) -> bytes:
@@ -239,43 +288,66 @@ class Vault:
                 f"vault entry {row.ref!r} is wrapped by key {row.kek_id}, "
                 f"but the configured key is {kek.id}"
             )
-        blob = _unb64(row.wrapped_dek)
         try:
-            return AESGCM(kek.key).decrypt(blob[:12], blob[12:], _aad(row.ref, row.user_id))
-        except InvalidTag:
-            raise ConfigError(f"vault entry {row.ref!r} does not open: tampered with") from None
+            blob = _unb64(row.wrapped_dek)
+            return AESGCM(kek.key).decrypt(blob[:12], blob[12:], _aad(row))
+        except (InvalidTag, ValueError):
+            raise _tampered(row) from None
+
+    def _open(self, row: VaultEntry, kek: Kek) -> bytes:
+        dek = self._unwrap(row, kek)
+        try:
+            blob = _unb64(row.ciphertext)
+            return AESGCM(dek).decrypt(blob[:12], blob[12:], _aad(row))
+        except (InvalidTag, ValueError):
+            raise _tampered(row) from None
 
     def _decrypt(self, row: VaultEntry, kek: Kek) -> dict[str, str]:
-        dek = self._unwrap(row, kek)
-        blob = _unb64(row.ciphertext)
-        try:
-            plaintext = AESGCM(dek).decrypt(blob[:12], blob[12:], _aad(row.ref, row.user_id))
-        except InvalidTag:
-            raise ConfigError(f"vault entry {row.ref!r} does not open: tampered with") from None
-        values: dict[str, str] = json.loads(plaintext)
+        values: dict[str, str] = json.loads(self._open(row, kek))
         return values
 
 
-class VaultCredentialStore:
-    """The connectors' ``CredentialStore`` on the vault: the owner's entry, else the default.
+def _tampered(row: VaultEntry) -> ConfigError:
+    # Names the entry, never its contents; the stored values stay where they are.
+    who = f" of user {row.user_id}" if row.user_id else " (default)"
+    return ConfigError(
+        f"vault entry {row.ref!r}{who} does not open in this org: it was tampered with, "
+        "or moved to another org, reference or user; put it again (meshclaw vault put)"
+    )
 
-    A reference the vault does not hold at all is looked up in ``fallback`` (the plain
-    credentials file, for installations moving their entries into the vault)."""
+
+class VaultCredentialStore:
+    """The connectors' ``CredentialStore`` on the vault: within the connector's org, the
+    owner's entry, else the org's default.
+
+    ``fallback`` (the plain credentials file, for installations moving their entries into
+    the vault) is install-wide, so it answers for the oldest org only: the org a
+    single-org install has, and where settings connectors without an ``org`` belong.
+    """
 
     def __init__(self, vault: Vault, fallback: CredentialStore | None = None) -> None:
         self._vault = vault
         self._fallback = fallback
 
-    def resolve(self, ref: str, *, user_id: str | None = None) -> Credential:
-        values = self._vault.get(ref, user_id=user_id) if user_id else None
+    def resolve(
+        self, ref: str, *, user_id: str | None = None, org_id: str | None = None
+    ) -> Credential:
+        if not org_id:
+            # A connector outside any org must not borrow some org's credential.
+            raise ConfigError(f"no credential {ref!r}: the vault answers within an org only")
+        values = self._vault.get(ref, org_id=org_id, user_id=user_id) if user_id else None
         if values is None:
-            values = self._vault.get(ref)
+            values = self._vault.get(ref, org_id=org_id)
         if values is not None:
             return Credential(ref=ref, values=values)
-        if self._fallback is not None:
-            return self._fallback.resolve(ref, user_id=user_id)
-        who = f" for user {user_id}" if user_id else ""
-        raise ConfigError(f"credential {ref!r} has no entry{who} and no default in the vault")
+        if self._fallback is not None and org_id == self._vault.oldest_org():
+            return self._fallback.resolve(ref, user_id=user_id, org_id=org_id)
+        missing = "no entry for this user and no default" if user_id else "no default entry"
+        raise ConfigError(
+            f"no credential {ref!r} in this org ({missing}; `meshclaw vault put {ref}`)"
+        )
 
-    def put(self, ref: str, values: Mapping[str, str], *, user_id: str | None = None) -> None:
-        self._vault.put(ref, values, user_id=user_id)
+    def put(
+        self, ref: str, values: Mapping[str, str], *, org_id: str, user_id: str | None = None
+    ) -> None:
+        self._vault.put(ref, values, org_id=org_id, user_id=user_id)

@@ -112,7 +112,9 @@ class Gateway:
         offered: list[ToolSpec] = []
         for grant in ctx.spec.tools:
             connector_name, tool_name = grant.name.split(".", 1)
-            definitions = await self._connectors.tools(connector_name)
+            definitions = await self._connectors.tools(
+                connector_name, org_id=ctx.org_id, user_id=ctx.user_id
+            )
             for name, definition in sorted(definitions.items()):
                 if tool_name not in ("*", name):
                     continue
@@ -356,7 +358,7 @@ class Gateway:
         )
         reservation = self._check_budget(ctx, seq, planned, call.name, resource)
         connector_name, tool_name = call.name.split(".", 1)
-        connector = self._connectors.get(connector_name)
+        connector = self._connectors.get(connector_name, org_id=ctx.org_id)
         assert connector is not None  # offered tools come from registered connectors
         request = {"tool_call_id": call.id, "arguments": call.arguments}
         try:

@@ -4,7 +4,8 @@
 start and end). Spans follow the GenAI semantic conventions: ``invoke_agent`` per run,
 ``chat`` per model call and ``execute_tool`` per tool call, with ``gen_ai.*`` attributes
 plus ``meshclaw.*`` ones for user, team, run status and cost. Metrics are labelled by
-team and agent, never by user (cardinality and privacy).
+org, team and agent, never by user (cardinality and privacy); ``/metrics`` serves a
+person only their org's series (``Telemetry.exposition``).
 """
 
 from __future__ import annotations

@@ -16,8 +16,9 @@ from meshclaw.metering.limits import spent_in_window, window_start
 from meshclaw.metering.models import Budget, BudgetCounter
 from meshclaw.store.db import Database
 from meshclaw.store.models import Agent, Team
+from meshclaw.telemetry._org_view import ORG_LABEL
 
-_LABELS = ["scope", "name", "metric", "period"]
+_LABELS = [ORG_LABEL, "scope", "name", "metric", "period"]
 
 
 class BudgetCollector(Collector):
@@ -61,7 +62,7 @@ class BudgetCollector(Collector):
                 elif budget.scope == "agent":
                     agent = session.get(Agent, budget.scope_id)
                     name = agent.name if agent else name
-                labels = [budget.scope, name, budget.metric, budget.period]
+                labels = [budget.org_id, budget.scope, name, budget.metric, budget.period]
                 unit = 1e-9 if budget.metric == "cost" else 1.0
                 spent.add_metric(labels, amount * unit)
                 if budget.hard_cap is not None:

@@ -17,6 +17,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 from meshclaw.config import TelemetrySettings
 from meshclaw.providers.base import ModelRequest, ModelResponse, ToolCall
 from meshclaw.store.db import Database
+from meshclaw.telemetry._org_view import ORG_LABEL, render
 
 if TYPE_CHECKING:
     from meshclaw.runtime.context import RunContext
@@ -26,12 +27,12 @@ _LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
 
 
 def _labels(ctx: RunContext) -> dict[str, str]:
-    return {"team": ctx.team_id or "none", "agent": ctx.spec.name}
+    return {ORG_LABEL: ctx.org_id, "team": ctx.team_id or "none", "agent": ctx.spec.name}
 
 
 class _Metrics:
     def __init__(self, registry: CollectorRegistry) -> None:
-        common = ["team", "agent"]
+        common = [ORG_LABEL, "team", "agent"]
         self.tokens = Counter(
             "meshclaw_tokens",
             "Tokens metered, by type (input, output, cached, cache_write, reasoning).",
@@ -241,6 +242,11 @@ class Telemetry:
             return
         reason = "budget" if action.endswith(".budget") else "policy"
         self._metrics.denials.labels(**_labels(ctx), kind=kind, reason=reason).inc()
+
+    def exposition(self, org_id: str | None) -> bytes | None:
+        """Prometheus text of one org's series (``org_id`` None: every org's, for the
+        operator's scrape); None when metrics are off."""
+        return None if self.registry is None else render(self.registry, org_id)
 
     def watch_budgets(self, db: Database) -> None:
         """Serve each org, team and agent budget's state with the metrics."""

@@ -109,7 +109,8 @@ async def _connector_page(
     flash: str | None = None,
     status_code: int = 200,
 ) -> HTMLResponse:
-    config = viewer.platform.connector_admin.config(name)  # 404 for an unknown name
+    # 404 for a name the viewer's org does not have (another org's looks the same)
+    config = viewer.platform.connector_admin.config(viewer.caller, name)
     try:
         tools = await viewer.platform.connector_admin.tools(viewer.caller, name, refresh=refresh)
     except MeshClawError as exc:  # the server is down or misbehaves: say so, show the record
@@ -155,6 +156,7 @@ async def approve_tool(
     """Approve exactly the definition the admin saw (its hash is in the form)."""
     org = ApiResource.org(viewer.caller.org_id)
     viewer.platform.access.require(viewer.caller, "connector.manage", org)
+    viewer.platform.connector_admin.config(viewer.caller, name)  # 404 outside the org
     tool, expected = fields.get("tool", ""), fields.get("expected_hash", "")
     if not tool or not expected:
         return await _connector_page(

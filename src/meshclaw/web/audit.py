@@ -135,7 +135,7 @@ def _views(viewer: Viewer) -> list[dict[str, Any]]:
 def _may_verify(viewer: Viewer) -> bool:
     """Whether to offer the verify button (the log service still decides on the click)."""
     org = ApiResource.org(viewer.caller.org_id)
-    return viewer.platform.access.authorize_api(viewer.caller, "audit.read", org).allowed
+    return viewer.platform.access.authorize_api(viewer.caller, "audit.verify", org).allowed
 
 
 def _render(
