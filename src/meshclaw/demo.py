@@ -14,6 +14,8 @@ from meshclaw.store.models import Org
 DEMO_ORG = "acme"
 DEMO_PASSWORD = "meshclaw-demo"
 """Every demo user's dashboard password (the demo is for a laptop, not for production)."""
+DEMO_MAIL_DOMAIN = "acme.example"
+"""Demo people's mail addresses are ``<handle>@acme.example`` (a reserved domain)."""
 # (handle, team, role, job function)
 DEMO_PEOPLE = [
     ("alice", "platform", "employee", "Site reliability engineer"),
@@ -43,6 +45,7 @@ def seed_demo(platform: Platform) -> bool:
             display_name=handle.capitalize(),
             role=role,
             job_function=job,
+            email=f"{handle}@{DEMO_MAIL_DOMAIN}",
         )
     for user in users.values():
         platform.signin.set_password(user.id, DEMO_PASSWORD)

@@ -241,3 +241,80 @@ def test_an_agent_triages_a_mailbox_end_to_end(
     assert reply_step["untrusted"] is True
     assert folder_subjects(account, "Archive") == ["Outage?"]
     assert [e["to"] for e in smtp.envelopes] == [["carol@customer.test"]]
+
+
+def org_mail_config(
+    account: ImapAccount, smtp: SmtpServer, org_domains: str | None = None
+) -> ConnectorConfig:
+    """The connector *not* marked untrusted as a whole: the server decides per result."""
+    config = mail_config(account, smtp)
+    env = dict(config.env)
+    if org_domains is not None:
+        env["MESHCLAW_MAIL_ORG_DOMAINS"] = org_domains
+    return config.model_copy(update={"untrusted": False, "env": env})
+
+
+def test_mail_from_outside_the_orgs_domains_is_untrusted(
+    mail_peers: tuple[ImapAccount, SmtpServer], approvals: ToolApprovals
+) -> None:
+    account, smtp = mail_peers  # the mailbox is alice@acme.test: acme.test is the org's
+    deliver(account, sender="Bob <bob@ACME.test>", subject="Standup", body="At ten.")
+    deliver(account, sender="noreply@ci.acme.test", subject="Build green", body="All pass.")
+
+    def calls(conn: McpConnector, *wanted: tuple[str, dict[str, Any]]) -> list[ToolResult]:
+        async def scenario() -> list[ToolResult]:
+            try:
+                return [await conn.call_tool(t, a, ctx(f"s{i}")) for i, (t, a) in
+                        enumerate(wanted)]  # fmt: skip
+            finally:
+                await conn.aclose()
+
+        return asyncio.run(scenario())
+
+    def connect(org_domains: str | None = None) -> McpConnector:
+        return McpConnector("mail", org_mail_config(account, smtp, org_domains),
+                            approvals=approvals, credentials=credentials(account))  # fmt: skip
+
+    (inside,) = calls(connect(), ("list_messages", {}))
+    assert not inside.is_error and inside.untrusted is False
+    assert [m["outside_org"] for m in (inside.data or {})["structured"]["messages"]] == [
+        False,
+        False,
+    ]  # fmt: skip (a subdomain of the org's domain is the org's)
+
+    deliver(account, sender="Carol <carol@customer.test>", subject="Invoice 42", body="Pay.")
+    listed, own, outside, found_own, found_outside = calls(
+        connect(),
+        ("list_messages", {}),
+        ("read_message", {"uid": 1}),
+        ("read_message", {"uid": 3}),
+        ("search", {"query": "Standup"}),
+        ("search", {"query": "Invoice"}),
+    )
+    assert listed.untrusted is True  # one message of three is from outside
+    flags = {m["subject"]: m["outside_org"] for m in (listed.data or {})["structured"]["messages"]}
+    assert flags == {"Standup": False, "Build green": False, "Invoice 42": True}
+    assert (own.untrusted, outside.untrusted) == (False, True)
+    assert (found_own.untrusted, found_outside.untrusted) == (False, True)
+
+    # The org's domains as a setting (comma-separated, any case): the customer is trusted
+    # too; an org that lists only another domain distrusts its own mailbox's domain.
+    (everyone,) = calls(connect("acme.test, Customer.TEST"), ("list_messages", {}))
+    assert everyone.untrusted is False
+    (elsewhere,) = calls(connect("globex.test"), ("read_message", {"uid": 1}))
+    assert elsewhere.untrusted is True
+
+
+def test_the_org_domains_setting_is_checked() -> None:
+    from pydantic import ValidationError
+
+    from meshclaw.connectors.servers.mail import MailSettings
+
+    base = {"imap_host": "h", "username": "bot@acme.test", "password": "p"}
+    assert MailSettings(**base).trusted_domains() == ("acme.test",)
+    assert MailSettings(**base | {"org_domains": " Acme.com,@acme.de ,"}).org_domains == [
+        "acme.com", "acme.de",
+    ]  # fmt: skip
+    with pytest.raises(ValidationError, match="not a mail domain: localhost"):
+        MailSettings(**base | {"org_domains": "acme.com,localhost"})
+    assert MailSettings(**base | {"username": "bot"}).trusted_domains() == ()  # all untrusted

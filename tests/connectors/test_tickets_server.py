@@ -99,6 +99,10 @@ def test_ticket_tools_create_comment_transition_resolve_and_search(
         return value
 
     assert [t["key"] for t in data("search")["tickets"]] == ["acme/ops#1"]
+    # Who filed it: outcomes credit resolving a ticket only to a reporter who is not the owner.
+    assert [(t["reporter"], t["resolution"]) for t in data("search")["tickets"]] == [
+        ("carol", None)
+    ]
     created = data("create")
     assert (
         created["key"] == "acme/ops#2" and created["status"] == "open" and not created["duplicate"]
@@ -111,11 +115,13 @@ def test_ticket_tools_create_comment_transition_resolve_and_search(
     assert resolved["status"] == "closed" and resolved["resolution"] == "completed"
     ticket = data("get")
     assert ticket["status"] == "closed" and ticket["labels"] == []
+    assert (ticket["reporter"], ticket["resolution"]) == ("carol", "completed")
     assert [c["body"] for c in ticket["comment_list"]] == [
         "Cache added behind a flag.",
         "Deployed; p99 back to 300 ms.",
     ]
     assert [t["key"] for t in data("open")["tickets"]] == ["acme/ops#2"]  # #1 is closed
+    assert data("open")["tickets"][0]["reporter"] == "meshclaw-bot"
     issues = github.state.repos[REPO]
     assert len(issues) == 2 and issues[1].user == "meshclaw-bot"
 

@@ -67,7 +67,10 @@ class FakeTickets:
 
 CONNECTORS = ConnectorRegistry([FakeMail(), FakeTickets()])
 SPEC = agent_yaml(tools=(("mail.send", "write"), ("tickets.resolve", "write"))) + (
-    "outcomes:\n  - {type: mail_sent, silence_accepts_hours: 48}\n  - {type: ticket_resolved}\n"
+    "outcomes:\n  - {type: mail_sent, silence_accepts_hours: 48}\n"
+    # This tracker reads a ticket with ``get(ticket=KEY)``, not the built-in server's
+    # ``get_ticket(number=N)``: the agent's claim says so, and re-checks honour it.
+    "  - {type: ticket_resolved, verify_tool: tickets.get, verify_argument: ticket}\n"
 )
 
 
@@ -130,7 +133,7 @@ def test_a_ticket_is_verified_against_the_tracker_and_rechecked_for_durability(
     world.run("helper", connectors=CONNECTORS)
     outcome = only_outcome(world)
     assert outcome.verified and outcome.beneficiaries == [world.bob.user_id]
-    assert outcome.verification == {"checked": "resolved in the tracker"}
+    assert outcome.verification == {"checked": "resolved in the tracker; reported by bob"}
     assert outcome.durability_due_at is not None
     outcomes = world.platform.outcomes
     assert outcomes.feedback(world.bob, outcome.id, "accepted").state == "credited"
@@ -230,7 +233,8 @@ def test_verification_reads_the_tracker_through_the_gateway(
     world = make_world(server.base_url)
     world.save_agent(
         agent_yaml(tools=(("tickets.resolve", "write"), ("tickets.get", "read")))
-        + "outcomes:\n  - {type: ticket_resolved}\n"
+        + "outcomes:\n  - {type: ticket_resolved, verify_tool: tickets.get, "
+        "verify_argument: ticket}\n"
     )
     info = world.run("helper", connectors=CONNECTORS)
     by_ref = {o.ref: o for o in world.platform.outcomes.list_outcomes(world.alice)}

@@ -28,7 +28,7 @@ from typing import Any
 from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session
 
-from meshclaw.accounts.service import ROLES, Caller
+from meshclaw.accounts.service import ROLES, Caller, email_owner, email_problem
 from meshclaw.audit.sink import AuditRecord, AuditSink
 from meshclaw.errors import ConflictError, NotFoundError, PermissionDenied, UserError
 from meshclaw.ids import new_id
@@ -77,6 +77,8 @@ class PersonInfo:
     """The team's name."""
     job_function: str | None
     created_at: datetime
+    email: str | None = None
+    """Mail address (lower-case), unique within the org."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -131,9 +133,14 @@ def check_person_fields(
     role: str | None = None,
     display_name: str | None = None,
     job_function: str | None = None,
+    email: str | None = None,
 ) -> dict[str, str]:
     """A message per invalid field (only the fields given are checked)."""
     errors: dict[str, str] = {}
+    if email is not None and email.strip():
+        problem = email_problem(email)
+        if problem is not None:
+            errors["email"] = problem
     if handle is not None:
         if not handle.strip():
             errors["handle"] = "enter a user name"
@@ -164,7 +171,7 @@ def _person(user: User, team_name: str | None) -> PersonInfo:
     return PersonInfo(
         id=user.id, handle=user.handle, display_name=user.display_name, role=user.role,
         team_id=user.team_id, team=team_name, job_function=user.job_function,
-        created_at=user.created_at,
+        created_at=user.created_at, email=user.email,
     )  # fmt: skip
 
 
@@ -224,6 +231,7 @@ class Directory:
                     or_(
                         func.lower(User.handle).like(like, escape="\\"),
                         func.lower(User.display_name).like(like, escape="\\"),
+                        User.email.like(like, escape="\\"),
                     )
                 )
             total = session.scalar(select(func.count()).select_from(User).where(*conds)) or 0
@@ -338,13 +346,19 @@ class Directory:
         team: str | None = None,
         display_name: str = "",
         job_function: str | None = None,
+        email: str | None = None,
     ) -> PersonInfo:
-        """Add a person (sign-in needs a password: ``meshclaw user set-password``)."""
+        """Add a person (sign-in needs a password: ``meshclaw user set-password``).
+
+        ``email`` is optional; blank means none. It is stored lower-case and must be free
+        in the org (409 otherwise)."""
         self._access.require(caller, MANAGE, ApiResource.org(caller.org_id))
         errors = check_person_fields(
-            handle=handle, role=role, display_name=display_name, job_function=job_function or ""
-        )
+            handle=handle, role=role, display_name=display_name, job_function=job_function or "",
+            email=email,
+        )  # fmt: skip
         handle = handle.strip()
+        address = _address(email)
         with self._db.session() as session:
             team_row = None
             if team is not None and team.strip():
@@ -358,17 +372,18 @@ class Directory:
             )
             if taken is not None:
                 raise InvalidFields({"handle": f"{handle!r} is already taken"}, status=409)
+            self._email_free(session, caller, address, None)
             user = User(
                 id=new_id("usr"), org_id=caller.org_id, handle=handle, role=role,
                 team_id=team_row.id if team_row else None,
                 display_name=display_name.strip() or handle,
-                job_function=(job_function or "").strip() or None,
+                job_function=(job_function or "").strip() or None, email=address,
             )  # fmt: skip
             session.add(user)
             session.flush()
             self._record(
                 caller, session, "directory.user.create", f"user:{user.id}",
-                handle=handle, role=role, team=user.team_id,
+                handle=handle, role=role, team=user.team_id, email=address,
             )  # fmt: skip
             return _person(user, team_row.name if team_row else None)
 
@@ -379,15 +394,17 @@ class Directory:
         *,
         role: str | None = None,
         team: str | _Keep | None = KEEP,
+        email: str | _Keep | None = KEEP,
     ) -> PersonInfo:
-        """Change a person's role and/or team (``team=None`` or ``""``: no team)."""
+        """Change a person's role, team and/or mail address (``team=None`` or ``""``: no
+        team; ``email=None`` or ``""``: no address)."""
         with self._db.session() as session:
             row = self._user(session, caller, user)
             resource = ApiResource.person(
                 id=row.id, org_id=row.org_id, team_id=row.team_id, role=row.role
             )
             self._access.require(caller, MANAGE, resource, message=f"changing {row.handle}:")
-            errors = check_person_fields(role=role)
+            errors = check_person_fields(role=role, email=email if isinstance(email, str) else None)
             team_row: Team | None = None
             if isinstance(team, str) and team.strip():
                 team_row = self._team(session, caller, team.strip())
@@ -406,6 +423,12 @@ class Directory:
                 if new_team != row.team_id:
                     changes["team"] = [row.team_id, new_team]
                     row.team_id = new_team
+            if not isinstance(email, _Keep):
+                address = _address(email)
+                if address != row.email:
+                    self._email_free(session, caller, address, row.id)
+                    changes["email"] = [row.email, address]
+                    row.email = address
             if changes:
                 self._record(
                     caller, session, "directory.user.update", f"user:{row.id}",
@@ -468,6 +491,16 @@ class Directory:
         return row
 
     @staticmethod
+    def _email_free(
+        session: Session, caller: Caller, address: str | None, user_id: str | None
+    ) -> None:
+        if address is None:
+            return
+        owner = email_owner(session, caller.org_id, address)
+        if owner is not None and owner != user_id:
+            raise InvalidFields({"email": f"{address!r} is already someone's"}, status=409)
+
+    @staticmethod
     def _keep_an_admin(session: Session, row: User) -> None:
         """An org must keep a platform admin, or nobody could manage it any more."""
         admins = session.scalar(
@@ -490,6 +523,11 @@ class Directory:
                 actor_user_id=caller.user_id, details=details,
             ),
         )  # fmt: skip
+
+
+def _address(email: str | None) -> str | None:
+    """The stored form of a checked address; blank or None is no address."""
+    return email.strip().lower() if email is not None and email.strip() else None
 
 
 def _escape_like(value: str) -> str:

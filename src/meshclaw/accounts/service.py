@@ -3,21 +3,62 @@
 from __future__ import annotations
 
 import hashlib
+import re
 import secrets
 from dataclasses import dataclass
 from datetime import datetime
 
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from meshclaw.audit.sink import AuditRecord, AuditSink
 from meshclaw.clock import utcnow
-from meshclaw.errors import AuthError, ConflictError, NotFoundError
+from meshclaw.errors import AuthError, ConflictError, NotFoundError, UserError
 from meshclaw.ids import new_id
 from meshclaw.store.db import Database
 from meshclaw.store.models import ApiToken, Org, Team, User
 
 TOKEN_PREFIX = "mc_"
 ROLES = ("employee", "team_admin", "platform_admin", "auditor")
+MAX_EMAIL = 254
+_ATOM = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
+_EMAIL_LOCAL = re.compile(rf"^{_ATOM}(?:\.{_ATOM})*$")
+"""A dot-atom local part (RFC 5322 without quoted strings)."""
+_EMAIL_LABEL = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?$")
+
+
+def email_problem(value: str) -> str | None:
+    """Why ``value`` is not a mail address MeshClaw accepts (``name@example.com``), or None.
+
+    Plain addresses only (no display name, no quoted local part, no IP literal), with a
+    domain of at least two labels: what a directory holds and a recipient list names.
+    """
+    address = value.strip()
+    if not address:
+        return "enter a mail address"
+    if len(address) > MAX_EMAIL:
+        return f"at most {MAX_EMAIL} characters"
+    local, at, domain = address.rpartition("@")
+    if not at or not local or not domain:
+        return "a mail address looks like name@example.com"
+    if len(local) > 64 or not _EMAIL_LOCAL.match(local):
+        return (
+            "the part before @: letters, digits and . _ + - (and ! # $ % & ' * / = ? ^ ` { | } ~)"
+        )
+    labels = domain.split(".")
+    if len(labels) < 2 or not all(_EMAIL_LABEL.match(label) for label in labels):
+        return "the domain after @ must be a name like example.com"
+    return None
+
+
+def normalize_email(value: str) -> str:
+    """The stored form: trimmed and lower-case (addresses compare case-insensitively).
+
+    Raises ``UserError`` naming the problem when ``value`` is not an address."""
+    problem = email_problem(value)
+    if problem is not None:
+        raise UserError(f"email: {problem}")
+    return value.strip().lower()
 
 
 def hash_token(secret: str) -> str:
@@ -34,6 +75,11 @@ class Caller:
     team_id: str | None
     handle: str
     role: str
+
+
+def email_owner(session: Session, org_id: str, address: str) -> str | None:
+    """The id of the org's user with this (normalised) address, if any."""
+    return session.scalar(select(User.id).where(User.org_id == org_id, User.email == address))
 
 
 def caller_of(user: User) -> Caller:
@@ -97,13 +143,17 @@ class Accounts:
         display_name: str = "",
         role: str = "employee",
         job_function: str | None = None,
+        email: str | None = None,
     ) -> User:
         if role not in ROLES:
             raise ConflictError(f"unknown role {role!r}; one of {', '.join(ROLES)}")
+        address = normalize_email(email) if email is not None else None
         with self._db.session() as session:
             taken = session.scalar(select(User).where(User.org_id == org_id, User.handle == handle))
             if taken is not None:
                 raise ConflictError(f"user {handle!r} already exists")
+            if address is not None and email_owner(session, org_id, address) is not None:
+                raise ConflictError(f"email {address!r} is already someone else's in this org")
             user = User(
                 id=new_id("usr"),
                 org_id=org_id,
@@ -112,8 +162,31 @@ class Accounts:
                 display_name=display_name or handle,
                 role=role,
                 job_function=job_function,
+                email=address,
             )
             session.add(user)
+        return user
+
+    def set_email(self, org_id: str, handle: str, email: str | None) -> User:
+        """Set (or with None, clear) a person's mail address; audited (host-local admin)."""
+        address = normalize_email(email) if email is not None else None
+        with self._db.session() as session:
+            user = session.scalar(select(User).where(User.org_id == org_id, User.handle == handle))
+            if user is None:
+                raise NotFoundError(f"no user {handle!r} in this org")
+            owner = email_owner(session, org_id, address) if address is not None else None
+            if owner is not None and owner != user.id:
+                raise ConflictError(f"email {address!r} is already someone else's in this org")
+            if user.email != address:
+                self._audit.append(
+                    session,
+                    AuditRecord(
+                        action="directory.user.update", resource=f"user:{user.id}",
+                        outcome="ok", org_id=org_id,
+                        details={"handle": handle, "email": [user.email, address], "via": "cli"},
+                    ),
+                )  # fmt: skip
+                user.email = address
         return user
 
     def user_by_handle(self, org_id: str, handle: str) -> User:

@@ -42,6 +42,8 @@ class PersonOut(_Out):
     team_id: str | None
     team: str | None
     job_function: str | None
+    email: str | None
+    """Mail address (lower-case); how outcomes tell who received a mail."""
     created_at: datetime
 
 
@@ -72,15 +74,19 @@ class PersonIn(BaseModel):
     """A team name or id of the org; none for no team."""
     display_name: str = Field(default="", max_length=200)
     job_function: str | None = Field(default=None, max_length=200)
+    email: str | None = Field(default=None, max_length=254)
+    """Mail address, unique in the org (compared case-insensitively); none if absent."""
 
 
 class PersonChange(BaseModel):
-    """Only the fields sent change; ``"team": null`` removes the person from their team."""
+    """Only the fields sent change; ``"team": null`` removes the person from their team,
+    ``"email": null`` their mail address."""
 
     model_config = ConfigDict(extra="forbid")
 
     role: str | None = None
     team: str | None = Field(default=None, max_length=200)
+    email: str | None = Field(default=None, max_length=254)
 
 
 class TeamIn(BaseModel):
@@ -127,7 +133,9 @@ def list_users(
     who: Authed,
     team: Annotated[str | None, Query(max_length=200)] = None,
     role: Annotated[str | None, Query(max_length=40)] = None,
-    q: Annotated[str | None, Query(max_length=200, description="Part of a handle or name.")] = None,
+    q: Annotated[
+        str | None, Query(max_length=200, description="Part of a handle, name or address.")
+    ] = None,
     limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 50,
     offset: Offset = 0,
 ) -> PeopleOut:
@@ -160,6 +168,7 @@ def create_user(body: PersonIn, platform: PlatformDep, who: Authed) -> PersonOut
             team=body.team,
             display_name=body.display_name,
             job_function=body.job_function,
+            email=body.email,
         )
     except InvalidFields as exc:
         raise _fields(exc) from None
@@ -174,10 +183,12 @@ def get_user(user: str, platform: PlatformDep, who: Authed) -> PersonOut:
 
 @router.patch("/v1/users/{user}")
 def change_user(user: str, body: PersonChange, platform: PlatformDep, who: Authed) -> PersonOut:
-    """Change a person's role and/or team (platform admins, never their own; audited)."""
+    """Change a person's role, team and/or mail address (platform admins, never their own;
+    audited)."""
     team = body.team if "team" in body.model_fields_set else KEEP
+    email = body.email if "email" in body.model_fields_set else KEEP
     try:
-        info = platform.directory.update_user(who, user, role=body.role, team=team)
+        info = platform.directory.update_user(who, user, role=body.role, team=team, email=email)
     except InvalidFields as exc:
         raise _fields(exc) from None
     return _person(info)

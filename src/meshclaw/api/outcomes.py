@@ -107,10 +107,11 @@ def set_outcome_weight(
 
 @router.post("/v1/outcomes/recheck")
 async def recheck(platform: PlatformDep, who: Authed) -> RecheckSummary:
-    """Platform admins: run the due durability re-checks now (the scheduler does this)."""
+    """Platform admins: run their org's due durability re-checks now (the scheduler runs
+    every org's on ``outcomes_recheck_seconds``)."""
     if who.role != "platform_admin":
         raise PermissionDenied("only platform admins run durability re-checks by hand")
-    return await platform.outcomes.recheck_due()
+    return await platform.outcomes.recheck_due(org_id=who.org_id)
 
 
 def _page(title: str, body: str) -> HTMLResponse:

@@ -9,7 +9,7 @@ import typer
 from meshclaw.cli._app import JsonOption, app, handle_errors, open_platform
 from meshclaw.cli._output import console, print_json
 from meshclaw.config import Settings
-from meshclaw.errors import NotFoundError
+from meshclaw.errors import NotFoundError, UserError
 from meshclaw.store.db import migrate
 
 db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
@@ -17,7 +17,9 @@ demo_app = typer.Typer(help="Demo org.", no_args_is_help=True)
 token_app = typer.Typer(help="API tokens (run on the server host).", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 app.add_typer(demo_app, name="demo")
-user_app = typer.Typer(help="Dashboard sign-in (run on the server host).", no_args_is_help=True)
+user_app = typer.Typer(
+    help="Dashboard sign-in and mail address (run on the server host).", no_args_is_help=True
+)
 app.add_typer(token_app, name="token")
 app.add_typer(user_app, name="user")
 
@@ -90,6 +92,28 @@ def user_set_password(
         person = platform.accounts.user_by_handle(found.id, user)
         platform.signin.set_password(person.id, password)
         console.print(f"password set for {user}; their open sessions were ended")
+    finally:
+        platform.close()
+
+
+@user_app.command("set-email")
+@handle_errors
+def user_set_email(
+    user: str = typer.Option(..., help="User handle."),
+    org: str = typer.Option(..., help="Org name."),
+    email: str | None = typer.Option(None, help="The mail address (unique in the org)."),
+    clear: bool = typer.Option(False, "--clear", help="Remove the person's address."),
+) -> None:
+    """Set a person's mail address (how outcomes tell who received a mail); audited."""
+    if (email is None) == (not clear):
+        raise UserError("give --email ADDRESS or --clear")
+    platform = open_platform()
+    try:
+        found = platform.accounts.org_by_name(org)
+        if found is None:
+            raise NotFoundError(f"no org {org!r}")
+        person = platform.accounts.set_email(found.id, user, email)
+        console.print(f"{user}: {person.email or 'no mail address'}")
     finally:
         platform.close()
 

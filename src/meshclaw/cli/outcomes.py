@@ -199,12 +199,12 @@ def cost_command(
 @outcomes_app.command("recheck")
 @handle_errors
 def recheck_command(token: str | None = TokenOption, json_output: bool = JsonOption) -> None:
-    """Run the due durability re-checks now (what the scheduler runs)."""
+    """Run your org's due durability re-checks now (the scheduler runs every org's)."""
 
     def work(p: Platform, c: Caller) -> Any:
         if c.role != "platform_admin":
             raise UserError("only platform admins run durability re-checks by hand")
-        return asyncio.run(p.outcomes.recheck_due())
+        return asyncio.run(p.outcomes.recheck_due(org_id=c.org_id))
 
     summary = _with(token, work)
     if json_output:

@@ -18,6 +18,10 @@ from meshclaw.connectors.base import Action, ToolDefinition, ToolResult
 from meshclaw.errors import ToolError
 
 TRUNCATION_MARKER = "[truncated by MeshClaw: {dropped} of {total} characters not shown]"
+UNTRUSTED_META_KEY = "io.meshclaw/untrusted"
+"""A result's ``_meta`` flag a server sets when the result holds content from outside the
+org (the built-in mail server: mail from other domains). It can only add to the
+connector's own ``untrusted`` setting, never clear it."""
 
 
 def definition_of(tool: types.Tool) -> dict[str, Any]:
@@ -122,6 +126,10 @@ def tool_result(
             if isinstance(evidence, dict)
             else {"server": server, "result": data.get("structured") or content[:500]}
         )
+    marked = isinstance(result.meta, dict) and result.meta.get(UNTRUSTED_META_KEY) is True
     return ToolResult(
-        content=content, is_error=bool(result.is_error), data=data or None, untrusted=untrusted
+        content=content,
+        is_error=bool(result.is_error),
+        data=data or None,
+        untrusted=untrusted or marked,
     )

@@ -20,9 +20,10 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
+from email.utils import parseaddr
 from typing import Any, Literal
 
-from sqlalchemy import Text, cast, func, select
+from sqlalchemy import Text, cast, func, select, update
 from sqlalchemy.orm import Session
 
 from meshclaw.accounts.service import Caller
@@ -111,6 +112,12 @@ def _info(o: Outcome, feedback: Sequence[OutcomeFeedback] = ()) -> OutcomeInfo:
             for f in feedback
         ],
     )  # fmt: skip
+
+
+def _plain_address(name: str) -> str:
+    """``Name <a@b>`` -> ``a@b``; anything else trimmed; lower-case."""
+    _, address = parseaddr(name)
+    return (address if "@" in address else name).strip().lower()
 
 
 def _reviewer_id(by: str) -> str:
@@ -261,17 +268,23 @@ class OutcomeService:
 
     @staticmethod
     def _directory_ids(session: Session, org_id: str, names: Iterable[str]) -> list[str]:
-        """Handles, addresses or user ids -> user ids in the org; others are ``external``."""
-        wanted = [n.strip().lower() for n in names if n and n.strip()]
+        """Handles, mail addresses or user ids -> user ids in the org; others are
+        ``external``. Addresses match a person's ``email`` (or a handle that is one),
+        case-insensitively; ``Name <addr>`` is read as ``addr``."""
+        wanted = [_plain_address(n) for n in names if n and n.strip()]
         if not wanted:
             return []
         rows = session.execute(
-            select(User.id, User.handle).where(
+            select(User.id, User.handle, User.email).where(
                 User.org_id == org_id,
-                (func.lower(User.handle).in_(wanted)) | (User.id.in_(wanted)),
+                func.lower(User.handle).in_(wanted) | User.email.in_(wanted) | User.id.in_(wanted),
             )
         ).all()
-        by_name = {h.lower(): i for i, h in rows} | {i.lower(): i for i, _ in rows}
+        by_name: dict[str, str] = {}
+        for user_id, handle, address in rows:
+            by_name |= {handle.lower(): user_id, user_id.lower(): user_id}
+            if address:
+                by_name[address] = user_id
         out: list[str] = []
         for name in wanted:
             user = by_name.get(name, "external")
@@ -327,10 +340,17 @@ class OutcomeService:
             return _info(outcome)
 
     def feedback_by_link(self, token: str, verdict: str, *, note: str | None = None) -> OutcomeInfo:
+        """A verdict through a signed link. A link sent to an address that belongs to
+        someone in the outcome's org answers for that person (so the owner's own address
+        is the owner, whose acceptance never counts), not for an outsider."""
         claim = verify_link(self._link_key, token, now=self._clock())
         with self._db.session() as session:
             outcome = self._outcome(session, claim.outcome_id, None)
-            return self._add_feedback(session, outcome, claim.reviewer, verdict, "link", note)
+            by = claim.reviewer
+            if by.startswith("external:"):
+                (member,) = self._directory_ids(session, outcome.org_id, [by[len("external:") :]])
+                by = by if member == "external" else member
+            return self._add_feedback(session, outcome, by, verdict, "link", note)
 
     def _add_feedback(
         self,
@@ -395,17 +415,33 @@ class OutcomeService:
 
     # ---- durability --------------------------------------------------------------------
 
-    async def recheck_due(self, *, now: datetime | None = None, limit: int = 500) -> RecheckSummary:
-        """Durability re-checks and silence-acceptance that are due (the scheduler's job)."""
+    async def recheck_due(
+        self, *, org_id: str | None = None, now: datetime | None = None, limit: int = 500
+    ) -> RecheckSummary:
+        """Durability re-checks and silence-acceptance that are due.
+
+        ``org_id`` limits the work to one org (what an admin may start by hand); None is
+        the whole install (the scheduler's job, ``workers.celery_app``). Safe to run
+        concurrently (several schedulers, or a sweep and an admin at once): each outcome
+        is claimed with a conditional ``UPDATE`` before it is judged, so it is judged once.
+        A re-check that needs a connector read is left due while no ``lookup`` is set (it
+        would otherwise be marked checked without having been checked), and so is one
+        whose read failed: the next run of the job tries again.
+        """
         now = now or self._clock()
+        in_org = [Outcome.org_id == org_id] if org_id is not None else []
         checked = undone = silent = 0
         with self._db.session() as session:
             due = session.execute(
-                select(Outcome.id, Outcome.type, Outcome.ref, Outcome.user_id, Outcome.run_id)
-                .where(Outcome.durability_due_at.is_not(None), Outcome.durability_due_at <= now)
+                select(Outcome.id, Outcome.type, Outcome.ref, Outcome.user_id,
+                       Outcome.durability_due_at, Run.agent_version_id)
+                .join(Run, Run.id == Outcome.run_id)
+                .where(Outcome.durability_due_at.is_not(None), Outcome.durability_due_at <= now,
+                       *in_org)
                 .order_by(Outcome.durability_due_at)
                 .limit(limit)
-            ).all()
+            ).all()  # fmt: skip
+            kinds = self._claimed_kinds(session, {d[5] for d in due})
             owners = {
                 uid: handle
                 for uid, handle in session.execute(
@@ -413,27 +449,44 @@ class OutcomeService:
                 )
             }
             quiet = session.scalars(
-                select(Outcome)
-                .where(Outcome.silence_accepts_at.is_not(None), Outcome.silence_accepts_at <= now)
+                select(Outcome.id)
+                .where(Outcome.silence_accepts_at.is_not(None), Outcome.silence_accepts_at <= now,
+                       *in_org)
                 .limit(limit)
-            ).all()
-            for outcome in quiet:
+            ).all()  # fmt: skip
+        for outcome_id in quiet:
+            with self._db.session() as session:
+                if not self._claim(session, outcome_id, Outcome.silence_accepts_at):
+                    continue  # someone spoke, or another re-check took it
+                outcome = self._outcome(session, outcome_id, None)
                 self._add_feedback(session, outcome, "silence", "accepted", "system", None)
                 silent += 1
-        for outcome_id, type_name, ref, owner_id, _ in due:
-            kind = DEFAULT_TYPES.get(type_name, OutcomeType(name=type_name))
+        for outcome_id, type_name, ref, owner_id, due_at, version_id in due:
+            kind = kinds.get((version_id, type_name)) or DEFAULT_TYPES.get(
+                type_name, OutcomeType(name=type_name)
+            )
             verifier = self._verifiers.get(type_name)
+            if verifier is not None and kind.verify_tool is not None and self.lookup is None:
+                continue  # cannot read the connector here: stays due
+            with self._db.session() as session:
+                if not self._claim(session, outcome_id, Outcome.durability_due_at):
+                    continue
             verdict = None
             if verifier is not None:
                 try:
                     verdict = await verifier.recheck(
                         kind, ref, owners.get(owner_id, ""), self.lookup
                     )
-                except Exception:  # cannot tell now; try again at the next run of the job
+                except Exception:  # cannot tell now; due again for the next run of the job
+                    with self._db.session() as session:
+                        session.execute(
+                            update(Outcome)
+                            .where(Outcome.id == outcome_id, Outcome.durability_due_at.is_(None))
+                            .values(durability_due_at=due_at)
+                        )
                     continue
             with self._db.session() as session:
                 outcome = self._outcome(session, outcome_id, None)
-                outcome.durability_due_at = None
                 outcome.durability_checked_at = now
                 checked += 1
                 if verdict is not None:
@@ -441,6 +494,37 @@ class OutcomeService:
                                        "durability re-check")  # fmt: skip
                     undone += 1
         return RecheckSummary(checked=checked, undone=undone, silently_accepted=silent)
+
+    @staticmethod
+    def _claimed_kinds(
+        session: Session, version_ids: set[str]
+    ) -> dict[tuple[str, str], OutcomeType]:
+        """(agent version, type) -> the type as that version's spec claims it (its own
+        read tool, windows and undo verdict), so a re-check checks what was recorded."""
+        kinds: dict[tuple[str, str], OutcomeType] = {}
+        if not version_ids:
+            return kinds
+        rows = session.execute(
+            select(AgentVersion.id, AgentVersion.spec_yaml).where(AgentVersion.id.in_(version_ids))
+        )
+        for version_id, spec_yaml in rows:
+            try:
+                claims = parse_stored_spec(spec_yaml).outcomes
+            except Exception:  # a stored spec that no longer parses: the defaults apply
+                continue
+            for claim in claims:
+                kinds[(version_id, claim.type)] = resolve_type(claim)
+        return kinds
+
+    @staticmethod
+    def _claim(session: Session, outcome_id: str, column: Any) -> bool:
+        """Clear a due time if it is still set: True for the one caller that cleared it."""
+        result = session.execute(
+            update(Outcome)
+            .where(Outcome.id == outcome_id, column.is_not(None))
+            .values({column.key: None})
+        )
+        return bool(getattr(result, "rowcount", 0) == 1)
 
     # ---- reading -----------------------------------------------------------------------
 

@@ -44,7 +44,7 @@ DEFAULT_TYPES: dict[str, OutcomeType] = {
                     durability=timedelta(hours=24),
                     undo_verdict="cancelled"),
         OutcomeType(name="ticket_resolved", weight=2.0, tools=("tickets.resolve",),
-                    verify_tool="tickets.get", verify_argument="ticket",
+                    verify_tool="tickets.get_ticket", verify_argument="number",
                     durability=timedelta(hours=72),
                     undo_verdict="reopened"),
         OutcomeType(name="pr_merged", weight=3.0, tools=("code.merge",),

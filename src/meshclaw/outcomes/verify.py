@@ -150,10 +150,18 @@ Check = Callable[[Mapping[str, Any], str], tuple[bool, list[str], str]]
 
 
 def _ticket(record: Mapping[str, Any], owner: str) -> tuple[bool, list[str], str]:
-    reporter = str(record.get("reporter") or "")
+    """Resolved (not closed as "not planned"), and filed by someone the tracker names:
+    the reporter is the beneficiary, so resolving one's own ticket earns nothing."""
     if record.get("status") not in ("resolved", "closed", "done"):
         return False, [], f"ticket is {record.get('status')!r}, not resolved"
-    return True, [reporter] if reporter else [], "resolved in the tracker"
+    if record.get("resolution") == "not_planned":
+        return False, [], "closed as not planned, not resolved"
+    reporter = str(record.get("reporter") or "")
+    if not reporter:
+        return False, [], "the tracker does not say who reported the ticket"
+    closed_by = record.get("closed_by")
+    by = f", closed by {closed_by}" if closed_by else ""
+    return True, [reporter], f"resolved in the tracker; reported by {reporter}{by}"
 
 
 def _deploy(record: Mapping[str, Any], owner: str) -> tuple[bool, list[str], str]:
@@ -227,16 +235,20 @@ class RecordVerifier:
         holds, _, _ = self._check(record, owner)
         return None if holds else kind.undo_verdict
 
-    @staticmethod
+    def _argument(self, kind: OutcomeType, ref: str) -> Any:
+        """The read tool's argument for ``ref`` (the ref itself unless overridden)."""
+        return ref
+
     async def _read(
-        kind: OutcomeType, ref: str, lookup: Lookup | None
+        self, kind: OutcomeType, ref: str, lookup: Lookup | None
     ) -> tuple[dict[str, Any] | None, str]:
         if kind.verify_tool is None:
             return None, f"no verification read configured for {kind.name}"
         if lookup is None:
             return None, "no connector lookup available"
         try:
-            record = await lookup.read(kind.verify_tool, {kind.verify_argument: ref})
+            argument = self._argument(kind, ref)
+            record = await lookup.read(kind.verify_tool, {kind.verify_argument: argument})
         except ReadFailed as exc:
             return None, f"{kind.verify_tool}: {exc}"
         if record is None:
@@ -244,9 +256,28 @@ class RecordVerifier:
         return record, ""
 
 
+class TicketVerifier(RecordVerifier):
+    """A resolved ticket, read back from the tracker by number (``tickets.get_ticket``).
+
+    The ref is the ticket's key (``owner/repo#12``); a read tool whose argument is
+    ``number`` gets the number after ``#`` (a third-party tracker's read, configured per
+    agent with another argument, gets the key)."""
+
+    def __init__(self) -> None:
+        super().__init__(_ticket, "key", "ticket")
+
+    def _argument(self, kind: OutcomeType, ref: str) -> Any:
+        if kind.verify_argument != "number":
+            return ref
+        number = ref.rsplit("#", 1)[-1]
+        if not number.isdigit():
+            raise ReadFailed(f"no ticket number in {ref!r}")
+        return int(number)
+
+
 VERIFIERS: dict[str, Verifier] = {
     "mail_sent": MailSentVerifier(),
-    "ticket_resolved": RecordVerifier(_ticket, "ticket", "key"),
+    "ticket_resolved": TicketVerifier(),
     "deploy": RecordVerifier(_deploy, "deploy_id", "deployment"),
     "pr_merged": RecordVerifier(_pull_request, "pull_request", "pr", "number"),
     "meeting_scheduled": RecordVerifier(_meeting, "event_id", "event"),

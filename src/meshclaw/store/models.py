@@ -86,12 +86,18 @@ class Team(Base):
 
 class User(Base):
     __tablename__ = "users"
-    __table_args__ = (UniqueConstraint("org_id", "handle"),)
+    __table_args__ = (
+        UniqueConstraint("org_id", "handle"),
+        Index("ix_users_org_email", "org_id", "email", unique=True),
+    )
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
     org_id: Mapped[str] = mapped_column(ForeignKey("orgs.id"), index=True)
     team_id: Mapped[str | None] = mapped_column(ForeignKey("teams.id"), index=True)
     handle: Mapped[str] = mapped_column(String(200))
     """Login name / mail address; unique within the org."""
+    email: Mapped[str | None] = mapped_column(String(254))
+    """Mail address, stored lower-case (``accounts.service.normalize_email``); unique
+    within the org. How outcomes tell who received a mail."""
     display_name: Mapped[str] = mapped_column(String(200), default="")
     role: Mapped[str] = mapped_column(String(40), default="employee")
     """employee, team_admin, platform_admin or auditor."""

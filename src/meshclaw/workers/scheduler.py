@@ -7,6 +7,9 @@ here (``apply_async`` below), so they are never stuck behind a backlog of runs:
   message went missing (``workers.leases.Leases.sweep``); harmless on several replicas;
 - ``meshclaw.cron_tick``: fires the agents' cron triggers (``triggers.cron``) as the
   single leader among replicas.
+
+Its third entry, ``meshclaw.outcomes_recheck`` (every ``outcomes_recheck_seconds``), is
+sent to the workers like any task: re-checks read connectors and may take a while.
 """
 
 from __future__ import annotations

@@ -5,6 +5,15 @@ Settings come from ``MESHCLAW_MAIL_*`` environment variables (``MailSettings``);
 username and password arrive there from the connector's credential reference. Each tool
 call opens its own IMAP connection (no state to go stale between calls).
 
+Mail from outside the org is **untrusted**: a read (list, search, read) whose messages
+include one whose sender's domain is not one of the org's (``org_domains``; by default
+the mailbox's own domain) carries ``_meta["io.meshclaw/untrusted"] = true``, and
+MeshClaw's client marks the result untrusted, so the policy sees
+``untrusted_content_seen`` for the rest of the run. Each message also says
+``outside_org``. The sender is the ``From`` header, which a sender can forge: the domain
+test keeps outside mail from passing as trusted only where the mail server rejects
+forged internal senders (SPF/DKIM/DMARC at the org's gateway).
+
 Writes return **evidence** the outcomes capability can verify: the Message-ID of what
 was sent (also stored in the Sent folder), the UID and folders of a move, the flags set.
 A send is idempotent per run step: the Message-ID is derived from the caller's
@@ -23,17 +32,20 @@ from collections.abc import Callable
 from email.message import EmailMessage
 from email.utils import formatdate, getaddresses, make_msgid, parseaddr
 from functools import partial
-from typing import Any, Literal, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
 import anyio
+import pydantic_core
 from imapclient import IMAPClient
 from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
-from mcp.types import ToolAnnotations
-from pydantic import SecretStr
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from mcp.types import CallToolResult, TextContent, ToolAnnotations
+from pydantic import SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 IDEMPOTENCY_META_KEY = "io.meshclaw/idempotency-key"
+UNTRUSTED_META_KEY = "io.meshclaw/untrusted"
+"""A result's ``_meta`` flag: it holds content from outside the org (``_mcp_convert``)."""
 READ = ToolAnnotations(read_only_hint=True, open_world_hint=True)
 WRITE = ToolAnnotations(read_only_hint=False, destructive_hint=False, open_world_hint=True)
 FLAGS = {"seen": b"\\Seen", "flagged": b"\\Flagged", "answered": b"\\Answered"}
@@ -64,6 +76,29 @@ class MailSettings(BaseSettings):
     """Defaults to ``username`` when that is an address."""
     sent_folder: str = "Sent"
     timeout_seconds: float = 30.0
+    org_domains: Annotated[list[str], NoDecode] = []
+    """The org's mail domains, comma-separated (``acme.com,acme.de``); their subdomains
+    count too. Mail from any other sender domain is untrusted. Empty: the domain of
+    ``from_address`` (or of ``username``); with neither, all mail is untrusted."""
+
+    @field_validator("org_domains", mode="before")
+    @classmethod
+    def _split_domains(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            value = value.split(",")
+        if isinstance(value, list):
+            domains = [str(d).strip().lower().lstrip("@").rstrip(".") for d in value]
+            bad = [d for d in domains if d and ("@" in d or "." not in d.strip("."))]
+            if bad:
+                raise ValueError(f"not a mail domain: {', '.join(bad)}")
+            return [d for d in domains if d]
+        return value
+
+    def trusted_domains(self) -> tuple[str, ...]:
+        if self.org_domains:
+            return tuple(self.org_domains)
+        own = self.from_address or self.username
+        return (own.rsplit("@", 1)[1].lower(),) if "@" in own else ()
 
 
 class MailError(ToolError):
@@ -273,6 +308,30 @@ def _summary(uid: int, message: EmailMessage, flags: tuple[bytes, ...]) -> dict[
     }
 
 
+def _outside(sender: str, domains: tuple[str, ...]) -> bool:
+    """Whether a ``From`` value is not an address in one of the org's domains."""
+    _, address = parseaddr(sender)
+    domain = address.rpartition("@")[2].lower().rstrip(".")
+    if not domain or "@" not in address:
+        return True
+    return not any(domain == d or domain.endswith("." + d) for d in domains)
+
+
+def _marked(payload: dict[str, Any], messages: list[dict[str, Any]], domains: tuple[str, ...]
+            ) -> CallToolResult:  # fmt: skip
+    """The tool's result, each message saying ``outside_org``, and the whole result
+    flagged untrusted when any message is from outside."""
+    for message in messages:
+        message["outside_org"] = _outside(str(message.get("from", "")), domains)
+    untrusted = any(m["outside_org"] for m in messages)
+    text = pydantic_core.to_json(payload, fallback=str, indent=2).decode()
+    return CallToolResult(
+        content=[TextContent(type="text", text=text)],
+        structured_content=payload,
+        _meta={UNTRUSTED_META_KEY: True} if untrusted else None,
+    )
+
+
 def _flag_names(flags: Any) -> set[str]:
     names = {v.decode() if isinstance(v, bytes) else str(v) for v in flags}
     # \Recent belongs to one IMAP session, not to the message (gone in IMAP4rev2).
@@ -337,23 +396,32 @@ def build(settings: MailSettings | None = None) -> MCPServer:
         log_level="WARNING",
     )
 
+    domains = cfg.trusted_domains()
+
+    # Reads return a ``CallToolResult`` (to carry ``_meta``) annotated with the same
+    # output schema as before, so the tools' approved definitions do not change.
     @server.tool(description="List the newest messages in a folder.", annotations=READ)
     async def list_messages(
         folder: str = "INBOX", limit: int = 20, unseen_only: bool = False
-    ) -> dict[str, Any]:
+    ) -> Annotated[CallToolResult, dict[str, Any]]:
         messages = await _run(
             partial(box.list_messages, folder, max(1, min(limit, 200)), unseen_only)
         )
-        return {"folder": folder, "messages": messages}
+        return _marked({"folder": folder, "messages": messages}, messages, domains)
 
     @server.tool(description="Find messages whose text contains the query.", annotations=READ)
-    async def search(query: str, folder: str = "INBOX", limit: int = 20) -> dict[str, Any]:
+    async def search(
+        query: str, folder: str = "INBOX", limit: int = 20
+    ) -> Annotated[CallToolResult, dict[str, Any]]:
         messages = await _run(partial(box.search, query, folder, max(1, min(limit, 200))))
-        return {"folder": folder, "query": query, "messages": messages}
+        return _marked({"folder": folder, "query": query, "messages": messages}, messages, domains)
 
     @server.tool(description="Read one message (headers and text body) by UID.", annotations=READ)
-    async def read_message(uid: int, folder: str = "INBOX") -> dict[str, Any]:
-        return await _run(partial(box.read_message, uid, folder))
+    async def read_message(
+        uid: int, folder: str = "INBOX"
+    ) -> Annotated[CallToolResult, dict[str, Any]]:
+        message = await _run(partial(box.read_message, uid, folder))
+        return _marked(message, [message], domains)
 
     @server.tool(description="Move a message to another folder.", annotations=WRITE)
     async def move_message(uid: int, to_folder: str, folder: str = "INBOX") -> dict[str, Any]:

@@ -6,9 +6,12 @@ GitHub's REST API, GitHub Enterprise, or any tracker speaking that shape (MeshCl
 ``status:<name>`` labels.
 
 Writes return **evidence**: the ticket key (``owner/repo#number``), its URL and its
-status after the change. Creating is idempotent per run step: the body carries the
-caller's idempotency key in a hidden marker, and a ticket that already carries it is
-returned instead of created twice.
+status after the change. Reads also say who reported the ticket (``reporter``), which the
+outcomes verifier reads back through ``get_ticket`` to credit a resolution only when the
+reporter is someone other than the agent's owner.
+
+Creating is idempotent per run step: the body carries the caller's idempotency key in a
+hidden marker, and a ticket that already carries it is returned instead of created twice.
 """
 
 from __future__ import annotations
@@ -50,6 +53,11 @@ def _status(issue: dict[str, Any]) -> str:
         return "closed"
     labels = [label["name"] for label in issue.get("labels", [])]
     return next((x.removeprefix("status:") for x in labels if x.startswith("status:")), "open")
+
+
+def _login(user: Any) -> str | None:
+    login = user.get("login") if isinstance(user, dict) else None
+    return login if isinstance(login, str) and login else None
 
 
 class Tracker:
@@ -96,8 +104,16 @@ class Tracker:
         }
 
     def summary(self, issue: dict[str, Any]) -> dict[str, Any]:
+        """What searches and reads return: the evidence fields, who filed the ticket
+        (``reporter``: outcomes credit resolving it only when that is someone else) and,
+        once closed, how (``resolution``: ``completed`` or ``not_planned``) and by whom
+        (``closed_by``, where the tracker says)."""
+        closed = issue.get("state") == "closed"
         return self.evidence(issue) | {
             "title": issue.get("title"),
+            "reporter": _login(issue.get("user")),
+            "resolution": issue.get("state_reason") if closed else None,
+            "closed_by": _login(issue.get("closed_by")) if closed else None,
             "labels": [label["name"] for label in issue.get("labels", [])],
             "comments": issue.get("comments", 0),
             "updated_at": issue.get("updated_at"),
