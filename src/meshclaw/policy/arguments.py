@@ -2,14 +2,35 @@
 
 Nested objects become dotted names (``recipient.address``); every element of a list
 is its own value under the list's name, so a constraint holds for *each* recipient.
+
+Every link written inside any text value is also a value of its own, under the name
+``#link`` (``LINK``): a message to an allowed recipient can still carry a phishing
+link, so "links only to these sites" is a constraint like any other.
 """
 
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 SUMMARY_CHARS = 500
+
+LINK = "#link"
+"""The pseudo-argument whose values are the links written in the call's arguments."""
+
+_LINK = re.compile(
+    r"(?<![\w@.-])(?:[a-z][a-z0-9+.-]*://[^\s<>\"'`]+|www\.[^\s<>\"'`]+"
+    r"|(?:[a-z0-9-]+\.)+[a-z]{2,}/[^\s<>\"'`]*)",
+    re.IGNORECASE,
+)
+"""A URL with a scheme, a ``www.`` host, or ``host.tld/path``; e-mail addresses and
+file names (``notes.docx``) are not links."""
+
+
+def links_in(text: str) -> list[str]:
+    """The links written in ``text``, without trailing punctuation."""
+    return [m.group(0).rstrip(".,;:!?)]}'\"") for m in _LINK.finditer(text)]
 
 
 def flatten_arguments(arguments: dict[str, Any]) -> list[tuple[str, str]]:
@@ -28,8 +49,12 @@ def flatten_arguments(arguments: dict[str, Any]) -> list[tuple[str, str]]:
             pairs.append((name, "true" if value else "false"))
         else:
             pairs.append((name, str(value)))
+            if isinstance(value, str):
+                links.extend(links_in(value))
 
+    links: list[str] = []
     walk("", arguments)
+    pairs.extend((LINK, link) for link in sorted(set(links)))
     return pairs
 
 

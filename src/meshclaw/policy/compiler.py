@@ -12,13 +12,23 @@ For each grant of a spec this emits permits scoped to ``principal == Agent::"<id
 
 An exact grant wins over a wildcard grant of the same connector (``mail.send`` write
 beside ``mail.*`` read), so the wildcard's policies exclude the tools granted exactly.
+
+Provenance (``after_untrusted``) compiles to *approval gates*: forbids whose ``@id``
+starts with ``approval.``, on ``tool.argument``, that apply only while
+``context.untrusted_content_seen``. A value outside the grant's globs then makes the
+call need approval instead of being denied. A write grant that declares no
+``after_untrusted`` gets the blanket gate ``approval.write-after-untrusted``: every
+write after untrusted content needs approval (safe by default; a spec narrows it).
 """
 
 from __future__ import annotations
 
+from meshclaw.policy.roles import APPROVAL_PREFIX
 from meshclaw.spec.models import AgentSpec, ToolGrant
 
 ANY = "*"
+
+WRITE_GATE = "approval.write-after-untrusted"
 
 
 def _escape(value: str) -> str:
@@ -58,9 +68,16 @@ def _uid(kind: str, ident: str) -> str:
     return f"{kind}::{cedar_string(ident)}"
 
 
-def _policy(ident: str, principal: str, action: str, scope: str, *conditions: str | None) -> str:
+def _policy(
+    ident: str,
+    principal: str,
+    action: str,
+    scope: str,
+    *conditions: str | None,
+    effect: str = "permit",
+) -> str:
     head = (
-        f'@id({cedar_string(ident)})\npermit ({principal}, action == Action::"{action}", {scope})'
+        f'@id({cedar_string(ident)})\n{effect} ({principal}, action == Action::"{action}", {scope})'
     )
     kept = [c for c in conditions if c]
     return head + (f"\nwhen {{ {' && '.join(kept)} }};" if kept else ";")
@@ -131,10 +148,57 @@ def compile_spec(agent_id: str, spec: AgentSpec) -> str:
                 _matches_any("context.value", grant.targets),
             )
         )
+        out.extend(_provenance_gates(grant, principal, scope, extra))
     return "\n\n".join(out) + "\n"
 
 
+UNTRUSTED = "context.untrusted_content_seen && !context.approved"
+
+
+def _provenance_gates(grant: ToolGrant, principal: str, scope: str, extra: str | None) -> list[str]:
+    """Approval gates of one grant: what needs a person once untrusted content is in."""
+    if grant.after_untrusted is None:
+        if grant.scope == "write":
+            return [
+                _policy(
+                    WRITE_GATE, principal, "tool.write", scope, extra, UNTRUSTED, effect="forbid"
+                )
+            ]
+        return []
+    gates = []
+    for name, globs in sorted(grant.after_untrusted.items()):
+        if ANY in globs:
+            continue
+        outside = (
+            "!(" + " || ".join(f"context.value like {like_pattern(g)}" for g in globs) + ")"
+            if globs
+            else None
+        )
+        gates.append(
+            _policy(
+                f"{APPROVAL}spec.grant {grant.name} after-untrusted {name}",
+                principal,
+                "tool.argument",
+                scope,
+                extra,
+                'context.kind == "argument"',
+                f"context.name == {cedar_string(name)}",
+                UNTRUSTED,
+                outside,
+                effect="forbid",
+            )
+        )
+    return gates
+
+
+APPROVAL = APPROVAL_PREFIX
+
+
 def constrained_arguments(spec: AgentSpec, tool: str) -> frozenset[str]:
-    """Argument names the grant covering ``tool`` constrains."""
+    """Argument names the grant covering ``tool`` constrains, for good or until untrusted."""
     grant = spec.grant_for(tool)
-    return frozenset((grant.arguments or {}).keys()) if grant else frozenset()
+    if grant is None:
+        return frozenset()
+    return frozenset((grant.arguments or {}).keys()) | frozenset(
+        (grant.after_untrusted or {}).keys()
+    )

@@ -84,8 +84,7 @@ permit (
   action in [
     Action::"agent.create", Action::"agent.update", Action::"run.start",
     Action::"run.read", Action::"run.cancel", Action::"approval.grant",
-    Action::"analytics.view_team", Action::"policy.manage", Action::"audit.read",
-    Action::"credential.manage"
+    Action::"analytics.view_team", Action::"policy.manage", Action::"credential.manage"
   ],
   resource
 );
@@ -94,9 +93,20 @@ permit (
 permit (principal in Role::"platform_admin", action == Action::"analytics.view_person", resource)
 when { context.drill_down };
 
-// -- auditor ------------------------------------------------------------------------
+// -- audit log and metrics: bodies for auditors; hashes, retention, metrics for admins --
 @id("role.auditor.audit")
-permit (principal in Role::"auditor", action == Action::"audit.read", resource);
+permit (
+  principal in Role::"auditor",
+  action in [Action::"audit.read", Action::"audit.verify", Action::"metrics.read"],
+  resource
+);
+
+@id("role.platform_admin.audit")
+permit (
+  principal in Role::"platform_admin",
+  action in [Action::"audit.verify", Action::"audit.redact", Action::"metrics.read"],
+  resource
+);
 
 // -- integrity findings: reviewers, and the person concerned -------------------------
 @id("role.employee.integrity.own")
@@ -143,8 +153,7 @@ permit (
 forbid (principal, action == Action::"directory.manage", resource)
 when { resource == principal };
 
-// -- approval gates (agents) --------------------------------------------------------
-@id("approval.write-after-untrusted")
-forbid (principal is Agent, action == Action::"tool.write", resource)
-when { context.untrusted_content_seen && !context.approved };
+// Approval gates for agents (a write after untrusted content, an argument outside a
+// grant's ``after_untrusted`` patterns) are compiled per tool grant from the agent's
+// spec (``policy.compiler``), so a spec can narrow them instead of every write waiting.
 """

@@ -16,7 +16,9 @@ from pydantic_core import PydanticCustomError
 
 NAME_PATTERN = r"^[a-z][a-z0-9-]{1,62}$"
 TOOL_PATTERN = re.compile(r"^[a-z][a-z0-9_-]*\.([a-z][a-z0-9_-]*|\*)$")
-ARGUMENT_PATTERN = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]*(\.[A-Za-z_][A-Za-z0-9_-]*)*$")
+ARGUMENT_PATTERN = re.compile(r"^([A-Za-z_][A-Za-z0-9_-]*(\.[A-Za-z_][A-Za-z0-9_-]*)*|#link)$")
+"""An argument name (``to``, ``recipient.address``), or ``#link``: every link (URL or
+``www.`` host) written anywhere in the call's arguments (``policy.arguments``)."""
 
 
 class _Strict(BaseModel):
@@ -38,6 +40,13 @@ class ToolScope(StrEnum):
     write = "write"
 
 
+def _check_name(name: str) -> None:
+    if not ARGUMENT_PATTERN.match(name):
+        raise ValueError(
+            f"argument name {name!r} must be like 'to', 'recipient.address' or '#link'"
+        )
+
+
 class ToolGrant(_Strict):
     """One tool the agent may call, and how far that permission reaches."""
 
@@ -52,16 +61,33 @@ class ToolGrant(_Strict):
     the call passes for that argument must match one of them. ``None`` (not stored)
     means no constraint. ``*`` is the only wildcard."""
 
+    after_untrusted: dict[str, list[str]] | None = None
+    """Provenance rules: argument name (or ``#link``) -> globs that apply once untrusted
+    content entered the run. A value outside them makes the call *need approval* (it is
+    not denied: the owner may want it). An empty list: any value needs approval.
+    Declaring this, even ``{}``, replaces the blanket "any write after untrusted content
+    needs approval" for this grant: the grant says precisely what needs a person."""
+
     @field_validator("arguments")
     @classmethod
     def _argument_globs(cls, value: dict[str, list[str]] | None) -> dict[str, list[str]] | None:
         if value is None:
             return None
         for name, globs in value.items():
-            if not ARGUMENT_PATTERN.match(name):
-                raise ValueError(f"argument name {name!r} must be like 'to' or 'recipient.address'")
+            _check_name(name)
             if not globs or any(not g for g in globs):
                 raise ValueError(f"argument {name!r} needs at least one non-empty pattern")
+        return value
+
+    @field_validator("after_untrusted")
+    @classmethod
+    def _provenance_globs(cls, value: dict[str, list[str]] | None) -> dict[str, list[str]] | None:
+        if value is None:
+            return None
+        for name, globs in value.items():
+            _check_name(name)
+            if any(not g for g in globs):
+                raise ValueError(f"argument {name!r}: patterns must not be empty")
         return value
 
     @field_validator("name")
