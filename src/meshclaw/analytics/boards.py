@@ -22,8 +22,9 @@ from meshclaw.analytics.models import AnalyticsOptIn
 from meshclaw.analytics.service import AnalyticsService
 from meshclaw.errors import UserError
 from meshclaw.metering.prices import from_nano
+from meshclaw.metering.rollup import UsageRollup
 from meshclaw.store.db import Database
-from meshclaw.store.models import Team, UsageRecord, User
+from meshclaw.store.models import Team, User
 
 Board = Literal["team", "user"]
 BOARDS: tuple[Board, ...] = ("team", "user")
@@ -66,16 +67,9 @@ class Boards:
         else:
             board = self._analytics.people_board(caller, top=top)
         ids = [e.id for e in board.entries]
-        column = UsageRecord.team_id if by == "team" else UsageRecord.user_id
-        with self._db.session() as session:
-            spent = {
-                key: int(nano)
-                for key, nano in session.execute(
-                    select(column, func.coalesce(func.sum(UsageRecord.cost_nano_usd), 0))
-                    .where(UsageRecord.org_id == caller.org_id, column.in_(ids))
-                    .group_by(column)
-                )
-            }
+        if not ids:  # an empty IN () still scans the org's usage on SQLite
+            return []
+        spent = self._spent(caller.org_id, by, ids)
         names = (
             team_names(self._db, caller.org_id, ids)
             if by == "team"
@@ -93,6 +87,21 @@ class Boards:
             )
             for e in board.entries
         ]
+
+    def _spent(self, org_id: str, by: str, ids: list[str]) -> dict[str, int]:
+        """Nano-USD spent by each of ``ids`` (teams or people), all time (closed days from
+        the daily usage roll-up)."""
+        usage = UsageRollup(self._db).source(org_id)
+        column = usage.c.team_id if by == "team" else usage.c.user_id
+        with self._db.session() as session:
+            return {
+                str(key): int(nano)
+                for key, nano in session.execute(
+                    select(column, func.coalesce(func.sum(usage.c.cost_nano_usd), 0))
+                    .where(column.in_(ids))
+                    .group_by(column)
+                )
+            }
 
     def opted_in(self, caller: Caller) -> bool:
         """Whether ``caller`` agreed to appear on individual boards."""

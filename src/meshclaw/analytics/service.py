@@ -8,7 +8,8 @@ and list only people who opted in. See ``analytics.privacy`` for who may see wha
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -19,6 +20,7 @@ from sqlalchemy.orm import Session
 
 from meshclaw.accounts.service import Caller
 from meshclaw.analytics._credit import Credit, CreditRules, Cutoff, compute_credit
+from meshclaw.analytics._history import History, OutcomeHistory
 from meshclaw.analytics._leaderboard import Leaderboard, leaderboard
 from meshclaw.analytics._load import Tables
 from meshclaw.analytics._report import build_report
@@ -35,7 +37,6 @@ from meshclaw.clock import utcnow
 from meshclaw.errors import ConflictError, NotFoundError, PermissionDenied
 from meshclaw.events import ReadReport
 from meshclaw.ids import new_id
-from meshclaw.outcomes.models import Outcome, OutcomeFeedback
 from meshclaw.outcomes.service import CostBy, CostRow, OutcomeService
 from meshclaw.policy.api import ApiAuthorizer, ApiResource
 from meshclaw.store.db import Database
@@ -74,6 +75,10 @@ class AnalyticsService:
         self._outcomes = outcomes
         self.withheld = withheld
         """Set by the integrity engine when its in-platform findings exist."""
+        self._history = OutcomeHistory(db)
+        # Boards only rank: the last credit per org, reused while history and rules match.
+        self._credit_kept: dict[str, tuple[Hashable, Credit]] = {}
+        self._credit_lock = threading.Lock()
 
     # ---- the data ----------------------------------------------------------------------
 
@@ -88,45 +93,15 @@ class AnalyticsService:
         ``activity`` is summed per team, person and hour in SQL (one row per hour, not per
         call); ``activity=False`` leaves it empty, for callers that only rank outcomes.
         """
-        with self._db.session() as session:
-            outcomes = session.execute(
-                select(
-                    Outcome.id, Outcome.created_at, Outcome.team_id, Outcome.user_id,
-                    Outcome.agent_id, Outcome.run_id, Outcome.type, Outcome.ref,
-                    Outcome.beneficiaries, Outcome.verified, Outcome.value,
-                )
-                .where(Outcome.org_id == org_id)
-                .order_by(Outcome.created_at, Outcome.id)
-            ).all()  # fmt: skip
-            feedback = session.execute(
-                select(
-                    OutcomeFeedback.id, OutcomeFeedback.created_at, OutcomeFeedback.outcome_id,
-                    OutcomeFeedback.by, OutcomeFeedback.verdict,
-                )
-                .where(OutcomeFeedback.org_id == org_id)
-                .order_by(OutcomeFeedback.created_at, OutcomeFeedback.id)
-            ).all()  # fmt: skip
-            hours = self._activity_hours(session, org_id) if activity else []
-        out_rows = [
-            (o.id, i, o.created_at, o.team_id or "", o.user_id, o.agent_id, o.run_id, o.type,
-             o.ref, _beneficiary(o.user_id, o.beneficiaries), o.verified, o.value)
-            for i, o in enumerate(outcomes, start=1)
-        ]  # fmt: skip
-        fb_rows = [
-            (f.id, i, f.created_at, f.outcome_id,
-             "external" if f.by.startswith("external:") else f.by, f.verdict)
-            for i, f in enumerate(feedback, start=1)
-        ]  # fmt: skip
+        return self._tables(self._history.read(org_id), org_id, activity=activity)
+
+    def _tables(self, history: History, org_id: str, *, activity: bool) -> Tables:
+        if activity:
+            with self._db.session() as session:
+                hours = self._activity_hours(session, org_id)
+        else:
+            hours = []
         ts = pl.Datetime("us", "UTC")
-        outcome_schema: dict[str, Any] = {
-            "id": pl.String, "line": pl.UInt32, "ts": ts, "team": pl.String, "user": pl.String,
-            "agent": pl.String, "run": pl.String, "type": pl.String, "ref": pl.String,
-            "beneficiary": pl.String, "verified": pl.Boolean, "value": pl.Float64,
-        }  # fmt: skip
-        feedback_schema: dict[str, Any] = {
-            "id": pl.String, "line": pl.UInt32, "ts": ts, "outcome": pl.String,
-            "by": pl.String, "verdict": pl.String,
-        }  # fmt: skip
         hour_schema: dict[str, Any] = {
             "team": pl.String, "user": pl.String, "events": pl.UInt32, "first_ts": ts,
             "last_ts": ts, "llm_calls": pl.UInt32, "cost_usd": pl.Float64,
@@ -141,8 +116,8 @@ class AnalyticsService:
             )
         )  # fmt: skip
         return Tables(
-            outcomes=pl.DataFrame(out_rows, schema=outcome_schema, orient="row").lazy(),
-            feedback=pl.DataFrame(fb_rows, schema=feedback_schema, orient="row").lazy(),
+            outcomes=history.outcomes.lazy(),
+            feedback=history.feedback.lazy(),
             activity=activity_frame,
         )
 
@@ -178,8 +153,19 @@ class AnalyticsService:
         rules = CreditRules(
             weights=self._outcomes.weights(org_id), cutoff=cutoff, withheld=self.withheld(org_id)
         )
-        tables = self.tables(org_id, activity=activity)
-        return tables, compute_credit(tables, rules)
+        history = self._history.read(org_id)
+        tables = self._tables(history, org_id, activity=activity)
+        if activity:  # reports: the activity part changes with every call; not kept
+            return tables, compute_credit(tables, rules)
+        key = (history.marks, _rules_key(rules))
+        with self._credit_lock:
+            kept = self._credit_kept.get(org_id)
+        if kept is not None and kept[0] == key:
+            return tables, kept[1]
+        credit = compute_credit(tables, rules)
+        with self._credit_lock:
+            self._credit_kept[org_id] = (key, credit)
+        return tables, credit
 
     def _team_sizes(self, org_id: str) -> dict[str, int]:
         with self._db.session() as session:
@@ -424,7 +410,10 @@ class AnalyticsService:
             ]  # fmt: skip
 
 
-def _beneficiary(owner: str, beneficiaries: list[Any] | None) -> str:
-    """The event format has one beneficiary: anyone other than the owner, else the owner."""
-    others = [b for b in beneficiaries or [] if b != owner]
-    return str(others[0]) if others else owner
+def _rules_key(rules: CreditRules) -> Hashable:
+    return (
+        tuple(sorted(rules.weights.items())),
+        rules.default_weight,
+        rules.cutoff,
+        rules.withheld,
+    )

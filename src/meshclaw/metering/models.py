@@ -1,10 +1,20 @@
-"""Tables of the metering capability: budgets and rate limits, and their live counters."""
+"""Tables of the metering capability: budgets and rate limits, their live counters, and
+the daily usage roll-up."""
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import date, datetime
 
-from sqlalchemy import BigInteger, Boolean, ForeignKey, Index, String, UniqueConstraint
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Date,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    UniqueConstraint,
+)
 from sqlalchemy.orm import Mapped, mapped_column
 
 from meshclaw.clock import utcnow
@@ -59,3 +69,49 @@ class BudgetCounter(Base):
     spent: Mapped[int] = mapped_column(BigInteger, default=0)
     reserved: Mapped[int] = mapped_column(BigInteger, default=0)
     soft_alerted: Mapped[bool] = mapped_column(Boolean, default=False)
+
+
+class UsageDaily(Base):
+    """Usage records of one closed UTC day summed per attribution, so reports over long
+    ranges read a few rows per day instead of every call (``metering.rollup``).
+
+    Derived data: rebuilt from ``usage_records`` whenever its day goes stale, so it has
+    no foreign keys of its own.
+    """
+
+    __tablename__ = "usage_daily"
+    __table_args__ = (Index("ix_usage_daily_org_day", "org_id", "day"),)
+    id: Mapped[int] = mapped_column(
+        BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
+    )
+    org_id: Mapped[str] = mapped_column(String(40))
+    day: Mapped[date] = mapped_column(Date)
+    """The UTC day of the records' ``created_at``."""
+    team_id: Mapped[str | None] = mapped_column(String(40))
+    user_id: Mapped[str] = mapped_column(String(40))
+    agent_id: Mapped[str] = mapped_column(String(40))
+    kind: Mapped[str] = mapped_column(String(10))
+    provider: Mapped[str | None] = mapped_column(String(100))
+    model: Mapped[str | None] = mapped_column(String(200))
+    calls: Mapped[int] = mapped_column(BigInteger)
+    """Usage records summed into this row."""
+    input_tokens: Mapped[int] = mapped_column(BigInteger)
+    output_tokens: Mapped[int] = mapped_column(BigInteger)
+    cached_tokens: Mapped[int] = mapped_column(BigInteger)
+    cache_write_tokens: Mapped[int] = mapped_column(BigInteger)
+    reasoning_tokens: Mapped[int] = mapped_column(BigInteger)
+    cost_nano_usd: Mapped[int] = mapped_column(BigInteger)
+
+
+class UsageDailyDay(Base):
+    """Whether one org's day is rolled up in ``usage_daily`` and still matches its records.
+
+    Database triggers on ``usage_records`` (migration ``usage_daily_0001``) set ``stale``
+    when a record of a past day is inserted, changed or deleted, whoever writes it; the
+    next read (or ``UsageRollup.roll_closed_days``) rolls the day up again.
+    """
+
+    __tablename__ = "usage_daily_days"
+    org_id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    day: Mapped[date] = mapped_column(Date, primary_key=True)
+    stale: Mapped[bool] = mapped_column(Boolean)

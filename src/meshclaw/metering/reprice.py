@@ -5,7 +5,9 @@ Each model usage record is priced again by the entry in force *when the call was
 it. Records are read in batches by id, all in one transaction with one ``usage.reprice``
 audit event recording the scope, the table version and the totals before and after:
 history is re-priced entirely, with its audit record, or not at all.
-Only platform admins may re-price: it changes what every report shows.
+Only platform admins may re-price: it changes what every report shows. Each changed
+record of a past day marks that day stale in the daily usage roll-up (a database trigger,
+``metering.rollup``), so reports sum the new costs without anything done here.
 """
 
 from __future__ import annotations

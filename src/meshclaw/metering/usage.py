@@ -8,12 +8,13 @@ from decimal import Decimal
 from typing import Any, Literal
 
 from sqlalchemy import Select, case, func, select
-from sqlalchemy.sql.elements import ColumnElement, SQLColumnExpression
+from sqlalchemy.sql.elements import SQLColumnExpression
 
 from meshclaw.accounts.service import Caller
 from meshclaw.metering.prices import from_nano
+from meshclaw.metering.rollup import UsageRollup
 from meshclaw.store.db import Database
-from meshclaw.store.models import Agent, Team, UsageRecord, User
+from meshclaw.store.models import Agent, Team, User
 
 GroupBy = Literal["user", "team", "agent", "model"]
 Period = Literal["day", "week", "month"]
@@ -46,14 +47,6 @@ def period_start(day: date, period: Period) -> date:
     return day
 
 
-def _day_of(db: Database) -> ColumnElement[str]:
-    """``YYYY-MM-DD`` (UTC) of a usage record, in the engine's own SQL."""
-    if db.engine.dialect.name == "postgresql":
-        return func.to_char(func.timezone("UTC", UsageRecord.created_at), "YYYY-MM-DD")
-    # SQLite stores UTC datetimes as ISO text: the date is the first ten characters.
-    return func.substr(UsageRecord.created_at, 1, 10)
-
-
 def usage_report(
     db: Database,
     caller: Caller,
@@ -62,53 +55,51 @@ def usage_report(
     since: datetime | None = None,
     until: datetime | None = None,
     period: Period | None = None,
+    user_id: str | None = None,
 ) -> list[UsageRow]:
     """Employees see their own usage, team admins their team's, org roles the org's.
 
     With ``period``, one row per key and period (days summed in SQL, then rolled up to
-    weeks or months), ordered by period then key.
+    weeks or months), ordered by period then key. ``user_id`` narrows the report to one
+    person within what ``caller`` may see. Closed days are read from the daily roll-up
+    (``metering.rollup``), the rest from the records: the sums are the records' sums.
     """
+    usage = UsageRollup(db).source(caller.org_id, since=since, until=until)
     key: SQLColumnExpression[str] = {
         "user": User.handle,
         "team": func.coalesce(Team.name, "(no team)"),
         "agent": Agent.name,
-        "model": func.coalesce(UsageRecord.provider, "")
-        + "/"
-        + func.coalesce(UsageRecord.model, ""),
+        "model": func.coalesce(usage.c.provider, "") + "/" + func.coalesce(usage.c.model, ""),
     }[group_by]
-    is_model = UsageRecord.kind == "model"
-    day = _day_of(db).label("day") if period is not None else None
+    is_model = usage.c.kind == "model"
     query: Select[*tuple[Any, ...]] = (
         select(
             key.label("key"),
-            func.sum(UsageRecord.cache_write_tokens),
-            func.sum(case((is_model, 1), else_=0)),
-            func.count(UsageRecord.id),
-            func.sum(UsageRecord.input_tokens),
-            func.sum(UsageRecord.output_tokens),
-            func.sum(UsageRecord.cached_tokens),
-            func.sum(UsageRecord.reasoning_tokens),
-            func.sum(UsageRecord.cost_nano_usd),
+            func.sum(usage.c.cache_write_tokens),
+            func.sum(case((is_model, usage.c.calls), else_=0)),
+            func.sum(usage.c.calls),
+            func.sum(usage.c.input_tokens),
+            func.sum(usage.c.output_tokens),
+            func.sum(usage.c.cached_tokens),
+            func.sum(usage.c.reasoning_tokens),
+            func.sum(usage.c.cost_nano_usd),
         )
-        .join(User, User.id == UsageRecord.user_id)
-        .join(Agent, Agent.id == UsageRecord.agent_id)
-        .outerjoin(Team, Team.id == UsageRecord.team_id)
-        .where(UsageRecord.org_id == caller.org_id)
+        .join(User, User.id == usage.c.user_id)
+        .join(Agent, Agent.id == usage.c.agent_id)
+        .outerjoin(Team, Team.id == usage.c.team_id)
         .group_by(key)
         .order_by(key)
     )
-    if day is not None:
-        query = query.add_columns(day).group_by(day)
+    if period is not None:
+        query = query.add_columns(usage.c.day).group_by(usage.c.day)
     if group_by == "model":
         query = query.where(is_model)
     if caller.role == "team_admin":
-        query = query.where(UsageRecord.team_id == caller.team_id)
+        query = query.where(usage.c.team_id == caller.team_id)
     elif caller.role not in ORG_WIDE_ROLES:
-        query = query.where(UsageRecord.user_id == caller.user_id)
-    if since is not None:
-        query = query.where(UsageRecord.created_at >= since)
-    if until is not None:
-        query = query.where(UsageRecord.created_at < until)
+        query = query.where(usage.c.user_id == caller.user_id)
+    if user_id is not None:
+        query = query.where(usage.c.user_id == user_id)
     rows: dict[tuple[str, str | None], UsageRow] = {}
     with db.session() as session:
         for record in session.execute(query):
@@ -117,7 +108,7 @@ def usage_report(
             ]
             bucket = None
             if period is not None:
-                bucket = period_start(date.fromisoformat(str(record[9])), period).isoformat()
+                bucket = period_start(date.fromisoformat(str(record[9])[:10]), period).isoformat()
             row = UsageRow(
                 key=str(key_value),
                 model_calls=int(model_calls or 0),

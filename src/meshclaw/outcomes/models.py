@@ -61,6 +61,7 @@ class OutcomeFeedback(Base):
     """A verdict on an outcome by a beneficiary, ``external``, or ``system`` (a re-check)."""
 
     __tablename__ = "outcome_feedback"
+    __table_args__ = (Index("ix_outcome_feedback_org_created", "org_id", "created_at"),)
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
     org_id: Mapped[str] = mapped_column(ForeignKey("orgs.id"), index=True)
     outcome_id: Mapped[str] = mapped_column(ForeignKey("outcomes.id"), index=True)

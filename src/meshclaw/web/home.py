@@ -19,11 +19,9 @@ def home(request: Request, viewer: ViewerDep) -> HTMLResponse:
     platform, caller = viewer.platform, viewer.caller
     month_start = period_start(datetime.now(UTC).date(), "month")
     since = datetime(month_start.year, month_start.month, 1, tzinfo=UTC)
-    own_usage = [
-        row
-        for row in usage_report(platform.db, caller, group_by="user", since=since)
-        if row.key == caller.handle
-    ]
+    own_usage = usage_report(
+        platform.db, caller, group_by="user", since=since, user_id=caller.user_id
+    )
     outcomes = platform.outcomes.list_outcomes(caller, limit=10)
     credited = sum(1 for o in outcomes if o.state == "credited")
     return render(
