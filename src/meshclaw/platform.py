@@ -26,6 +26,7 @@ from meshclaw.integrity.findings import FindingsService
 from meshclaw.metering.budgets import BudgetService
 from meshclaw.metering.limits import LimitGuard
 from meshclaw.metering.prices import PriceTable, load_price_table
+from meshclaw.notify.deliver import NotificationDelivery
 from meshclaw.outcomes.links import load_link_key
 from meshclaw.outcomes.service import OutcomeService
 from meshclaw.policy.api import ApiAuthorizer
@@ -133,6 +134,10 @@ class Platform:
         """Built-ins for every org; each org's MCP servers found when its runs ask for them."""
         builtins: list[Connector] = [ClockConnector(), NotesConnector(self.db)]
         return ConnectorRegistry(builtins, resolve=self.connector_admin.resolve)
+
+    def notifier(self, connectors: ConnectorRegistry | None = None) -> NotificationDelivery:
+        """Sends the notification outbox; the scheduler calls its ``deliver_due``."""
+        return NotificationDelivery(self.db, connectors or self.connectors(), self.audit)
 
     def build_gateway(
         self,

@@ -22,6 +22,9 @@ GUARDED = {"complete", "call_tool"}
 MCP_WIRE = SRC / "connectors" / "_mcp_session.py"
 """Inside ``McpConnector.call_tool`` (so already behind the gateway), the MCP SDK's own
 ``Client.call_tool`` sends the request on the wire; only on the SDK client object."""
+NOTIFIER = SRC / "notify" / "deliver.py"
+"""The platform's own messages (soft caps, approvals waiting): no agent, no run, so no
+gateway; limited to ``notify.deliver.MESSAGING_TOOLS`` and audited there."""
 
 
 def test_only_the_gateway_calls_providers_and_tools() -> None:
@@ -40,8 +43,11 @@ def test_only_the_gateway_calls_providers_and_tools() -> None:
                 )
                 if path == MCP_WIRE and node.func.attr == "call_tool" and on_sdk_client:
                     continue
+                if path == NOTIFIER and node.func.attr == "call_tool":
+                    continue
                 offenders.append(f"{path.relative_to(SRC)}:{node.lineno} .{node.func.attr}()")
     assert offenders == []
+    assert _calls(NOTIFIER, "call_tool") == 1  # the one send, behind the tool allow-list
     gateway_calls = {
         node.func.attr
         for node in ast.walk(ast.parse(GATEWAY.read_text()))
@@ -101,3 +107,12 @@ def test_every_model_and_tool_call_is_authorised_metered_and_audited(
     assert sorted(usage) == ["model"] * 3 + ["tool"] * 3
     assert audited.count("model.invoke") == 3
     assert audited.count("tool.read") == 2 and audited.count("tool.write") == 1
+
+
+def _calls(path: Path, name: str) -> int:
+    return sum(
+        isinstance(node, ast.Call)
+        and isinstance(node.func, ast.Attribute)
+        and node.func.attr == name
+        for node in ast.walk(ast.parse(path.read_text()))
+    )

@@ -56,7 +56,17 @@ def test_the_celery_settings_make_a_killed_worker_lose_nothing() -> None:
     assert redis["broker_transport_options"] == {"visibility_timeout": 60}
     amqp = celery_config(Settings(broker_url="amqp://guest:guest@127.0.0.1:5672//"))
     assert "broker_transport_options" not in amqp
-    assert set(amqp["beat_schedule"]) == {"meshclaw-sweep", "meshclaw-cron"}
+    assert set(amqp["beat_schedule"]) == {
+        "meshclaw-sweep", "meshclaw-cron", "meshclaw-outcomes-recheck",
+        "meshclaw-notifications", "meshclaw-usage-rollup",
+    }  # fmt: skip
+    assert amqp["beat_schedule"]["meshclaw-outcomes-recheck"]["schedule"] == 900
+    assert amqp["beat_schedule"]["meshclaw-notifications"]["schedule"] == 30
+    off = celery_config(
+        Settings(broker_url="redis://x", outcomes_recheck_seconds=0, notify_seconds=0)
+    )
+    assert "meshclaw-outcomes-recheck" not in off["beat_schedule"]
+    assert "meshclaw-notifications" not in off["beat_schedule"]
 
 
 def test_without_a_broker_runs_stay_in_process(make_world: Callable[..., World]) -> None:

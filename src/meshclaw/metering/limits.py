@@ -44,6 +44,7 @@ from meshclaw.metering.budget import (
 )
 from meshclaw.metering.models import Budget, BudgetCounter
 from meshclaw.metering.prices import PriceTable, from_nano, to_nano
+from meshclaw.notify.outbox import budget_watchers, enqueue
 from meshclaw.providers._estimate import estimate_usage
 from meshclaw.providers.base import ModelRequest, ToolCall, Usage
 from meshclaw.spec.models import AgentSpec
@@ -525,6 +526,19 @@ class LimitGuard:
                 },
             ),
         )
+        cap = format_amount(hold.metric, hold.soft_cap)
+        enqueue(
+            session, org_id=scope.org_id, kind="budget.soft_cap",
+            resource=f"budget:{hold.budget_id}",
+            recipients=budget_watchers(session, scope.org_id, hold.scope, hold.scope_id),
+            subject=f"Soft cap reached: {hold.scope} {hold.metric} budget ({hold.period})",
+            body=(
+                f"The {hold.period} {hold.metric} budget of {hold.scope} {hold.scope_id} "
+                f"passed its soft cap of {cap} in the window starting "
+                f"{hold.window:%Y-%m-%d %H:%M} UTC (run {scope.run_id}). Calls continue "
+                "until the hard cap, if any."
+            ),
+        )  # fmt: skip
 
     def release(self, reservation: Reservation) -> None:
         if reservation.done:

@@ -34,6 +34,7 @@ from meshclaw.audit.sink import AuditRecord, AuditSink
 from meshclaw.clock import utcnow
 from meshclaw.errors import ConflictError, NotFoundError
 from meshclaw.ids import new_id
+from meshclaw.notify.outbox import enqueue
 from meshclaw.policy.api import ApiAuthorizer, ApiResource
 from meshclaw.policy.authorizer import Decision
 from meshclaw.policy.models import Approval
@@ -192,6 +193,17 @@ class Approvals:
         )
         session.add(row)
         self._audit.append(session, self._record(row, "approval.request", "pending", None))
+        enqueue(
+            session, org_id=row.org_id, kind="approval.requested", resource=f"approval:{row.id}",
+            recipients=[row.owner_id],
+            subject=f"Approval needed: {row.tool} in run {row.run_id}",
+            body=(
+                f"Your agent wants to call {row.tool} ({row.action}) and the policy holds it "
+                f"for a person to decide: {row.reason}. Review the exact arguments and approve "
+                f"or deny with `meshclaw approvals show {row.id}` or in the dashboard under "
+                f"Approvals, before {row.expires_at:%Y-%m-%d %H:%M} UTC."
+            ),
+        )  # fmt: skip
         return row
 
     @staticmethod

@@ -13,6 +13,7 @@ from meshclaw.audit import models as audit_models
 from meshclaw.connectors import models as connector_models
 from meshclaw.integrity import models as integrity_models
 from meshclaw.metering import models as metering_models
+from meshclaw.notify import models as notify_models
 from meshclaw.outcomes import models as outcome_models
 from meshclaw.policy import models as policy_models
 from meshclaw.store import models as core_models
@@ -28,6 +29,7 @@ __all__ = [
     "core_models",
     "integrity_models",
     "metering_models",
+    "notify_models",
     "outcome_models",
     "policy_models",
     "trigger_models",

@@ -14,6 +14,13 @@ settings make a killed worker lose nothing:
 - and the sweeper (``workers.scheduler``) re-sends runs whose lease expired, whatever
   happened to their message.
 
+Beat also sends ``outcomes_recheck`` every ``outcomes_recheck_seconds``: a worker runs
+every org's due outcome durability re-checks and silence acceptances
+(``OutcomeService.recheck_due``). It goes to a worker, not the beat process, because a
+re-check reads connectors (slow, unlike the sweep); the message expires after one
+interval, so a backlog never stacks up copies, and ``recheck_due`` claims each outcome
+before judging it, so two copies never judge one outcome twice.
+
 Tasks run in Celery's ``threads`` pool: each task runs one run in its own event loop, and
 ``kill -9`` of a worker takes all of its runs with it (no orphaned children).
 """
@@ -21,6 +28,7 @@ Tasks run in Celery's ``threads`` pool: each task runs one run in its own event 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import math
 import threading
@@ -31,6 +39,8 @@ from celery import Celery
 from celery.signals import worker_shutting_down
 
 from meshclaw.config import Settings
+from meshclaw.metering.rollup import UsageRollup
+from meshclaw.notify.deliver import DeliverySummary
 from meshclaw.platform import Platform
 from meshclaw.runtime.executor import RunEnd
 from meshclaw.workers.leases import Lease, Leases, worker_name
@@ -42,6 +52,9 @@ EXECUTE_RUN = "meshclaw.execute_run"
 SWEEP = "meshclaw.sweep"
 CRON_TICK = "meshclaw.cron_tick"
 CRON_TICK_SECONDS = 15.0
+OUTCOMES_RECHECK = "meshclaw.outcomes_recheck"
+DELIVER_NOTIFICATIONS = "meshclaw.deliver_notifications"
+ROLL_UP_USAGE = "meshclaw.roll_up_usage"
 
 PlatformFactory = Callable[[Settings], Platform]
 
@@ -77,6 +90,18 @@ def celery_config(settings: Settings, queue: str = RUN_QUEUE) -> dict[str, Any]:
             "meshclaw-cron": {"task": CRON_TICK, "schedule": CRON_TICK_SECONDS},
         },
     }
+    periodic = (
+        ("meshclaw-outcomes-recheck", OUTCOMES_RECHECK, settings.outcomes_recheck_seconds),
+        ("meshclaw-notifications", DELIVER_NOTIFICATIONS, settings.notify_seconds),
+        ("meshclaw-usage-rollup", ROLL_UP_USAGE, settings.usage_rollup_seconds),
+    )
+    for entry, task_name, every in periodic:
+        if every > 0:  # to a worker (they read connectors or sum days); stale copies expire
+            config["beat_schedule"][entry] = {
+                "task": task_name,
+                "schedule": every,
+                "options": {"queue": queue, "expires": every},
+            }
     if (settings.broker_url or "").startswith(("redis://", "rediss://")):
         config["broker_transport_options"] = {"visibility_timeout": max(2, math.ceil(2 * lease))}
     return config
@@ -166,6 +191,32 @@ class WorkerRuntime:
             loop.call_soon_threadsafe(task.cancel)
         return len(running)
 
+    def recheck_outcomes(self) -> dict[str, int]:
+        """Every org's due durability re-checks and silence acceptances (beat's entry)."""
+        summary = asyncio.run(self.platform.outcomes.recheck_due())
+        log.info("outcome re-checks: %s", summary)
+        return {
+            "checked": summary.checked,
+            "undone": summary.undone,
+            "silently_accepted": summary.silently_accepted,
+        }
+
+    def deliver_notifications(self) -> dict[str, int]:
+        """Send the notification outbox (beat's entry)."""
+        summary = asyncio.run(self._deliver())
+        return dataclasses.asdict(summary)
+
+    async def _deliver(self) -> DeliverySummary:
+        connectors = self.platform.connectors()
+        try:
+            return await self.platform.notifier(connectors).deliver_due()
+        finally:
+            await connectors.aclose()
+
+    def roll_up_usage(self) -> int:
+        """Roll every org's closed, missing or stale usage days up (beat's entry)."""
+        return UsageRollup(self.platform.db).roll_closed_days()
+
     def sweep(self) -> list[str]:
         result = self.leases.sweep()
         for run_id in result.redeliver:
@@ -218,9 +269,24 @@ def create_celery(
         firer = CronFirer(runtime.platform, dispatch=dispatch, owner=runtime.name)
         return len(firer.tick())
 
-    app.task(name=EXECUTE_RUN, acks_late=True, reject_on_worker_lost=True)(execute_run)
-    app.task(name=SWEEP, acks_late=False)(sweep)
-    app.task(name=CRON_TICK, acks_late=False)(cron_tick)
+    def outcomes_recheck() -> dict[str, int]:
+        return runtime.recheck_outcomes()
+
+    def deliver_notifications() -> dict[str, int]:
+        return runtime.deliver_notifications()
+
+    def roll_up_usage() -> int:
+        return runtime.roll_up_usage()
+
+    # ``shared=False``: the tasks belong to this app only, so a second app in the same
+    # process (tests, or a dispatcher beside a worker) does not inherit the first one's.
+    task = app.task
+    task(name=EXECUTE_RUN, acks_late=True, reject_on_worker_lost=True, shared=False)(execute_run)
+    task(name=SWEEP, acks_late=False, shared=False)(sweep)
+    task(name=CRON_TICK, acks_late=False, shared=False)(cron_tick)
+    task(name=OUTCOMES_RECHECK, acks_late=False, shared=False)(outcomes_recheck)
+    task(name=DELIVER_NOTIFICATIONS, acks_late=False, shared=False)(deliver_notifications)
+    task(name=ROLL_UP_USAGE, acks_late=False, shared=False)(roll_up_usage)
 
     if shutdown_grace_seconds is not None:
         grace = shutdown_grace_seconds

@@ -9,7 +9,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+from collections.abc import Callable
 
+from meshclaw.metering.rollup import UsageRollup
 from meshclaw.platform import Platform
 
 log = logging.getLogger(__name__)
@@ -24,6 +26,7 @@ class InProcessWorker:
         poll_seconds: float = 0.5,
         cron: bool = False,
         cron_seconds: float = 15.0,
+        recheck_seconds: float | None = None,
     ):
         self._platform = platform
         self._concurrency = concurrency
@@ -31,6 +34,13 @@ class InProcessWorker:
         self._cron = cron
         """Also fire the agents' cron triggers (the embedded mode's scheduler)."""
         self._cron_seconds = cron_seconds
+        self._recheck_seconds = (
+            recheck_seconds
+            if recheck_seconds is not None
+            else (platform.settings.outcomes_recheck_seconds if cron else 0.0)
+        )
+        """Run every org's due outcome re-checks this often (0: never); by default the
+        setting's interval when this worker is the embedded scheduler (``cron``)."""
         self._loop: asyncio.AbstractEventLoop | None = None
         self._wake: asyncio.Event | None = None
         self._stop: asyncio.Event | None = None
@@ -73,6 +83,43 @@ class InProcessWorker:
                 log.exception("cron tick failed")
             await asyncio.sleep(self._cron_seconds)
 
+    async def _every(self, seconds: float, name: str, job: Callable[[], object]) -> None:
+        """Run ``job`` in its own thread every ``seconds``: its store calls (and its own
+        event loop, for async jobs) must not stall the runs on this loop."""
+        while True:
+            await asyncio.sleep(seconds)
+            try:
+                await asyncio.to_thread(job)
+            except Exception:
+                log.exception("%s failed", name)
+
+    def _housekeeping(self) -> list[tuple[float, str, Callable[[], object]]]:
+        """The embedded scheduler's periodic jobs (``workers.celery_app`` has the same)."""
+        if not self._cron:
+            return [(self._recheck_seconds, "outcome re-checks", self._recheck)]
+        settings = self._platform.settings
+        return [
+            (self._recheck_seconds, "outcome re-checks", self._recheck),
+            (settings.notify_seconds, "notification delivery", self._deliver),
+            (settings.usage_rollup_seconds, "usage roll-up", self._roll_up),
+        ]
+
+    def _recheck(self) -> object:
+        return asyncio.run(self._platform.outcomes.recheck_due())
+
+    def _deliver(self) -> object:
+        async def deliver() -> object:
+            connectors = self._platform.connectors()
+            try:
+                return await self._platform.notifier(connectors).deliver_due()
+            finally:
+                await connectors.aclose()
+
+        return asyncio.run(deliver())
+
+    def _roll_up(self) -> object:
+        return UsageRollup(self._platform.db).roll_closed_days()
+
     async def _serve(self) -> None:
         self._loop = asyncio.get_running_loop()
         self._wake, self._stop = asyncio.Event(), asyncio.Event()
@@ -81,6 +128,11 @@ class InProcessWorker:
         slots = asyncio.Semaphore(self._concurrency)
         running: set[asyncio.Task[None]] = set()
         cron = asyncio.create_task(self._fire_cron()) if self._cron else None
+        periodic = [
+            asyncio.create_task(self._every(seconds, name, job))
+            for seconds, name, job in self._housekeeping()
+            if seconds > 0
+        ]
         self._ready.set()
 
         async def execute(run_id: str) -> None:
@@ -105,8 +157,9 @@ class InProcessWorker:
             await asyncio.wait(waiters, timeout=self._poll, return_when=asyncio.FIRST_COMPLETED)
             for waiter in waiters:
                 waiter.cancel()
-        if cron is not None:
-            cron.cancel()
+        for loop_task in (cron, *periodic):
+            if loop_task is not None:
+                loop_task.cancel()
         for task in list(running):
             task.cancel()
         await asyncio.gather(*running, return_exceptions=True)

@@ -1,0 +1,242 @@
+"""Sending the outbox through the org's chosen connector tool, with retries.
+
+An org says how it wants to be told in its settings (``notifications``)::
+
+    notifications:
+      tool: chat.post_message            # any connector tool: mail.send, chat.post_message
+      arguments: {channel: "#budgets", text: "{subject}\n\n{body}"}
+      sender: ops-bot                    # whose delegated credential sends (a handle)
+
+Argument values are templates over ``subject``, ``body``, ``text`` (both), ``kind``,
+``resource`` and ``recipients`` (``@handle`` list); a value that is exactly
+``"{recipient_emails}"`` becomes the recipients' addresses as a list (for ``mail.send``'s
+``to``). Sending happens outside any request or run (the scheduler calls
+``deliver_due``), so a slow or broken chat server never slows a model call. Several
+schedulers may run: each notification is claimed with a conditional update first.
+"""
+
+from __future__ import annotations
+
+import string
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from sqlalchemy import select, update
+
+from meshclaw.audit.sink import AuditRecord, AuditSink
+from meshclaw.clock import utcnow
+from meshclaw.connectors.base import ToolContext
+from meshclaw.connectors.registry import ConnectorRegistry
+from meshclaw.notify.models import Notification
+from meshclaw.store.db import Database
+from meshclaw.store.models import Org, User
+
+MESSAGING_TOOLS = frozenset({"chat.post_message", "mail.send"})
+"""The tools a channel may use: the built-in chat and mail servers' senders, under the
+connector names they are registered with by default. Notifications are the platform's
+own messages, sent outside any run (so not through the gateway's per-agent policy):
+only a tool that delivers a message qualifies, never one that changes a system."""
+MAX_ATTEMPTS = 8
+CLAIM = timedelta(minutes=5)
+"""How long a claimed notification is left to its sender before another may retry it."""
+_LIST_PLACEHOLDER = "{recipient_emails}"
+
+
+class NotificationChannel(BaseModel):
+    """An org's ``notifications`` setting."""
+
+    model_config = ConfigDict(extra="forbid")
+    tool: str = Field(pattern=r"^[a-z][a-z0-9_-]*\.[A-Za-z0-9_.-]+$")
+    """``connector.tool``, one of ``MESSAGING_TOOLS``."""
+    arguments: dict[str, Any] = Field(default_factory=dict)
+    sender: str | None = None
+    """Handle whose delegated credential the connector uses; default: a platform admin."""
+
+    @field_validator("tool")
+    @classmethod
+    def _a_messaging_tool(cls, tool: str) -> str:
+        if tool not in MESSAGING_TOOLS:
+            raise ValueError(f"must be one of {', '.join(sorted(MESSAGING_TOOLS))}")
+        return tool
+
+
+@dataclass(frozen=True, kw_only=True)
+class DeliverySummary:
+    sent: int = 0
+    retried: int = 0
+    failed: int = 0
+    unsent: int = 0
+    """No usable channel configured: kept, with the reason, for the dashboard."""
+
+
+class NotUsable(Exception):
+    """The org's channel cannot send this (bad setting, unknown connector): not retried."""
+
+
+def backoff(attempts: int) -> timedelta:
+    return timedelta(seconds=min(30 * 2 ** (attempts - 1), 3600))
+
+
+class NotificationDelivery:
+    def __init__(self, db: Database, connectors: ConnectorRegistry, audit: AuditSink) -> None:
+        self._db = db
+        self._connectors = connectors
+        self._audit = audit
+
+    async def deliver_due(
+        self, *, now: datetime | None = None, limit: int = 100
+    ) -> DeliverySummary:
+        """Send every pending notification that is due; retry failures with back-off."""
+        now = now or utcnow()
+        counts = {"sent": 0, "retried": 0, "failed": 0, "unsent": 0}
+        for notification_id in self._claim(now, limit):
+            counts[await self._deliver(notification_id, now)] += 1
+        return DeliverySummary(**counts)
+
+    def _claim(self, now: datetime, limit: int) -> list[str]:
+        with self._db.session() as session:
+            due = session.execute(
+                select(Notification.id, Notification.due_at)
+                .where(Notification.status == "pending", Notification.due_at <= now)
+                .order_by(Notification.due_at)
+                .limit(limit)
+            ).all()
+            claimed = []
+            for notification_id, due_at in due:
+                taken = session.execute(
+                    update(Notification)
+                    .where(Notification.id == notification_id, Notification.due_at == due_at)
+                    .values(due_at=now + CLAIM)
+                )
+                if taken.rowcount:  # type: ignore[attr-defined]
+                    claimed.append(notification_id)
+            return claimed
+
+    async def _deliver(self, notification_id: str, now: datetime) -> str:
+        with self._db.session() as session:
+            row = session.get(Notification, notification_id)
+            assert row is not None
+            try:
+                tool, arguments, context = self._prepare(session, row)
+            except NotUsable as exc:
+                row.status, row.last_error = "unsent", str(exc)
+                self._record(session, row, "notification.unsent", str(exc))
+                return "unsent"
+        try:
+            await self._send(tool, arguments, context)
+            error = None
+        except Exception as exc:  # a connector's failure is data here, kept and retried
+            error = f"{type(exc).__name__}: {exc}"[:2000]
+        with self._db.session() as session:
+            row = session.get(Notification, notification_id)
+            assert row is not None
+            row.attempts += 1
+            if error is None:
+                row.status, row.sent_at, row.last_error = "sent", utcnow(), None
+                self._record(session, row, "notification.sent", None)
+                return "sent"
+            row.last_error = error
+            if row.attempts >= MAX_ATTEMPTS:
+                row.status = "failed"
+                self._record(session, row, "notification.failed", error)
+                return "failed"
+            row.due_at = now + backoff(row.attempts)
+            return "retried"
+
+    def _prepare(self, session: Any, row: Notification) -> tuple[str, dict[str, Any], ToolContext]:
+        org = session.get(Org, row.org_id)
+        setting = (org.settings or {}).get("notifications") if org is not None else None
+        if not setting:
+            raise NotUsable("the org has no notifications channel (settings.notifications)")
+        try:
+            channel = NotificationChannel.model_validate(setting)
+        except ValidationError as exc:
+            problems = "; ".join(
+                f"notifications.{'.'.join(str(p) for p in e['loc'])}: {e['msg']}"
+                for e in exc.errors()
+            )
+            raise NotUsable(problems) from None
+        people = list(
+            session.scalars(
+                select(User).where(User.org_id == row.org_id, User.id.in_(row.recipients))
+            )
+        )
+        arguments = render(channel.arguments, row, people)
+        sender = self._sender(session, row.org_id, channel.sender)
+        context = ToolContext(
+            org_id=row.org_id, user_id=sender, agent_id="", run_id=row.id, step_id=row.id,
+            idempotency_key=f"notification:{row.id}",
+        )  # fmt: skip
+        return channel.tool, arguments, context
+
+    @staticmethod
+    def _sender(session: Any, org_id: str, handle: str | None) -> str:
+        query = select(User.id).where(User.org_id == org_id)
+        if handle:
+            query = query.where(User.handle == handle)
+        else:
+            query = query.where(User.role == "platform_admin").order_by(User.created_at)
+        sender = session.scalars(query.limit(1)).first()
+        if sender is None:
+            raise NotUsable(
+                f"notifications.sender: no user {handle!r} in the org"
+                if handle
+                else "no platform admin to send notifications as"
+            )
+        return str(sender)
+
+    async def _send(self, tool: str, arguments: dict[str, Any], context: ToolContext) -> None:
+        connector_name, tool_name = tool.split(".", 1)
+        connector = self._connectors.get(connector_name, org_id=context.org_id)
+        if connector is None:
+            raise LookupError(f"no connector {connector_name!r} for the notifications channel")
+        result = await connector.call_tool(tool_name, arguments, context)
+        if result.is_error:
+            raise RuntimeError(result.content[:500])
+
+    def _record(self, session: Any, row: Notification, action: str, error: str | None) -> None:
+        details: dict[str, Any] = {
+            "kind": row.kind,
+            "about": row.resource,
+            "attempts": row.attempts,
+        }
+        if error:
+            details["error"] = error
+        self._audit.append(
+            session,
+            AuditRecord(
+                action=action, resource=f"notification:{row.id}",
+                outcome="ok" if action == "notification.sent" else "error",
+                org_id=row.org_id, details=details,
+            ),
+        )  # fmt: skip
+
+
+def render(template: dict[str, Any], row: Notification, people: list[User]) -> dict[str, Any]:
+    """The tool's arguments: the channel's templates filled in for this notification."""
+    fields = {
+        "subject": row.subject, "body": row.body, "text": f"{row.subject}\n\n{row.body}",
+        "kind": row.kind, "resource": row.resource,
+        "recipients": ", ".join(f"@{p.handle}" for p in people),
+    }  # fmt: skip
+
+    def fill(path: str, value: Any) -> Any:
+        if isinstance(value, dict):
+            return {k: fill(f"{path}.{k}", v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [fill(f"{path}.{i}", v) for i, v in enumerate(value)]
+        if not isinstance(value, str):
+            return value
+        if value == _LIST_PLACEHOLDER:
+            emails = [e for e in (getattr(p, "email", None) for p in people) if e]
+            if not emails:
+                raise NotUsable(f"{path}: no recipient has an email address")
+            return emails
+        for _, name, _, _ in string.Formatter().parse(value):
+            if name is not None and name not in fields:
+                raise NotUsable(f"{path}: unknown placeholder {{{name}}}")
+        return value.format_map(fields)
+
+    return {k: fill(f"notifications.arguments.{k}", v) for k, v in template.items()}
