@@ -18,8 +18,12 @@ install: $(STAMP)
 run: $(STAMP)
 	$(BIN)/meshclaw serve --demo
 
+# Tests run in parallel (pytest-xdist), one process per core by default: every test has
+# its own database, queue and ports. `make test TEST_WORKERS=0` runs them in one process.
+TEST_WORKERS ?= auto
+
 test: $(STAMP)
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n $(TEST_WORKERS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks
@@ -32,6 +36,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/overhead.py --write docs/benchmarks.md
 	$(BIN)/python benchmarks/audit_bench.py --write docs/benchmarks.md
 	$(BIN)/python benchmarks/api_bench.py --write docs/benchmarks.md
+	$(BIN)/python benchmarks/agentdojo_replay.py --write docs/security.md
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache

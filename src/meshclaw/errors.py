@@ -77,6 +77,11 @@ class ConflictError(UserError):
 class AuthError(UserError):
     http_status = 401
 
+    def __init__(self, message: str, *, challenge: str = 'Bearer realm="meshclaw"') -> None:
+        super().__init__(message)
+        self.challenge = challenge
+        """The ``WWW-Authenticate`` value a 401 carries: the scheme that would succeed."""
+
 
 class PermissionDenied(UserError):
     http_status = 403

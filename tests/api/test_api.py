@@ -53,6 +53,7 @@ def test_health_is_open_and_everything_else_needs_a_token(client: TestClient) ->
         response = client.request(method, path)
         assert response.status_code == 401, path
         assert response.headers["content-type"] == "application/problem+json"
+        assert response.headers["www-authenticate"] == 'Bearer realm="meshclaw"', path
     bad = client.get("/v1/agents", headers={"Authorization": "Bearer mc_nope"})
     assert bad.status_code == 401 and "invalid or revoked" in bad.json()["detail"]
 
@@ -132,3 +133,17 @@ def wait_finished(client: TestClient, run_id: str, headers: dict[str, str]) -> d
             return run
         time.sleep(0.02)
     raise AssertionError(f"run {run_id} did not finish")
+
+
+def test_agent_list_pages_by_name_after_the_policy(client: TestClient, world: World) -> None:
+    alice = auth(world)
+    for name in ("delta", "alpha", "echo", "bravo", "charlie"):
+        created = client.post("/v1/agents", json={"spec_yaml": agent_yaml(name)}, headers=alice)
+        assert created.status_code == 201, created.text
+    pages = [
+        [a["name"] for a in client.get(f"/v1/agents?limit=2&offset={o}", headers=alice).json()]
+        for o in (0, 2, 4, 6)
+    ]
+    assert pages == [["alpha", "bravo"], ["charlie", "delta"], ["echo"], []]
+    assert client.get("/v1/agents?limit=0", headers=alice).status_code == 422
+    assert client.get("/v1/agents?offset=-1", headers=alice).status_code == 422

@@ -99,6 +99,7 @@ def test_forged_stale_and_replayed_deliveries_are_refused_and_audited(
 
     forged = client.post(url, content=body, headers=headers(body, secret=b"guessed"))
     assert forged.status_code == 401
+    assert forged.headers["www-authenticate"].startswith("MeshClaw-HMAC-SHA256")
     assert forged.headers["content-type"] == "application/problem+json"
     tampered = headers(body)
     assert client.post(url, content=b'{"ref": "rm -rf"}', headers=tampered).status_code == 401

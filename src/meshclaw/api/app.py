@@ -40,7 +40,7 @@ from meshclaw.api.schemas import (
     UsageRowOut,
     VersionOut,
 )
-from meshclaw.errors import MeshClawError, SpecError, UserError
+from meshclaw.errors import AuthError, MeshClawError, SpecError, UserError
 from meshclaw.metering.usage import GroupBy, Period, usage_report
 from meshclaw.platform import Platform
 from meshclaw.spec.loader import parse_spec, validate_spec
@@ -109,7 +109,9 @@ def create_app(platform: Platform, worker: RunDispatcher | None = None) -> FastA
         status = exc.http_status if isinstance(exc, UserError) else 500
         if is_page(request):
             return error_page(request, status, str(exc))
-        return _problem(status, type(exc).__name__, str(exc))
+        # RFC 9110 §11.6.1: a 401 names the scheme that would succeed.
+        challenge = {"WWW-Authenticate": exc.challenge} if isinstance(exc, AuthError) else None
+        return _problem(status, type(exc).__name__, str(exc), headers=challenge)
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
@@ -141,8 +143,13 @@ def create_app(platform: Platform, worker: RunDispatcher | None = None) -> FastA
         }
 
     @app.get("/v1/agents", tags=["agents"])
-    def list_agents(who: Authed) -> list[AgentOut]:
-        return [_agent_out(a) for a in platform.agents.list_agents(who)]
+    def list_agents(
+        who: Authed,
+        limit: Annotated[int, Query(ge=1, le=500)] = 100,
+        offset: Offset = 0,
+    ) -> list[AgentOut]:
+        """The agents you may read, by name: ``offset`` skips, ``limit`` caps the page."""
+        return [_agent_out(a) for a in platform.agents.list_agents(who, limit=limit, offset=offset)]
 
     @app.post("/v1/agents", tags=["agents"], status_code=201)
     def create_agent(body: AgentCreate, who: Authed) -> AgentOut:

@@ -7,6 +7,7 @@ and runs record the version they used. Saving an identical spec is a no-op.
 from __future__ import annotations
 
 import hashlib
+import itertools
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -135,19 +136,24 @@ class AgentRegistry:
                 raise NotFoundError(f"no agent {name_or_id!r}")
             return self._info(session, agent)
 
-    def list_agents(self, caller: Caller) -> list[AgentInfo]:
+    def list_agents(
+        self, caller: Caller, *, limit: int | None = None, offset: int = 0
+    ) -> list[AgentInfo]:
+        """The agents ``caller`` may read, by name; ``offset``/``limit`` count readable ones
+        (each is authorised, so the page is cut after the policy, not in SQL)."""
         with self._db.session() as session:
             agents = session.scalars(
                 select(Agent)
                 .where(Agent.org_id == caller.org_id, Agent.archived_at.is_(None))
                 .order_by(Agent.name)
-            ).all()
-            readable = [
+            )
+            readable = (
                 a
                 for a in agents
                 if self._access.authorize_api(caller, "agent.read", agent_resource(a)).allowed
-            ]
-            return [self._info(session, a) for a in readable]
+            )
+            end = None if limit is None else offset + limit
+            return [self._info(session, a) for a in itertools.islice(readable, offset, end)]
 
     def versions(self, caller: Caller, name_or_id: str) -> list[VersionInfo]:
         with self._db.session() as session:

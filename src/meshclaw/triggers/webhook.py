@@ -41,6 +41,8 @@ from meshclaw.triggers.secrets import SecretStore
 WINDOW = timedelta(minutes=5)
 MAX_BODY = 256 * 1024
 TIMESTAMP, NONCE, SIGNATURE = "x-meshclaw-timestamp", "x-meshclaw-nonce", "x-meshclaw-signature"
+_CHALLENGE = 'MeshClaw-HMAC-SHA256 realm="webhooks"'
+"""What a refused delivery's 401 names: a signed delivery (see above), not a token."""
 
 
 def sign(secret: bytes, timestamp: str, nonce: str, body: bytes) -> str:
@@ -80,7 +82,7 @@ class WebhookReceiver:
 
         def refuse(reason: str) -> AuthError:
             self._audit(agent_id, target, "denied", {"reason": reason, "remote": remote})
-            return AuthError(f"webhook refused: {reason}")
+            return AuthError(f"webhook refused: {reason}", challenge=_CHALLENGE)
 
         if target is None or not target.triggers:
             raise refuse("the agent has no webhook trigger")

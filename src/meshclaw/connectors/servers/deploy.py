@@ -110,9 +110,12 @@ class Repo:
 
     def log(self, limit: int) -> list[dict[str, str]]:
         def work(clone: Path) -> list[dict[str, str]]:
+            # --topo-order: a change before what it built on, even when both were made in
+            # the same second (date order alone leaves such ties to chance).
             out = self._git(
-                clone, "log", f"-{limit}", "--format=%H%x1f%s%x1f%an%x1f%aI", self.settings.branch
-            )
+                clone, "log", "--topo-order", f"-{limit}", "--format=%H%x1f%s%x1f%an%x1f%aI",
+                self.settings.branch,
+            )  # fmt: skip
             commits = []
             for line in filter(None, out.splitlines()):
                 sha, subject, author, date = line.split("\x1f")
