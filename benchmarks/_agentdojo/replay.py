@@ -242,14 +242,14 @@ async def replay_suite(
 async def replay(
     suites: list[str],
     *,
-    proposed: bool,
+    provenance_rules: bool,
     version: str = DEFAULT_VERSION,
     limit: int | None = None,
     mcp: bool = True,
     allow_list_only: bool = False,
 ) -> list[SuiteResult]:
-    """``proposed``: specs with provenance rules; else every write grant keeps the
-    blanket gate (``scopes.spec_for(blanket_gate=True)``)."""
+    """``provenance_rules``: specs with provenance rules; else every write grant keeps
+    the blanket gate (``scopes.spec_for(blanket_gate=True)``)."""
     results = []
     authz = CedarAuthorizer(PolicyStore())
     with tempfile.TemporaryDirectory() as tmp:
@@ -266,7 +266,7 @@ async def replay(
                         limit=limit,
                         tools=tools,
                         allow_list_only=allow_list_only,
-                        blanket_gate=not proposed,
+                        blanket_gate=not provenance_rules,
                     )
                 )
             finally:
