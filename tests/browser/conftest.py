@@ -151,8 +151,6 @@ def _mail_connector(account: ImapAccount, smtp: SmtpServer) -> ConnectorConfig:
 def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
     require(dovecot_available(), "dovecot is not installed: apt-get install dovecot-imapd")
     home = tmp_path_factory.mktemp("meshclaw-browser")
-    policy_file = home / "org.cedar"
-    policy_file.write_text(POLICY)
     with ExitStack() as stack:
         # Cheap argon2 parameters: the suite hashes six passwords and signs in a dozen
         # times, and the real parameters cost up to a second each on a busy machine.
@@ -169,7 +167,6 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
             home=home / "var",
             embedded_model_server=False,
             providers={"scripted": ProviderConfig(base_url=model.base_url, timeout_seconds=10)},
-            policy_file=policy_file,
             connectors={"mail": _mail_connector(account, smtp)},
         )
         platform = Platform(settings)
@@ -211,6 +208,9 @@ def _seed(platform: Platform, account: ImapAccount) -> dict[str, Caller]:
     platform.vault.put(
         "mail", {"username": account.username, "password": account.password}, org_id=org.id
     )
+    # The scenario's policy is the org's own (saved as its platform admin would), not the
+    # operator's install-wide file: the admin page shows and edits the org's text.
+    platform.org_policies.save(people["carol"], POLICY, note="browser scenario")
     # The demo org's teams have two people at most: let the team board show teams of two.
     platform.analytics.update_settings(people["carol"], k=2)
     return people

@@ -6,9 +6,11 @@ import json
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
 from typer.testing import CliRunner
 
 from meshclaw.cli.main import app
+from meshclaw.errors import PermissionDenied
 from meshclaw.providers.scripted import ScriptedServer
 from tests.cli.test_agent_cli import Invoke, flat, home, meshclaw, ok_json, seeded
 from tests.conftest import World, agent_yaml
@@ -81,8 +83,10 @@ def test_validate_reports_policy_and_line(meshclaw: Invoke, tmp_path: Path) -> N
 def test_show_and_schema(seeded: Invoke) -> None:
     compiled = ok_json(seeded("policy", "show", "daily-notes", "--json"))["policies"]
     assert '@id("spec.grant notes.write write")' in compiled
-    active = ok_json(seeded("policy", "show", "--json"))["policies"]
+    active = ok_json(seeded("policy", "show", "--all", "--json"))["policies"]
     assert '@id("tenant.isolation")' in active
+    own = ok_json(seeded("policy", "show", "--json"))
+    assert own == {"policies": "", "version": 0}  # the demo org has none of its own
     schema = ok_json(seeded("policy", "schema", "--json"))["schema"]
     assert 'action "tool.argument"' in schema
 
@@ -134,36 +138,42 @@ def test_policy_over_the_api(make_world: Callable[..., World]) -> None:
         assert client.post("/v1/policy/explain", json=body).status_code == 401
 
 
-def test_reloading_the_policy_file_over_the_api(
+def test_the_install_policy_file_is_the_operators_and_applies_to_every_org(
     make_world: Callable[..., World], tmp_path: Path
 ) -> None:
     from fastapi.testclient import TestClient
 
     from meshclaw.api.app import create_app
+    from meshclaw.config import Settings
+    from meshclaw.platform import Platform
 
     world = make_world()
     world.save_agent(agent_yaml())
-    policy_file = tmp_path / "org.cedar"
-    world.platform.settings.policy_file = policy_file
     accounts = world.platform.accounts
-    root = {"Authorization": f"Bearer {accounts.issue_token(world.admin.user_id, 't')}"}
-    alice = {"Authorization": f"Bearer {accounts.issue_token(world.alice.user_id, 't')}"}
-    with TestClient(create_app(world.platform)) as client:
-        policy_file.write_text(
-            '@id("org.no-runs")\nforbid (principal, action == Action::"run.start", resource);\n'
-        )
-        assert client.post("/v1/policy/reload", headers=alice).status_code == 403
-        ok = client.post("/v1/policy/reload", headers=root)
-        assert ok.status_code == 200 and ok.json()["generation"] == 2
-        refused = client.post("/v1/runs", json={"agent": "helper"}, headers=alice)
-        assert refused.status_code == 403 and "org.no-runs" in refused.json()["detail"]
-        policy_file.write_text("permit (principal, action, resource) when { context.nope };\n")
-        bad = client.post("/v1/policy/reload", headers=root)
-        assert bad.status_code == 422
-        assert "line 1" in bad.json()["detail"] and "nope" in bad.json()["detail"]
-        assert world.platform.policies.current.generation == 2  # the old set stays active
-        still = client.post("/v1/runs", json={"agent": "helper"}, headers=alice)
-        assert still.status_code == 403
+    globex = accounts.create_org("globex")
+    eve = accounts.caller_for(accounts.create_user(globex.id, "eve", role="platform_admin"))
+    world.save_agent(agent_yaml().replace("owner: alice", "owner: eve"), eve)
+    policy_file = tmp_path / "install.cedar"
+    policy_file.write_text(
+        '@id("install.no-runs")\nforbid (principal, action == Action::"run.start", resource);\n'
+    )
+    settings = Settings(
+        home=world.platform.settings.home,
+        embedded_model_server=False,
+        policy_file=policy_file,
+    )
+    restarted = Platform(settings, apply_migrations=False)  # read when a process starts
+    try:
+        for caller in (world.alice, eve):
+            with pytest.raises(PermissionDenied, match=r"install\.no-runs"):
+                restarted.runs.create(caller, "helper")
+        root = {"Authorization": f"Bearer {accounts.issue_token(world.admin.user_id, 't')}"}
+        with TestClient(create_app(restarted)) as client:
+            # No org's admin reloads (or sees as their own) what applies to every org.
+            assert client.post("/v1/policy/reload", headers=root).status_code in (404, 405)
+            assert client.get("/v1/policy", headers=root).json()["policies"] == ""
+    finally:
+        restarted.close()
 
 
 def test_why_explains_a_recorded_step_under_todays_policies(

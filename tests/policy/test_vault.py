@@ -165,8 +165,9 @@ def test_vault_cli(world: World, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     accounts = world.platform.accounts
     runner = CliRunner()
 
-    def meshclaw(who: str, *args: str, stdin: str | None = None) -> Result:
-        token = accounts.issue_token(getattr(world, who).user_id, "cli")
+    def meshclaw(who: str | None, *args: str, stdin: str | None = None) -> Result:
+        """As ``who`` (an API token), or as the install operator (``None``: no token)."""
+        token = accounts.issue_token(getattr(world, who).user_id, "cli") if who else None
         env = {
             "MESHCLAW_HOME": str(tmp_path / "var"),
             "MESHCLAW_EMBEDDED_MODEL_SERVER": "false",
@@ -197,9 +198,11 @@ def test_vault_cli(world: World, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 
     new_key = tmp_path / "new.key"
     assert meshclaw("admin", "vault", "generate-key", str(new_key)).exit_code == 0
-    denied = meshclaw("alice", "vault", "rotate", str(new_key))
-    assert denied.exit_code == 2
-    rotated = json.loads(meshclaw("admin", "vault", "rotate", str(new_key), "--json").stdout)
+    # Rotation is the install operator's: no org's person, not even a platform admin.
+    for who in ("alice", "admin"):
+        denied = meshclaw(who, "vault", "rotate", str(new_key))
+        assert denied.exit_code == 2 and "install operator" in denied.stderr
+    rotated = json.loads(meshclaw(None, "vault", "rotate", str(new_key), "--json").stdout)
     assert rotated["rewrapped"] == 2 and rotated["new_key"] == read_key_file(new_key).id
     store = VaultCredentialStore(Vault(world.platform.db, read_key_file(new_key)))
     assert (

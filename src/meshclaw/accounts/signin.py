@@ -17,11 +17,12 @@ from argon2.exceptions import InvalidHashError, VerificationError
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
+from meshclaw.accounts.directory import InvalidFields
 from meshclaw.accounts.models import UserPassword, WebSession
 from meshclaw.accounts.service import Caller, caller_of, hash_token
 from meshclaw.audit.sink import AuditRecord, AuditSink
 from meshclaw.clock import utcnow
-from meshclaw.errors import AuthError, ConflictError, NotFoundError
+from meshclaw.errors import AuthError, NotFoundError
 from meshclaw.ids import new_id
 from meshclaw.store.db import Database
 from meshclaw.store.models import Org, User
@@ -58,7 +59,10 @@ class SignIn:
 
     def set_password(self, user_id: str, password: str) -> None:
         if len(password) < MIN_PASSWORD_LENGTH:
-            raise ConflictError(f"a password needs at least {MIN_PASSWORD_LENGTH} characters")
+            # Bad input, not a conflict with the state: 422 with the field (``password``).
+            raise InvalidFields(
+                {"password": f"a password needs at least {MIN_PASSWORD_LENGTH} characters"}
+            )
         digest = _hasher.hash(password)
         with self._db.session() as session:
             user = session.get(User, user_id)

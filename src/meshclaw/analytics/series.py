@@ -12,8 +12,8 @@ Scopes, and who may see each (the same tiers as ``analytics.privacy`` and
 - ``me``: everyone, their own numbers (``analytics.view_person`` on themselves).
 - ``team:<id>``: whom Cedar allows ``analytics.view_team`` on the team (team admins
   their team, platform admins any), and only a team of at least ``k`` people.
-- ``org``: the org-wide roles of usage reports (platform admins and auditors), and only
-  an org of at least ``k`` people.
+- ``org``: whom Cedar allows ``analytics.view_org`` on the org, as for usage reports
+  (platform admins and auditors), and only an org of at least ``k`` people.
 
 Both tables are aggregated in SQL (one ``GROUP BY`` day each over an indexed window of at
 most ``WINDOW[period]`` periods); cost reads closed days from the daily usage roll-up
@@ -38,7 +38,7 @@ from meshclaw.clock import utcnow
 from meshclaw.errors import NotFoundError, PermissionDenied, UserError
 from meshclaw.metering.prices import from_nano
 from meshclaw.metering.rollup import UsageRollup
-from meshclaw.metering.usage import ORG_WIDE_ROLES, Period, period_start
+from meshclaw.metering.usage import VIEW_ORG, Period, period_start
 from meshclaw.outcomes.models import Outcome
 from meshclaw.policy.api import ApiAuthorizer, ApiResource
 from meshclaw.store.db import Database
@@ -128,7 +128,7 @@ class UsageSeries:
             resource = _team(caller, team_id, name)
             if size >= k and self._access.authorize_api(caller, VIEW_TEAM, resource).allowed:
                 out.append(_team_scope(team_id, name))
-        if caller.role in ORG_WIDE_ROLES and org_size >= k:
+        if org_size >= k and self._sees_org(caller):
             out.append(Scope(key="org", kind="org", label="Whole organisation"))
         return out
 
@@ -138,8 +138,12 @@ class UsageSeries:
             return self._me(caller)
         k, org_size, teams = self._groups(caller.org_id)
         if key == "org":
-            if caller.role not in ORG_WIDE_ROLES:
-                raise PermissionDenied("the org's numbers are for platform admins and auditors")
+            self._access.require(
+                caller,
+                VIEW_ORG,
+                ApiResource.org(caller.org_id),
+                message="the org's numbers are for platform admins and auditors",
+            )
             if org_size < k:
                 raise PermissionDenied(_too_small("the org", org_size, k))
             return Scope(key="org", kind="org", label="Whole organisation")
@@ -199,6 +203,9 @@ class UsageSeries:
         return Series(scope=resolved, period=per, points=points)
 
     # ---- helpers -----------------------------------------------------------------------
+
+    def _sees_org(self, caller: Caller) -> bool:
+        return self._access.authorize_api(caller, VIEW_ORG, ApiResource.org(caller.org_id)).allowed
 
     def _me(self, caller: Caller) -> Scope:
         resource = ApiResource.person(

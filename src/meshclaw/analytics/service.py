@@ -37,6 +37,7 @@ from meshclaw.clock import utcnow
 from meshclaw.errors import ConflictError, NotFoundError, PermissionDenied
 from meshclaw.events import ReadReport
 from meshclaw.ids import new_id
+from meshclaw.metering.usage import visibility
 from meshclaw.outcomes.service import CostBy, CostRow, OutcomeService
 from meshclaw.policy.api import ApiAuthorizer, ApiResource
 from meshclaw.store.db import Database
@@ -189,9 +190,14 @@ class AnalyticsService:
         }
 
     def update_settings(self, caller: Caller, **changes: Any) -> dict[str, Any]:
-        """Platform admins: change ``k``, ``individual_boards``, ``cutoff_weekday/hour``."""
-        if caller.role != "platform_admin":
-            raise PermissionDenied("only platform admins change analytics settings")
+        """Change ``k``, ``individual_boards``, ``cutoff_weekday/hour`` (``analytics.manage``
+        on the org: platform admins)."""
+        self._access.require(
+            caller,
+            "analytics.manage",
+            ApiResource.org(caller.org_id),
+            message="only platform admins change analytics settings",
+        )
         changes = {k: v for k, v in changes.items() if v is not None}
         unknown = set(changes) - {"k", "individual_boards", "cutoff_weekday", "cutoff_hour"}
         if unknown:
@@ -373,16 +379,16 @@ class AnalyticsService:
     def cost_per_outcome(self, caller: Caller, *, by: CostBy = "agent") -> list[CostRow]:
         """Spend per accepted, durable outcome, within the caller's privacy tier.
 
-        Employees: their own agents (or themselves). Team admins: their team. Platform
-        admins and auditors: the org. Per-person rows of others need a drill-down
-        (``person``), and team rows of teams smaller than k are left out.
+        The tier is the usage reports' (``metering.usage.visibility``): employees their
+        own agents (or themselves), team admins their team, platform admins and auditors
+        the org. Per-person rows of others need a drill-down (``person``), and team rows
+        of teams smaller than k are left out.
         """
         only: dict[str, str] = {}
-        if caller.role in ("platform_admin", "auditor"):
-            pass
-        elif caller.role == "team_admin" and caller.team_id is not None:
-            only = {"team_id": caller.team_id}
-        else:
+        reach = visibility(self._access, caller)
+        if reach.kind == "team" and reach.team_id is not None:
+            only = {"team_id": reach.team_id}
+        elif reach.kind == "self":
             only = {"user_id": caller.user_id}
         if by == "user" and "user_id" not in only:
             raise PermissionDenied("cost per person is an individual drill-down (analytics person)")

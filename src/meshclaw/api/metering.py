@@ -76,6 +76,7 @@ def reprice_usage(body: RepriceIn, platform: PlatformDep, who: Authed) -> Repric
         since=as_utc(body.since) if body.since else None,
         until=as_utc(body.until) if body.until else None,
         dry_run=body.dry_run,
+        access=platform.access,
     )
 
 

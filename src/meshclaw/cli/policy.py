@@ -1,5 +1,6 @@
-"""``meshclaw policy ...``: validate org policies, show the schema and an agent's scopes,
-explain why a call would be allowed or denied."""
+"""``meshclaw policy ...``: validate policies, show and save your org's own policies and
+their versions, show the schema and an agent's scopes, explain why a call would be
+allowed or denied."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from typing import Any
 import typer
 from rich.markup import escape
 from rich.syntax import Syntax
+from rich.table import Table
 
 from meshclaw.cli._app import (
     JsonOption,
@@ -32,7 +34,8 @@ from meshclaw.spec.loader import parse_spec
 from meshclaw.spec.registry import agent_resource
 
 policy_app = typer.Typer(
-    help="Cedar policies: validate, show, explain decisions.", no_args_is_help=True
+    help="Cedar policies: your org's own (show, set, versions), validate, explain decisions.",
+    no_args_is_help=True,
 )
 app.add_typer(policy_app, name="policy")
 
@@ -40,7 +43,7 @@ app.add_typer(policy_app, name="policy")
 @policy_app.command("validate")
 @handle_errors
 def validate(file: Path, json_output: bool = JsonOption) -> None:
-    """Check an org policy file against the schema; every problem with its policy and line."""
+    """Check a policy file against the schema; every problem with its policy and line."""
     issues = PolicyStore().validate(read_policy_file(file))
     if json_output:
         print_json({"valid": not issues, "errors": [vars(i) for i in issues]})
@@ -65,26 +68,121 @@ def schema(json_output: bool = JsonOption) -> None:
 @policy_app.command("show")
 @handle_errors
 def show(
-    agent: str = typer.Argument(None, help="Also show this agent's compiled scopes."),
+    agent: str = typer.Argument(None, help="Show this agent's compiled scopes instead."),
+    all_policies: bool = typer.Option(
+        False, "--all", help="The whole set in force: built-ins, install-wide, the org's own."
+    ),
     token: str | None = TokenOption,
     json_output: bool = JsonOption,
 ) -> None:
-    """The active policy set (built-ins and org policies), or one agent's compiled scopes."""
+    """Your org's own policies and their version; or the whole set in force for your org
+    (``--all``); or one agent's compiled scopes."""
     platform = open_platform()
+    version: int | None = None
     try:
-        if agent is None:
-            text = platform.policies.current.text
-        else:
-            caller = resolve_caller(platform, token)
+        caller = resolve_caller(platform, token)
+        if agent is not None:
             info = platform.agents.get(caller, agent)
             platform.access.require(caller, "agent.read", agent_resource(info))
             text = compile_spec(info.id, info.spec)
+        else:
+            current = platform.org_policies.current(caller)  # policy.read
+            version = current.version
+            text = platform.policies.for_org(caller.org_id).text if all_policies else current.text
     finally:
         platform.close()
     if json_output:
-        print_json({"policies": text.strip()})
+        print_json({"policies": text.strip()} | ({} if version is None else {"version": version}))
+        return
+    if version is not None and not all_policies:
+        console.print(f"[bold]org policies, version {version}[/bold]")
+        if not text.strip():
+            console.print("(none: only the built-in and install-wide policies apply)")
+            return
+    console.print(Syntax(text.strip(), "rust", background_color="default"))
+
+
+@policy_app.command("set")
+@handle_errors
+def set_policies(
+    file: Path,
+    note: str = typer.Option("", "--note", help="Why it changes (kept with the version)."),
+    expected_version: int = typer.Option(
+        None, "--expected-version", help="Refuse if the current version is another one."
+    ),
+    token: str | None = TokenOption,
+    json_output: bool = JsonOption,
+) -> None:
+    """Save FILE as your org's own policies (a new version; platform admins). Invalid
+    policies are refused with every problem and its line; the current version stays."""
+    text = read_policy_file(file)
+    platform = open_platform()
+    try:
+        caller = resolve_caller(platform, token)
+        try:
+            info, changed = platform.org_policies.save(
+                caller, text, expected_version=expected_version, note=note
+            )
+        except PolicyError as exc:
+            raise PolicyError(exc.issues, str(file)) from None
+    finally:
+        platform.close()
+    if json_output:
+        print_json({"version": info.version, "changed": changed, "sha256": info.sha256})
+    elif changed:
+        console.print(f"[green]saved[/green]: org policies version {info.version}")
     else:
-        console.print(Syntax(text.strip(), "rust", background_color="default"))
+        console.print(f"unchanged: version {info.version} already has this text")
+
+
+@policy_app.command("versions")
+@handle_errors
+def versions(token: str | None = TokenOption, json_output: bool = JsonOption) -> None:
+    """Every version of your org's own policies: who saved it, when and why."""
+    platform = open_platform()
+    try:
+        listed = platform.org_policies.versions(resolve_caller(platform, token))
+    finally:
+        platform.close()
+    if json_output:
+        print_json(
+            [
+                {
+                    "version": v.version,
+                    "created_at": v.created_at.isoformat() if v.created_at else None,
+                    "created_by": v.created_by,
+                    "note": v.note,
+                    "sha256": v.sha256,
+                }
+                for v in listed
+            ]
+        )
+        return
+    if not listed:
+        console.print("no org policies saved yet (version 0)")
+        return
+    table = Table("version", "saved", "by", "note")
+    for v in listed:
+        when = v.created_at.strftime("%Y-%m-%d %H:%M UTC") if v.created_at else ""
+        table.add_row(str(v.version), when, escape(v.created_by or ""), escape(v.note))
+    console.print(table)
+
+
+@policy_app.command("diff")
+@handle_errors
+def diff(
+    old: int, new: int, token: str | None = TokenOption, json_output: bool = JsonOption
+) -> None:
+    """What changed between two versions of your org's policies (0: the empty start)."""
+    platform = open_platform()
+    try:
+        text = platform.org_policies.diff(resolve_caller(platform, token), old, new)
+    finally:
+        platform.close()
+    if json_output:
+        print_json({"old": old, "new": new, "diff": text})
+    else:
+        console.print(Syntax(text or "(no difference)", "diff", background_color="default"))
 
 
 def _parse_arguments(raw: str) -> dict[str, Any]:

@@ -68,6 +68,7 @@ def usage(
             since=start,
             until=end,
             period=per,
+            access=platform.access,
         )
     finally:
         platform.close()
@@ -113,6 +114,7 @@ def reprice_command(
             since=start,
             until=end,
             dry_run=dry_run,
+            access=platform.access,
         )
     finally:
         platform.close()

@@ -2,7 +2,8 @@
 
 Everything acts in the caller's org: ``put``/``delete`` change its entries, ``list``
 shows them (each org has its own defaults, e.g. its own ``mail``). ``rotate`` changes the
-install's key-encryption key, so it re-wraps every org's entries.
+install's key-encryption key, so it re-wraps every org's entries: it is the install
+operator's (no API token, no org, no Cedar action; docs/policy.md), not an org admin's.
 
 Values are read from standard input as a JSON object (``--stdin``) or prompted for
 without echo (``--field NAME``), never taken as command-line arguments (they would stay
@@ -29,7 +30,7 @@ from meshclaw.cli._app import (
     resolve_caller,
 )
 from meshclaw.cli._output import console, print_json, to_jsonable
-from meshclaw.errors import ConfigError
+from meshclaw.errors import ConfigError, PermissionDenied
 from meshclaw.platform import Platform
 from meshclaw.policy.api import ApiResource
 from meshclaw.policy.vault import Kek, read_key_file, write_key_file
@@ -171,20 +172,26 @@ def generate_key(file: Path) -> None:
 def rotate(
     new_key_file: Path, token: str | None = TokenOption, json_output: bool = JsonOption
 ) -> None:
-    """Re-wrap every data key under the key in NEW_KEY_FILE, all or nothing.
+    """Re-wrap every data key under the key in NEW_KEY_FILE, all or nothing (the install
+    operator's: run it on the server, without an API token).
 
     Every org's entries are re-wrapped (the key is the install's); entries from before
     the vault was per org are re-encrypted bound to their org. Afterwards point
     ``vault_key_file`` (or ``$MESHCLAW_VAULT_KEY``) at the new key; the old one can then
     be destroyed.
     """
+    if token:
+        # No org's person may re-key every org's entries: an API token (of any role,
+        # in any org) authorises nothing here, so refuse it rather than seem to use it.
+        raise PermissionDenied(
+            "vault rotate is the install operator's, not an org's: run it on the server "
+            "without an API token (unset MESHCLAW_TOKEN, drop --token)"
+        )
     new = read_key_file(new_key_file)
     platform = open_platform()
     try:
-        caller = resolve_caller(platform, token)
-        platform.access.require(caller, "policy.manage", ApiResource.org(caller.org_id))
         old = platform.vault.kek_id
-        count = platform.vault.rotate(new)
+        count = platform.vault.rotate(new, audit=platform.audit)
     finally:
         platform.close()
     if json_output:

@@ -1,7 +1,10 @@
 """Setting and reading budgets and rate limits (``meshclaw budget``, ``/v1/budgets``).
 
-Who may set what: platform admins any scope of their org; team admins their own team,
-its people and its agents. Everyone may read the budgets that apply to them. Every
+Who may set and see what is Cedar's (``budget.manage`` / ``budget.read`` on the budget's
+subject: the ``Org``, a ``Team``, a ``User`` or an ``Agent``; ``policy.roles``): with
+the built-in policies, platform admins any scope of their org; team admins their own
+team, its people and its agents; auditors read them all; everyone reads the org's
+budgets and the ones that apply to them (their team's, their own, their agents'). Every
 change is audited (``budget.set``, ``budget.delete``).
 """
 
@@ -18,7 +21,7 @@ from sqlalchemy.orm import Session
 from meshclaw.accounts.service import Caller
 from meshclaw.audit.sink import AuditRecord, AuditSink
 from meshclaw.clock import utcnow
-from meshclaw.errors import NotFoundError, PermissionDenied, UserError
+from meshclaw.errors import NotFoundError, UserError
 from meshclaw.ids import new_id
 from meshclaw.metering.limits import (
     METRICS,
@@ -30,6 +33,7 @@ from meshclaw.metering.limits import (
 )
 from meshclaw.metering.models import Budget, BudgetCounter
 from meshclaw.metering.prices import to_nano
+from meshclaw.policy.api import ApiAuthorizer, ApiResource
 from meshclaw.store.db import Database
 from meshclaw.store.models import Agent, Team, User
 
@@ -74,10 +78,15 @@ def parse_cap(metric: str, value: str | None) -> int | None:
 
 class BudgetService:
     def __init__(
-        self, db: Database, audit: AuditSink, on_change: Callable[[], None] | None = None
+        self,
+        db: Database,
+        audit: AuditSink,
+        access: ApiAuthorizer,
+        on_change: Callable[[], None] | None = None,
     ) -> None:
         self._db = db
         self._audit = audit
+        self._access = access
         self._on_change = on_change or (lambda: None)
         """Called after a budget changed (the guard drops its cached budget lists)."""
 
@@ -103,8 +112,8 @@ class BudgetService:
         if hard is None and soft is None:
             raise UserError("give a hard cap, a soft cap or both")
         with self._db.session() as session:
-            scope_id, team_id = self._resolve(session, caller, scope, name)
-            self._may_manage(caller, scope, team_id)
+            scope_id = self._resolve(session, caller, scope, name)
+            self._may_manage(caller, self._subject(session, caller.org_id, scope, scope_id))
             budget = session.scalars(
                 select(Budget).where(
                     Budget.org_id == caller.org_id,
@@ -155,7 +164,9 @@ class BudgetService:
             budget = session.get(Budget, budget_id)
             if budget is None or budget.org_id != caller.org_id:
                 raise NotFoundError(f"no budget {budget_id!r}")
-            self._may_manage(caller, budget.scope, self._team_of(session, budget))
+            self._may_manage(
+                caller, self._subject(session, budget.org_id, budget.scope, budget.scope_id)
+            )
             session.execute(delete(BudgetCounter).where(BudgetCounter.budget_id == budget.id))
             session.delete(budget)
             self._audit.append(
@@ -183,8 +194,8 @@ class BudgetService:
             )
             infos = []
             for budget in budgets:
-                team = self._team_of(session, budget)
-                if not self._may_see(session, caller, budget, team):
+                subject = self._subject(session, budget.org_id, budget.scope, budget.scope_id)
+                if not self._access.authorize_api(caller, "budget.read", subject).allowed:
                     continue
                 infos.append(self._info(session, budget, self._name(session, budget)))
             return infos
@@ -192,43 +203,31 @@ class BudgetService:
     # -- helpers ------------------------------------------------------------------------
 
     @staticmethod
-    def _resolve(session: Session, caller: Caller, scope: str, name: str) -> tuple[str, str | None]:
-        """(scope id, the team it belongs to) for a scope name."""
+    def _resolve(session: Session, caller: Caller, scope: str, name: str) -> str:
+        """The scope id for a scope name, in the caller's org."""
         org = caller.org_id
         if scope == "org":
-            return org, None
+            return org
         if scope == "team":
             team = session.scalars(
                 select(Team).where(Team.org_id == org, Team.name == name)
             ).first()
             if team is None:
                 raise NotFoundError(f"no team {name!r}")
-            return team.id, team.id
+            return team.id
         if scope == "user":
             user = session.scalars(
                 select(User).where(User.org_id == org, User.handle == name)
             ).first()
             if user is None:
                 raise NotFoundError(f"no user {name!r}")
-            return user.id, user.team_id
+            return user.id
         agent = session.scalars(
             select(Agent).where(Agent.org_id == org, Agent.name == name)
         ).first()
         if agent is None:
             raise NotFoundError(f"no agent {name!r}")
-        return agent.id, agent.team_id
-
-    @staticmethod
-    def _team_of(session: Session, budget: Budget) -> str | None:
-        if budget.scope == "team":
-            return budget.scope_id
-        if budget.scope == "user":
-            user = session.get(User, budget.scope_id)
-            return user.team_id if user else None
-        if budget.scope == "agent":
-            agent = session.get(Agent, budget.scope_id)
-            return agent.team_id if agent else None
-        return None
+        return agent.id
 
     @staticmethod
     def _name(session: Session, budget: Budget) -> str:
@@ -243,26 +242,41 @@ class BudgetService:
             return agent.name if agent else budget.scope_id
         return "org"
 
-    @staticmethod
-    def _may_manage(caller: Caller, scope: str, team_id: str | None) -> None:
-        if caller.role == "platform_admin":
-            return
-        if caller.role == "team_admin" and scope != "org" and team_id == caller.team_id:
-            return
-        raise PermissionDenied("only platform admins, or team admins for their team, set budgets")
+    def _may_manage(self, caller: Caller, subject: ApiResource) -> None:
+        self._access.require(
+            caller,
+            "budget.manage",
+            subject,
+            message="only platform admins, or team admins for their team, set budgets",
+        )
 
     @staticmethod
-    def _may_see(session: Session, caller: Caller, budget: Budget, team_id: str | None) -> bool:
-        if caller.role in ("platform_admin", "auditor") or budget.scope == "org":
-            return True
-        if caller.role == "team_admin" and team_id == caller.team_id:
-            return True
-        if budget.scope == "team":
-            return budget.scope_id == caller.team_id
-        if budget.scope == "user":
-            return budget.scope_id == caller.user_id
-        agent = session.get(Agent, budget.scope_id)
-        return agent is not None and agent.owner_id == caller.user_id
+    def _subject(session: Session, org_id: str, scope: str, scope_id: str) -> ApiResource:
+        """What a budget is about, as Cedar sees it (a team, person or agent with its team).
+
+        A person or agent no longer in the store is the bare id, in no team: only the
+        org-wide roles reach it."""
+        if scope == "team":
+            team = session.get(Team, scope_id)
+            return ApiResource.team(id=scope_id, org_id=org_id, name=team.name if team else "")
+        if scope == "user":
+            user = session.get(User, scope_id)
+            return ApiResource.person(
+                id=scope_id,
+                org_id=org_id,
+                team_id=user.team_id if user else None,
+                role=user.role if user else "employee",
+            )
+        if scope == "agent":
+            agent = session.get(Agent, scope_id)
+            return ApiResource.agent(
+                id=scope_id,
+                org_id=org_id,
+                owner_id=agent.owner_id if agent else "",
+                team_id=agent.team_id if agent else None,
+                name=agent.name if agent else "",
+            )
+        return ApiResource.org(org_id)
 
     @staticmethod
     def _info(session: Session, budget: Budget, name: str) -> BudgetInfo:

@@ -5,7 +5,8 @@ Each model usage record is priced again by the entry in force *when the call was
 it. Records are read in batches by id, all in one transaction with one ``usage.reprice``
 audit event recording the scope, the table version and the totals before and after:
 history is re-priced entirely, with its audit record, or not at all.
-Only platform admins may re-price: it changes what every report shows. Each changed
+Only platform admins may re-price (``usage.reprice`` on the org, a Cedar decision): it
+changes what every report shows. Each changed
 record of a past day marks that day stale in the daily usage roll-up (a database trigger,
 ``metering.rollup``), so reports sum the new costs without anything done here.
 """
@@ -20,8 +21,9 @@ from sqlalchemy import select, update
 
 from meshclaw.accounts.service import Caller
 from meshclaw.audit.sink import AuditRecord, AuditSink
-from meshclaw.errors import PermissionDenied
 from meshclaw.metering.prices import PriceTable, from_nano, to_nano
+from meshclaw.metering.usage import builtin_access
+from meshclaw.policy.api import ApiAuthorizer, ApiResource
 from meshclaw.providers.base import Usage
 from meshclaw.store.db import Database
 from meshclaw.store.models import RunStep, UsageRecord
@@ -52,9 +54,16 @@ def reprice(
     since: datetime | None = None,
     until: datetime | None = None,
     dry_run: bool = False,
+    access: ApiAuthorizer | None = None,
 ) -> RepriceResult:
-    if caller.role != "platform_admin":
-        raise PermissionDenied("only a platform admin can re-price usage")
+    """Re-price the caller's org's model usage; ``access`` is the platform's authoriser
+    (default: the built-in policies alone)."""
+    (access or builtin_access()).require(
+        caller,
+        "usage.reprice",
+        ApiResource.org(caller.org_id),
+        message="only a platform admin can re-price usage",
+    )
     examined = changed = unpriced = before = after = 0
     last_id = ""
     with db.session() as session:

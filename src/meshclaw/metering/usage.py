@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from datetime import date, datetime, timedelta
 from decimal import Decimal
+from functools import cache
 from typing import Any, Literal
 
 from sqlalchemy import Select, case, func, select
@@ -13,12 +14,50 @@ from sqlalchemy.sql.elements import SQLColumnExpression
 from meshclaw.accounts.service import Caller
 from meshclaw.metering.prices import from_nano
 from meshclaw.metering.rollup import UsageRollup
+from meshclaw.policy.api import ApiAuthorizer, ApiResource
+from meshclaw.policy.cedar import PolicyStore
 from meshclaw.store.db import Database
 from meshclaw.store.models import Agent, Team, User
 
 GroupBy = Literal["user", "team", "agent", "model"]
 Period = Literal["day", "week", "month"]
 ORG_WIDE_ROLES = ("platform_admin", "auditor")
+"""The roles the built-in policies give ``analytics.view_org`` (``policy.roles``), for
+tests and docs only: decisions ask Cedar (``visibility``), so org policies apply."""
+VIEW_ORG = "analytics.view_org"
+
+
+@dataclass(frozen=True, kw_only=True)
+class Visibility:
+    """Whose usage and cost someone sees without a drill-down: the widest tier allowed."""
+
+    kind: Literal["org", "team", "self"]
+    team_id: str | None = None
+    """The team, for ``team``."""
+
+
+def visibility(access: ApiAuthorizer, caller: Caller) -> Visibility:
+    """The org (``analytics.view_org``), else the caller's team (``analytics.view_team``
+    on it), else their own numbers (``analytics.view_person`` on themselves, or
+    ``PermissionDenied``). With the built-in policies: platform admins and auditors the
+    org, team admins their team, everyone else themselves."""
+    if access.authorize_api(caller, VIEW_ORG, ApiResource.org(caller.org_id)).allowed:
+        return Visibility(kind="org")
+    if caller.team_id is not None:
+        team = ApiResource.team(id=caller.team_id, org_id=caller.org_id)
+        if access.authorize_api(caller, "analytics.view_team", team).allowed:
+            return Visibility(kind="team", team_id=caller.team_id)
+    me = ApiResource.person(
+        id=caller.user_id, org_id=caller.org_id, team_id=caller.team_id, role=caller.role
+    )
+    access.require(caller, "analytics.view_person", me, message="your own usage:")
+    return Visibility(kind="self")
+
+
+@cache
+def builtin_access() -> ApiAuthorizer:
+    """The built-in policies alone, for callers without the platform's authoriser."""
+    return ApiAuthorizer(PolicyStore())
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -56,14 +95,19 @@ def usage_report(
     until: datetime | None = None,
     period: Period | None = None,
     user_id: str | None = None,
+    access: ApiAuthorizer | None = None,
 ) -> list[UsageRow]:
-    """Employees see their own usage, team admins their team's, org roles the org's.
+    """The usage ``caller`` may see (``visibility``): with the built-in policies,
+    employees their own, team admins their team's, platform admins and auditors the org's.
+    Pass the platform's ``access`` so the org's own policies apply (default: the
+    built-ins alone).
 
     With ``period``, one row per key and period (days summed in SQL, then rolled up to
     weeks or months), ordered by period then key. ``user_id`` narrows the report to one
     person within what ``caller`` may see. Closed days are read from the daily roll-up
     (``metering.rollup``), the rest from the records: the sums are the records' sums.
     """
+    reach = visibility(access or builtin_access(), caller)
     usage = UsageRollup(db).source(caller.org_id, since=since, until=until)
     key: SQLColumnExpression[str] = {
         "user": User.handle,
@@ -94,9 +138,9 @@ def usage_report(
         query = query.add_columns(usage.c.day).group_by(usage.c.day)
     if group_by == "model":
         query = query.where(is_model)
-    if caller.role == "team_admin":
-        query = query.where(usage.c.team_id == caller.team_id)
-    elif caller.role not in ORG_WIDE_ROLES:
+    if reach.kind == "team":
+        query = query.where(usage.c.team_id == reach.team_id)
+    elif reach.kind == "self":
         query = query.where(usage.c.user_id == caller.user_id)
     if user_id is not None:
         query = query.where(usage.c.user_id == user_id)

@@ -179,7 +179,8 @@ class ApiAuthorizer:
     def _explain(
         self, caller: Caller, action: str, resource: ApiResource, drill_down: bool
     ) -> Explanation:
-        loaded = self.store.current
+        # The caller's org's set: another org's policies never decide for this caller.
+        loaded = self.store.for_org(caller.org_id)
         key = (caller, resource)
         entities = self._entities.get(key, lambda: self._build(caller, resource))
         result = cedarpy.is_authorized(

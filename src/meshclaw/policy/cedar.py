@@ -1,10 +1,13 @@
 """Cedar behind the ``Authorizer`` seam: the policy gate of every model and tool call.
 
-Layers: ``PolicyStore`` holds the active policy set (built-ins from ``roles.py`` plus
-the org's own policies), validated against ``schema.SCHEMA`` before it replaces the
-previous one. ``CedarAuthorizer`` turns an ``AuthzRequest`` into Cedar requests
-(the agent's spec compiled by ``compiler.py`` is added to the set for that agent) and
-Cedar's answers into a ``Decision``; ``policy.api`` does the same for API actions.
+Layers: ``PolicyStore`` (``store.py``) holds the policy sets in force: the built-ins
+from ``roles.py``, the install's operator policies (``settings.policy_file``) and, per
+org, that org's own policies (stored by ``org_policies.py``), each validated against
+``schema.SCHEMA`` before it replaces the previous one. A decision for a principal of
+org X uses the built-ins, the operator's policies and X's own, never another org's.
+``CedarAuthorizer`` turns an ``AuthzRequest`` into Cedar requests (the agent's spec
+compiled by ``compiler.py`` is added to the set for that agent) and Cedar's answers into
+a ``Decision``; ``policy.api`` does the same for API actions.
 
 Deny by default, forbid beats permit (Cedar's semantics). It fails closed: an
 exception, a request Cedar rejects, or any policy that errors while evaluating (Cedar
@@ -22,18 +25,21 @@ import threading
 from collections import OrderedDict
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Generic, TypeVar
 
 import cedarpy
 
-from meshclaw.errors import ConfigError, PolicyError, PolicyIssue
-from meshclaw.policy._source import Statement, split_statements
+from meshclaw.policy._source import split_statements
 from meshclaw.policy.arguments import flatten_arguments, summarize_arguments
 from meshclaw.policy.authorizer import AuthzRequest, Decision
 from meshclaw.policy.compiler import compile_spec, constrained_arguments
-from meshclaw.policy.roles import APPROVAL_PREFIX, BUILTIN_POLICIES, ROLES
-from meshclaw.policy.schema import SCHEMA
+from meshclaw.policy.roles import APPROVAL_PREFIX, ROLES
+from meshclaw.policy.store import LoadedPolicies as LoadedPolicies
+from meshclaw.policy.store import MemoryOrgPolicies as MemoryOrgPolicies
+from meshclaw.policy.store import OrgPolicySource as OrgPolicySource
+from meshclaw.policy.store import OrgPolicyText as OrgPolicyText
+from meshclaw.policy.store import PolicyStore as PolicyStore
+from meshclaw.policy.store import read_policy_file as read_policy_file
 from meshclaw.spec.models import AgentSpec
 
 log = logging.getLogger(__name__)
@@ -108,115 +114,6 @@ ROLE_ENTITIES = [entity("Role", "employee", {})] + [
 
 
 @dataclass(frozen=True, kw_only=True)
-class LoadedPolicies:
-    text: str
-    handle: cedarpy.PolicySet
-    generation: int
-    statements: tuple[Statement, ...]
-    argument_rules: bool
-    """The org's own policies speak about ``tool.argument``: check every argument."""
-
-
-class PolicyStore:
-    """The active policy set. ``load`` validates first: an invalid set changes nothing."""
-
-    def __init__(self, org_policies: str = "", *, source: str | None = None) -> None:
-        self.schema = cedarpy.Schema.from_str(SCHEMA)
-        self._builtin = split_statements(BUILTIN_POLICIES)
-        self._lock = threading.Lock()
-        self._current = self._build(org_policies, generation=1, source=source)
-
-    @classmethod
-    def from_file(cls, path: Path | None) -> PolicyStore:
-        """The built-ins plus the org policies in ``path`` (none: built-ins only)."""
-        if path is None:
-            return cls()
-        return cls(read_policy_file(path), source=str(path))
-
-    @property
-    def current(self) -> LoadedPolicies:
-        return self._current
-
-    def validate(self, org_policies: str) -> list[PolicyIssue]:
-        """Every problem of ``org_policies`` (added to the built-ins), with its line."""
-        text = BUILTIN_POLICIES + "\n" + org_policies
-        ours = split_statements(org_policies)
-        try:
-            cedarpy.PolicySet.from_str(text)
-        except ValueError as exc:
-            return [self._parse_issue(ours, str(exc))]
-        result = cedarpy.validate_policies(text, self.schema)
-        # An org policy reusing a built-in's id would make every explanation lie.
-        builtin_ids = {s.annotation_id for s in self._builtin}
-        issues = [
-            PolicyIssue(
-                policy=s.label,
-                message="this @id is reserved (built-in policies and compiled agent scopes)",
-                line=s.line,
-            )
-            for s in ours
-            if s.annotation_id in builtin_ids or (s.annotation_id or "").startswith("spec.")
-        ]
-        offset = len(self._builtin)
-        for error in result.errors:
-            index = _policy_index(error.policy_id)
-            if index is not None and index >= offset and index - offset < len(ours):
-                stmt = ours[index - offset]
-                message = error.error.replace(f"`{error.policy_id}`", f"`{stmt.label}`")
-                issues.append(PolicyIssue(policy=stmt.label, message=message, line=stmt.line))
-            else:
-                issues.append(PolicyIssue(policy=error.policy_id, message=error.error))
-        return issues
-
-    def load(self, org_policies: str, source: str | None = None) -> LoadedPolicies:
-        """Replace the org's policies; raises ``PolicyError`` and keeps the old set if invalid."""
-        with self._lock:
-            self._current = self._build(
-                org_policies, generation=self._current.generation + 1, source=source
-            )
-            return self._current
-
-    def _build(
-        self, org_policies: str, *, generation: int, source: str | None = None
-    ) -> LoadedPolicies:
-        issues = self.validate(org_policies)
-        if issues:
-            raise PolicyError(issues, source)
-        text = BUILTIN_POLICIES + "\n" + org_policies
-        statements = split_statements(text)
-        return LoadedPolicies(
-            text=text,
-            handle=cedarpy.PolicySet.from_str(text),
-            generation=generation,
-            statements=tuple(statements),
-            argument_rules='"tool.argument"' in org_policies,
-        )
-
-    @staticmethod
-    def _parse_issue(ours: list[Statement], message: str) -> PolicyIssue:
-        for stmt in ours:
-            try:
-                cedarpy.PolicySet.from_str(stmt.text)
-            except ValueError as exc:
-                return PolicyIssue(policy=stmt.label, message=f"parse error: {exc}", line=stmt.line)
-        line = ours[-1].line if ours else None
-        return PolicyIssue(policy="", message=f"parse error: {message}", line=line)
-
-
-def read_policy_file(path: Path) -> str:
-    try:
-        return path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"cannot read policy file {path}: {exc}") from None
-
-
-def _policy_index(policy_id: str) -> int | None:
-    if policy_id.startswith("policy") and policy_id[6:].isdigit():
-        return int(policy_id[6:])
-    return None
-
-
-@dataclass(frozen=True, kw_only=True)
 class Check:
     """One Cedar request and its answer, for ``explain``."""
 
@@ -261,7 +158,7 @@ class CedarAuthorizer:
     def __init__(self, store: PolicyStore | None = None) -> None:
         self.store = store or PolicyStore()
         self._roles = cedarpy.Entities.from_json_str(json.dumps(ROLE_ENTITIES))
-        self._compiled: _Lru[tuple[int, str, str], _Compiled] = _Lru(512)
+        self._compiled: _Lru[tuple[tuple[int, str | None, int], str, str], _Compiled] = _Lru(512)
         self._spec_keys: _Lru[int, tuple[AgentSpec, str]] = _Lru(512)
         self._entities: _Lru[tuple[Any, ...], cedarpy.Entities] = _Lru(2048)
 
@@ -286,7 +183,9 @@ class CedarAuthorizer:
             return Explanation(
                 decision=Decision(allowed=False, reason="run calls need an agent principal")
             )
-        compiled = self._policies_for(request.principal.agent_id, request.spec)
+        # Built-ins, the operator's policies and the principal's org's own: never another's.
+        loaded = self.store.for_org(request.principal.org_id)
+        compiled = self._policies_for(loaded, request.principal.agent_id, request.spec)
         base = {
             "run_id": str(request.context.get("run_id", "")),
             "trigger": str(request.context.get("trigger", "")),
@@ -326,7 +225,7 @@ class CedarAuthorizer:
             # Deciding whether to show the tool to the model at all: each call's
             # arguments and targets are checked when it is made.
             pairs = []
-        elif not self.store.current.argument_rules:
+        elif not loaded.argument_rules:
             # Unconstrained arguments are permitted by the compiled grant and no org
             # policy speaks about arguments: checking them would only cost time.
             wanted = constrained_arguments(request.spec, tool)
@@ -449,12 +348,11 @@ class CedarAuthorizer:
             )
         return Explanation(decision=decision, checks=tuple(checks), policy_texts=texts)
 
-    def _policies_for(self, agent_id: str, spec: AgentSpec) -> _Compiled:
-        loaded = self.store.current
+    def _policies_for(self, loaded: LoadedPolicies, agent_id: str, spec: AgentSpec) -> _Compiled:
         cached = self._spec_keys.get(id(spec), lambda: (spec, spec.model_dump_json()))
         digest = cached[1] if cached[0] is spec else spec.model_dump_json()
         return self._compiled.get(
-            (loaded.generation, agent_id, digest), lambda: self._compile(loaded, agent_id, spec)
+            (loaded.key, agent_id, digest), lambda: self._compile(loaded, agent_id, spec)
         )
 
     @staticmethod

@@ -1,4 +1,5 @@
-"""Tables of the policy capability: approvals of held tool calls, the credential vault."""
+"""Tables of the policy capability: approvals of held tool calls, the credential vault,
+each org's own policies."""
 
 from __future__ import annotations
 
@@ -81,3 +82,27 @@ class VaultEntry(Base):
     """base64(nonce || AES-GCM(data key, JSON of the values))."""
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class OrgPolicyVersion(Base):
+    """One version of an org's own Cedar policies; the highest version is in force.
+
+    Rows are never changed or deleted: saving a text adds the next version (going back
+    to an older text is a new version too). ``id`` increases with every save of any
+    org, so ``max(id)`` is the install's policy generation, which each process checks
+    cheaply to learn that its cached policy sets are stale.
+    """
+
+    __tablename__ = "org_policy_versions"
+    __table_args__ = (UniqueConstraint("org_id", "version"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    org_id: Mapped[str] = mapped_column(ForeignKey("orgs.id"))
+    version: Mapped[int] = mapped_column(Integer)
+    """1, 2, ... per org."""
+    text: Mapped[str] = mapped_column(Text)
+    """The org's policies (Cedar), validated against the schema when saved."""
+    sha256: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    created_by: Mapped[str] = mapped_column(ForeignKey("users.id"))
+    note: Mapped[str] = mapped_column(Text, default="")
+    """Why it changed, as the author wrote it."""

@@ -61,6 +61,11 @@ when { resource.owner == principal };
 permit (principal in Role::"employee", action == Action::"analytics.view_person", resource)
 when { resource == principal };
 
+// The org's own policies and their versions: everyone may read the rules they are under
+// (``explain`` shows the policies behind a decision anyway); platform admins change them.
+@id("role.employee.policy.read")
+permit (principal in Role::"employee", action == Action::"policy.read", resource);
+
 @id("role.employee.credential.own")
 permit (principal in Role::"employee", action == Action::"credential.manage", resource)
 when { resource == principal };
@@ -92,6 +97,55 @@ permit (
 @id("role.platform_admin.analytics.drill_down")
 permit (principal in Role::"platform_admin", action == Action::"analytics.view_person", resource)
 when { context.drill_down };
+
+// -- usage, cost and analytics settings for the whole org ---------------------------
+// Usage reports, series and cost per outcome: the org tier is ``analytics.view_org``;
+// below it a team admin's team (``analytics.view_team``), then one's own numbers.
+@id("role.auditor.analytics.org")
+permit (principal in Role::"auditor", action == Action::"analytics.view_org", resource);
+
+@id("role.platform_admin.analytics.org")
+permit (
+  principal in Role::"platform_admin",
+  action in [Action::"analytics.view_org", Action::"analytics.manage", Action::"usage.reprice"],
+  resource
+);
+
+// -- budgets and rate limits: about the org, a team, a person or an agent ------------
+// Everyone reads the org's budgets and the ones that apply to them.
+@id("role.employee.budget.read")
+permit (principal in Role::"employee", action == Action::"budget.read", resource)
+when {
+  resource is Org ||
+  (resource is Team && principal in resource) ||
+  resource == principal ||
+  (resource is Agent && resource.owner == principal)
+};
+
+// A team admin: their team, its people and its agents (never the org's).
+@id("role.team_admin.budget.team")
+permit (
+  principal in Role::"team_admin",
+  action in [Action::"budget.read", Action::"budget.manage"],
+  resource
+)
+when {
+  (resource is Team && principal in resource) ||
+  (resource is User && principal has team && resource has team &&
+    principal.team == resource.team) ||
+  (resource is Agent && principal has team && resource has team &&
+    principal.team == resource.team)
+};
+
+@id("role.auditor.budget.read")
+permit (principal in Role::"auditor", action == Action::"budget.read", resource);
+
+@id("role.platform_admin.budget")
+permit (
+  principal in Role::"platform_admin",
+  action in [Action::"budget.read", Action::"budget.manage"],
+  resource
+);
 
 // -- audit log and metrics: bodies for auditors; hashes, retention, metrics for admins --
 @id("role.auditor.audit")
@@ -152,6 +206,14 @@ permit (
 @id("directory.no-self-change")
 forbid (principal, action == Action::"directory.manage", resource)
 when { resource == principal };
+
+// -- outcomes: re-checks by hand and type weights, for the whole org ---------------
+@id("role.platform_admin.outcomes")
+permit (
+  principal in Role::"platform_admin",
+  action in [Action::"outcome.recheck", Action::"outcome.weight"],
+  resource
+);
 
 // Approval gates for agents (a write after untrusted content, an argument outside a
 // grant's ``after_untrusted`` patterns) are compiled per tool grant from the agent's

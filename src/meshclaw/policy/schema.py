@@ -19,6 +19,14 @@ The audit log has three actions on the ``Org``, because they expose different th
 ``audit.read`` shows record bodies (everyone's personal data), ``audit.verify`` only
 counts, hashes and checkpoints, ``audit.redact`` applies retention to the org's records.
 ``metrics.read`` is the org's Prometheus series.
+
+Usage and cost: ``analytics.view_org`` on the ``Org`` is the org-wide tier (usage
+reports, series, cost per outcome; below it ``analytics.view_team`` on one's team, then
+``analytics.view_person`` on oneself); ``analytics.manage`` changes the org's analytics
+settings; ``usage.reprice`` re-prices the org's history. A budget is about its subject:
+``budget.read`` / ``budget.manage`` on the ``Org``, a ``Team``, a ``User`` or an
+``Agent``. Rotating the vault's key is not an API action: the key is the install's, so
+only the install's operator rotates it (``meshclaw vault rotate``, docs/policy.md).
 """
 
 from __future__ import annotations
@@ -40,6 +48,7 @@ API_ACTIONS = (
     "audit.redact",
     "metrics.read",
     "policy.manage",
+    "policy.read",
     "credential.manage",
     "integrity.read",
     "integrity.review",
@@ -47,6 +56,13 @@ API_ACTIONS = (
     "directory.manage",
     "price.read",
     "connector.manage",
+    "analytics.view_org",
+    "analytics.manage",
+    "budget.read",
+    "budget.manage",
+    "usage.reprice",
+    "outcome.recheck",
+    "outcome.weight",
 )
 """Actions a person takes through the API or CLI."""
 
@@ -109,10 +125,17 @@ action "analytics.view_team" appliesTo { principal: [User], resource: [Team], co
 action "analytics.view_person" appliesTo {
   principal: [User], resource: [User], context: ApiContext
 };
+action "analytics.view_org", "analytics.manage", "usage.reprice" appliesTo {
+  principal: [User], resource: [Org], context: ApiContext
+};
+action "budget.read", "budget.manage" appliesTo {
+  principal: [User], resource: [Org, Team, User, Agent], context: ApiContext
+};
 action "credential.manage" appliesTo {
   principal: [User], resource: [User, Org], context: ApiContext
 };
-action "audit.read", "audit.verify", "audit.redact", "metrics.read", "policy.manage" appliesTo {
+action "audit.read", "audit.verify", "audit.redact", "metrics.read", "policy.manage",
+  "policy.read" appliesTo {
   principal: [User], resource: [Org], context: ApiContext
 };
 action "integrity.read", "integrity.review" appliesTo {
@@ -123,6 +146,9 @@ action "directory.manage" appliesTo {
   principal: [User], resource: [Org, User], context: ApiContext
 };
 action "price.read", "connector.manage" appliesTo {
+  principal: [User], resource: [Org], context: ApiContext
+};
+action "outcome.recheck", "outcome.weight" appliesTo {
   principal: [User], resource: [Org], context: ApiContext
 };
 """

@@ -38,6 +38,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from meshclaw.audit.sink import AuditRecord, AuditSink
 from meshclaw.clock import utcnow
 from meshclaw.connectors.credentials import Credential, CredentialStore
 from meshclaw.errors import ConfigError
@@ -239,15 +240,23 @@ class Vault:
             )
             return found
 
-    def rotate(self, new: Kek) -> int:
+    def rotate(self, new: Kek, *, audit: AuditSink | None = None) -> int:
         """Re-wrap every data key (of every org) under ``new`` in one transaction; returns
         how many entries.
+
+        The install operator's act, not an org's: there is no caller and no Cedar action,
+        because the key is the install's and no org may re-key another's entries. Only
+        ``meshclaw vault rotate`` (run on the server, without an API token) calls it; the
+        proof of being the operator is holding the current key (every entry is opened
+        with it) and the new key file. With ``audit``, one install-wide record
+        (``vault.rotate``, no org, no actor) commits with the re-wrap.
 
         Entries still bound to (reference, user) only are re-encrypted under a fresh data
         key and bound to their org as well. Fails (and changes nothing) if any entry does
         not open with the current key.
         """
         count = 0
+        old = self._kek.id
         with self._db.session() as session:
             for row in session.scalars(select(VaultEntry)):
                 if row.aad_version == LEGACY_AAD:
@@ -259,6 +268,16 @@ class Vault:
                     row.wrapped_dek = _b64(wrap_nonce + wrapped)
                     row.kek_id = new.id
                 count += 1
+            if audit is not None:
+                audit.append(
+                    session,
+                    AuditRecord(
+                        action="vault.rotate",
+                        resource="vault:kek",
+                        outcome="ok",
+                        details={"old_key": old, "new_key": new.id, "entries": count},
+                    ),
+                )
         self._loaded = new
         return count
 

@@ -1,4 +1,4 @@
-"""Admin pages: connectors and tool approvals, policy validation, budgets, the price table,
+"""Admin pages: connectors and tool approvals, the org's own policies, budgets, the price table,
 and people, teams and roles.
 
 Each page calls the service the API and CLI call, as the signed-in person, so the same
@@ -11,6 +11,7 @@ to its field. A successful change redirects (post/redirect/get) with a short not
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from typing import Any
 from urllib.parse import urlencode
 
@@ -24,17 +25,18 @@ from meshclaw.errors import (
     MeshClawError,
     NotFoundError,
     PermissionDenied,
+    PolicyError,
+    PolicyIssue,
     UserError,
 )
 from meshclaw.metering.budgets import parse_cap
 from meshclaw.metering.limits import METRICS, PERIODS, SCOPES
 from meshclaw.policy.api import ApiResource
-from meshclaw.policy.roles import BUILTIN_POLICIES
+from meshclaw.policy.org_policies import MAX_POLICY_CHARS
 from meshclaw.web._pages import PREFIX, FormDep, Viewer, ViewerDep, render
 
 router = APIRouter()
 
-MAX_POLICY_CHARS = 100_000
 DONE = {
     "approved": "Tool definition approved: agents may call it again.",
     "refreshed": "Tool list refreshed from the server.",
@@ -175,47 +177,30 @@ async def approve_tool(
 
 # -- policies ----------------------------------------------------------------------------
 
-
-def _org_policies(viewer: Viewer) -> str:
-    """The org's own policies as loaded (the built-ins come first in the loaded text)."""
-    text = viewer.platform.policies.current.text
-    return text[len(BUILTIN_POLICIES) + 1 :] if text.startswith(BUILTIN_POLICIES) else ""
+POLICY_VERSIONS_SHOWN = 10
 
 
-@router.get("/admin/policies", response_class=HTMLResponse)
-def policies(request: Request, viewer: ViewerDep) -> HTMLResponse:
-    org = ApiResource.org(viewer.caller.org_id)
-    viewer.platform.access.require(viewer.caller, "policy.manage", org)
-    return render(
-        request,
-        "admin_policies.html",
-        viewer,
-        text=_org_policies(viewer),
-        checked=False,
-        issues=[],
-        lines=[],
-        errors={},
-        source=viewer.platform.settings.policy_file,
-    )
-
-
-@router.post("/admin/policies", response_class=HTMLResponse)
-def validate_policies(request: Request, viewer: ViewerDep, fields: FormDep) -> HTMLResponse:
-    """Validate like ``POST /v1/policy/validate``: nothing is loaded or saved."""
-    org = ApiResource.org(viewer.caller.org_id)
-    viewer.platform.access.require(viewer.caller, "policy.manage", org)
-    text = fields.get("policies", "")
-    errors: dict[str, str] = {}
-    issues = []
-    if len(text) > MAX_POLICY_CHARS:
-        errors["policies"] = f"At most {MAX_POLICY_CHARS:,} characters ({len(text):,} now)."
-    else:
-        issues = viewer.platform.policies.validate(text)
-        if issues:
-            errors["policies"] = (
-                f"{len(issues)} problem{'s' if len(issues) != 1 else ''} found; "
-                "each is listed below with its line."
-            )
+def _policy_page(
+    request: Request,
+    viewer: Viewer,
+    *,
+    text: str | None = None,
+    status_code: int = 200,
+    checked: bool = False,
+    issues: Sequence[PolicyIssue] = (),
+    errors: dict[str, str] | None = None,
+    flash: str | None = None,
+) -> HTMLResponse:
+    """The org's own policies: the text in force (or as typed), problems by line, and the
+    recent versions with what each changed."""
+    service = viewer.platform.org_policies
+    current = service.current(viewer.caller)
+    versions = service.versions(viewer.caller)[:POLICY_VERSIONS_SHOWN]
+    history = [
+        (v, service.diff(viewer.caller, v.version - 1, v.version) if v.version > 1 else "")
+        for v in versions
+    ]
+    text = current.text if text is None else text
     by_line: dict[int, list[str]] = {}
     for issue in issues:
         if issue.line is not None:
@@ -227,14 +212,75 @@ def validate_policies(request: Request, viewer: ViewerDep, fields: FormDep) -> H
         request,
         "admin_policies.html",
         viewer,
-        status_code=422 if errors else 200,
+        status_code=status_code,
         text=text,
-        checked=True,
+        current=current,
+        history=history,
+        checked=checked,
         issues=issues,
         lines=lines,
+        errors=errors or {},
+        operator_policies=bool(viewer.platform.policies.operator_text.strip()),
+        may_save=_allowed(viewer, "policy.manage"),
+        flash=flash,
+    )
+
+
+@router.get("/admin/policies", response_class=HTMLResponse)
+def policies(request: Request, viewer: ViewerDep, done: str | None = None) -> HTMLResponse:
+    org = ApiResource.org(viewer.caller.org_id)
+    viewer.platform.access.require(viewer.caller, "policy.manage", org)
+    saved = "Saved: the new version applies to the org's next decisions."
+    return _policy_page(request, viewer, flash=saved if done == "policy-saved" else None)
+
+
+@router.post("/admin/policies", response_class=HTMLResponse)
+def save_policies(request: Request, viewer: ViewerDep, fields: FormDep) -> Response:
+    """Check (like ``POST /v1/policy/validate``: nothing saved) or save (like
+    ``PUT /v1/policy``: a new version, only if valid) the org's own policies."""
+    org = ApiResource.org(viewer.caller.org_id)
+    viewer.platform.access.require(viewer.caller, "policy.manage", org)
+    text = fields.get("policies", "").replace("\r\n", "\n")
+    saving = fields.get("intent") == "save"
+    errors: dict[str, str] = {}
+    issues: list[PolicyIssue] = []
+    if len(text) > MAX_POLICY_CHARS:
+        errors["policies"] = f"At most {MAX_POLICY_CHARS:,} characters ({len(text):,} now)."
+    else:
+        issues = viewer.platform.policies.validate(text)
+        if issues:
+            head = "Nothing was saved: " if saving else ""
+            errors["policies"] = (
+                f"{head}{len(issues)} problem{'s' if len(issues) != 1 else ''} found; "
+                "each is listed below with its line."
+            )
+    if saving and not errors:
+        raw_version = fields.get("version", "")
+        try:
+            viewer.platform.org_policies.save(
+                viewer.caller,
+                text,
+                expected_version=int(raw_version) if raw_version.isdigit() else None,
+                note=fields.get("note", "")[:1000],
+            )
+        except PolicyError as exc:
+            issues = list(exc.issues)
+            errors["policies"] = f"Nothing was saved: {len(issues)} problem(s) found."
+        except ConflictError as exc:
+            errors["policies"] = f"Nothing was saved: {exc}."
+            return _policy_page(request, viewer, text=text, status_code=409, errors=errors)
+        else:
+            return _done("/admin/policies", "policy-saved")
+    flash = None if errors else "Valid: the policies parse and match the schema (not saved)."
+    return _policy_page(
+        request,
+        viewer,
+        text=text,
+        status_code=422 if errors else 200,
+        checked=True,
+        issues=issues,
         errors=errors,
-        source=viewer.platform.settings.policy_file,
-        flash=None if errors else "Valid: the policies parse and match the schema.",
+        flash=flash,
     )
 
 

@@ -20,7 +20,12 @@ def home(request: Request, viewer: ViewerDep) -> HTMLResponse:
     month_start = period_start(datetime.now(UTC).date(), "month")
     since = datetime(month_start.year, month_start.month, 1, tzinfo=UTC)
     own_usage = usage_report(
-        platform.db, caller, group_by="user", since=since, user_id=caller.user_id
+        platform.db,
+        caller,
+        group_by="user",
+        since=since,
+        user_id=caller.user_id,
+        access=platform.access,
     )
     outcomes = platform.outcomes.list_outcomes(caller, limit=10)
     credited = sum(1 for o in outcomes if o.state == "credited")
