@@ -9,17 +9,21 @@ from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
+import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import select, update
 
 from meshclaw.api.app import create_app
 from meshclaw.clock import utcnow
+from meshclaw.errors import PermissionDenied
 from meshclaw.outcomes import InMemoryLookup
 from meshclaw.outcomes.models import Outcome
+from meshclaw.outcomes.service import CLAIM
+from meshclaw.policy.api import ApiResource
 from meshclaw.store.models import AuditEvent
 from meshclaw.workers.inprocess import InProcessWorker
 from tests.conftest import World
-from tests.outcomes.test_outcomes import CONNECTORS, Start, call, only_outcome, run_with
+from tests.outcomes.test_outcomes import CONNECTORS, SPEC, Start, call, only_outcome, run_with
 
 TICKET = ("tickets.get", "OPS-12")
 
@@ -181,3 +185,75 @@ def test_the_embedded_scheduler_takes_its_interval_from_the_settings(
     assert world.platform.settings.outcomes_recheck_seconds == 900
     assert InProcessWorker(world.platform, cron=True)._recheck_seconds == 900
     assert InProcessWorker(world.platform)._recheck_seconds == 0  # not the scheduler
+
+
+class WorkerDied(BaseException):
+    """The worker process goes away mid-read: nothing after this line runs."""
+
+
+class DyingLookup(InMemoryLookup):
+    async def read(self, tool: str, arguments: dict[str, Any]) -> dict[str, Any] | None:
+        raise WorkerDied
+
+
+def test_an_outcome_claimed_by_a_worker_that_died_is_rechecked_once_the_claim_lapses(
+    scripted: Start, make_world: Callable[..., World]
+) -> None:
+    world, lookup = due_ticket(scripted, make_world)
+    outcomes, now = world.platform.outcomes, utcnow()
+    outcomes.lookup = DyingLookup()
+    with pytest.raises(WorkerDied):
+        asyncio.run(outcomes.recheck_due(now=now))
+    claimed_until = only_outcome(world).durability_due_at
+    assert claimed_until == now + CLAIM  # held, not lost: due again when the claim lapses
+    outcomes.lookup = lookup
+    assert asyncio.run(outcomes.recheck_due(now=now + timedelta(minutes=1))).checked == 0
+    later = asyncio.run(outcomes.recheck_due(now=now + CLAIM + timedelta(seconds=1)))
+    assert (later.checked, later.undone) == (1, 1)
+    assert only_outcome(world).state == "undone" and rechecks(world) == ["reopened"]
+
+
+def test_a_read_that_fails_through_the_gateway_leaves_the_outcome_due_with_the_reason(
+    scripted: Start, make_world: Callable[..., World], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The agent may read the tracker (``tickets.get``), but the tracker answers with an
+    error: the outcome is due again, as before, never undone."""
+    world = run_with(scripted, make_world, call("tickets.resolve", ticket="OPS-404"))
+    world.save_agent(SPEC.replace("tools:", "tools:\n  - {name: tickets.get, scope: read}"))
+    outcomes = world.platform.outcomes
+    outcomes.lookup = InMemoryLookup(
+        answers={("tickets.get", "OPS-404"): {"status": "resolved", "reporter": "bob"}}
+    )
+    world.run("helper", connectors=CONNECTORS)
+    outcomes.lookup = None
+    make_due(world)
+    due_at = only_outcome(world).durability_due_at
+    monkeypatch.setattr(world.platform, "connectors", lambda: CONNECTORS)
+    summary = asyncio.run(world.platform.recheck_outcomes())  # FakeTickets: no OPS-404
+    assert summary.checked == 0
+    after = only_outcome(world)
+    assert after.durability_due_at == due_at and after.state == "unaccepted"
+    note = after.verification["durability"]
+    assert note["status"] == "due" and "no such ticket" in note["reason"]
+
+
+def test_who_rechecks_and_sets_weights_is_cedars_decision(
+    make_world: Callable[..., World],
+) -> None:
+    world = make_world()
+    platform = world.platform
+    auditor = platform.accounts.caller_for(
+        platform.accounts.create_user(world.alice.org_id, "audrey", role="auditor")
+    )
+    org = ApiResource.org(world.alice.org_id)
+    for action in ("outcome.recheck", "outcome.weight"):
+        allowed = platform.access.explain(world.admin, action, org).decision
+        assert allowed.allowed and allowed.policies == ("role.platform_admin.outcomes",)
+        for caller in (world.alice, auditor):
+            assert not platform.access.authorize_api(caller, action, org).allowed
+    with pytest.raises(PermissionDenied, match=r"outcome\.weight denied"):
+        platform.outcomes.set_weight(world.alice, "deploy", 9)
+    with pytest.raises(PermissionDenied, match=r"outcome\.recheck denied"):
+        asyncio.run(platform.recheck_outcomes(auditor))
+    assert platform.outcomes.set_weight(world.admin, "deploy", 9)["deploy"] == 9
+    assert asyncio.run(platform.recheck_outcomes(world.admin)).checked == 0

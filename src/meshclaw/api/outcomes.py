@@ -101,17 +101,15 @@ def outcome_types(platform: PlatformDep, who: Authed) -> dict[str, float]:
 def set_outcome_weight(
     type_name: str, body: WeightIn, platform: PlatformDep, who: Authed
 ) -> dict[str, float]:
-    """Platform admins: set a type's weight. Audited."""
+    """Platform admins (``outcome.weight``): set a type's weight. Audited."""
     return platform.outcomes.set_weight(who, type_name, body.weight)
 
 
 @router.post("/v1/outcomes/recheck")
 async def recheck(platform: PlatformDep, who: Authed) -> RecheckSummary:
-    """Platform admins: run their org's due durability re-checks now (the scheduler runs
-    every org's on ``outcomes_recheck_seconds``)."""
-    if who.role != "platform_admin":
-        raise PermissionDenied("only platform admins run durability re-checks by hand")
-    return await platform.outcomes.recheck_due(org_id=who.org_id)
+    """Platform admins (``outcome.recheck``): run their org's due durability re-checks now
+    (the scheduler runs every org's on ``outcomes_recheck_seconds``)."""
+    return await platform.recheck_outcomes(who)
 
 
 def _page(title: str, body: str) -> HTMLResponse:

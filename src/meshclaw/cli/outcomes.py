@@ -202,9 +202,7 @@ def recheck_command(token: str | None = TokenOption, json_output: bool = JsonOpt
     """Run your org's due durability re-checks now (the scheduler runs every org's)."""
 
     def work(p: Platform, c: Caller) -> Any:
-        if c.role != "platform_admin":
-            raise UserError("only platform admins run durability re-checks by hand")
-        return asyncio.run(p.outcomes.recheck_due(org_id=c.org_id))
+        return asyncio.run(p.recheck_outcomes(c))  # Cedar decides (``outcome.recheck``)
 
     summary = _with(token, work)
     if json_output:

@@ -6,8 +6,10 @@
    ``Outcome`` is stored: ``verified`` or not, with what was checked. Idempotent per step.
 2. ``feedback``: a beneficiary accepts or rejects (API, CLI, or a signed one-click link);
    the owner's own acceptance is kept as evidence but never counts.
-3. ``recheck_due``: the durability re-check the scheduler calls; a failed check records
-   ``system`` feedback with the type's undo verdict. It also applies silence-is-acceptance
+3. ``recheck_due``: the durability re-check the scheduler calls (``Platform.recheck_outcomes``
+   hands it a reader that reads through the gateway as the outcome's run); a failed
+   check records ``system`` feedback with the type's undo verdict, a refused read marks
+   it unverifiable, a failed read leaves it due. It also applies silence-is-acceptance
    for types that have it.
 
 Every change is audited and recomputes ``Outcome.state`` (``outcomes._rules``).
@@ -16,9 +18,10 @@ Every change is audited and recomputes ``Outcome.state`` (``outcomes._rules``).
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from decimal import Decimal
 from email.utils import parseaddr
 from typing import Any, Literal
@@ -30,8 +33,9 @@ from meshclaw.accounts.service import Caller
 from meshclaw.audit.sink import AuditRecord, AuditSink
 from meshclaw.clock import utcnow
 from meshclaw.connectors.base import ToolResult
-from meshclaw.errors import ConflictError, NotFoundError, PermissionDenied
+from meshclaw.errors import ConflictError, NotFoundError, PermissionDenied, PolicyDenied
 from meshclaw.ids import new_id
+from meshclaw.outcomes import _durability
 from meshclaw.outcomes._rules import UNDOING, outcome_state
 from meshclaw.outcomes.links import DEFAULT_TTL, sign_link, verify_link
 from meshclaw.outcomes.models import Outcome, OutcomeFeedback, OutcomeTypeWeight
@@ -40,15 +44,28 @@ from meshclaw.outcomes.verify import (
     VERIFIERS,
     Evidence,
     Lookup,
+    ToolRead,
     ToolReadLookup,
     Verification,
     Verifier,
 )
+from meshclaw.policy.api import ApiAuthorizer, ApiResource
 from meshclaw.spec.loader import parse_stored_spec
 from meshclaw.store.db import Database
 from meshclaw.store.models import AgentVersion, Run, RunStep, UsageRecord, User
 
+log = logging.getLogger(__name__)
+
 VERDICTS = ("accepted", *UNDOING)
+RECHECK = "outcome.recheck"
+"""Cedar action: run the org's due durability re-checks by hand (on the ``Org``)."""
+SET_WEIGHT = "outcome.weight"
+"""Cedar action: set the org's outcome type weights (on the ``Org``)."""
+CLAIM = timedelta(minutes=10)
+"""How long a re-check holds an outcome it claimed before another may take it."""
+RunReader = Callable[[str, str], Awaitable[ToolRead]]
+"""(run id, call label) -> a reader in that ended run's context, through the gateway
+(``runtime.executor.RunExecutor.reader_for_ended_run``)."""
 NANO = Decimal(1_000_000_000)
 CostBy = Literal["agent", "user", "team"]
 
@@ -131,19 +148,23 @@ class OutcomeService:
         db: Database,
         audit: AuditSink,
         *,
+        access: ApiAuthorizer,
         link_key: bytes | Callable[[], bytes],
         lookup: Lookup | None = None,
         verifiers: Mapping[str, Verifier] | None = None,
         clock: Callable[[], datetime] = utcnow,
+        claim_for: timedelta = CLAIM,
     ) -> None:
         self._db = db
         self._audit = audit
+        self._access = access
         self._link_key_source = link_key
         self._link_key_cache: bytes | None = None
         self.lookup = lookup
-        """How verifiers read the connector's current state (the platform sets it)."""
+        """Answers verifiers' reads instead of the gateway (tests); None in production."""
         self._verifiers = dict(VERIFIERS if verifiers is None else verifiers)
         self._clock = clock
+        self._claim_for = claim_for
 
     @property
     def _link_key(self) -> bytes:
@@ -415,114 +436,132 @@ class OutcomeService:
 
     # ---- durability --------------------------------------------------------------------
 
+    def authorize_recheck(self, caller: Caller) -> str:
+        """The org whose due re-checks ``caller`` may run by hand (``outcome.recheck``)."""
+        self._access.require(
+            caller,
+            RECHECK,
+            ApiResource.org(caller.org_id),
+            message="only platform admins run durability re-checks by hand",
+        )
+        return caller.org_id
+
     async def recheck_due(
-        self, *, org_id: str | None = None, now: datetime | None = None, limit: int = 500
+        self,
+        *,
+        org_id: str | None = None,
+        now: datetime | None = None,
+        limit: int = 500,
+        reader: RunReader | None = None,
     ) -> RecheckSummary:
         """Durability re-checks and silence-acceptance that are due.
 
         ``org_id`` limits the work to one org (what an admin may start by hand); None is
-        the whole install (the scheduler's job, ``workers.celery_app``). Safe to run
-        concurrently (several schedulers, or a sweep and an admin at once): each outcome
-        is claimed with a conditional ``UPDATE`` before it is judged, so it is judged once.
-        A re-check that needs a connector read is left due while no ``lookup`` is set (it
-        would otherwise be marked checked without having been checked), and so is one
-        whose read failed: the next run of the job tries again.
+        the whole install (the scheduler's job). ``reader`` reads a connector in the
+        context of the outcome's run, through the gateway (``Platform.recheck_outcomes``
+        passes one); ``lookup``, when set, answers instead (tests). Safe to run
+        concurrently: each outcome is claimed before it is judged (``outcomes._durability``).
+
+        A re-check that needs a read stays due while there is nothing to read with, and
+        so does one whose read failed; one whose read the platform refused (the spec does
+        not grant the read tool, or the policy denies it) is marked unverifiable.
         """
         now = now or self._clock()
         in_org = [Outcome.org_id == org_id] if org_id is not None else []
-        checked = undone = silent = 0
         with self._db.session() as session:
-            due = session.execute(
-                select(Outcome.id, Outcome.type, Outcome.ref, Outcome.user_id,
-                       Outcome.durability_due_at, Run.agent_version_id)
-                .join(Run, Run.id == Outcome.run_id)
-                .where(Outcome.durability_due_at.is_not(None), Outcome.durability_due_at <= now,
-                       *in_org)
-                .order_by(Outcome.durability_due_at)
-                .limit(limit)
-            ).all()  # fmt: skip
-            kinds = self._claimed_kinds(session, {d[5] for d in due})
-            owners = {
-                uid: handle
-                for uid, handle in session.execute(
-                    select(User.id, User.handle).where(User.id.in_({d[3] for d in due}))
-                )
-            }
+            due = _durability.due_outcomes(session, now=now, org_id=org_id, limit=limit)
             quiet = session.scalars(
                 select(Outcome.id)
                 .where(Outcome.silence_accepts_at.is_not(None), Outcome.silence_accepts_at <= now,
                        *in_org)
                 .limit(limit)
             ).all()  # fmt: skip
+        silent = 0
         for outcome_id in quiet:
             with self._db.session() as session:
-                if not self._claim(session, outcome_id, Outcome.silence_accepts_at):
+                if not self._claim_silence(session, outcome_id):
                     continue  # someone spoke, or another re-check took it
                 outcome = self._outcome(session, outcome_id, None)
                 self._add_feedback(session, outcome, "silence", "accepted", "system", None)
                 silent += 1
-        for outcome_id, type_name, ref, owner_id, due_at, version_id in due:
-            kind = kinds.get((version_id, type_name)) or DEFAULT_TYPES.get(
-                type_name, OutcomeType(name=type_name)
-            )
-            verifier = self._verifiers.get(type_name)
-            if verifier is not None and kind.verify_tool is not None and self.lookup is None:
-                continue  # cannot read the connector here: stays due
-            with self._db.session() as session:
-                if not self._claim(session, outcome_id, Outcome.durability_due_at):
-                    continue
+        results = [await self._recheck_one(d, now, reader) for d in due]
+        return RecheckSummary(
+            checked=results.count("holds") + results.count("undone"),
+            undone=results.count("undone"),
+            silently_accepted=silent,
+        )
+
+    async def _recheck_one(
+        self, due: _durability.Due, now: datetime, reader: RunReader | None
+    ) -> Literal["left", "holds", "undone", "unverifiable"]:
+        kind = due.kind or DEFAULT_TYPES.get(due.type, OutcomeType(name=due.type))
+        verifier = self._verifiers.get(due.type)
+        reads = verifier is not None and kind.verify_tool is not None
+        if reads and self.lookup is None and reader is None:
+            return "left"  # nothing to read the connector with here: stays due
+        until = now + self._claim_for
+        with self._db.session() as session:
+            if not _durability.claim(session, due.id, now=now, until=until):
+                return "left"  # another re-check has it
+        try:
+            lookup = self.lookup
+            if reads and lookup is None and reader is not None:
+                lookup = ToolReadLookup(await reader(due.run_id, f"recheck-{due.id}"))
             verdict = None
             if verifier is not None:
-                try:
-                    verdict = await verifier.recheck(
-                        kind, ref, owners.get(owner_id, ""), self.lookup
-                    )
-                except Exception:  # cannot tell now; due again for the next run of the job
-                    with self._db.session() as session:
-                        session.execute(
-                            update(Outcome)
-                            .where(Outcome.id == outcome_id, Outcome.durability_due_at.is_(None))
-                            .values(durability_due_at=due_at)
-                        )
-                    continue
-            with self._db.session() as session:
-                outcome = self._outcome(session, outcome_id, None)
-                outcome.durability_checked_at = now
-                checked += 1
-                if verdict is not None:
-                    self._add_feedback(session, outcome, "system", verdict, "system",
-                                       "durability re-check")  # fmt: skip
-                    undone += 1
-        return RecheckSummary(checked=checked, undone=undone, silently_accepted=silent)
+                verdict = await verifier.recheck(kind, due.ref, due.owner, lookup)
+        except PolicyDenied as exc:  # refused by the platform: this agent cannot re-check it
+            return self._settle(due, now, until, "unverifiable", None, str(exc))
+        except Exception as exc:  # cannot tell now (connector down): due again
+            log.info("outcome %s: re-check read failed: %s", due.id, exc)
+            reason = f"read failed: {type(exc).__name__}: {exc}"
+            return self._settle(due, now, until, "left", None, reason)
+        return self._settle(due, now, until, "undone" if verdict else "holds", verdict, None)
+
+    def _settle(
+        self,
+        due: _durability.Due,
+        now: datetime,
+        until: datetime,
+        result: Literal["left", "holds", "undone", "unverifiable"],
+        verdict: str | None,
+        reason: str | None,
+    ) -> Literal["left", "holds", "undone", "unverifiable"]:
+        """Record a re-check's result while our claim holds (else another re-check has it)."""
+        with self._db.session() as session:
+            if result == "left":  # due again as before, with why
+                outcome = _durability.settle(session, due.id, until=until, due_at=due.due_at)
+                if outcome is not None:
+                    outcome.verification = _durability.with_note(outcome, "due", now, reason)
+                return "left"
+            outcome = _durability.settle(
+                session, due.id, until=until, due_at=None, durability_checked_at=now
+            )
+            if outcome is None:
+                return "left"
+            outcome.verification = _durability.with_note(outcome, result, now, reason)
+            self._audit.append(
+                session,
+                AuditRecord(
+                    action="outcome.recheck", resource=f"outcome:{due.id}", outcome=result,
+                    org_id=outcome.org_id,
+                    details={"type": due.type, "ref": due.ref, "run": due.run_id}
+                    | ({"reason": reason} if reason else {}),
+                ),
+            )  # fmt: skip
+            if verdict is not None:
+                self._add_feedback(session, outcome, "system", verdict, "system",
+                                   "durability re-check")  # fmt: skip
+        return result
 
     @staticmethod
-    def _claimed_kinds(
-        session: Session, version_ids: set[str]
-    ) -> dict[tuple[str, str], OutcomeType]:
-        """(agent version, type) -> the type as that version's spec claims it (its own
-        read tool, windows and undo verdict), so a re-check checks what was recorded."""
-        kinds: dict[tuple[str, str], OutcomeType] = {}
-        if not version_ids:
-            return kinds
-        rows = session.execute(
-            select(AgentVersion.id, AgentVersion.spec_yaml).where(AgentVersion.id.in_(version_ids))
-        )
-        for version_id, spec_yaml in rows:
-            try:
-                claims = parse_stored_spec(spec_yaml).outcomes
-            except Exception:  # a stored spec that no longer parses: the defaults apply
-                continue
-            for claim in claims:
-                kinds[(version_id, claim.type)] = resolve_type(claim)
-        return kinds
-
-    @staticmethod
-    def _claim(session: Session, outcome_id: str, column: Any) -> bool:
-        """Clear a due time if it is still set: True for the one caller that cleared it."""
+    def _claim_silence(session: Session, outcome_id: str) -> bool:
+        """Clear a silence deadline if it is still set: True for the one caller that did
+        (the acceptance is written in the same transaction, so nothing is lost)."""
         result = session.execute(
             update(Outcome)
-            .where(Outcome.id == outcome_id, column.is_not(None))
-            .values({column.key: None})
+            .where(Outcome.id == outcome_id, Outcome.silence_accepts_at.is_not(None))
+            .values(silence_accepts_at=None)
         )
         return bool(getattr(result, "rowcount", 0) == 1)
 
@@ -578,8 +617,12 @@ class OutcomeService:
         return weights
 
     def set_weight(self, caller: Caller, type_name: str, weight: float) -> dict[str, float]:
-        if caller.role != "platform_admin":
-            raise PermissionDenied("only platform admins set outcome type weights")
+        self._access.require(
+            caller,
+            SET_WEIGHT,
+            ApiResource.org(caller.org_id),
+            message="only platform admins set outcome type weights",
+        )
         if not 0 <= weight <= 100:
             raise ConflictError("weight must be between 0 and 100")
         with self._db.session() as session:

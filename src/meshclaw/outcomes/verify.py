@@ -10,8 +10,14 @@ the verdict that undoes it.
 The ``Lookup`` is a seam: reads must go through the gateway (the choke point). When a run
 ends, the executor hands the outcome service a reader bound to the run's gateway and
 context (``ToolReadLookup``), so a verification read is authorised against the agent's
-spec (which must grant the read tool), metered and audited like any call.
-``InMemoryLookup`` ships for tests.
+spec (which must grant the read tool), metered and audited like any call. A durability
+re-check reads the same way, in the context of the outcome's (ended) run
+(``RunExecutor.reader_for_ended_run``). ``InMemoryLookup`` ships for tests.
+
+A re-check tells three answers apart: the record no longer holds (the undo verdict); it
+holds, or the connector has no record (None); the read failed (``ReadFailed`` or any
+other exception propagates: the service leaves the outcome due). A read the platform
+refused (``errors.PolicyDenied``) propagates too: the service marks it unverifiable.
 """
 
 from __future__ import annotations
@@ -49,12 +55,16 @@ class InMemoryLookup:
         return self.answers.get((tool, str(ref)))
 
 
+ToolRead = Callable[[str, dict[str, Any]], Awaitable[ToolResult]]
+"""Call a read tool through the gateway (``runtime.executor.ToolReader``)."""
+
+
 class ToolReadLookup:
     """Reads through a ``runtime.executor.ToolReader``: the run's own gateway, so every
     verification read is authorised (the spec must grant the read tool), metered and
     audited like any other tool call."""
 
-    def __init__(self, read: Callable[[str, dict[str, Any]], Awaitable[ToolResult]]) -> None:
+    def __init__(self, read: ToolRead) -> None:
         self._read = read
 
     async def read(self, tool: str, arguments: dict[str, Any]) -> dict[str, Any] | None:
@@ -229,9 +239,13 @@ class RecordVerifier:
     async def recheck(
         self, kind: OutcomeType, ref: str, owner: str, lookup: Lookup | None
     ) -> str | None:
-        record, _ = await self._read(kind, ref, lookup)
+        if kind.verify_tool is None or lookup is None:
+            return None  # nothing to read it with: keep it
+        # A failed read raises (the service leaves the outcome due); it never "holds".
+        argument = self._argument(kind, ref)
+        record = await lookup.read(kind.verify_tool, {kind.verify_argument: argument})
         if record is None:
-            return None  # cannot tell: keep it, the next feedback decides
+            return None  # the connector has no record: cannot tell, the next feedback decides
         holds, _, _ = self._check(record, owner)
         return None if holds else kind.undo_verdict
 

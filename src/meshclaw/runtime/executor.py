@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Protocol, cast
 
 from sqlalchemy import Table, bindparam, func, select
@@ -18,7 +18,7 @@ from sqlalchemy import Table, bindparam, func, select
 from meshclaw.audit.sink import AuditRecord, AuditSink
 from meshclaw.clock import utcnow
 from meshclaw.connectors.base import ToolResult
-from meshclaw.errors import MeshClawError, NotFoundError
+from meshclaw.errors import ConflictError, MeshClawError, NotFoundError, PolicyDenied
 from meshclaw.metering.budget import RunTotals
 from meshclaw.providers.base import ToolCall
 from meshclaw.runtime.context import RunContext
@@ -172,6 +172,59 @@ class RunExecutor:
             except Exception:  # the run's record stands; outcomes can be recorded again
                 log.exception("run %s: recording its outcomes failed", ctx.run_id)
         return end
+
+    async def reader_for_ended_run(self, run_id: str, label: str) -> ToolReader:
+        """A read-only ``ToolReader`` in an ended run's context, for reads after its end
+        (outcome durability re-checks).
+
+        The context is the run's own: its agent version's spec, owner, team and org, so a
+        read is authorised by the spec's grant, made with the owner's delegated
+        credential, metered and audited like the run's calls. Each read is a step of the
+        run numbered after its last, with ``tool_call_id`` ``<label>-<n>``; the run's
+        status, end and step count do not change. A read the gateway refuses (not
+        granted, denied by policy) raises ``PolicyDenied``; a write tool is never called.
+        """
+        with self._db.session() as session:
+            conn = session.connection()
+            run = conn.execute(_RUN_ROW, {"b_run": run_id}).one_or_none()
+            if run is None or run.spec_yaml is None:
+                raise NotFoundError(f"no run {run_id!r} with its agent version")
+            if run.ended_at is None:
+                raise ConflictError(f"run {run_id} is {run.status}: it has not ended")
+            last_seq = conn.execute(_PROGRESS, {"b_run": run_id}).one()[0] or 0
+        ctx = RunContext(
+            run_id=run.id, org_id=run.org_id, team_id=run.team_id, user_id=run.user_id,
+            agent_id=run.agent_id, agent_version=run.agent_version, trigger=run.trigger,
+            spec=parse_stored_spec(run.spec_yaml), next_step=last_seq + 1,
+            resumed_through=last_seq,
+        )  # fmt: skip
+        gateway, made = self._gateway, 0
+
+        async def read(tool: str, arguments: dict[str, Any]) -> ToolResult:
+            nonlocal made
+            connector = tool.split(".", 1)[0]
+            grants = [g for g in ctx.spec.tools if g.name.split(".", 1)[0] == connector]
+            if tool not in ctx.tool_definitions:
+                # Offer this connector's grants only (other connectors need not answer);
+                # the copy shares ``tool_definitions``, which the offer fills.
+                only = ctx.spec.model_copy(update={"tools": grants})
+                await gateway.offered_tools(replace(ctx, spec=only))
+            definition = ctx.tool_definitions.get(tool)
+            if definition is not None and definition.action != "read":
+                raise PolicyDenied(f"{tool} is a {definition.action} tool: re-checks only read")
+            made += 1
+            calls_before = ctx.totals.tool_calls
+            call = ToolCall(id=f"{label}-{made}", name=tool, arguments=arguments)
+            result = await gateway.invoke_tool(ctx, call)  # a refusal is a step, audited
+            if not result.is_error or ctx.totals.tool_calls > calls_before:
+                return result  # made: an error here is the connector's (the caller retries)
+            if definition is not None:
+                raise PolicyDenied(result.content)
+            if not any(g.name in (tool, f"{connector}.*") for g in grants):
+                raise PolicyDenied(f"the agent's spec does not grant {tool}")
+            raise PolicyDenied(f"{tool} is not offered to this agent (not approved, or denied)")
+
+        return read
 
     @staticmethod
     def _ending(task: asyncio.Task[LoopResult]) -> RunEnd:

@@ -56,10 +56,20 @@ class TraceStep:
     """Tool call: the arguments it was made with, pretty JSON."""
     untrusted: bool
     """Tool call: the result came from outside the org (later writes may need approval)."""
+    call_id: str = ""
+    """Tool call: its id; the platform's own reads after the agent's turns are marked
+    ``verify-`` (outcome verification at run end) or ``recheck-`` (a durability re-check,
+    possibly days later)."""
 
     @property
     def label(self) -> str:
-        return "Model turn" if self.kind == "model" else "Tool call"
+        if self.kind == "model":
+            return "Model turn"
+        if self.call_id.startswith("recheck-"):
+            return "Durability re-check read"
+        if self.call_id.startswith("verify-"):
+            return "Outcome verification read"
+        return "Tool call"
 
 
 def pretty(value: Any) -> str:
@@ -125,6 +135,7 @@ def trace_step(step: StepInfo) -> TraceStep:
         calls=_calls(response.get("tool_calls")),
         arguments=pretty(request["arguments"]) if "arguments" in request else None,
         untrusted=bool(response.get("untrusted")),
+        call_id=str(request.get("tool_call_id") or ""),
     )
 
 
