@@ -18,6 +18,7 @@ import asyncio
 import json
 import os
 import platform as host
+import resource
 import statistics
 import tempfile
 import threading
@@ -131,10 +132,15 @@ def append_bare(db: Database, n: int, offset: int = 0) -> None:
 
 
 def timed(fn: Callable[[], None]) -> tuple[float, float]:
-    """(wall seconds, CPU seconds of this process)."""
-    start, cpu = time.perf_counter(), time.process_time()
+    """(wall seconds, CPU seconds of this process and of the children it waited for)."""
+    start, cpu, kids = time.perf_counter(), time.process_time(), _children_cpu()
     fn()
-    return time.perf_counter() - start, time.process_time() - cpu
+    return time.perf_counter() - start, time.process_time() - cpu + _children_cpu() - kids
+
+
+def _children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def bench_append(url: str, home: Path, n: int, rounds: int) -> dict[str, dict[str, float]]:
@@ -270,20 +276,31 @@ def synthesise(url: str, home: Path, n: int) -> Checkpointer:
     return cp
 
 
-def bench_verify(url: str, home: Path, n: int) -> tuple[float, float, int]:
-    """(wall s, CPU s, checkpoints) of one ``AuditLog.verify`` over ``n`` records."""
+def bench_verify(url: str, home: Path, n: int, workers: int) -> dict[str, float]:
+    """Wall and CPU seconds of ``AuditLog.verify`` over ``n`` records: one pass, then
+    ``workers`` processes (CPU includes the worker processes')."""
     cp = synthesise(url, home, n)
     db = Database(url)
+    out: dict[str, float] = {}
     try:
-        log = AuditLog(db, StoreAuditSink(), cp)
-        result: list[Any] = []
-        wall, cpu = timed(lambda: result.append(log.verify()))
+        for label, count in (("serial", 1), ("parallel", workers)):
+            log = AuditLog(db, StoreAuditSink(), cp)
+            result: list[Any] = []
+            kids = _children_cpu()
+            wall, cpu = timed(partial(_verify_into, log, count, result))
+            out[f"{label}_workers_cpu"] = _children_cpu() - kids
+            report = result[0]
+            if not report.ok or report.records != n:
+                raise SystemExit(f"verify failed on the synthesised log: {report.problem}")
+            out[f"{label}_wall"], out[f"{label}_cpu"] = wall, cpu
+            out["checkpoints"] = report.checkpoints
     finally:
         db.dispose()
-    report = result[0]
-    if not report.ok or report.records != n:
-        raise SystemExit(f"verify failed on the synthesised log: {report.problem}")
-    return wall, cpu, report.checkpoints
+    return out
+
+
+def _verify_into(log: AuditLog, workers: int, result: list[Any]) -> None:
+    result.append(log.verify(workers=workers))
 
 
 # -- the audit write's share of one agent step ------------------------------------------
@@ -462,38 +479,45 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--writers", type=int, default=8, help="parallel writers (PostgreSQL)")
     parser.add_argument("--verify-n", type=int, default=100_000, help="records to verify")
     parser.add_argument("--step-reps", type=int, default=20, help="conversations per variant")
+    parser.add_argument(
+        "--verify-workers", type=int, default=os.cpu_count() or 1, help="processes for verify"
+    )
+    parser.add_argument("--verify-only", action="store_true", help="skip append and step")
     parser.add_argument("--write", type=Path, metavar="FILE", help="rewrite FILE's audit section")
     args = parser.parse_args(argv)
+    if args.verify_only and args.write:
+        parser.error("--write needs every measurement (drop --verify-only)")
 
     load_before = os.getloadavg()[0]
     rows: list[list[str]] = []
     lines: list[str] = []
+    step: dict[str, float] = {}
     with tempfile.TemporaryDirectory() as tmp:
         home = Path(tmp)
-        sq = bench_append(f"sqlite:///{home / 'append.db'}", home, args.append_n, args.rounds)
-        rows.append(_append_row("SQLite, 1 writer", sq))
-        with PgDatabase() as pg:
-            if pg is None:
-                lines.append("PostgreSQL not reachable: its rows are missing.")
-            else:
-                rows.append(
-                    _append_row(
-                        "PostgreSQL, 1 writer", bench_append(pg, home, args.append_n // 2, 3)
+        if not args.verify_only:
+            sq = bench_append(f"sqlite:///{home / 'append.db'}", home, args.append_n, args.rounds)
+            rows.append(_append_row("SQLite, 1 writer", sq))
+            with PgDatabase() as pg:
+                if pg is None:
+                    lines.append("PostgreSQL not reachable: its rows are missing.")
+                else:
+                    rows.append(
+                        _append_row(
+                            "PostgreSQL, 1 writer", bench_append(pg, home, args.append_n // 2, 3)
+                        )
                     )
-                )
-        with PgDatabase() as pg:
-            if pg is not None:
-                par = bench_parallel(pg, home, args.writers, args.append_n // args.writers)
-                rows.append(
-                    [f"PostgreSQL, {args.writers} writers", f"{par:,.0f}", "", "", "", "", ""]
-                )
-        step = bench_step(home, args.step_reps)
-        wall, cpu, checkpoints = bench_verify(
-            f"sqlite:///{home / 'verify.db'}", home, args.verify_n
+            with PgDatabase() as pg:
+                if pg is not None:
+                    par = bench_parallel(pg, home, args.writers, args.append_n // args.writers)
+                    rows.append(
+                        [f"PostgreSQL, {args.writers} writers", f"{par:,.0f}", "", "", "", "", ""]
+                    )
+            step = bench_step(home, args.step_reps)
+        ver = bench_verify(
+            f"sqlite:///{home / 'verify.db'}", home, args.verify_n, args.verify_workers
         )
     load = max(load_before, os.getloadavg()[0])
-    per_million_wall = wall / args.verify_n * 1_000_000
-    per_million_cpu = cpu / args.verify_n * 1_000_000
+    scale = 1_000_000 / args.verify_n
     headers = [
         "append (single-record transactions)",
         "hashed rec/s",
@@ -503,18 +527,30 @@ def main(argv: list[str] | None = None) -> int:
         "bare CPU µs/rec",
         "CPU added µs/rec",
     ]
+    if step:
+        lines.append(
+            f"One agent step (model turn + its tool call, SQLite, median of {args.step_reps} "
+            f"{len(STEP_ZONES) + 1}-step conversations per variant, ABBA): hashed log "
+            f"{step['hashed_ms']:.2f} ms wall / {step['hashed_cpu_ms']:.2f} ms CPU, old insert "
+            f"{step['plain_ms']:.2f} ms wall / {step['plain_cpu_ms']:.2f} ms CPU: the audit "
+            f"write adds **{step['overhead'] * 100:+.1f}% wall, "
+            f"{step['cpu_overhead'] * 100:+.1f}% CPU** per step (target < 5%)."
+        )
     lines += [
-        f"One agent step (model turn + its tool call, SQLite, median of {args.step_reps} "
-        f"{len(STEP_ZONES) + 1}-step conversations per variant, ABBA): hashed log "
-        f"{step['hashed_ms']:.2f} ms wall / {step['hashed_cpu_ms']:.2f} ms CPU, old insert "
-        f"{step['plain_ms']:.2f} ms wall / {step['plain_cpu_ms']:.2f} ms CPU: the audit write "
-        f"adds **{step['overhead'] * 100:+.1f}% wall, {step['cpu_overhead'] * 100:+.1f}% CPU** "
-        f"per step (target < 5%).",
-        f"`audit verify` (SQLite) of {args.verify_n:,} records and {checkpoints} checkpoints: "
-        f"**{wall:.1f} s wall, {cpu:.1f} s CPU** ({args.verify_n / wall:,.0f} records/s wall); "
-        f"linear extrapolation to 1,000,000 records: **{per_million_wall:.0f} s wall, "
-        f"{per_million_cpu:.0f} s CPU** (target < 30 s). Verification is one single-threaded "
-        f"pass, so on an idle machine its wall time is its CPU time.",
+        f"`audit verify` (SQLite) of {args.verify_n:,} records and {ver['checkpoints']:.0f} "
+        f"checkpoints: one pass **{ver['serial_wall']:.1f} s wall, {ver['serial_cpu']:.1f} s "
+        f"CPU**; {args.verify_workers} processes **{ver['parallel_wall']:.1f} s wall, "
+        f"{ver['parallel_cpu']:.1f} s CPU** (all processes; "
+        f"{ver['parallel_workers_cpu']:.1f} s in the workers), "
+        f"{ver['serial_wall'] / ver['parallel_wall']:.2f} times faster (wall)"
+        + (
+            ""
+            if scale == 1
+            else f"; linear extrapolation to 1,000,000 records: one pass "
+            f"{ver['serial_wall'] * scale:.0f} s wall, {args.verify_workers} processes "
+            f"{ver['parallel_wall'] * scale:.0f} s wall"
+        )
+        + " (target < 30 s).",
         f"Load average during the run: {load:.1f} on {os.cpu_count()} CPUs"
         + (
             " — the machine was shared, so wall times are inflated and CPU times are the "

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import itertools
 import json
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
@@ -228,13 +228,16 @@ class _Reader:
             yield _record(obj, lineno)
 
 
-def verify_bundle(path: Path, verifier: Verifier) -> Report:
-    """Verify an exported bundle offline, with only the verifier key."""
+def verify_bundle(path: Path, verifier: Verifier, held: Sequence[SignedNote] = ()) -> Report:
+    """Verify an exported bundle offline, with only the verifier key.
+
+    ``held``: checkpoints kept outside the log (a witness's, syslog's), compared too.
+    """
     with path.open(encoding="utf-8") as f:
         reader = _Reader(f)
         report = verify_log(
             reader.records(),
-            reader.notes,
+            [*reader.notes, *held],
             verifier,
             origin=reader.header.origin,
             start=reader.header.start,

@@ -12,16 +12,23 @@ records (and system records, which have no org); redaction touches only the call
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from functools import partial
 from typing import Any, TextIO
 
-from sqlalchemy import ColumnElement, and_, or_, select, update
+from sqlalchemy import ColumnElement, and_, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from meshclaw.accounts.service import Caller
+from meshclaw.audit._parallel import (
+    PARALLEL_MIN,
+    checked_runs,
+    default_workers,
+    parallel_possible,
+    ranges,
+)
 from meshclaw.audit._rows import record_views
 from meshclaw.audit.bundle import write_bundle
 from meshclaw.audit.canonical import format_ts
@@ -30,7 +37,16 @@ from meshclaw.audit.merkle import Frontier, consistency_proof, inclusion_proof
 from meshclaw.audit.models import HEAD_ID, AuditCheckpoint, AuditHead
 from meshclaw.audit.signing import Checkpointer
 from meshclaw.audit.sink import AuditRecord, StoreAuditSink, lock_head
-from meshclaw.audit.verify import REDACT_ACTION, Problem, Report, SignedNote, verify_log
+from meshclaw.audit.verify import (
+    REDACT_ACTION,
+    Checked,
+    Problem,
+    Report,
+    SignedNote,
+    serial_runs,
+    verify_checked,
+)
+from meshclaw.audit.witness import Witnesses, WitnessSummary
 from meshclaw.clock import utcnow
 from meshclaw.config import Settings
 from meshclaw.errors import ConflictError, NotFoundError, UserError
@@ -80,6 +96,15 @@ class CheckpointInfo:
     key_id: str
     note: str
     created_at: datetime
+    cosignatures: list[str] = field(default_factory=list)
+    """Witnesses' signature lines on this checkpoint, as they answered."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class ScheduledSummary:
+    checkpoint: int | None
+    """The size of the checkpoint signed now, if one was."""
+    witnesses: WitnessSummary
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -108,7 +133,7 @@ def _entry(e: AuditEvent) -> AuditEntry:
     )
 
 
-def _checkpoint_info(c: AuditCheckpoint) -> CheckpointInfo:
+def _checkpoint_info(c: AuditCheckpoint, cosignatures: list[str] | None = None) -> CheckpointInfo:
     return CheckpointInfo(
         size=c.size,
         root_hash=c.root_hash,
@@ -116,6 +141,7 @@ def _checkpoint_info(c: AuditCheckpoint) -> CheckpointInfo:
         key_id=c.key_id,
         note=c.note,
         created_at=c.created_at,
+        cosignatures=cosignatures or [],
     )
 
 
@@ -140,10 +166,18 @@ class AuditLog:
         *,
         access: ApiAuthorizer | None = None,
         min_retention: timedelta = timedelta(days=30),
+        witnesses: Witnesses | None = None,
+        verify_workers: int = 0,
+        checkpoint_seconds: float = 0.0,
     ) -> None:
         self._db = db
         self._sink = sink
         self._checkpointer = checkpointer
+        self._witnesses = witnesses
+        self._verify_workers = verify_workers
+        """Processes for ``verify`` (0: automatic, see ``verify``)."""
+        self._checkpoint_seconds = checkpoint_seconds
+        """Timed checkpoints are on (the scheduler calls ``scheduled`` this often)."""
         self._access = access
         """Decides who may read, verify or redact (None: the built-in policies, built on
         first use, since checking the log without a caller needs no authoriser)."""
@@ -276,7 +310,25 @@ class AuditLog:
         self._require(caller, "audit.verify")
         with self._db.session() as session:
             rows = session.scalars(select(AuditCheckpoint).order_by(AuditCheckpoint.size)).all()
-            return [_checkpoint_info(r) for r in rows]
+            cosigned = (
+                self._witnesses.cosignatures(session, [r.size for r in rows])
+                if self._witnesses is not None
+                else {}
+            )
+            return [_checkpoint_info(r, cosigned.get(r.size)) for r in rows]
+
+    def scheduled(self) -> ScheduledSummary:
+        """The scheduler's audit job: a timed checkpoint when records exist that no
+        checkpoint covers yet (``audit.checkpoint_seconds``), then witness sends due."""
+        signed: int | None = None
+        if self._checkpoint_seconds > 0:
+            with self._db.session() as session:
+                head = session.get(AuditHead, HEAD_ID)
+                latest = session.scalar(select(func.max(AuditCheckpoint.size))) or 0
+                if head is not None and head.size > latest:
+                    signed = self._checkpointer.write(session, lock_head(session)).size
+        sent = self._witnesses.deliver_due() if self._witnesses is not None else WitnessSummary()
+        return ScheduledSummary(checkpoint=signed, witnesses=sent)
 
     def _leaf_hashes(self, session: Session, size: int) -> list[bytes]:
         hashes = session.scalars(
@@ -360,15 +412,32 @@ class AuditLog:
         caller: Caller | None = None,
         verifier: Verifier | None = None,
         progress: Callable[[int, int], None] | None = None,
+        *,
+        workers: int | None = None,
+        witnesses: bool = True,
+        held: Sequence[SignedNote] = (),
     ) -> Report:
         """Recompute the whole tree from the store and check every checkpoint.
 
         Log-wide (the tree is): the report holds counts, sizes, the root and the position
         of the first problem, never a record's org, actor, resource or details.
+
+        ``workers``: processes that check records (None: the ``audit.verify_workers``
+        setting; 0 there means one per CPU from ``PARALLEL_MIN`` records on; 1: serial).
+        The findings are the same either way. ``witnesses``: also fetch the checkpoint
+        each configured HTTP witness holds and compare it with the log; ``held``: other
+        copies of checkpoints kept outside the store (files, syslog), compared likewise.
         """
         if caller is not None:
             self._require(caller, "audit.verify")
+        if workers is not None and workers < 1:
+            raise UserError(f"workers must be >= 1, not {workers}")
         verifier = verifier or self.verifier()
+        external = list(held)
+        witness_notes: list[str] = []
+        if witnesses and self._witnesses is not None:
+            fetched, witness_notes = self._witnesses.fetch_held()
+            external += fetched
         with self._db.session() as session:
             head = session.get(AuditHead, HEAD_ID)
             notes = [
@@ -379,12 +448,20 @@ class AuditLog:
                     )
                 )
             ]
-            report = verify_log(
-                record_views(session),
+            notes += external
+            size = head.size if head is not None else 0
+            count = workers or self._verify_workers or default_workers()
+            if workers is None and not self._verify_workers and size < PARALLEL_MIN:
+                count = 1
+            runs: Iterable[Checked] | None = None
+            if count > 1 and parallel_possible(self._db.url):
+                runs = checked_runs(self._db.url, ranges(session, workers=count), count)
+            report = verify_checked(
+                runs if runs is not None else serial_runs(record_views(session), 1),
                 notes,
                 verifier,
                 origin=self.origin,
-                expected_size=head.size if head is not None else 0,
+                expected_size=size,
                 progress=None
                 if progress is None or head is None
                 else partial(_progress, progress, head.size),
@@ -394,6 +471,7 @@ class AuditLog:
                 if report.root != head_root or report.root != head.root:
                     report.ok = False
                     report.problem = _head_problem(head.size)
+        report.notes += witness_notes
         if caller is not None:
             with self._db.session() as session:
                 self._record(
@@ -536,11 +614,18 @@ def build_audit(
         directory=cfg.checkpoint_dir,
     )
     sink = StoreAuditSink(checkpointer=checkpointer)
+    witnesses = Witnesses(
+        db, sink, syslog=cfg.syslog, http=cfg.witnesses, timeout=cfg.witness_timeout_seconds
+    )
+    checkpointer.witnesses = witnesses
     log = AuditLog(
         db,
         sink,
         checkpointer,
         access=access,
         min_retention=timedelta(days=cfg.min_retention_days),
+        witnesses=witnesses,
+        verify_workers=cfg.verify_workers,
+        checkpoint_seconds=cfg.checkpoint_seconds,
     )
     return sink, log

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import BigInteger, Integer, String, Text
+from sqlalchemy import BigInteger, Index, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
 from meshclaw.clock import utcnow
@@ -44,3 +44,31 @@ class AuditCheckpoint(Base):
     """Hex id of the signing key (first 4 bytes of its note key hash)."""
     note: Mapped[str] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class AuditWitnessSend(Base):
+    """A checkpoint to send to one witness or syslog receiver (the outbox), and the answer.
+
+    Written in the transaction that signs the checkpoint, sent after it commits, outside
+    any append (``audit.witness``); retried with back-off until ``MAX_ATTEMPTS``.
+    """
+
+    __tablename__ = "audit_witness_sends"
+    __table_args__ = (
+        UniqueConstraint("checkpoint_size", "target"),
+        Index("ix_audit_witness_sends_status_due", "status", "due_at"),
+    )
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    checkpoint_size: Mapped[int] = mapped_column(BigInteger)
+    """The checkpoint (``audit_checkpoints.size``) to send."""
+    target: Mapped[str] = mapped_column(String(500))
+    """``udp://host:port``, ``tcp://host:port`` (syslog) or the witness's URL."""
+    status: Mapped[str] = mapped_column(String(12), default="pending")
+    """pending (send at ``due_at``), sent, stale (the witness holds a newer one), failed."""
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    due_at: Mapped[datetime] = mapped_column(default=utcnow)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    cosignature: Mapped[str | None] = mapped_column(Text)
+    """The witness's signature line(s) on the checkpoint, as it answered."""
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    sent_at: Mapped[datetime | None]

@@ -1,4 +1,4 @@
-"""Writing signed checkpoints: into the store, and optionally into a directory for witnesses.
+"""Writing signed checkpoints: into the store, a directory, and the witnesses' outbox.
 
 The store row is written in the same transaction as the records it covers. The file is
 written only after that transaction commits (a rolled-back checkpoint must never leave a
@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 from functools import cached_property
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from sqlalchemy import event, select
 from sqlalchemy.orm import Session
@@ -21,6 +22,9 @@ from meshclaw.audit.models import AuditCheckpoint
 from meshclaw.clock import utcnow
 from meshclaw.errors import ConflictError
 
+if TYPE_CHECKING:
+    from meshclaw.audit.witness import Witnesses
+
 
 class Checkpointer:
     def __init__(
@@ -30,12 +34,15 @@ class Checkpointer:
         origin: str,
         every: int = 0,
         directory: Path | None = None,
+        witnesses: Witnesses | None = None,
     ) -> None:
         self.key_path = key_path
         self.origin = origin
         self.every = every
         """Sign a checkpoint every this many records (0: only on request)."""
         self.directory = directory
+        self.witnesses = witnesses
+        """Each new checkpoint is queued for these (sent after commit)."""
 
     @cached_property
     def signer(self) -> Signer:
@@ -68,6 +75,8 @@ class Checkpointer:
             created_at=utcnow(),
         )
         session.add(row)
+        if self.witnesses is not None and self.witnesses.targets:
+            self.witnesses.enqueue(session, frontier.size)
         if self.directory is not None:
             self._publish_after_commit(session, frontier.size, note)
         return row

@@ -68,7 +68,7 @@ class RecordView:
 @dataclass(frozen=True, kw_only=True)
 class Problem:
     kind: str
-    """record, sequence, checkpoint, truncated, head."""
+    """record, sequence, checkpoint, truncated, head, witness."""
     message: str
     seq: int | None = None
     """The first bad record, when one record can be named."""
@@ -102,6 +102,8 @@ class Report:
     """Tree size reached."""
     root: str = ""
     """Hex root of the recomputed tree."""
+    witnessed: int = 0
+    """Of the checkpoints, those a witness holds too (compared with the recomputed tree)."""
     problem: Problem | None = None
     notes: list[str] = field(default_factory=list)
 
@@ -112,17 +114,33 @@ class SignedNote:
     row_size: int | None = None
     """The size the store filed it under (checked against the note), if any."""
     label: str = ""
+    held_by: str | None = None
+    """Who holds this copy outside the store (a witness), if anyone: a log rewritten and
+    re-signed after it was witnessed no longer matches it."""
+
+
+@dataclass(slots=True)
+class _Signed:
+    """An opened checkpoint, and the witness holding it (None: only the store/bundle)."""
+
+    checkpoint: Checkpoint
+    held_by: str | None
 
 
 def _open_checkpoints(
     notes: Iterable[SignedNote], verifier: Verifier, origin: str | None
-) -> tuple[list[Checkpoint], Problem | None]:
-    opened: list[Checkpoint] = []
+) -> tuple[list[_Signed], Problem | None]:
+    opened: list[_Signed] = []
     for item in notes:
         where = item.row_size
         try:
             cp = verifier.open(item.note)
         except CheckpointError as exc:
+            if item.held_by is not None:
+                return opened, Problem(
+                    kind="witness",
+                    message=f"the checkpoint {item.held_by} holds does not verify: {exc}",
+                )
             return opened, Problem(kind="checkpoint", checkpoint_size=where, message=str(exc))
         if item.row_size is not None and cp.size != item.row_size:
             return opened, Problem(
@@ -136,16 +154,31 @@ def _open_checkpoints(
                 checkpoint_size=cp.size,
                 message=f"checkpoint is for log {cp.origin!r}, not {origin!r}",
             )
-        opened.append(cp)
-    opened.sort(key=lambda c: c.size)
-    for a, b in itertools.pairwise(opened):
-        if a.size == b.size and a.root != b.root:
-            return opened, Problem(
-                kind="checkpoint",
-                checkpoint_size=a.size,
-                message="two signed checkpoints of this size with different roots: a fork",
+        opened.append(_Signed(cp, item.held_by))
+    opened.sort(key=lambda s: (s.checkpoint.size, s.held_by is not None))
+    merged: list[_Signed] = []
+    for signed in opened:
+        prev = merged[-1] if merged else None
+        if prev is None or prev.checkpoint.size != signed.checkpoint.size:
+            merged.append(signed)
+            continue
+        if prev.checkpoint.root == signed.checkpoint.root:
+            prev.held_by = prev.held_by or signed.held_by  # the same tree, witnessed
+            continue
+        witness = signed.held_by or prev.held_by
+        if witness is not None:
+            return merged, Problem(
+                kind="witness",
+                checkpoint_size=signed.checkpoint.size,
+                message=f"the log's checkpoint differs from the one {witness} holds for "
+                "this size: the log was rewritten and re-signed after it was witnessed",
             )
-    return opened, None
+        return merged, Problem(
+            kind="checkpoint",
+            checkpoint_size=signed.checkpoint.size,
+            message="two signed checkpoints of this size with different roots: a fork",
+        )
+    return merged, None
 
 
 def withheld_view(seq: int, leaf_hash: str) -> RecordView:
@@ -207,6 +240,78 @@ def _check_record(rec: RecordView) -> Problem | bytes:
     return leaf
 
 
+CHUNK = 10_000
+"""Records per ``Checked`` run (and the progress callback's step)."""
+
+
+@dataclass(slots=True, kw_only=True)
+class Checked:
+    """A run of consecutive records, each checked on its own: what the tree needs of them.
+
+    Checking records is independent per record (hashes recomputed from the record alone),
+    so runs can be checked in other processes (``meshclaw.audit._parallel``); folding
+    them into the tree and comparing with checkpoints is ``verify_checked``'s, in order.
+    """
+
+    first: int
+    """The seq the run's first record should have."""
+    leaves: bytes = b""
+    """The recomputed leaf hashes of the good records, concatenated (32 bytes each)."""
+    problem: Problem | None = None
+    """What is wrong with the record after the good ones (which ends the run)."""
+    redacted_seqs: list[int] = field(default_factory=list)
+    """Records without a body (redacted or withheld)."""
+    redacted: list[tuple[int, str, str | None]] = field(default_factory=list)
+    """(seq, ts, org) of records whose body was redacted (not withheld)."""
+    cutoffs: list[tuple[int, str, str | None]] = field(default_factory=list)
+    """(seq, cutoff, org) of ``audit.redact`` records."""
+
+    @property
+    def count(self) -> int:
+        return len(self.leaves) // 32
+
+
+def check_records(records: Iterable[RecordView], first: int) -> Checked:
+    """Check ``records``, expected to be seq ``first``, ``first + 1``, ...; stop at a bad one."""
+    out = Checked(first=first)
+    leaves = bytearray()
+    expected = first
+    for rec in records:
+        if rec.seq != expected:
+            if rec.seq > expected:
+                msg = f"records seq {expected}..{rec.seq - 1} are missing (deleted)"
+            else:
+                msg = f"found seq {rec.seq} where seq {expected} belongs: reordered or duplicated"
+            out.problem = Problem(kind="sequence", seq=expected, message=msg)
+            break
+        leaf = _check_record(rec)
+        if isinstance(leaf, Problem):
+            out.problem = leaf
+            break
+        leaves += leaf
+        if rec.salt is None:
+            out.redacted_seqs.append(rec.seq)
+            if not rec.withheld:
+                out.redacted.append((rec.seq, rec.ts, rec.org_id))
+        elif rec.action == REDACT_ACTION and isinstance((rec.details or {}).get("before"), str):
+            out.cutoffs.append((rec.seq, str((rec.details or {})["before"]), rec.org_id))
+        expected += 1
+    out.leaves = bytes(leaves)
+    return out
+
+
+def serial_runs(records: Iterable[RecordView], first: int) -> Iterator[Checked]:
+    it = iter(records)
+    while True:
+        run = check_records(itertools.islice(it, CHUNK), first)
+        if run.count == 0 and run.problem is None:
+            return
+        yield run
+        if run.problem is not None:
+            return
+        first += run.count
+
+
 def verify_log(
     records: Iterable[RecordView],
     notes: Iterable[SignedNote],
@@ -224,14 +329,41 @@ def verify_log(
     ``expected_size`` is the size the store's head claims, when verifying a store.
     ``progress`` is called with the number of records checked, every 10,000.
     """
+    first = (start.size if start is not None else 0) + 1
+    return verify_checked(
+        serial_runs(records, first),
+        notes,
+        verifier,
+        origin=origin,
+        start=start,
+        expected_size=expected_size,
+        progress=progress,
+    )
+
+
+def verify_checked(
+    runs: Iterable[Checked],
+    notes: Iterable[SignedNote],
+    verifier: Verifier,
+    *,
+    origin: str | None = None,
+    start: Frontier | None = None,
+    expected_size: int | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> Report:
+    """``verify_log`` over records already checked in runs (see ``Checked``), in log order."""
     frontier = start.copy() if start is not None else Frontier()
     report = Report(start_size=frontier.size)
     checkpoints, problem = _open_checkpoints(notes, verifier, origin)
-    pending: Iterator[Checkpoint] = iter([c for c in checkpoints if c.size >= frontier.size])
+    pending: Iterator[_Signed] = iter(
+        [c for c in checkpoints if c.checkpoint.size >= frontier.size]
+    )
     upcoming = next(pending, None)
     last_good = frontier.size
     redacted: list[tuple[int, str, str | None]] = []
     cutoffs: list[tuple[int, str, str | None]] = []
+    # A bad checkpoint found while opening wins only if nothing before it is wrong.
+    problem_at = (problem.checkpoint_size or 0) if problem is not None else None
 
     def fail(p: Problem) -> Report:
         report.ok = False
@@ -240,56 +372,66 @@ def verify_log(
         report.root = frontier.root().hex()
         return report
 
-    while upcoming is not None and upcoming.size == frontier.size:
-        if upcoming.root != frontier.root():
-            return fail(
-                Problem(
-                    kind="checkpoint",
-                    checkpoint_size=upcoming.size,
-                    message="the signed root differs from the tree before the first record",
-                )
+    def mismatch(signed: _Signed, first: int) -> Problem:
+        if signed.held_by is not None:
+            return Problem(
+                kind="witness",
+                checkpoint_size=signed.checkpoint.size,
+                range=(first, signed.checkpoint.size) if first <= signed.checkpoint.size else None,
+                message=f"the recomputed root differs from the checkpoint {signed.held_by} "
+                "holds: the log was rewritten after it was witnessed",
             )
+        if first > signed.checkpoint.size:
+            return Problem(
+                kind="checkpoint",
+                checkpoint_size=signed.checkpoint.size,
+                message="the signed root differs from the tree before the first record",
+            )
+        return Problem(
+            kind="checkpoint",
+            checkpoint_size=signed.checkpoint.size,
+            range=(first, signed.checkpoint.size),
+            message="the recomputed root differs from the signed checkpoint: a "
+            "record in this range was altered and re-hashed, or the checkpoint "
+            "was replaced",
+        )
+
+    while upcoming is not None and upcoming.checkpoint.size == frontier.size:
+        if upcoming.checkpoint.root != frontier.root():
+            return fail(mismatch(upcoming, frontier.size + 1))
         report.checkpoints += 1
+        report.witnessed += upcoming.held_by is not None
         upcoming = next(pending, None)
-    for rec in records:
-        expected = frontier.size + 1
-        # A bad checkpoint found while opening wins only if nothing before it is wrong.
-        if problem is not None and (problem.checkpoint_size or 0) < expected:
-            return fail(problem)
-        if rec.seq != expected:
-            if rec.seq > expected:
-                msg = f"records seq {expected}..{rec.seq - 1} are missing (deleted)"
-            else:
-                msg = f"found seq {rec.seq} where seq {expected} belongs: reordered or duplicated"
-            return fail(Problem(kind="sequence", seq=expected, message=msg))
-        leaf = _check_record(rec)
-        if isinstance(leaf, Problem):
-            return fail(leaf)
-        frontier.append(leaf)
-        report.records += 1
-        if progress is not None and report.records % 10_000 == 0:
-            progress(report.records)
-        if rec.salt is None:
-            report.redacted += 1
-            if not rec.withheld:
-                redacted.append((rec.seq, rec.ts, rec.org_id))
-        elif rec.action == REDACT_ACTION and isinstance((rec.details or {}).get("before"), str):
-            cutoffs.append((rec.seq, str((rec.details or {})["before"]), rec.org_id))
-        while upcoming is not None and upcoming.size == frontier.size:
-            if upcoming.root != frontier.root():
-                return fail(
-                    Problem(
-                        kind="checkpoint",
-                        checkpoint_size=upcoming.size,
-                        range=(last_good + 1, upcoming.size),
-                        message="the recomputed root differs from the signed checkpoint: a "
-                        "record in this range was altered and re-hashed, or the checkpoint "
-                        "was replaced",
-                    )
-                )
-            report.checkpoints += 1
-            last_good = upcoming.size
-            upcoming = next(pending, None)
+    for run in runs:
+        leaves = run.leaves
+        redacted_seqs = run.redacted_seqs
+        r = 0
+        next_redacted = redacted_seqs[0] if redacted_seqs else -1
+        for i in range(0, len(leaves), 32):
+            if problem_at is not None and problem_at <= frontier.size:
+                assert problem is not None
+                return fail(problem)
+            frontier.append(leaves[i : i + 32])
+            report.records += 1
+            if progress is not None and report.records % CHUNK == 0:
+                progress(report.records)
+            if frontier.size == next_redacted:
+                report.redacted += 1
+                r += 1
+                next_redacted = redacted_seqs[r] if r < len(redacted_seqs) else -1
+            while upcoming is not None and upcoming.checkpoint.size == frontier.size:
+                if upcoming.checkpoint.root != frontier.root():
+                    return fail(mismatch(upcoming, last_good + 1))
+                report.checkpoints += 1
+                report.witnessed += upcoming.held_by is not None
+                last_good = upcoming.checkpoint.size
+                upcoming = next(pending, None)
+        redacted += run.redacted
+        cutoffs += run.cutoffs
+        if run.problem is not None:
+            if problem is not None and problem_at is not None and problem_at <= frontier.size:
+                return fail(problem)
+            return fail(run.problem)
     if problem is not None:
         return fail(problem)
     if upcoming is not None:
@@ -297,9 +439,10 @@ def verify_log(
             Problem(
                 kind="truncated",
                 seq=frontier.size + 1,
-                checkpoint_size=upcoming.size,
+                checkpoint_size=upcoming.checkpoint.size,
                 message=f"the log ends at seq {frontier.size} but a signed checkpoint covers "
-                f"{upcoming.size} records: seq {frontier.size + 1}.. were removed",
+                f"{upcoming.checkpoint.size} records: seq {frontier.size + 1}.. were removed"
+                + (f" (a checkpoint {upcoming.held_by} holds)" if upcoming.held_by else ""),
             )
         )
     unauthorised = _unauthorised_redaction(redacted, cutoffs)

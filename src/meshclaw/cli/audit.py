@@ -19,7 +19,7 @@ from rich.table import Table
 
 from meshclaw.audit.bundle import verify_bundle
 from meshclaw.audit.checkpoint import Verifier
-from meshclaw.audit.verify import Report
+from meshclaw.audit.verify import Report, SignedNote
 from meshclaw.cli._app import (
     EXIT_FAILED,
     JsonOption,
@@ -71,7 +71,9 @@ def _finish(report: Report, json_output: bool) -> None:
         console.print(
             f"[green]verified[/green]: {report.records} records "
             f"(seq {report.start_size + 1}..{report.size}, {report.redacted} without body), "
-            f"{report.checkpoints} signed checkpoints, root {report.root}",
+            f"{report.checkpoints} signed checkpoints"
+            + (f" ({report.witnessed} also held by a witness)" if report.witnessed else "")
+            + f", root {report.root}",
             highlight=False,
         )
         for note in report.notes:
@@ -80,6 +82,17 @@ def _finish(report: Report, json_output: bool) -> None:
         if not json_output:
             errors.print(f"[red]verification FAILED[/red]: {report.problem}", highlight=False)
         raise typer.Exit(EXIT_FAILED)
+
+
+def _held_notes(paths: list[Path]) -> list[SignedNote]:
+    """Checkpoints kept outside the log: a file holds one signed note (a witness's answer,
+    a ``checkpoint_dir`` file, a syslog message's text)."""
+    held = []
+    for path in paths:
+        if not path.is_file():
+            raise UserError(f"--held: no file {path}")
+        held.append(SignedNote(note=path.read_text(encoding="utf-8"), held_by=f"file {path}"))
+    return held
 
 
 @audit_app.command("verify")
@@ -91,16 +104,32 @@ def verify(
     public_key: str | None = typer.Option(
         None, "--public-key", help="Verifier key, or a file holding it (required with --bundle)."
     ),
+    held: list[Path] = typer.Option(
+        [],
+        "--held",
+        help="A signed checkpoint kept outside the log (witness, syslog, checkpoint_dir); "
+        "the log must agree with it. Repeatable.",
+    ),
+    workers: int | None = typer.Option(
+        None,
+        "--workers",
+        min=1,
+        help="Processes that check records (default: the audit.verify_workers setting).",
+    ),
+    witnesses: bool = typer.Option(
+        True, "--witnesses/--no-witnesses", help="Compare with what each HTTP witness holds."
+    ),
     token: str | None = TokenOption,
     json_output: bool = JsonOption,
 ) -> None:
     """Recompute the Merkle tree and check every signed checkpoint; name the first bad record."""
+    outside = _held_notes(held)
     if bundle is not None:
         if public_key is None:
             raise UserError("--bundle needs --public-key (from `meshclaw audit public-key`)")
         if not bundle.is_file():
             raise UserError(f"--bundle: no file {bundle}")
-        _finish(verify_bundle(bundle, _load_verifier(public_key)), json_output)
+        _finish(verify_bundle(bundle, _load_verifier(public_key), outside), json_output)
         return
     platform = open_platform()
     try:
@@ -112,7 +141,14 @@ def verify(
             def advance(done: int, total: int) -> None:
                 bar.update(task, completed=done, total=total)
 
-            report = platform.audit_log.verify(caller, verifier, progress=advance)
+            report = platform.audit_log.verify(
+                caller,
+                verifier,
+                progress=advance,
+                workers=workers,
+                witnesses=witnesses,
+                held=outside,
+            )
     finally:
         platform.close()
     _finish(report, json_output)
