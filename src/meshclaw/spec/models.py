@@ -126,14 +126,66 @@ class WebhookTrigger(_Strict):
     """Vault reference of the HMAC secret that signs incoming calls."""
 
 
+CONNECTOR_REF = r"^[a-z][a-z0-9_-]{0,62}$"
+"""A connector's name, as in ``connectors.config.CONNECTOR_NAME``."""
+
+
+_CHANNEL = re.compile(r"^#?[A-Za-z0-9][A-Za-z0-9_.-]{0,79}$")
+_CONNECTOR = re.compile(CONNECTOR_REF)
+
+
+def _check_glob(value: str | None) -> str | None:
+    if value is not None and not value.strip():
+        raise ValueError("must not be empty (leave the key out to match everything)")
+    return value
+
+
+def _check_connector(value: str) -> str:
+    if not _CONNECTOR.match(value):
+        raise ValueError("must be a connector name: lower case letters, digits, '-' and '_'")
+    return value
+
+
 class ChatTrigger(_Strict):
+    """New messages in a chat channel, read through the owner's chat connector."""
+
     type: Literal["chat"]
     channel: str
+    """A channel id (``C0123``), ``name`` or ``#name``."""
+    connector: str = "chat"
+    """The chat connector (the built-in Slack Web API server) whose bot reads the channel."""
+    mention: bool = False
+    """Only messages that mention the connector's bot (``<@BOT>``) start a run."""
+
+    _connector = field_validator("connector")(_check_connector)
+
+    @field_validator("channel")
+    @classmethod
+    def _channel(cls, value: str) -> str:
+        if not _CHANNEL.match(value):
+            raise ValueError("must be a channel id (C0123ABC), a name or '#name'")
+        return value
 
 
 class MailTrigger(_Strict):
+    """New mail in a folder of the owner's mailbox, read through the mail connector."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, serialize_by_alias=True)
+
     type: Literal["mail"]
-    mailbox: str
+    connector: str = "mail"
+    """The mail connector (the built-in IMAP/SMTP server) whose mailbox is watched."""
+    folder: str = Field(default="INBOX", min_length=1, max_length=200)
+    sender: str | None = Field(default=None, alias="from", max_length=320)
+    """Only mail whose sender address matches this glob (``*@acme.example``)."""
+    subject: str | None = Field(default=None, max_length=500)
+    """Only mail whose subject matches this glob (``*invoice*``); case-insensitive."""
+    mailbox: str | None = None
+    """The address watched, as a check: a trigger whose connector logs into another
+    mailbox for the owner is refused (the login decides which mailbox is read)."""
+
+    _connector = field_validator("connector")(_check_connector)
+    _globs = field_validator("sender", "subject")(_check_glob)
 
 
 Trigger = Annotated[

@@ -1,4 +1,5 @@
-"""Tables of the trigger machinery: leader leases, cron firings, webhook nonces."""
+"""Tables of the trigger machinery: leader leases, cron firings, webhook nonces, and the
+watermarks and deliveries of chat and mail triggers."""
 
 from __future__ import annotations
 
@@ -45,3 +46,35 @@ class WebhookNonce(Base):
     agent_id: Mapped[str] = mapped_column(ForeignKey("agents.id"), index=True)
     nonce: Mapped[str] = mapped_column(String(200))
     seen_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+
+
+class InboundWatermark(Base):
+    """How far a chat or mail trigger has read its channel or folder."""
+
+    __tablename__ = "inbound_watermarks"
+    __table_args__ = (UniqueConstraint("agent_id", "trigger_key"),)
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    agent_id: Mapped[str] = mapped_column(ForeignKey("agents.id"), index=True)
+    trigger_key: Mapped[str] = mapped_column(String(300))
+    """``mail:<connector>:<folder>`` or ``chat:<connector>:<channel>``."""
+    epoch: Mapped[str] = mapped_column(String(64), default="")
+    """The folder's UIDVALIDITY (mail); a new one means the UIDs below mean nothing."""
+    position: Mapped[str] = mapped_column(String(64))
+    """The last UID (mail) or message ``ts`` (chat) looked at."""
+    error: Mapped[str | None] = mapped_column(String(500))
+    """Why the last poll could not read (audited once per change), None when it could."""
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class InboundDelivery(Base):
+    """A message that started a run: unique, so no message starts two runs."""
+
+    __tablename__ = "inbound_deliveries"
+    __table_args__ = (UniqueConstraint("agent_id", "trigger_key", "message_key"),)
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    agent_id: Mapped[str] = mapped_column(ForeignKey("agents.id"), index=True)
+    trigger_key: Mapped[str] = mapped_column(String(300))
+    message_key: Mapped[str] = mapped_column(String(200))
+    """``<uidvalidity>:<uid>`` (mail) or ``<channel id>/<ts>`` (chat)."""
+    run_id: Mapped[str | None] = mapped_column(String(40))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)

@@ -164,6 +164,23 @@ class Mailbox:
 
         return self._with_folder(folder, True, work)
 
+    def arrivals(
+        self, folder: str, after_uid: int, limit: int
+    ) -> tuple[int, int, list[dict[str, Any]]]:
+        """For mail triggers (``triggers.mail``): the folder's UIDVALIDITY, the UID below
+        which every message already arrived (UIDNEXT - 1), and the headers of up to
+        ``limit`` messages above ``after_uid``, oldest first."""
+
+        def work(client: IMAPClient) -> tuple[int, int, list[dict[str, Any]]]:
+            status = client.select_folder(folder, readonly=True)
+            validity, next_uid = int(status[b"UIDVALIDITY"]), int(status[b"UIDNEXT"])
+            # ``UID n:*`` always names the last message, even one below n: filter again.
+            uids = client.search(["UID", f"{after_uid + 1}:*"])
+            newer = sorted(uid for uid in uids if uid > after_uid)[:limit]
+            return validity, next_uid - 1, _summaries(client, newer)[::-1]
+
+        return self._with_folder(folder, True, work)
+
     def read_message(self, uid: int, folder: str) -> dict[str, Any]:
         def work(client: IMAPClient) -> dict[str, Any]:
             message, flags = _fetch(client, uid)

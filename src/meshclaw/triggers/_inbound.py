@@ -1,0 +1,344 @@
+"""What chat and mail triggers share: their agents, the lease, watermarks, one run per message.
+
+A chat or mail trigger reads a channel or a folder as the platform, on the agent owner's
+behalf, with the owner's delegated credential for the named connector — a read the
+platform does for itself, not a tool call of an agent, so it goes straight to the app
+(IMAP, the Slack Web API) rather than through the gateway, and no run is faked for it.
+What a run then does with the message goes through the gateway as always.
+
+Exactly once per message: every message that starts a run is first a unique row in
+``inbound_deliveries`` (agent, trigger, message), inserted before the run is created, so
+two schedulers, a poll and a Slack event, or a retried delivery start it once.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+from sqlalchemy import or_, select, update
+from sqlalchemy.exc import IntegrityError
+
+from meshclaw.audit.sink import AuditRecord
+from meshclaw.clock import utcnow
+from meshclaw.connectors.config import ConnectorConfig
+from meshclaw.errors import ConfigError
+from meshclaw.ids import new_id
+from meshclaw.platform import Platform
+from meshclaw.spec.loader import parse_stored_spec
+from meshclaw.spec.models import AgentSpec, ChatTrigger, MailTrigger
+from meshclaw.store.models import Agent, AgentVersion, User
+from meshclaw.triggers.models import InboundDelivery, InboundWatermark, SchedulerLease
+
+log = logging.getLogger(__name__)
+
+LEASE = timedelta(seconds=60)
+READ_TOOLS = {"mail": ("read_message",), "chat": ("read_channel", "read_thread")}
+"""The tools an agent needs (any one) to read what started it, by trigger type."""
+
+InboundTrigger = ChatTrigger | MailTrigger
+
+
+class TriggerProblem(Exception):
+    """A trigger cannot read or start now; the text is shown and audited (no secrets)."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class Watcher:
+    """One chat or mail trigger of one agent's current spec."""
+
+    agent_id: str
+    org_id: str
+    owner: User
+    spec: AgentSpec
+    index: int
+    """The trigger's position in ``spec.triggers`` (messages say ``triggers[i]``)."""
+    trigger: InboundTrigger
+
+    @property
+    def key(self) -> str:
+        t = self.trigger
+        where = t.folder if isinstance(t, MailTrigger) else t.channel.removeprefix("#")
+        return f"{t.type}:{t.connector}:{where}"[:300]
+
+    def field(self, name: str) -> str:
+        return f"triggers[{self.index}].{name}"
+
+
+def watchers(platform: Platform, *, org_id: str | None = None) -> list[Watcher]:
+    """The chat and mail triggers of every live agent's current spec (of one org)."""
+    query = (
+        select(Agent.id, Agent.org_id, AgentVersion.spec_yaml, User)
+        .join(
+            AgentVersion,
+            (AgentVersion.agent_id == Agent.id) & (AgentVersion.version == Agent.latest_version),
+        )
+        .join(User, User.id == Agent.owner_id)
+        .where(
+            Agent.archived_at.is_(None),
+            or_(
+                AgentVersion.spec_yaml.contains("type: chat"),
+                AgentVersion.spec_yaml.contains("type: mail"),
+            ),
+        )
+    )
+    if org_id is not None:
+        query = query.where(Agent.org_id == org_id)
+    with platform.db.session() as session:
+        rows = session.execute(query).all()
+    found: list[Watcher] = []
+    for agent_id, agent_org, spec_yaml, owner in rows:
+        try:
+            spec = parse_stored_spec(spec_yaml)
+        except Exception:  # a stored spec always parsed once; never stop the others
+            log.exception("agent %s: stored spec does not parse", agent_id)
+            continue
+        for index, trigger in enumerate(spec.triggers):
+            if isinstance(trigger, ChatTrigger | MailTrigger):
+                found.append(
+                    Watcher(
+                        agent_id=agent_id,
+                        org_id=agent_org,
+                        owner=owner,
+                        spec=spec,
+                        index=index,
+                        trigger=trigger,
+                    )
+                )
+    return found
+
+
+def read_grant_problem(watcher: Watcher) -> str | None:
+    """Why the agent may not read what would start it (its spec grants no read tool)."""
+    connector = watcher.trigger.connector
+    tools = [f"{connector}.{tool}" for tool in READ_TOOLS[watcher.trigger.type]]
+    if any(watcher.spec.grant_for(tool) is not None for tool in tools):
+        return None
+    wanted = " or ".join(f"'{t}'" for t in [*tools, f"{connector}.*"])
+    return (
+        f"{watcher.field('connector')}: the agent may not read connector {connector!r}; "
+        f"grant {wanted} in tools"
+    )
+
+
+_GLOB_CACHE: dict[str, re.Pattern[str]] = {}
+
+
+def glob_match(pattern: str, text: str) -> bool:
+    """``*`` matches any run of characters (the only wildcard); case-insensitive."""
+    compiled = _GLOB_CACHE.get(pattern)
+    if compiled is None:
+        parts = (re.escape(part) for part in pattern.split("*"))
+        compiled = re.compile(".*".join(parts), re.IGNORECASE | re.DOTALL)
+        _GLOB_CACHE[pattern] = compiled
+    return compiled.fullmatch(text) is not None
+
+
+def connector_settings(
+    platform: Platform, watcher: Watcher, prefix: str, model: type[BaseModel], what: str
+) -> tuple[Any, ConnectorConfig]:
+    """The built-in server's settings (``model``) as the connector would start it for the
+    agent's owner: its ``env`` plus the owner's delegated credential where it goes."""
+    name = watcher.trigger.connector
+    found = platform.connector_admin.configs(watcher.org_id).get(name)
+    if found is None:
+        raise TriggerProblem(f"{watcher.field('connector')}: the org has no connector {name!r}")
+    config = found[0]
+    env = dict(config.env)
+    if config.credential_env:
+        if config.credentials is None:
+            raise TriggerProblem(f"connector {name!r} has credential_env but no credentials")
+        try:
+            credential = platform.connector_admin.credentials.resolve(
+                config.credentials, user_id=watcher.owner.id, org_id=watcher.org_id
+            )
+            for variable, field in config.credential_env.items():
+                env[variable] = credential.field(field)
+        except ConfigError as exc:  # names the reference and field, never a value
+            raise TriggerProblem(f"connector {name!r}: {exc}") from None
+    values = {k[len(prefix) :].lower(): v for k, v in env.items() if k.startswith(prefix)}
+    try:
+        # ``model_validate``: only what the connector says, never this process's own env.
+        return model.model_validate(values), config
+    except ValidationError as exc:
+        missing = ", ".join(
+            f"{prefix}{'_'.join(str(p) for p in e['loc']).upper()} ({e['msg'].lower()})"
+            for e in exc.errors()
+        )
+        raise TriggerProblem(
+            f"connector {name!r} is not {what}, which a {watcher.trigger.type} trigger "
+            f"reads ({missing})"
+        ) from None
+
+
+class Inbound:
+    """Watermarks, problems and run starts of chat and mail triggers."""
+
+    def __init__(
+        self,
+        platform: Platform,
+        *,
+        dispatch: Callable[[str], None] | None = None,
+        clock: Callable[[], datetime] = utcnow,
+    ) -> None:
+        self.platform = platform
+        self._db = platform.db
+        self._dispatch = dispatch
+        """Sends a new run to the workers (None: the in-process worker polls for it)."""
+        self.clock = clock
+
+    # -- leader lease --------------------------------------------------------------------
+
+    def lead(self, name: str, owner: str) -> bool:
+        """Take or renew the lease ``name`` (a ``scheduler_leases`` row); True if ours."""
+        now = self.clock()
+        with self._db.session() as session:
+            renewed = session.execute(
+                update(SchedulerLease)
+                .where(
+                    SchedulerLease.name == name,
+                    or_(SchedulerLease.owner == owner, SchedulerLease.expires_at < now),
+                )
+                .values(owner=owner, expires_at=now + LEASE)
+            )
+            if renewed.rowcount:  # type: ignore[attr-defined]
+                return True
+        try:
+            with self._db.session() as session:
+                session.add(SchedulerLease(name=name, owner=owner, expires_at=now + LEASE))
+        except IntegrityError:
+            return False  # another replica leads
+        return True
+
+    # -- watermarks ----------------------------------------------------------------------
+
+    def watermark(self, watcher: Watcher) -> tuple[str, str] | None:
+        """``(epoch, position)`` read so far, or None before the trigger's first poll."""
+        with self._db.session() as session:
+            row = session.execute(
+                select(InboundWatermark.epoch, InboundWatermark.position).where(
+                    InboundWatermark.agent_id == watcher.agent_id,
+                    InboundWatermark.trigger_key == watcher.key,
+                )
+            ).one_or_none()
+        return None if row is None else (row.epoch, row.position)
+
+    def advance(self, watcher: Watcher, epoch: str, position: str) -> None:
+        """Move the watermark (a concurrent first poll's row is updated, not duplicated)."""
+        values = {"epoch": epoch, "position": position, "updated_at": self.clock()}
+        where = (
+            InboundWatermark.agent_id == watcher.agent_id,
+            InboundWatermark.trigger_key == watcher.key,
+        )
+        with self._db.session() as session:
+            if session.execute(update(InboundWatermark).where(*where).values(**values)).rowcount:  # type: ignore[attr-defined]
+                return
+        try:
+            with self._db.session() as session:
+                session.add(
+                    InboundWatermark(
+                        id=new_id("iwm"), agent_id=watcher.agent_id, trigger_key=watcher.key,
+                        **values,
+                    )
+                )  # fmt: skip
+        except IntegrityError:
+            with self._db.session() as session:
+                session.execute(update(InboundWatermark).where(*where).values(**values))
+
+    def problem(self, watcher: Watcher, reason: str | None) -> None:
+        """Record why the trigger cannot work now (None: it can); audited when it changes."""
+        with self._db.session() as session:
+            row = session.scalar(
+                select(InboundWatermark).where(
+                    InboundWatermark.agent_id == watcher.agent_id,
+                    InboundWatermark.trigger_key == watcher.key,
+                )
+            )
+            before = row.error if row is not None else None
+            if before == reason:
+                return
+            if row is None:
+                session.add(
+                    InboundWatermark(
+                        id=new_id("iwm"), agent_id=watcher.agent_id, trigger_key=watcher.key,
+                        epoch="", position="", error=reason and reason[:500],
+                    )
+                )  # fmt: skip
+            else:
+                row.error = reason and reason[:500]
+            if reason is not None:
+                log.warning(
+                    "%s trigger of agent %s: %s", watcher.trigger.type, watcher.agent_id, reason
+                )
+                self.audit(
+                    session, "trigger.refused", watcher, "denied",
+                    {"trigger": watcher.trigger.type, "reason": reason},
+                )  # fmt: skip
+
+    # -- starting runs -------------------------------------------------------------------
+
+    def start(
+        self, watcher: Watcher, message_key: str, text: str, details: dict[str, Any]
+    ) -> str | None:
+        """Start the run for one message, once: None if it started before (or failed)."""
+        delivery = new_id("idl")
+        try:
+            with self._db.session() as session:
+                session.add(
+                    InboundDelivery(
+                        id=delivery, agent_id=watcher.agent_id, trigger_key=watcher.key,
+                        message_key=message_key[:200],
+                    )
+                )  # fmt: skip
+        except IntegrityError:
+            return None  # this message started its run already (another scheduler, an event)
+        caller = self.platform.accounts.caller_for(watcher.owner)
+        kind = watcher.trigger.type
+        try:
+            info = self.platform.runs.create(caller, watcher.agent_id, text, trigger=kind)
+        except Exception as exc:
+            log.exception("%s trigger of agent %s could not start a run", kind, watcher.agent_id)
+            with self._db.session() as session:
+                self.audit(
+                    session, "trigger.failed", watcher, "error",
+                    {"trigger": kind, "message": message_key, "reason": str(exc)[:300]},
+                )  # fmt: skip
+            return None
+        with self._db.session() as session:
+            session.execute(
+                update(InboundDelivery).where(InboundDelivery.id == delivery).values(run_id=info.id)
+            )
+            self.audit(
+                session, "trigger.fired", watcher, "ok",
+                {"trigger": kind, "run_id": info.id, "message": message_key} | details,
+            )  # fmt: skip
+        if self._dispatch is not None:
+            self._dispatch(info.id)
+        log.info("%s trigger of agent %s started run %s", kind, watcher.agent_id, info.id)
+        return info.id
+
+    def audit(
+        self,
+        session: Any,
+        action: str,
+        watcher: Watcher,
+        outcome: str,
+        details: dict[str, Any],
+    ) -> None:
+        self.platform.audit.append(
+            session,
+            AuditRecord(
+                action=action,
+                resource=f"agent:{watcher.agent_id}",
+                outcome=outcome,
+                org_id=watcher.org_id,
+                actor_user_id=watcher.owner.id,
+                actor_agent_id=watcher.agent_id,
+                details={k: v for k, v in details.items() if v is not None},
+            ),
+        )

@@ -1,0 +1,63 @@
+"""The scheduler's poll of chat and mail triggers (``triggers.chat``, ``triggers.mail``).
+
+``InboundPoller.tick`` runs beside the cron tick (the embedded worker's loop, the Celery
+cron task). One scheduler replica polls at a time (the ``inbound`` lease in
+``scheduler_leases``, like cron's), so a mailbox is not read twice as often as needed;
+exactly-once does not depend on it: every message is a unique ``inbound_deliveries`` row
+before its run exists (``triggers._inbound``).
+
+A trigger that cannot poll (no such connector, no credential, no read grant in the spec,
+an unreachable server) is skipped, its reason kept on its watermark row and audited as
+``trigger.refused`` when it changes; the other triggers go on.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from datetime import datetime
+
+from meshclaw.clock import utcnow
+from meshclaw.platform import Platform
+from meshclaw.spec.models import MailTrigger
+from meshclaw.triggers._inbound import Inbound, TriggerProblem, watchers
+from meshclaw.triggers.chat import poll_chat
+from meshclaw.triggers.mail import poll_mail
+
+log = logging.getLogger(__name__)
+
+LEADER = "inbound"
+
+
+class InboundPoller:
+    """Polls every chat and mail trigger, as the leader only."""
+
+    def __init__(
+        self,
+        platform: Platform,
+        *,
+        dispatch: Callable[[str], None] | None,
+        owner: str,
+        clock: Callable[[], datetime] = utcnow,
+    ) -> None:
+        self._inbound = Inbound(platform, dispatch=dispatch, clock=clock)
+        self._platform = platform
+        self.owner = owner
+
+    def tick(self) -> list[str]:
+        """Poll each trigger once; the ids of the runs started."""
+        if not self._inbound.lead(LEADER, self.owner):
+            return []
+        started: list[str] = []
+        for watcher in watchers(self._platform):
+            poll = poll_mail if isinstance(watcher.trigger, MailTrigger) else poll_chat
+            try:
+                started += poll(self._inbound, watcher)
+            except TriggerProblem as exc:
+                self._inbound.problem(watcher, str(exc))
+                continue
+            except Exception:  # one broken trigger must not stop the others
+                log.exception("%s trigger of agent %s", watcher.trigger.type, watcher.agent_id)
+                continue
+            self._inbound.problem(watcher, None)
+        return started

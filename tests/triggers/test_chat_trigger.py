@@ -1,0 +1,211 @@
+"""Chat triggers against MeshClaw's Slack Web API fake: polled messages and signed Events
+API deliveries each start one run per message; forged deliveries are refused and audited."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import select
+
+from meshclaw.api.app import create_app
+from meshclaw.connectors.fakes.slack import SlackFake, SlackWorkspace
+from meshclaw.store.models import AuditEvent, Run
+from meshclaw.triggers.inbound import InboundPoller
+from meshclaw.triggers.slack_events import sign
+from tests.conftest import World, agent_yaml
+
+TOKEN, BOT, SIGNING_SECRET = "xoxb-meshclaw-bot", "UBOT0001", "8f742231b10e8888abcd99yyyzzz85a5"
+
+
+def chat_agent(name: str = "helpdesk", *, mention: bool = False, grant: bool = True) -> str:
+    tools = (("chat.read_thread", "read"),) if grant else (("clock.now", "read"),)
+    trigger = f"  - {{type: chat, channel: '#help', mention: {str(mention).lower()}}}\n"
+    return agent_yaml(name=name, tools=tools).replace("budget:", f"triggers:\n{trigger}budget:")
+
+
+@pytest.fixture
+def slack() -> Iterator[SlackFake]:
+    workspace = SlackWorkspace(channels=("general", "help"))
+    workspace.add_token(TOKEN, BOT)
+    with SlackFake(workspace) as fake:
+        yield fake
+
+
+@pytest.fixture
+def world(make_world: Callable[..., World], slack: SlackFake) -> World:
+    world = make_world()
+    world.platform.connector_admin.add(
+        world.admin,
+        "chat",
+        {
+            "command": sys.executable,
+            "args": ["-m", "meshclaw.connectors.servers", "chat"],
+            "env": {"MESHCLAW_CHAT_BASE_URL": slack.base_url},
+            "credentials": "chat",
+            "credential_env": {"MESHCLAW_CHAT_TOKEN": "token"},
+        },
+    )
+    world.platform.vault.put(
+        "chat", {"token": TOKEN, "signing_secret": SIGNING_SECRET}, org_id=world.alice.org_id
+    )
+    return world
+
+
+def say(slack: SlackFake, text: str, user: str = "UALICE01") -> str:
+    channel = slack.workspace.channel("help")
+    assert channel is not None
+    return slack.workspace.post(channel, user, text).ts
+
+
+def chat_runs(world: World) -> list[Run]:
+    with world.platform.db.session() as session:
+        return list(session.scalars(select(Run).where(Run.trigger == "chat")).all())
+
+
+def audited(world: World, action: str) -> list[AuditEvent]:
+    with world.platform.db.session() as session:
+        return list(session.scalars(select(AuditEvent).where(AuditEvent.action == action)).all())
+
+
+def poller(world: World, owner: str = "scheduler-a") -> InboundPoller:
+    return InboundPoller(world.platform, dispatch=None, owner=owner)
+
+
+def test_a_message_in_the_channel_starts_one_run_with_the_message(
+    world: World, slack: SlackFake
+) -> None:
+    agent_id = world.save_agent(chat_agent())
+    say(slack, "an old question")
+    p = poller(world)
+    assert p.tick() == []  # the first poll only notes where the channel stands
+
+    ts = say(slack, "How do I rotate my VPN certificate?")
+    say(slack, "On it!", user=BOT)  # the bot's own messages never trigger it
+    (run_id,) = p.tick()
+    assert p.tick() == [] and poller(world, "scheduler-b").tick() == []
+    (run,) = chat_runs(world)
+    assert (run.id, run.agent_id, run.user_id) == (run_id, agent_id, world.alice.user_id)
+    data = json.loads(run.input)
+    assert data["text"] == "How do I rotate my VPN certificate?"
+    assert (data["channel"], data["ts"], data["user"]) == ("#help", ts, "UALICE01")
+    (fired,) = audited(world, "trigger.fired")
+    assert fired.details["run_id"] == run_id and fired.details["trigger"] == "chat"
+
+
+def test_a_mention_trigger_starts_only_for_messages_that_mention_the_bot(
+    world: World, slack: SlackFake
+) -> None:
+    world.save_agent(chat_agent(mention=True))
+    p = poller(world)
+    assert p.tick() == []
+    say(slack, "just chatting")
+    say(slack, f"<@{BOT}> please reset my password")
+    assert len(p.tick()) == 1
+    (run,) = chat_runs(world)
+    assert json.loads(run.input)["text"] == f"<@{BOT}> please reset my password"
+
+
+def test_a_chat_trigger_without_a_read_grant_is_refused(world: World, slack: SlackFake) -> None:
+    world.save_agent(chat_agent(grant=False))
+    p = poller(world)
+    say(slack, "hello?")
+    assert p.tick() == [] and p.tick() == []
+    (refused,) = audited(world, "trigger.refused")
+    assert refused.details["reason"] == (
+        "triggers[0].connector: the agent may not read connector 'chat'; grant "
+        "'chat.read_channel' or 'chat.read_thread' or 'chat.*' in tools"
+    )
+
+
+# -- the Events API ---------------------------------------------------------------------
+
+
+@pytest.fixture
+def client(world: World) -> Iterator[TestClient]:
+    with TestClient(create_app(world.platform)) as client:
+        yield client
+
+
+def deliver(
+    client: TestClient,
+    world: World,
+    payload: dict[str, Any],
+    *,
+    secret: str = SIGNING_SECRET,
+    ts: int | None = None,
+    connector: str = "chat",
+) -> Any:
+    body = json.dumps(payload).encode()
+    stamp = str(int(time.time()) if ts is None else ts)
+    headers = {
+        "X-Slack-Request-Timestamp": stamp,
+        "X-Slack-Signature": sign(secret.encode(), stamp, body),
+        "Content-Type": "application/json",
+    }
+    return client.post(
+        f"/v1/hooks/chat/{world.alice.org_id}/{connector}", content=body, headers=headers
+    )
+
+
+def event(slack: SlackFake, ts: str, text: str, user: str = "UALICE01") -> dict[str, Any]:
+    channel = slack.workspace.channel("help")
+    assert channel is not None
+    return {
+        "type": "event_callback",
+        "team_id": "T00000001",
+        "event": {"type": "message", "channel": channel.id, "user": user, "text": text, "ts": ts},
+        "authorizations": [{"team_id": "T00000001", "user_id": BOT, "is_bot": True}],
+    }
+
+
+def test_a_signed_slack_event_starts_one_run_even_when_retried_or_also_polled(
+    world: World, slack: SlackFake, client: TestClient
+) -> None:
+    world.save_agent(chat_agent())
+    verified = deliver(client, world, {"type": "url_verification", "challenge": "c-123"})
+    assert verified.status_code == 200 and verified.json() == {"challenge": "c-123"}
+    p = poller(world)
+    assert p.tick() == []
+
+    ts = say(slack, "The build is red again")
+    first = deliver(client, world, event(slack, ts, "The build is red again"))
+    assert first.status_code == 200
+    (run_id,) = first.json()["runs"]
+    assert deliver(client, world, event(slack, ts, "The build is red again")).json()["runs"] == []
+    assert p.tick() == []  # the poll sees the same message: same key, no second run
+    (run,) = chat_runs(world)
+    assert run.id == run_id and json.loads(run.input)["text"] == "The build is red again"
+    bot_says = deliver(client, world, event(slack, say(slack, "ack", BOT), "ack", user=BOT))
+    assert bot_says.json()["runs"] == []
+
+
+def test_forged_or_stale_slack_events_are_refused_and_audited(
+    world: World, slack: SlackFake, client: TestClient
+) -> None:
+    world.save_agent(chat_agent())
+    ts = say(slack, "hi")
+    forged = deliver(client, world, event(slack, ts, "hi"), secret="not-the-secret")
+    assert forged.status_code == 401
+    assert forged.json()["detail"] == "chat event refused: bad signature"
+    assert forged.headers["WWW-Authenticate"].startswith("Slack-Signature")
+    stale = deliver(client, world, event(slack, ts, "hi"), ts=int(time.time()) - 3600)
+    assert stale.status_code == 401
+    unknown = deliver(client, world, event(slack, ts, "hi"), connector="nope")
+    assert unknown.status_code == 401
+    unsigned = client.post(f"/v1/hooks/chat/{world.alice.org_id}/chat", json={"type": "x"})
+    assert unsigned.status_code == 401
+    reasons = [e.details["reason"] for e in audited(world, "chat_event.refused")]
+    assert reasons == [
+        "bad signature",
+        "the timestamp is outside the accepted window",
+        "no such chat connector",
+        "missing timestamp or signature header",
+    ]
+    assert chat_runs(world) == []
+    assert SIGNING_SECRET not in json.dumps([forged.json(), stale.json(), reasons])
