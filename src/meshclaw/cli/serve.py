@@ -7,6 +7,7 @@ import socket
 import sys
 import threading
 import webbrowser
+from typing import TYPE_CHECKING
 
 import typer
 import uvicorn
@@ -14,6 +15,10 @@ import uvicorn
 from meshclaw.cli._app import app, handle_errors
 from meshclaw.cli._output import console
 from meshclaw.config import Settings
+
+if TYPE_CHECKING:
+    from meshclaw.demo_apps import DemoApps
+    from meshclaw.platform import Platform
 
 
 def open_dashboard_later(url: str) -> None:
@@ -34,7 +39,15 @@ def open_dashboard_later(url: str) -> None:
 def serve(
     host: str | None = typer.Option(None, help="Bind address (default from settings)."),
     port: int | None = typer.Option(None, help="Port; 0 picks a free one."),
-    demo: bool = typer.Option(False, "--demo", help="Seed the demo org if the store is empty."),
+    demo: bool = typer.Option(
+        False, "--demo", help="Seed the demo org if the store is empty; start its apps."
+    ),
+    demo_apps: bool = typer.Option(
+        True,
+        "--demo-apps/--no-demo-apps",
+        help="With --demo: start local stand-ins for the demo org's apps and wire its "
+        "connectors to them.",
+    ),
 ) -> None:
     """Start the platform: migrations, API, run worker, embedded model server."""
     from meshclaw.api.app import create_app
@@ -52,19 +65,21 @@ def serve(
             "seeded the demo org 'acme' (users alice, bob, carol, dave, erin; "
             f"dashboard password {DEMO_PASSWORD!r})"
         )
-    model_url = platform.start_embedded_model_server()
-    # With a broker, runs go to `meshclaw worker` processes; else this process runs them.
-    broker = broker_dispatcher(platform)
-    worker = None if broker else InProcessWorker(platform, concurrency=settings.workers, cron=True)
-    if worker is not None:
-        worker.start()
-    # Bind first so port 0 works and the real address can be printed before serving.
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind((bind_host, bind_port))
-    sock.listen(2048)  # connections queue from now on, even before uvicorn takes the socket
-    address = f"http://{bind_host}:{sock.getsockname()[1]}"
+    apps = start_demo_apps(platform) if demo and demo_apps else None
+    worker = broker = sock = None
     try:
+        model_url = platform.start_embedded_model_server()
+        # With a broker, runs go to `meshclaw worker` processes; else this process runs them.
+        broker = broker_dispatcher(platform)
+        if broker is None:
+            worker = InProcessWorker(platform, concurrency=settings.workers, cron=True)
+            worker.start()
+        # Bind first so port 0 works and the real address can be printed before serving.
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((bind_host, bind_port))
+        sock.listen(2048)  # connections queue from now on, even before uvicorn takes it
+        address = f"http://{bind_host}:{sock.getsockname()[1]}"
         server = uvicorn.Server(
             uvicorn.Config(
                 create_app(platform, broker or worker), log_level="warning", access_log=False
@@ -76,6 +91,11 @@ def serve(
         if model_url:
             print(f"  model server: {model_url} (scripted demo model)")
         print("  try:          .venv/bin/meshclaw run daily-notes --input 'note the time' --follow")
+        if apps is not None and any(s.connector == "tickets" for s in apps.running):
+            print("  then:         .venv/bin/meshclaw agent create examples/ticket-updater.yaml")
+            print(
+                f"                .venv/bin/meshclaw run ticket-updater --input {TICKET_INPUT!r} -f"
+            )
         sys.stdout.flush()
         if demo and settings.web.open_browser:
             open_dashboard_later(f"{address}/ui/")
@@ -85,5 +105,31 @@ def serve(
             worker.stop()
         if broker is not None:
             broker.close()
+        if apps is not None:
+            apps.stop()
         platform.close()
-        sock.close()
+        if sock is not None:
+            sock.close()
+
+
+TICKET_INPUT = "OPS ticket 1 changed"
+"""The input the demo model's script answers for ticket-updater (demo-script.yaml)."""
+
+
+def start_demo_apps(platform: Platform) -> DemoApps:
+    """Start the demo org's app stand-ins, wire its connectors, say what runs where."""
+    from meshclaw.demo import wire_demo_connectors
+    from meshclaw.demo_apps import DemoApps
+
+    folder = platform.settings.home / "demo-apps"
+    apps = DemoApps(folder).start()
+    try:
+        notes = wire_demo_connectors(platform, apps.running)
+    except BaseException:
+        apps.stop()
+        raise
+    print(f"demo apps (state under {folder}; connectors of the demo org 'acme'):")
+    for line in [*apps.summary(), *notes]:
+        print(f"  {line}")
+    sys.stdout.flush()
+    return apps

@@ -228,9 +228,11 @@ def _app(state: GitHubState) -> Starlette:
 class GitHubFake:
     """Serves a ``GitHubState`` on loopback (port from the OS) in a background thread."""
 
-    def __init__(self, state: GitHubState | None = None) -> None:
+    def __init__(self, state: GitHubState | None = None, *, port: int = 0) -> None:
         self.state = state or GitHubState()
         self._loopback: LoopbackServer | None = None
+        self._wanted_port = port
+        """0: a port from the OS (the demo asks for the one it used last time)."""
         self.port = 0
 
     @property
@@ -238,7 +240,9 @@ class GitHubFake:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self, timeout: float = 10.0) -> Self:
-        loopback = LoopbackServer(_app(self.state), host="127.0.0.1", name="GitHub fake")
+        loopback = LoopbackServer(
+            _app(self.state), host="127.0.0.1", port=self._wanted_port, name="GitHub fake"
+        )
         self._loopback = loopback.start(timeout)
         self.port = loopback.port
         return self

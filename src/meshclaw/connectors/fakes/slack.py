@@ -240,9 +240,13 @@ def _api(workspace: SlackWorkspace) -> Starlette:
 class SlackFake:
     """Serves a ``SlackWorkspace`` on loopback (port from the OS) in a background thread."""
 
-    def __init__(self, workspace: SlackWorkspace | None = None, host: str = "127.0.0.1") -> None:
+    def __init__(
+        self, workspace: SlackWorkspace | None = None, host: str = "127.0.0.1", *, port: int = 0
+    ) -> None:
         self.workspace = workspace or SlackWorkspace()
         self._host = host
+        self._wanted_port = port
+        """0: a port from the OS (the demo asks for the one it used last time)."""
         self._loopback: LoopbackServer | None = None
         self.port = 0
 
@@ -252,7 +256,9 @@ class SlackFake:
         return f"http://{self._host}:{self.port}/api/"
 
     def start(self, timeout: float = 10.0) -> Self:
-        loopback = LoopbackServer(_api(self.workspace), host=self._host, name="Slack fake")
+        loopback = LoopbackServer(
+            _api(self.workspace), host=self._host, port=self._wanted_port, name="Slack fake"
+        )
         self._loopback = loopback.start(timeout)
         self.port = loopback.port
         return self

@@ -1,0 +1,177 @@
+"""`make run`'s demo: the stand-in apps, the demo org's connectors, a real outcome.
+
+``meshclaw serve --demo`` in a subprocess (as `make run` starts it, on a free port, the
+demo's own scripted model): ticket-updater from examples/ resolves OPS-1 in the local
+GitHub-shaped tracker, the tracker has the change, and the run's outcome is verified by
+reading the ticket back. A second start keeps the state and adds nothing twice.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from meshclaw.demo_apps import DemoApps
+
+MESHCLAW = [sys.executable, "-m", "meshclaw.cli"]
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+
+
+@contextmanager
+def serve_demo(env: dict[str, str], cwd: Path) -> Iterator[tuple[str, list[str]]]:
+    """``meshclaw serve --demo --port 0``: its address and what it printed up to then."""
+    proc = subprocess.Popen(
+        [*MESHCLAW, "serve", "--demo", "--port", "0"],
+        env=env,
+        cwd=cwd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    assert proc.stdout is not None
+    address, seen = None, []
+    deadline = time.monotonic() + 90
+    while address is None and time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        if not line and proc.poll() is not None:
+            break
+        seen.append(line)
+        if found := re.search(r"listening on (http://\S+)", line):
+            address = found.group(1)
+    if address is None:
+        proc.kill()
+        pytest.fail("server did not start:\n" + "".join(seen))
+    try:
+        yield address, seen
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            raise
+
+
+def _wait_for_run(http: httpx.Client, run_id: str) -> dict[str, Any]:
+    deadline = time.monotonic() + 60
+    while True:
+        run: dict[str, Any] = http.get(f"/v1/runs/{run_id}").json()
+        if run["status"] not in ("queued", "running") or time.monotonic() > deadline:
+            return run
+        time.sleep(0.1)  # polling the API for the run's end, bounded by the deadline
+
+
+def _outcomes_of(http: httpx.Client, run_id: str) -> list[dict[str, Any]]:
+    """The run's outcomes, once recorded (verification reads the tracker after the run)."""
+    deadline = time.monotonic() + 30
+    while True:
+        found = [o for o in http.get("/v1/outcomes").json() if o["run_id"] == run_id]
+        if found or time.monotonic() > deadline:
+            return found
+        time.sleep(0.1)  # polling the API, bounded by the deadline
+
+
+def _ticket(home: Path, output: list[str], number: int) -> dict[str, Any]:
+    """The ticket as the stand-in tracker serves it (GitHub's REST shape)."""
+    url = next(re.search(r"GitHub REST fake at (\S+)", x) for x in output if "GitHub REST" in x)
+    assert url is not None
+    token = json.loads((home / "demo-apps" / "secrets.json").read_text())["tickets-token"]
+    headers = {"Authorization": f"Bearer {token}"}
+    with httpx.Client(base_url=url.group(1), headers=headers, timeout=10) as tracker:
+        issue: dict[str, Any] = tracker.get(f"/repos/acme/ops/issues/{number}").json()
+        issue["comment_list"] = tracker.get(f"/repos/acme/ops/issues/{number}/comments").json()
+    return issue
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_make_run_demo_resolves_a_ticket_in_the_stand_in_with_a_verified_outcome(
+    tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    home = tmp_path / "var"
+    env = os.environ | {
+        "MESHCLAW_HOME": str(home),
+        "MESHCLAW_CONFIG": str(tmp_path / "absent.toml"),
+        "MESHCLAW_WEB__OPEN_BROWSER": "false",
+    }
+    env.pop("MESHCLAW_PROVIDERS", None)
+    spec = (EXAMPLES / "ticket-updater.yaml").read_text()
+    # As root, dovecot's user cannot reach pytest's tmp_path: the maildirs go elsewhere.
+    digest = hashlib.sha256(str((home / "demo-apps" / "mail").resolve()).encode()).hexdigest()
+    request.addfinalizer(
+        lambda: shutil.rmtree(
+            Path(tempfile.gettempdir()) / f"meshclaw-demo-mail-{digest[:12]}", ignore_errors=True
+        )
+    )
+
+    with serve_demo(env, tmp_path) as (address, output):
+        printed = "".join(output)
+        assert "demo apps (state under" in printed
+        for connector in ("tickets", "chat", "calendar", "docs", "deploy", "mail"):
+            assert re.search(rf"^  {connector} +\S", printed, re.M), printed
+        assert "not ready" not in printed, printed
+        secrets = json.loads((home / "demo-apps" / "secrets.json").read_text())
+        assert not [s for s in secrets.values() if s in printed]  # no secret in the output
+
+        token = (home / "cli-token").read_text().strip()
+        headers = {"Authorization": f"Bearer {token}"}
+        with httpx.Client(base_url=address, headers=headers, timeout=30) as http:
+            connectors = {c["name"]: c for c in http.get("/v1/connectors").json()}
+            assert connectors["tickets"]["tools"] == {"approved": 6}, connectors["tickets"]
+            created = http.post("/v1/agents", json={"spec_yaml": spec})
+            assert created.status_code == 201, created.text
+            started = http.post(
+                "/v1/runs", json={"agent": "ticket-updater", "input": "OPS ticket 1 changed"}
+            )
+            assert started.status_code == 202, started.text
+            run = _wait_for_run(http, started.json()["id"])
+            assert run["status"] == "succeeded", run
+            tools = [s["name"] for s in run["steps"] if s["kind"] == "tool"]
+            assert tools[:2] == ["tickets.get_ticket", "tickets.resolve"], run["steps"]
+
+            issue = _ticket(home, output, 1)
+            assert (issue["state"], issue["state_reason"]) == ("closed", "completed")
+            assert "Resolved by ticket-updater" in issue["comment_list"][-1]["body"]
+
+            [outcome] = _outcomes_of(http, run["id"])
+            assert outcome["type"] == "ticket_resolved"
+            assert outcome["verified"] is True, outcome
+            assert outcome["ref"] == "acme/ops#1"
+            assert "reported by bob" in outcome["verification"]["checked"]
+
+    # The tracker's state is kept under the demo home; a second start adds nothing twice.
+    kept = json.loads((home / "demo-apps" / "tickets.json").read_text())
+    assert kept["repos"]["acme/ops"][0]["state"] == "closed"
+    with serve_demo(env, tmp_path) as (address, output):
+        assert "seeded the demo org" not in "".join(output)
+        assert _ticket(home, output, 1)["state"] == "closed"
+        with httpx.Client(base_url=address, headers=headers, timeout=30) as http:
+            names = [c["name"] for c in http.get("/v1/connectors").json()]
+            assert sorted(names) == ["calendar", "chat", "deploy", "docs", "mail", "tickets"]
+            assert all(c["tools"].keys() == {"approved"} for c in http.get("/v1/connectors").json())
+
+
+def test_without_dovecot_the_demo_runs_without_mail_and_says_why(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("meshclaw.demo_apps._mail.dovecot_binary", lambda: None)
+    with DemoApps(tmp_path / "demo-apps", only=["tickets", "mail"]) as apps:
+        assert [s.connector for s in apps.running] == ["tickets"]
+        assert apps.skipped["mail"].startswith("dovecot is not installed (Debian: apt-get")
+        assert apps.summary()[-1].startswith("mail      not started: dovecot is not installed")
+    assert apps.running == []
