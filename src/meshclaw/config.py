@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -42,6 +42,19 @@ class ProviderConfig(BaseModel):
     max_retries: int = Field(default=4, ge=0, le=10)
 
 
+class WitnessConfig(BaseModel):
+    """An HTTP witness of the audit log's checkpoints (docs/audit.md#witnesses)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    url: str = Field(pattern=r"^https?://[^\s]+$")
+    """This log's endpoint at the witness: checkpoints are POSTed here, and a GET returns
+    the latest one the witness holds."""
+    key: str | None = None
+    """The witness's verifier key (``<name>+<id>+<key>``): its cosignature must verify
+    before it is stored. None: cosignatures are stored unchecked."""
+
+
 class AuditSettings(BaseModel):
     """The tamper-evident audit log (docs/audit.md)."""
 
@@ -58,6 +71,38 @@ class AuditSettings(BaseModel):
     """Also write each checkpoint note here after commit, for witnesses and backups."""
     min_retention_days: int = Field(default=30, ge=0)
     """Records younger than this can never be redacted."""
+    checkpoint_seconds: float = Field(default=300.0, ge=0, le=24 * 3600)
+    """The scheduler signs a checkpoint this often when records exist that none covers
+    yet (0: off; ``checkpoint_every`` still applies)."""
+    syslog: list[str] = Field(default_factory=list)
+    """Also send every signed checkpoint to these syslog receivers, ``udp://host:port``
+    or ``tcp://host:port`` (RFC 5424; TCP framed by octet counting, RFC 6587)."""
+    witnesses: list[WitnessConfig] = Field(default_factory=list)
+    """HTTP witnesses: each signed checkpoint is POSTed to each; ``verify`` compares the
+    checkpoint each one holds with the log."""
+    witness_timeout_seconds: float = Field(default=10.0, gt=0, le=300)
+    """How long one send to (or fetch from) a witness or syslog receiver may take."""
+    verify_workers: int = Field(default=0, ge=0, le=64)
+    """Processes ``audit verify`` checks records with (0: one per CPU for logs of 50,000
+    records or more; 1: a single pass). The findings are the same."""
+
+    @field_validator("syslog")
+    @classmethod
+    def _syslog_targets(cls, targets: list[str]) -> list[str]:
+        for target in targets:
+            scheme, _, rest = target.partition("://")
+            host, _, port = rest.rpartition(":")
+            if scheme not in ("udp", "tcp") or not host or not port.isdigit():
+                raise ValueError(f"{target!r}: want udp://host:port or tcp://host:port")
+            if not 0 < int(port) < 65536:
+                raise ValueError(f"{target!r}: port must be 1..65535")
+        return targets
+
+    def schedule_seconds(self) -> float:
+        """How often the scheduler's audit job runs (timed checkpoints, witness retries)."""
+        if self.checkpoint_seconds:
+            return self.checkpoint_seconds
+        return 60.0 if self.syslog or self.witnesses else 0.0
 
 
 class MeteringSettings(BaseModel):

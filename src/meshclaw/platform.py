@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from meshclaw.accounts.directory import Directory
-from meshclaw.accounts.service import Accounts
+from meshclaw.accounts.service import Accounts, Caller
 from meshclaw.accounts.signin import SignIn
 from meshclaw.analytics.service import AnalyticsService
 from meshclaw.audit.log import build_audit
@@ -28,11 +28,12 @@ from meshclaw.metering.limits import LimitGuard
 from meshclaw.metering.prices import PriceTable, load_price_table
 from meshclaw.notify.deliver import NotificationDelivery
 from meshclaw.outcomes.links import load_link_key
-from meshclaw.outcomes.service import OutcomeService
+from meshclaw.outcomes.service import OutcomeService, RecheckSummary
 from meshclaw.policy.api import ApiAuthorizer
 from meshclaw.policy.approvals import Approvals
 from meshclaw.policy.authorizer import Authorizer
 from meshclaw.policy.cedar import CedarAuthorizer, PolicyStore
+from meshclaw.policy.org_policies import OrgPolicies, OrgPolicyRows
 from meshclaw.policy.vault import Vault, VaultCredentialStore, load_kek
 from meshclaw.providers.registry import ProviderRegistry
 from meshclaw.runtime.executor import RunExecutor
@@ -59,8 +60,11 @@ class Platform:
         if apply_migrations:
             migrate(url)
         self.db = Database(url)
-        self.policies = PolicyStore.from_file(self.settings.policy_file)
-        """The active Cedar policy set, shared by the gateway and the API checks."""
+        self.policies = PolicyStore.from_file(
+            self.settings.policy_file, orgs=OrgPolicyRows(self.db)
+        )
+        """The Cedar policy sets in force, shared by the gateway and the API checks: the
+        built-ins, the operator's install-wide ``policy_file`` and each org's own."""
         self.access = ApiAuthorizer(self.policies)
         self.audit, self.audit_log = build_audit(self.db, self.settings, self.access)
         self.accounts = Accounts(self.db, self.audit)
@@ -70,6 +74,8 @@ class Platform:
         """Dashboard sign-in: passwords and browser sessions (``accounts.signin``)."""
         self.authorizer = CedarAuthorizer(self.policies)
         self.agents = AgentRegistry(self.db, self.audit, self.access)
+        self.org_policies = OrgPolicies(self.db, self.audit, self.access, self.policies)
+        """Each org's own policies, versioned (``policy.org_policies``)."""
         self.approvals = Approvals(self.db, self.audit, self.access)
         key_file = self.settings.vault_key_file or self.settings.home / "vault.key"
         self.vault = Vault(self.db, lambda: load_kek(key_file))
@@ -96,11 +102,14 @@ class Platform:
         self.budget_guard = LimitGuard(
             self.db, self.audit, max_identical_calls=self.settings.metering.max_identical_calls
         )
-        self.budgets = BudgetService(self.db, self.audit, on_change=self.budget_guard.forget)
+        self.budgets = BudgetService(
+            self.db, self.audit, self.access, on_change=self.budget_guard.forget
+        )
         self.telemetry.watch_budgets(self.db)
         self.outcomes = OutcomeService(
             self.db,
             self.audit,
+            access=self.access,
             link_key=lambda: load_link_key(self.settings.home / "feedback-link.key"),
         )
         """Outcome records, feedback, durability re-checks (``outcomes.service``)."""
@@ -164,6 +173,19 @@ class Platform:
         return RunExecutor(
             db=self.db, gateway=gateway, audit=self.audit, on_finish=self.outcomes.record_run
         )
+
+    async def recheck_outcomes(self, caller: Caller | None = None) -> RecheckSummary:
+        """Due outcome durability re-checks: the install's (the scheduler), or by hand the
+        caller's org (``outcome.recheck``). Each connector read goes through a fresh
+        gateway in the context of the outcome's run: the spec's grant, the owner's
+        delegated credential, metered and audited (``RunExecutor.reader_for_ended_run``)."""
+        org_id = None if caller is None else self.outcomes.authorize_recheck(caller)
+        gateway = self.build_gateway()
+        try:
+            reader = self.executor(gateway).reader_for_ended_run
+            return await self.outcomes.recheck_due(org_id=org_id, reader=reader)
+        finally:
+            await gateway.aclose()
 
     def close(self) -> None:
         if self._model_server is not None:

@@ -211,6 +211,7 @@ ROUTES: tuple[Row, ...] = (
     Row("POST", "/v1/runs/{run_id}/cancel", OWNER_OR_ADMIN, fresh={"run_id": "run"}),
     Row("GET", "/v1/runs/{run_id}/events", OWNER_OR_ADMIN),  # finished: the stream ends
     Row("POST", "/v1/hooks/{agent_id}", WEBHOOK, json={"event": "push"}),
+    Row("POST", "/v1/hooks/chat/{org_id}/{connector}", WEBHOOK, json={"type": "event_callback"}),
     # approvals
     Row("GET", "/v1/approvals", SIGNED_IN),
     Row("GET", "/v1/approvals/{approval_id}", OWNER_OR_ADMIN),
@@ -220,7 +221,10 @@ ROUTES: tuple[Row, ...] = (
         fresh={"approval_id": "approval"}, json={"note": "no"}),
     # policy
     Row("POST", "/v1/policy/validate", ORG_ADMIN, json={"policies": ""}),
-    Row("POST", "/v1/policy/reload", ORG_ADMIN),
+    Row("GET", "/v1/policy", SIGNED_IN),  # each org its own
+    Row("PUT", "/v1/policy", ORG_ADMIN, json={"policies": ""}),  # org B's admin: org B's
+    Row("GET", "/v1/policy/versions", SIGNED_IN),
+    Row("GET", "/v1/policy/diff", SIGNED_IN, query={"old": "0", "new": "0"}),
     Row("POST", "/v1/policy/explain", ORG_MEMBERS, json={"agent": "{agent_id}"}),
     # audit
     Row("GET", "/v1/audit/events", AUDITOR_ONLY),

@@ -15,10 +15,12 @@ from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from meshclaw import __version__
+from meshclaw.accounts.directory import InvalidFields
 from meshclaw.api import analytics as analytics_api
 from meshclaw.api import approvals as approvals_api
 from meshclaw.api import audit as audit_api
 from meshclaw.api import auth as auth_api
+from meshclaw.api import chat_events as chat_events_api
 from meshclaw.api import connectors as connectors_api
 from meshclaw.api import directory as directory_api
 from meshclaw.api import hooks as hooks_api
@@ -90,6 +92,7 @@ def create_app(platform: Platform, worker: RunDispatcher | None = None) -> FastA
     app.include_router(audit_api.router)
     app.include_router(connectors_api.router)
     app.include_router(metering_api.router)
+    app.include_router(chat_events_api.router)
     app.include_router(hooks_api.router)
     app.include_router(ops_api.router)
     app.include_router(streams_api.router)
@@ -103,6 +106,15 @@ def create_app(platform: Platform, worker: RunDispatcher | None = None) -> FastA
     async def _spec_error(_: Request, exc: SpecError) -> JSONResponse:
         issues = [{"path": i.path, "line": i.line, "message": i.message} for i in exc.issues]
         return _problem(422, "Invalid agent spec", f"{len(issues)} problem(s) in the spec", issues)
+
+    @app.exception_handler(InvalidFields)
+    async def _invalid_fields(request: Request, exc: InvalidFields) -> Response:
+        # Bad fields (a password too short, ...): 422 with each field's path, as request
+        # validation answers (409 when a name is taken).
+        if is_page(request):
+            return error_page(request, exc.http_status, str(exc))
+        errors = [{"path": f"body.{k}", "message": v} for k, v in exc.fields.items()]
+        return _problem(exc.http_status, "Invalid request", str(exc), errors)
 
     @app.exception_handler(MeshClawError)
     async def _meshclaw_error(request: Request, exc: MeshClawError) -> Response:
@@ -223,7 +235,13 @@ def create_app(platform: Platform, worker: RunDispatcher | None = None) -> FastA
         """Tokens and cost (per day, week or month with ``period``). Tokens are a cost,
         never a measure of achievement."""
         rows = usage_report(
-            platform.db, who, group_by=group_by, since=since, until=until, period=period
+            platform.db,
+            who,
+            group_by=group_by,
+            since=since,
+            until=until,
+            period=period,
+            access=platform.access,
         )
         return UsageOut(
             group_by=group_by,

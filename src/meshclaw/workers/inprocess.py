@@ -102,10 +102,21 @@ class InProcessWorker:
             (self._recheck_seconds, "outcome re-checks", self._recheck),
             (settings.notify_seconds, "notification delivery", self._deliver),
             (settings.usage_rollup_seconds, "usage roll-up", self._roll_up),
+            (settings.audit.schedule_seconds(), "audit checkpoint", self._audit_checkpoint),
+            (self._cron_seconds, "chat and mail triggers", self._poll_inbound),
         ]
 
+    def _poll_inbound(self) -> object:
+        from meshclaw.triggers.inbound import InboundPoller
+        from meshclaw.workers.leases import worker_name
+
+        started = InboundPoller(self._platform, dispatch=None, owner=worker_name()).tick()
+        if started:
+            self.wake()
+        return started
+
     def _recheck(self) -> object:
-        return asyncio.run(self._platform.outcomes.recheck_due())
+        return asyncio.run(self._platform.recheck_outcomes())  # reads through a gateway
 
     def _deliver(self) -> object:
         async def deliver() -> object:
@@ -119,6 +130,9 @@ class InProcessWorker:
 
     def _roll_up(self) -> object:
         return UsageRollup(self._platform.db).roll_closed_days()
+
+    def _audit_checkpoint(self) -> object:
+        return self._platform.audit_log.scheduled()
 
     async def _serve(self) -> None:
         self._loop = asyncio.get_running_loop()
