@@ -106,3 +106,33 @@ def test_auditor_pages_proves_verifies_and_exports(
     )
     assert r.status_code == 400 and "retention" in r.json()["detail"]
     assert client.get("/v1/audit/verify", headers=h).json()["ok"] is True
+
+
+def test_an_auditor_pages_backwards_from_the_newest_record(
+    client: TestClient, world: AuditWorld
+) -> None:
+    h = _auth(world, "auditor")
+    forwards: list[int] = []
+    after = 0
+    while True:
+        page = client.get(
+            "/v1/audit/events", params={"action": "tool.*", "limit": 2, "after": after}, headers=h
+        ).json()
+        forwards += [e["seq"] for e in page["entries"]]
+        if page["next_after"] is None:
+            break
+        after = page["next_after"]
+    backwards: list[int] = []
+    before = 10**9  # past the head: the newest page first
+    while before is not None:
+        page = client.get(
+            "/v1/audit/events", params={"action": "tool.*", "limit": 2, "before": before},
+            headers=h,
+        ).json()  # fmt: skip
+        seqs = [e["seq"] for e in page["entries"]]
+        assert seqs == sorted(seqs)  # each page reads oldest first
+        backwards = seqs + backwards
+        before = page["next_before"]
+    assert backwards == forwards and len(forwards) >= 3
+    both = client.get("/v1/audit/events", params={"after": 1, "before": 5}, headers=h)
+    assert both.status_code == 400 and "before" in both.json()["detail"]

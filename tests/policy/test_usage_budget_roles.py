@@ -223,3 +223,12 @@ def test_services_follow_the_org_policy(world: World) -> None:
     assert "org" not in [s.key for s in series.scopes(auditor)]
     with pytest.raises(PermissionDenied, match=r"org-numbers-for-auditors"):
         series.scope(auditor, "org")
+
+
+def test_an_id_described_in_two_orgs_is_denied_not_guessed(access: ApiAuthorizer) -> None:
+    # Ids are unique across the install; were a team id ever described in two orgs (the
+    # caller's team in org B, the resource in org A), neither description may decide.
+    caller = _caller("team_admin", org="org_b", team="team_a")
+    decision = access.authorize_api(caller, "budget.read", OWN_TEAM)
+    assert not decision.allowed
+    assert "two different orgs" in decision.reason

@@ -461,3 +461,30 @@ def test_pages_ask_to_sign_in(site: Site) -> None:
     for path in ("/ui/integrity", "/ui/audit", "/ui/admin", "/ui/admin/directory"):
         response = anonymous.get(path)
         assert response.status_code == 303 and "/ui/login" in response.headers["location"]
+
+
+def _seqs(html: str) -> list[int]:
+    return [int(n) for n in re.findall(r'<tr><td class="num">(\d+)</td>', html)]
+
+
+def _link(html: str, label: str) -> str | None:
+    found = re.search(rf'<a href="([^"]+)">{label}</a>', html)
+    return found.group(1).replace("&amp;", "&") if found else None
+
+
+def test_audit_pages_walk_back_from_the_latest_and_forward_again(site: Site) -> None:
+    dave = site.client_for("dave")
+    for _ in range(30):  # enough of the org's own records for two pages of 25
+        dave.get("/ui/audit", params={"action": "nothing.*"})
+    latest = dave.get("/ui/audit", params={"limit": "25"}).text
+    newest = _seqs(latest)
+    assert len(newest) == 25 and newest == sorted(newest)
+    assert _link(latest, "Later records") is None  # the head: nothing newer yet
+    earlier = _link(latest, "Earlier records")
+    assert earlier is not None and "before=" in earlier
+    previous = dave.get(earlier).text
+    older = _seqs(previous)
+    assert older and max(older) < min(newest)
+    back = _link(previous, "Later records")
+    assert back is not None
+    assert _seqs(dave.get(back).text)[0] > max(older)

@@ -51,9 +51,12 @@ def events(
     since: Timestamp | None = None,
     until: Timestamp | None = None,
     after: Annotated[int, Query(ge=0, le=MAX_SEQ)] = 0,
+    before: Annotated[int | None, Query(ge=1, le=MAX_SEQ)] = None,
     limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 50,
 ) -> dict[str, Any]:
-    """Records of the caller's org, oldest first; page with ``after=next_after``."""
+    """Records of the caller's org, oldest first; page forwards with
+    ``after=next_after``, or backwards with ``before=next_before`` (a large ``before``
+    gives the newest page). ``after`` and ``before`` together are a 400."""
     page = platform.audit_log.query(
         who,
         actor=actor,
@@ -63,9 +66,14 @@ def events(
         since=_utc(since),
         until=_utc(until),
         after=after,
+        before=before,
         limit=limit,
     )
-    return {"entries": [asdict(e) for e in page.entries], "next_after": page.next_after}
+    return {
+        "entries": [asdict(e) for e in page.entries],
+        "next_after": page.next_after,
+        "next_before": page.next_before,
+    }
 
 
 @router.get("/verify")

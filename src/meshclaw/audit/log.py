@@ -86,6 +86,9 @@ class AuditPage:
     entries: list[AuditEntry]
     next_after: int | None
     """Pass as ``after`` for the next page; None on the last page."""
+    next_before: int | None = None
+    """Paging backwards (``before``): pass as ``before`` for the page before this one;
+    None when nothing older matches."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -229,20 +232,27 @@ class AuditLog:
         since: datetime | None = None,
         until: datetime | None = None,
         after: int = 0,
+        before: int | None = None,
         limit: int = 50,
     ) -> AuditPage:
-        """Records of the caller's org (and system records), oldest first, paged by seq."""
+        """Records of the caller's org (and system records), oldest first, paged by seq:
+        forwards from ``after``, or the ``limit`` records just before ``before`` (the
+        newest page first when paging back from the head)."""
         self._require(caller, "audit.read")
         if not 1 <= limit <= MAX_PAGE:
             raise UserError(f"limit must be 1..{MAX_PAGE}, not {limit}")
         if after < 0:
             raise UserError("after must be >= 0")
+        if before is not None and (before < 1 or after):
+            raise UserError("before must be >= 1, and not given together with after")
         filters: dict[str, Any] = {}
         with self._db.session() as session:
             conds: list[ColumnElement[bool]] = [
                 or_(AuditEvent.org_id == caller.org_id, AuditEvent.org_id.is_(None)),
                 AuditEvent.seq > after,
             ]
+            if before is not None:
+                conds.append(AuditEvent.seq < before)
             if actor is not None:
                 actor_id = self._resolve_actor(session, caller, actor)
                 conds.append(
@@ -264,17 +274,28 @@ class AuditLog:
             if until is not None:
                 conds.append(AuditEvent.ts < until)
                 filters["until"] = until.isoformat()
+            order = AuditEvent.seq.desc() if before is not None else AuditEvent.seq
             rows = session.scalars(
-                select(AuditEvent).where(and_(*conds)).order_by(AuditEvent.seq).limit(limit + 1)
+                select(AuditEvent).where(and_(*conds)).order_by(order).limit(limit + 1)
             ).all()
-            entries = [_entry(r) for r in rows[:limit]]
+            kept = rows[:limit]
+            if before is not None:
+                kept = kept[::-1]  # read newest first to stop at the limit; shown oldest first
+            entries = [_entry(r) for r in kept]
+            cursor: dict[str, Any] = {"before": before} if before is not None else {"after": after}
             self._record(
                 session,
                 caller,
                 "audit.query",
-                {"filters": filters, "after": after, "returned": len(entries)},
+                {"filters": filters, **cursor, "returned": len(entries)},
             )
         more = len(rows) > limit
+        if before is not None:
+            return AuditPage(
+                entries=entries,
+                next_after=None,
+                next_before=entries[0].seq if more and entries else None,
+            )
         return AuditPage(entries=entries, next_after=entries[-1].seq if more else None)
 
     def _resolve_actor(self, session: Session, caller: Caller, actor: str) -> str:

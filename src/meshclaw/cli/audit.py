@@ -164,6 +164,9 @@ def log(
     since: str | None = typer.Option(None, help="ISO 8601 start (UTC if no zone)."),
     until: str | None = typer.Option(None, help="ISO 8601 end, exclusive."),
     after: int = typer.Option(0, help="Show records after this seq (the paging cursor)."),
+    before: int | None = typer.Option(
+        None, help="Show the page just before this seq (page backwards; not with --after)."
+    ),
     limit: int = typer.Option(50, help="Records per page (1..1000)."),
     token: str | None = TokenOption,
     json_output: bool = JsonOption,
@@ -181,12 +184,14 @@ def log(
             since=start,
             until=end,
             after=after,
+            before=before,
             limit=limit,
         )
     finally:
         platform.close()
     if json_output:
-        print_json({"entries": page.entries, "next_after": page.next_after})
+        cursors = {"next_after": page.next_after, "next_before": page.next_before}
+        print_json({"entries": page.entries, **cursors})
         return
     table = Table("seq", "time", "actor", "agent", "action", "resource", "outcome")
     for e in page.entries:
@@ -202,6 +207,8 @@ def log(
     console.print(table)
     if page.next_after is not None:
         console.print(f"more: --after {page.next_after}")
+    if page.next_before is not None:
+        console.print(f"earlier: --before {page.next_before}")
 
 
 @audit_app.command("export")

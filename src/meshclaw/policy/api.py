@@ -126,12 +126,19 @@ class ApiResource:
 
 
 def _merge(*groups: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """One entity per uid (the caller may also be the resource, or share its org)."""
+    """One entity per uid (the caller may also be the resource, or share its org).
+
+    Two descriptions of one uid must agree on its org: ids are unique across the install,
+    so a disagreement is corrupt data, and keeping either copy could let one org's
+    attributes decide for another. ``explain`` turns the error into a denial."""
     merged: dict[tuple[str, str], dict[str, Any]] = {}
     for group in groups:
         for item in group:
             uid = (item["uid"]["type"], item["uid"]["id"])
-            merged.setdefault(uid, item)
+            kept = merged.setdefault(uid, item)
+            org, other = kept.get("attrs", {}).get("org"), item.get("attrs", {}).get("org")
+            if org is not None and other is not None and org != other:
+                raise ValueError(f"{uid[0]}::{uid[1]} is described with two different orgs")
     return list(merged.values())
 
 

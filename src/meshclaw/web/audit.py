@@ -26,6 +26,9 @@ from meshclaw.errors import NotFoundError, PermissionDenied, UserError
 from meshclaw.policy.api import ApiResource
 from meshclaw.web._pages import PREFIX, FormDep, Viewer, ViewerDep, render
 
+_MAX_SEQ = 2**31 - 1
+"""The largest sequence number a cursor may name (as the API's)."""
+
 router = APIRouter()
 
 PAGE_SIZES = (25, 50, 100, 200)
@@ -44,7 +47,10 @@ class Search:
     errors: dict[str, str]
     limit: int
     after: int | None
-    """None: no cursor given (show the most recent records when nothing is filtered)."""
+    """Forwards from this seq. Neither cursor: the most recent records when nothing is
+    filtered, else the oldest matches."""
+    before: int | None = None
+    """Backwards: the page just before this seq."""
 
     @property
     def filtered(self) -> bool:
@@ -58,7 +64,10 @@ def _time(value: str) -> datetime:
 
 def parse_search(params: dict[str, str]) -> Search:
     form = {k: (params.get(k) or "").strip()[:300] for k in (*_TEXT_FIELDS, "outcome")}
-    form |= {k: (params.get(k) or "").strip()[:40] for k in ("since", "until", "limit", "after")}
+    form |= {
+        k: (params.get(k) or "").strip()[:40]
+        for k in ("since", "until", "limit", "after", "before")
+    }
     errors: dict[str, str] = {}
     filters: dict[str, Any] = {k: form[k] or None for k in _TEXT_FIELDS}
     if form["outcome"] and not OUTCOME.match(form["outcome"]):
@@ -80,7 +89,12 @@ def parse_search(params: dict[str, str]) -> Search:
         else:
             errors["limit"] = f"Choose one of {', '.join(map(str, PAGE_SIZES))}."
     after = int(form["after"]) if form["after"].isdigit() else None
-    return Search(form=form, filters=filters, errors=errors, limit=limit, after=after)
+    before = int(form["before"]) if form["before"].isdigit() and after is None else None
+    if before is not None and not 1 <= before <= _MAX_SEQ:
+        before = None
+    return Search(
+        form=form, filters=filters, errors=errors, limit=limit, after=after, before=before
+    )
 
 
 def _details(details: dict[str, Any]) -> list[tuple[str, str]]:
@@ -93,33 +107,41 @@ def _details(details: dict[str, Any]) -> list[tuple[str, str]]:
     return out
 
 
-def _search(viewer: Viewer, search: Search) -> tuple[AuditPage | None, int]:
-    """(the page, the cursor used); raises PermissionDenied for those who may not read."""
-    after = search.after
-    if after is None:
-        # Nothing filtered and no cursor: the latest records (seq is dense, so this is exact).
-        size, _ = viewer.platform.audit_log.head()
-        after = max(0, size - search.limit) if not search.filtered else 0
+def _search(viewer: Viewer, search: Search) -> AuditPage | None:
+    """The page asked for; raises PermissionDenied for those who may not read."""
+    before = search.before
+    if search.after is None and before is None and not search.filtered:
+        before = _MAX_SEQ  # nothing filtered and no cursor: the latest of the org's records
     try:
-        page = viewer.platform.audit_log.query(
-            viewer.caller, **search.filters, after=after, limit=search.limit
+        if before is not None:
+            return viewer.platform.audit_log.query(
+                viewer.caller, **search.filters, before=before, limit=search.limit
+            )
+        return viewer.platform.audit_log.query(
+            viewer.caller, **search.filters, after=search.after or 0, limit=search.limit
         )
     except NotFoundError as exc:
         search.errors["actor"] = str(exc).capitalize() + "."
-        return None, after
-    return page, after
+        return None
 
 
-def _page_urls(search: Search, page: AuditPage | None, after: int) -> dict[str, str | None]:
-    base = {k: v for k, v in search.form.items() if v and k != "after"}
+def _page_urls(search: Search, page: AuditPage | None) -> dict[str, str | None]:
+    base = {k: v for k, v in search.form.items() if v and k not in ("after", "before")}
 
-    def url(cursor: int) -> str:
-        return f"{PREFIX}/audit?{urlencode(base | {'after': cursor})}#results"
+    def url(cursor: str, seq: int) -> str:
+        return f"{PREFIX}/audit?{urlencode(base | {cursor: seq})}#results"
 
-    older = None
-    if not search.filtered and after > 0:
-        older = url(max(0, after - search.limit))
-    newer = url(page.next_after) if page is not None and page.next_after is not None else None
+    if page is None or not page.entries:
+        return {"older": None, "newer": None}
+    first, last = page.entries[0].seq, page.entries[-1].seq
+    backwards = search.before is not None or (search.after is None and not search.filtered)
+    if backwards:
+        older = url("before", page.next_before) if page.next_before is not None else None
+        at_head = search.before is None  # the latest page: nothing newer yet
+        newer = None if at_head else url("after", last)
+    else:
+        older = url("before", first) if search.after else None
+        newer = url("after", page.next_after) if page.next_after is not None else None
     return {"older": older, "newer": newer}
 
 
@@ -150,10 +172,9 @@ def _render(
     search = parse_search(params)
     page: AuditPage | None = None
     refused: str | None = None
-    after = 0
     if not search.errors:
         try:
-            page, after = _search(viewer, search)
+            page = _search(viewer, search)
         except PermissionDenied as exc:
             refused = str(exc)
     if search.errors and status_code == 200:
@@ -171,7 +192,7 @@ def _render(
         page=page,
         rows=[(e, names.get(e.actor_user_id or ""), _details(e.details)) for e in entries],
         refused=refused,
-        urls=_page_urls(search, page, after),
+        urls=_page_urls(search, page),
         sizes=[(str(n), str(n)) for n in PAGE_SIZES],
         views=_views(viewer),
         may_verify=_may_verify(viewer),
