@@ -196,6 +196,10 @@ class Settings(BaseSettings):
     outcomes_recheck_seconds: float = Field(default=900.0, ge=0, le=7 * 24 * 3600)
     """How often the scheduler runs every org's due outcome durability re-checks and
     silence acceptances (``OutcomeService.recheck_due``); 0 turns the schedule off."""
+    outcomes_recheck_grace_hours: float = Field(default=72.0, ge=0, le=365 * 24)
+    """How long past its first due time an outcome's durability re-check may keep failing
+    (connector down, credential revoked) before an integrity finding about its owner
+    withholds the credit pending review (``OutcomeService``, ``recheck_grace``)."""
     notify_seconds: float = Field(default=30.0, ge=0, le=24 * 3600)
     """How often the scheduler sends the notification outbox (``notify.deliver``); 0
     turns sending off (notifications then wait in the outbox)."""

@@ -111,6 +111,7 @@ class Platform:
             self.audit,
             access=self.access,
             link_key=lambda: load_link_key(self.settings.home / "feedback-link.key"),
+            recheck_grace=timedelta(hours=self.settings.outcomes_recheck_grace_hours),
         )
         """Outcome records, feedback, durability re-checks (``outcomes.service``)."""
         self.findings = FindingsService(self.db, self.audit, self.access)

@@ -350,6 +350,42 @@ class FindingsService:
             handle = _handles(session, caller.org_id, [row.subject]).get(row.subject)
             return FindingView.of(row, handle)
 
+    def open_for_platform(
+        self,
+        session: Session,
+        *,
+        org_id: str,
+        subject: str,
+        detector: str,
+        evidence: dict[str, Any],
+        source: str,
+        strength: float = 1.0,
+    ) -> str:
+        """Open a finding the platform raises itself (no scan, no caller), in the caller's
+        transaction, audited without an actor; its id. Deciding it is a reviewer's."""
+        row = IntegrityFinding(
+            id=new_id("fnd"), org_id=org_id, subject=subject, detector=detector,
+            status="open", strength=strength, score=strength, evidence=evidence,
+            source=source[:200],
+        )  # fmt: skip
+        session.add(row)
+        self._audit.append(
+            session,
+            AuditRecord(
+                action="integrity.finding.open", resource=f"finding:{row.id}", outcome="ok",
+                org_id=org_id,
+                details={"subject": subject, "detector": detector, "score": strength},
+            ),
+        )  # fmt: skip
+        return row.id
+
+    @staticmethod
+    def annotate(session: Session, finding_id: str, **notes: Any) -> None:
+        """Add what happened since to a finding's evidence; its status stays as it is."""
+        row = session.get(IntegrityFinding, finding_id)
+        if row is not None:
+            row.evidence, row.updated_at = {**(row.evidence or {}), **notes}, utcnow()
+
     def withheld(self, org_id: str) -> frozenset[str]:
         """People whose credit is withheld: they have a finding open or under review."""
         with self._db.session() as session:

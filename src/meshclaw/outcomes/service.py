@@ -9,8 +9,10 @@
 3. ``recheck_due``: the durability re-check the scheduler calls (``Platform.recheck_outcomes``
    hands it a reader that reads through the gateway as the outcome's run); a failed
    check records ``system`` feedback with the type's undo verdict, a refused read marks
-   it unverifiable, a failed read leaves it due. It also applies silence-is-acceptance
-   for types that have it.
+   it unverifiable, a failed read leaves it due. A re-check still failing
+   ``recheck_grace`` past its first due time opens one integrity finding about the owner
+   (``recheck_failing``), which withholds their credit pending review. It also applies
+   silence-is-acceptance for types that have it.
 
 Every change is audited and recomputes ``Outcome.state`` (``outcomes._rules``).
 """
@@ -35,6 +37,7 @@ from meshclaw.clock import utcnow
 from meshclaw.connectors.base import ToolResult
 from meshclaw.errors import ConflictError, NotFoundError, PermissionDenied, PolicyDenied
 from meshclaw.ids import new_id
+from meshclaw.integrity.findings import FindingsService
 from meshclaw.outcomes import _durability
 from meshclaw.outcomes._rules import UNDOING, outcome_state
 from meshclaw.outcomes.links import DEFAULT_TTL, sign_link, verify_link
@@ -63,6 +66,13 @@ SET_WEIGHT = "outcome.weight"
 """Cedar action: set the org's outcome type weights (on the ``Org``)."""
 CLAIM = timedelta(minutes=10)
 """How long a re-check holds an outcome it claimed before another may take it."""
+RECHECK_GRACE = timedelta(hours=72)
+"""How long past its first due time a re-check may keep failing before a finding about the
+owner withholds the credit (the default of ``Settings.outcomes_recheck_grace_hours``)."""
+FAILING = "recheck_failing"
+"""Key under ``Outcome.verification``: since when its re-check fails, the last error, the
+finding it opened, and when a re-check read again (``recovered_at``)."""
+FAILING_DETECTOR = "recheck_failing"
 RunReader = Callable[[str, str], Awaitable[ToolRead]]
 """(run id, call label) -> a reader in that ended run's context, through the gateway
 (``runtime.executor.RunExecutor.reader_for_ended_run``)."""
@@ -154,6 +164,7 @@ class OutcomeService:
         verifiers: Mapping[str, Verifier] | None = None,
         clock: Callable[[], datetime] = utcnow,
         claim_for: timedelta = CLAIM,
+        recheck_grace: timedelta = RECHECK_GRACE,
     ) -> None:
         self._db = db
         self._audit = audit
@@ -165,6 +176,8 @@ class OutcomeService:
         self._verifiers = dict(VERIFIERS if verifiers is None else verifiers)
         self._clock = clock
         self._claim_for = claim_for
+        self._recheck_grace = recheck_grace
+        self._findings = FindingsService(db, audit, access)
 
     @property
     def _link_key(self) -> bytes:
@@ -533,6 +546,7 @@ class OutcomeService:
                 outcome = _durability.settle(session, due.id, until=until, due_at=due.due_at)
                 if outcome is not None:
                     outcome.verification = _durability.with_note(outcome, "due", now, reason)
+                    self._note_failure(session, outcome, due, now, reason or "")
                 return "left"
             outcome = _durability.settle(
                 session, due.id, until=until, due_at=None, durability_checked_at=now
@@ -540,6 +554,8 @@ class OutcomeService:
             if outcome is None:
                 return "left"
             outcome.verification = _durability.with_note(outcome, result, now, reason)
+            if result != "unverifiable":
+                self._note_recovery(session, outcome, now, result)
             self._audit.append(
                 session,
                 AuditRecord(
@@ -553,6 +569,43 @@ class OutcomeService:
                 self._add_feedback(session, outcome, "system", verdict, "system",
                                    "durability re-check")  # fmt: skip
         return result
+
+    def _note_failure(
+        self, session: Session, outcome: Outcome, due: _durability.Due, now: datetime, error: str
+    ) -> None:
+        """Keep when the re-check started failing; once it has failed past the grace,
+        open one finding about the owner (their credit waits for a reviewer)."""
+        failing = dict((outcome.verification or {}).get(FAILING) or {})
+        failing.setdefault("since", now.isoformat())
+        failing["last_error"] = error[:500]
+        if "finding" not in failing and now - due.due_at >= self._recheck_grace:
+            failing["finding"] = self._findings.open_for_platform(
+                session, org_id=outcome.org_id, subject=outcome.user_id,
+                detector=FAILING_DETECTOR, source=f"outcome.recheck:{outcome.id}",
+                evidence={
+                    "outcome": outcome.id, "type": outcome.type, "ref": outcome.ref,
+                    "run": outcome.run_id, "due_at": due.due_at.isoformat(),
+                    "first_failure": failing["since"], "last_error": failing["last_error"],
+                },
+            )  # fmt: skip
+        outcome.verification = {**(outcome.verification or {}), FAILING: failing}
+
+    def _note_recovery(
+        self, session: Session, outcome: Outcome, now: datetime, result: str
+    ) -> None:
+        """A re-check read again after failing: say so on the outcome, and on its finding
+        (which stays for the reviewer to decide)."""
+        failing = (outcome.verification or {}).get(FAILING)
+        if not failing or "recovered_at" in failing:
+            return
+        at = now.isoformat()
+        outcome.verification = {
+            **(outcome.verification or {}),
+            FAILING: {**failing, "recovered_at": at},
+        }
+        if "finding" in failing:
+            self._findings.annotate(session, failing["finding"], recovered_at=at,
+                                    recovered_as=result)  # fmt: skip
 
     @staticmethod
     def _claim_silence(session: Session, outcome_id: str) -> bool:

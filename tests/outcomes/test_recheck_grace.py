@@ -1,0 +1,173 @@
+"""A durability re-check that keeps failing (connector down, credential revoked) does not
+keep its credit forever: past the grace it opens one integrity finding about the owner,
+so the credit waits ("pending review") until a reviewer decides."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Iterator
+from datetime import datetime, timedelta
+from typing import Any
+
+import pytest
+from sqlalchemy import select
+
+from meshclaw.config import Settings
+from meshclaw.connectors.fakes.github import GitHubFake, GitHubState
+from meshclaw.integrity.models import IntegrityFinding
+from meshclaw.outcomes import InMemoryLookup
+from meshclaw.outcomes.service import RECHECK_GRACE
+from meshclaw.providers.scripted import ScriptedServer
+from meshclaw.store.models import AuditEvent
+from tests.conftest import World
+from tests.outcomes.test_outcomes import Start, only_outcome
+from tests.outcomes.test_recheck import TICKET, FailingLookup, due_ticket
+from tests.outcomes.test_recheck_gateway import RecordingTokens, make_due, org_tickets_connector
+from tests.outcomes.test_ticket_verification import REPO, SPEC, file_ticket, resolve
+
+
+def findings(world: World) -> list[IntegrityFinding]:
+    with world.platform.db.session() as session:
+        rows = session.scalars(select(IntegrityFinding)).all()
+        session.expunge_all()
+        return list(rows)
+
+
+def tick(world: World, now: datetime) -> None:
+    asyncio.run(world.platform.outcomes.recheck_due(now=now))
+
+
+def failing_ticket(scripted: Start, make_world: Callable[..., World]) -> tuple[World, datetime]:
+    """Alice's credited ticket is due for its re-check, and the tracker cannot be read."""
+    world, lookup = due_ticket(scripted, make_world)
+    lookup.answers[TICKET]["status"] = "resolved"  # still holds, were it readable
+    due_at = only_outcome(world).durability_due_at
+    assert due_at is not None
+    world.platform.outcomes.lookup = FailingLookup()
+    return world, due_at
+
+
+def credit(world: World) -> tuple[float, float]:
+    mine = world.platform.analytics.person(world.alice, world.alice.user_id)
+    return mine["score"], mine["pending_review"]
+
+
+def test_the_grace_is_a_setting_of_three_days() -> None:
+    assert Settings().outcomes_recheck_grace_hours == 72
+    assert timedelta(hours=72) == RECHECK_GRACE
+
+
+def test_before_the_grace_a_failing_recheck_changes_nothing(
+    scripted: Start, make_world: Callable[..., World]
+) -> None:
+    world, due_at = failing_ticket(scripted, make_world)
+    before = credit(world)
+    assert before[0] > 0 and before[1] == 0
+    for hours in (1, 24, 71):
+        tick(world, due_at + timedelta(hours=hours))
+    assert findings(world) == []
+    assert credit(world) == before
+    after = only_outcome(world)
+    assert after.state == "credited" and after.durability_due_at == due_at
+    failing = after.verification["recheck_failing"]
+    assert failing["since"] == (due_at + timedelta(hours=1)).isoformat()
+    assert "tracker down" in failing["last_error"] and "finding" not in failing
+
+
+def test_past_the_grace_one_finding_withholds_the_owners_credit_until_a_recheck_reads(
+    scripted: Start, make_world: Callable[..., World]
+) -> None:
+    world, due_at = failing_ticket(scripted, make_world)
+    score, _ = credit(world)
+    first = due_at + timedelta(hours=1)
+    tick(world, first)
+    tick(world, due_at + RECHECK_GRACE + timedelta(minutes=1))
+    (finding,) = findings(world)
+    outcome = only_outcome(world)
+    assert (finding.subject, finding.status, finding.detector) == (
+        world.alice.user_id, "open", "recheck_failing",
+    )  # fmt: skip
+    assert finding.evidence["outcome"] == outcome.id
+    assert (finding.evidence["type"], finding.evidence["ref"]) == ("ticket_resolved", "OPS-12")
+    assert finding.evidence["first_failure"] == first.isoformat()
+    assert "tracker down" in finding.evidence["last_error"]
+    assert outcome.verification["recheck_failing"]["finding"] == finding.id
+    assert credit(world) == (0.0, score)  # pending review, not lost
+    with world.platform.db.session() as session:
+        audited = session.scalars(
+            select(AuditEvent.resource).where(AuditEvent.action == "integrity.finding.open")
+        ).all()
+    assert audited == [f"finding:{finding.id}"]
+
+    tick(world, due_at + RECHECK_GRACE + timedelta(hours=2))  # next tick: none more
+    assert [f.id for f in findings(world)] == [finding.id]
+
+    # The tracker answers again: the outcome holds and says so; the finding stays open for
+    # the reviewer, noting the recovery.
+    world.platform.outcomes.lookup = InMemoryLookup(
+        answers={TICKET: {"status": "resolved", "reporter": "bob"}}
+    )
+    recovered = due_at + RECHECK_GRACE + timedelta(hours=3)
+    tick(world, recovered)
+    outcome = only_outcome(world)
+    assert outcome.durability_due_at is None
+    assert outcome.verification["durability"]["status"] == "holds"
+    assert outcome.verification["recheck_failing"]["recovered_at"] == recovered.isoformat()
+    (still,) = findings(world)
+    assert still.status == "open" and still.evidence["recovered_at"] == recovered.isoformat()
+    assert credit(world) == (0.0, score)  # a reviewer decides, not the re-check
+
+
+@pytest.fixture
+def tracker() -> Iterator[tuple[GitHubFake, RecordingTokens]]:
+    """The fake tracker of ``test_recheck_gateway``: alice's and a bot's tokens."""
+    state = GitHubState()
+    state.tokens = tokens = RecordingTokens()
+    state.add_repo(REPO)
+    for login in ("alice", "bob", "bot"):
+        state.add_token(f"ghp-{login}", login)
+    with GitHubFake(state) as fake:
+        yield fake, tokens
+
+
+def test_an_owner_who_revokes_her_credential_loses_the_credit_to_review(
+    tracker: tuple[GitHubFake, RecordingTokens],
+    scripted: Callable[[dict[str, Any]], ScriptedServer],
+    make_world: Callable[..., World],
+) -> None:
+    """Through the gateway: alice deletes her delegated tracker credential (and the org
+    has no default), so every re-check read fails; past the grace, a finding."""
+    github, _ = tracker
+    number = file_ticket(github, "bob", "Checkout is slow")
+    model = scripted({"turns": [{"reply": {"tool_calls": [resolve(number)]}},
+                                {"reply": {"content": "done"}}]})  # fmt: skip
+    world = make_world(model.base_url)
+    org_tickets_connector(world, github)
+    world.save_agent(SPEC)
+    assert world.run("helper").status == "succeeded"
+    platform, org = world.platform, world.alice.org_id
+    (outcome,) = platform.outcomes.list_outcomes(world.alice)
+    assert platform.outcomes.feedback(world.bob, outcome.id, "accepted").state == "credited"
+    score, _ = credit(world)
+    assert platform.vault.delete("gh", org_id=org, user_id=world.alice.user_id)
+    assert platform.vault.delete("gh", org_id=org)
+    make_due(world)
+    due_at = only_outcome(world).durability_due_at
+    assert due_at is not None
+
+    async def recheck(now: datetime) -> None:
+        gateway = platform.build_gateway()
+        try:
+            reader = platform.executor(gateway).reader_for_ended_run
+            await platform.outcomes.recheck_due(now=now, reader=reader)
+        finally:
+            await gateway.aclose()
+
+    asyncio.run(recheck(due_at + timedelta(hours=1)))
+    after = only_outcome(world)
+    assert after.verification["durability"]["status"] == "due", after.verification
+    assert findings(world) == []
+    asyncio.run(recheck(due_at + RECHECK_GRACE))
+    (finding,) = findings(world)
+    assert finding.evidence["outcome"] == outcome.id
+    assert credit(world) == (0.0, score)
