@@ -488,3 +488,9 @@ def test_audit_pages_walk_back_from_the_latest_and_forward_again(site: Site) -> 
     back = _link(previous, "Later records")
     assert back is not None
     assert _seqs(dave.get(back).text)[0] > max(older)
+
+
+def test_the_queue_filters_by_findings_the_platform_raises_too(site: Site) -> None:
+    queue = site.client_for("dave").get("/ui/integrity", params={"detector": "recheck_failing"})
+    assert queue.status_code == 200
+    assert '<option value="recheck_failing" selected' in queue.text

@@ -37,7 +37,7 @@ from meshclaw.clock import utcnow
 from meshclaw.connectors.base import ToolResult
 from meshclaw.errors import ConflictError, NotFoundError, PermissionDenied, PolicyDenied
 from meshclaw.ids import new_id
-from meshclaw.integrity.findings import FindingsService
+from meshclaw.integrity.findings import RECHECK_FAILING, FindingsService
 from meshclaw.outcomes import _durability
 from meshclaw.outcomes._rules import UNDOING, outcome_state
 from meshclaw.outcomes.links import DEFAULT_TTL, sign_link, verify_link
@@ -72,7 +72,7 @@ owner withholds the credit (the default of ``Settings.outcomes_recheck_grace_hou
 FAILING = "recheck_failing"
 """Key under ``Outcome.verification``: since when its re-check fails, the last error, the
 finding it opened, and when a re-check read again (``recovered_at``)."""
-FAILING_DETECTOR = "recheck_failing"
+FAILING_DETECTOR = RECHECK_FAILING
 RunReader = Callable[[str, str], Awaitable[ToolRead]]
 """(run id, call label) -> a reader in that ended run's context, through the gateway
 (``runtime.executor.RunExecutor.reader_for_ended_run``)."""

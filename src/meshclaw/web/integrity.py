@@ -22,6 +22,7 @@ from meshclaw.integrity.findings import (
     MAX_REASON,
     MOVE_TO,
     PENDING,
+    PLATFORM_DETECTORS,
     STATUSES,
     FindingView,
     next_statuses,
@@ -169,7 +170,7 @@ def queue(
     offset: str | None = None,
 ) -> HTMLResponse:
     status_key = _choice(status, STATUS_CHOICES, "pending")
-    detector_name = _choice(detector, tuple(DETECTORS), "")
+    detector_name = _choice(detector, (*DETECTORS, *PLATFORM_DETECTORS), "")
     size = _int(limit, 50, PAGE_SIZES)
     start = _int(offset, 0)
     subject = (subject or "").strip()[:200]
@@ -194,7 +195,7 @@ def queue(
         page=page,
         filters=filters,
         statuses=STATUS_CHOICES,
-        detectors=sorted(DETECTORS),
+        detectors=sorted((*DETECTORS, *PLATFORM_DETECTORS)),
         sizes=PAGE_SIZES,
         next_url=page_url(page.next_offset) if page.next_offset is not None else None,
         prev_url=page_url(max(0, start - size)) if start > 0 else None,
