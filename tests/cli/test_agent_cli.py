@@ -96,8 +96,8 @@ def test_validate_reports_each_problem_with_line_and_path(meshclaw: Invoke, tmp_
     spec = copy_example(tmp_path, "deploy-helper.yaml")
     edit(
         spec,
-        '    scope: write\n    targets: ["env:staging"]',
-        '    scope: deploy\n    targets: ["env:staging"]',
+        "  - name: deploy.trigger_pipeline\n    scope: write\n",
+        "  - name: deploy.trigger_pipeline\n    scope: deploy\n",
     )
     edit(spec, "  timeout_seconds: 900", "  timeout_seconds: -1")
 
@@ -108,7 +108,7 @@ def test_validate_reports_each_problem_with_line_and_path(meshclaw: Invoke, tmp_
     scope, timeout = line_of(spec, "scope: deploy"), line_of(spec, "timeout_seconds")
     assert flat(result.stderr) == (
         "error: deploy-helper.yaml: invalid agent spec (2 problem(s)): "
-        f"line {scope}: tools[1].scope: Input should be 'read' or 'write' "
+        f"line {scope}: tools[2].scope: Input should be 'read' or 'write' "
         f"line {timeout}: budget.timeout_seconds: Input should be greater than 0"
     )
 
@@ -117,13 +117,14 @@ def test_validate_reports_a_duplicate_key_with_line_and_path(
     meshclaw: Invoke, tmp_path: Path
 ) -> None:
     spec = copy_example(tmp_path, "deploy-helper.yaml")
-    edit(spec, '    targets: ["env:staging"]', '    targets: ["env:staging"]\n    scope: read')
-    duplicate = line_of(spec, '    targets: ["env:staging"]') + 1
+    grant = "  - name: deploy.trigger_pipeline\n    scope: write\n"
+    edit(spec, grant, grant + "    scope: read\n")
+    duplicate = line_of(spec, "  - name: deploy.trigger_pipeline") + 2
 
     result = meshclaw("agent", "validate", spec.name)
 
     assert result.exit_code == 2
-    assert f'line {duplicate}: tools[1].scope: YAML: found duplicate key "scope"' in flat(
+    assert f'line {duplicate}: tools[2].scope: YAML: found duplicate key "scope"' in flat(
         result.stderr
     )
 
@@ -186,7 +187,14 @@ def test_create_list_show_versions_diff(seeded: Invoke, tmp_path: Path) -> None:
     assert created["changed"] is True
     assert (created["name"], created["version"], created["owner"]) == ("mail-triage", 1, "alice")
     assert created["model"] == "scripted/scripted-demo"
-    assert created["tools"] == ["mail.search", "mail.read", "mail.move", "mail.flag", "mail.send"]
+    assert created["tools"] == [
+        "mail.list_messages",
+        "mail.search",
+        "mail.read_message",
+        "mail.move_message",
+        "mail.flag_message",
+        "mail.send",
+    ]
     assert created["outcomes"] == ["mail_sent"]
 
     again = ok_json(seeded("agent", "create", str(spec), "--json"))

@@ -1,11 +1,14 @@
 from __future__ import annotations
 
+import asyncio
 from decimal import Decimal
 from pathlib import Path
 
 import pytest
 
+from meshclaw.connectors.servers import SERVERS, build_server
 from meshclaw.errors import SpecError, SpecIssue
+from meshclaw.outcomes import resolve_type
 from meshclaw.spec import AgentSpec, dump_spec, load_spec, parse_spec
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
@@ -80,16 +83,85 @@ def test_the_examples_are_the_documented_five() -> None:
 
 def test_examples_grant_what_their_header_promises() -> None:
     deploy = load_spec(EXAMPLES / "deploy-helper.yaml")
-    rollout = deploy.grant_for("deploy.rollout")
-    status = deploy.grant_for("deploy.status")
-    assert rollout is not None and rollout.scope == "write" and rollout.targets == ["env:staging"]
-    assert status is not None and status.scope == "read"
+    scopes = {g.name: g.scope for g in deploy.tools}
+    assert scopes == {
+        "deploy.list_changes": "read",
+        "deploy.pipeline_status": "read",
+        "deploy.trigger_pipeline": "write",
+        "chat.read_thread": "read",  # its chat trigger reads the channel (docs/triggers.md)
+        "chat.reply_in_thread": "write",
+    }, "no merge, open_change or rollback"
+    reply = deploy.grant_for("chat.reply_in_thread")
+    assert reply is not None and reply.targets == ["chat:#deploys"]
+    assert deploy.grant_for("chat.post_message") is None
     assert [t.type for t in deploy.triggers] == ["chat"]
+
+    mail = load_spec(EXAMPLES / "mail-triage.yaml")
+    scopes = {g.name: g.scope for g in mail.tools}
+    assert scopes == {
+        "mail.list_messages": "read",
+        "mail.search": "read",
+        "mail.read_message": "read",
+        "mail.move_message": "write",
+        "mail.flag_message": "write",
+        "mail.send": "write",
+    }, "never reply"
+    move, flag = mail.grant_for("mail.move_message"), mail.grant_for("mail.flag_message")
+    assert move is not None and move.arguments == {"folder": ["INBOX"], "to_folder": ["later"]}
+    assert flag is not None and flag.arguments == {"folder": ["INBOX"], "flag": ["flagged"]}
+    send = mail.grant_for("mail.send")
+    assert send is not None and send.targets == ["mail:platform-team@acme.example"]
 
     tickets = load_spec(EXAMPLES / "ticket-updater.yaml")
     grant = tickets.grant_for("tickets.update")
     assert grant is not None and grant.name == "tickets.*" and grant.targets == ["ticket:OPS-*"]
     assert [t.type for t in tickets.triggers] == ["webhook"]
+
+
+REQUIRED_SETTINGS = {
+    "calendar": ("URL", "USERNAME", "PASSWORD"),
+    "chat": ("TOKEN",),
+    "deploy": ("REPO", "PIPELINE_URL"),
+    "docs": ("URL",),
+    "mail": ("IMAP_HOST", "USERNAME", "PASSWORD"),
+    "tickets": ("REPO", "TOKEN"),
+}
+
+
+def builtin_tools(monkeypatch: pytest.MonkeyPatch) -> dict[str, set[str]]:
+    """Each built-in server's tool names, as it lists them (placeholder settings)."""
+    tools: dict[str, set[str]] = {}
+    for name in SERVERS:
+        for setting in REQUIRED_SETTINGS[name]:
+            monkeypatch.setenv(f"MESHCLAW_{name.upper()}_{setting}", "placeholder")
+        listed = asyncio.run(build_server(name).list_tools())
+        tools[name] = {t.name for t in listed}
+    return tools
+
+
+def test_examples_name_tools_the_built_in_servers_have(monkeypatch: pytest.MonkeyPatch) -> None:
+    tools = builtin_tools(monkeypatch)
+
+    unknown = [
+        (path.name, grant.name)
+        for path in EXAMPLE_FILES
+        for grant in load_spec(path).tools
+        if grant.name.split(".", 1)[1] not in {*tools[grant.name.split(".", 1)[0]], "*"}
+    ]
+
+    assert unknown == []
+
+
+@pytest.mark.parametrize("path", EXAMPLE_FILES, ids=lambda p: p.name)
+def test_examples_grant_a_tool_that_earns_their_outcome_and_its_verification_read(
+    path: Path,
+) -> None:
+    spec = load_spec(path)
+    for claim in spec.outcomes:
+        kind = resolve_type(claim)
+        assert [t for t in kind.tools if spec.grant_for(t) is not None], kind.name
+        if kind.verify_tool is not None:
+            assert spec.grant_for(kind.verify_tool) is not None, kind.verify_tool
 
 
 MISTAKES = [

@@ -51,12 +51,15 @@ DEFAULT_TYPES: dict[str, OutcomeType] = {
                     verify_tool="code.get_pull_request", verify_argument="pull_request",
                     durability=timedelta(days=7),
                     undo_verdict="reverted", silence_accepts=timedelta(hours=72)),
-        OutcomeType(name="deploy", weight=3.0, tools=("deploy.run",),
-                    verify_tool="deploy.status", verify_argument="deploy_id",
+        # The built-in ``deploy`` server's pipeline run first; a third party's deploy
+        # tool (``deploy.run``) is read with the agent's own ``verify_tool`` override.
+        OutcomeType(name="deploy", weight=3.0, tools=("deploy.trigger_pipeline", "deploy.run"),
+                    verify_tool="deploy.pipeline_status", verify_argument="pipeline_id",
                     durability=timedelta(hours=24),
                     undo_verdict="rolled_back"),
-        OutcomeType(name="doc_published", weight=1.0, tools=("files.publish",),
-                    verify_tool="files.get", verify_argument="document",
+        OutcomeType(name="doc_published", weight=1.0,
+                    tools=("docs.write_document", "files.publish"),
+                    verify_tool="docs.read_document", verify_argument="path",
                     durability=timedelta(hours=72),
                     undo_verdict="reverted"),
     )

@@ -175,6 +175,14 @@ def _ticket(record: Mapping[str, Any], owner: str) -> tuple[bool, list[str], str
 
 
 def _deploy(record: Mapping[str, Any], owner: str) -> tuple[bool, list[str], str]:
+    """A deploy record (``pipeline``, ``health``, ``requested_by``), or a run of the
+    built-in ``deploy`` server's pipeline (``deploy.pipeline_status``: ``id``, ``status``,
+    ``commit``), which reports no health check: its run succeeding is the check."""
+    if "pipeline" not in record and "status" in record:
+        run, status = record.get("id"), record.get("status")
+        if status != "success":
+            return False, [], f"pipeline run {run} is {status!r}"
+        return True, ["external"], f"pipeline run {run} succeeded for {record.get('commit')}"
     if record.get("pipeline") != "success":
         return False, [], f"pipeline {record.get('pipeline')!r}"
     if record.get("health") not in ("ok", "passing", "healthy"):
@@ -208,6 +216,13 @@ def _meeting(record: Mapping[str, Any], owner: str) -> tuple[bool, list[str], st
 
 
 def _document(record: Mapping[str, Any], owner: str) -> tuple[bool, list[str], str]:
+    """A published record (``published``, ``audience``), or a document as the built-in
+    ``docs`` server reads it (``docs.read_document``: ``path``, ``etag``, ``content``):
+    there, publishing is writing, so the document holds while it can be read. Its
+    revision is the written one or a later one (an ETag changes at every write and a
+    deleted document is no answer at all)."""
+    if "published" not in record and "etag" in record and "content" in record:
+        return True, ["external"], f"{record.get('path')} is there at revision {record['etag']}"
     if not record.get("published") or record.get("reverted"):
         return False, [], "not published"
     return True, [str(x) for x in record.get("audience") or ["external"]], "published"
@@ -292,7 +307,7 @@ class TicketVerifier(RecordVerifier):
 VERIFIERS: dict[str, Verifier] = {
     "mail_sent": MailSentVerifier(),
     "ticket_resolved": TicketVerifier(),
-    "deploy": RecordVerifier(_deploy, "deploy_id", "deployment"),
+    "deploy": RecordVerifier(_deploy, "deploy_id", "deployment", "pipeline_id"),
     "pr_merged": RecordVerifier(_pull_request, "pull_request", "pr", "number"),
     "meeting_scheduled": RecordVerifier(_meeting, "event_id", "event"),
     "doc_published": RecordVerifier(_document, "document", "doc", "path"),

@@ -1,0 +1,207 @@
+"""The default ``deploy`` and ``doc_published`` outcome types against the built-in servers.
+
+A pipeline run started with ``deploy.trigger_pipeline`` (real git, the tests' pipeline
+service on loopback) is verified by reading it back with ``deploy.pipeline_status``; a
+document written with ``docs.write_document`` (a real WsgiDAV share) by reading it back
+with ``docs.read_document``. The durability re-checks read the same servers again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from meshclaw.clock import utcnow
+from meshclaw.connectors.approvals import ToolApprovals
+from meshclaw.connectors.base import ToolContext, ToolResult
+from meshclaw.connectors.config import ConnectorConfig
+from meshclaw.connectors.credentials import MemoryCredentialStore
+from meshclaw.connectors.mcp import McpConnector
+from meshclaw.connectors.registry import ConnectorRegistry
+from meshclaw.outcomes import DEFAULT_TYPES, ToolReadLookup
+from meshclaw.providers.scripted import ScriptedServer
+from tests.conftest import World, agent_yaml
+from tests.connectors.conftest import require
+from tests.connectors.davpeers import DavShare, start_wsgidav
+from tests.connectors.pipeline_service import PipelineService
+
+TOKEN = "ci-Token-1"
+
+
+def git(cwd: Path, *args: str) -> str:
+    return subprocess.run(
+        ["git", "-c", "user.name=Dev", "-c", "user.email=dev@acme.test", *args],
+        cwd=cwd, check=True, capture_output=True, text=True,
+    ).stdout.strip()  # fmt: skip
+
+
+def test_the_default_types_name_the_built_in_tools_and_keep_third_party_ones() -> None:
+    deploy, doc = DEFAULT_TYPES["deploy"], DEFAULT_TYPES["doc_published"]
+
+    assert deploy.tools == ("deploy.trigger_pipeline", "deploy.run")
+    assert (deploy.verify_tool, deploy.verify_argument) == ("deploy.pipeline_status", "pipeline_id")
+    assert doc.tools == ("docs.write_document", "files.publish")
+    assert (doc.verify_tool, doc.verify_argument) == ("docs.read_document", "path")
+
+
+@pytest.fixture
+def origin(tmp_path: Path) -> Path:
+    require(shutil.which("git") is not None, "git is not installed")
+    bare = tmp_path / "app.git"
+    git(tmp_path, "init", "--quiet", "--bare", "--initial-branch=main", str(bare))
+    work = tmp_path / "seed"
+    git(tmp_path, "clone", "--quiet", str(bare), str(work))
+    (work / "VERSION").write_text("1.0.0\n")
+    git(work, "add", "VERSION")
+    git(work, "commit", "--quiet", "-m", "1.0.0")
+    git(work, "push", "--quiet", "origin", "HEAD:main")
+    return bare
+
+
+@pytest.fixture
+def pipeline(origin: Path) -> Iterator[PipelineService]:
+    service = PipelineService(repo=origin, token=TOKEN).start()
+    yield service
+    service.stop()
+
+
+@pytest.fixture
+def share(tmp_path: Path) -> Iterator[DavShare]:
+    with start_wsgidav(tmp_path / "dav") as dav:
+        (dav.root / "handbook").mkdir()
+        yield dav
+
+
+def deploy_connector(origin: Path, pipeline: PipelineService, world: World) -> McpConnector:
+    config = ConnectorConfig(
+        command=sys.executable,
+        args=["-m", "meshclaw.connectors.servers", "deploy"],
+        env={"MESHCLAW_DEPLOY_REPO": str(origin), "MESHCLAW_DEPLOY_PIPELINE_URL": pipeline.url},
+        credentials="ci",
+        credential_env={"MESHCLAW_DEPLOY_PIPELINE_TOKEN": "token"},
+        approval="first_use",
+    )
+    store = MemoryCredentialStore({"ci": {"default": {"token": TOKEN}}})
+    return McpConnector(
+        "deploy", config, approvals=ToolApprovals(world.platform.db), credentials=store
+    )
+
+
+def docs_connector(share: DavShare, world: World) -> McpConnector:
+    store = MemoryCredentialStore()
+    store.put("dav", {"username": share.username, "password": share.password})
+    config = ConnectorConfig(
+        command=sys.executable,
+        args=["-m", "meshclaw.connectors.servers", "docs"],
+        env={"MESHCLAW_DOCS_URL": share.url},
+        credentials="dav",
+        credential_env={"MESHCLAW_DOCS_USERNAME": "username", "MESHCLAW_DOCS_PASSWORD": "password"},
+        approval="first_use",
+    )
+    return McpConnector(
+        "docs", config, approvals=ToolApprovals(world.platform.db), credentials=store
+    )
+
+
+def recheck_with(world: World, connector: McpConnector, run_id: str, hours: int) -> Any:
+    """Run the durability re-checks due in ``hours``, reading through ``connector``."""
+    ctx = ToolContext(org_id=world.alice.org_id, user_id=world.alice.user_id,
+                      agent_id="agt", run_id=run_id, step_id="recheck",
+                      idempotency_key="recheck")  # fmt: skip
+    prefix = f"{connector.name}."
+
+    async def read(tool: str, arguments: dict[str, Any]) -> ToolResult:
+        return await connector.call_tool(tool.removeprefix(prefix), arguments, ctx)
+
+    async def recheck() -> Any:
+        try:
+            return await world.platform.outcomes.recheck_due(now=utcnow() + timedelta(hours=hours))
+        finally:
+            await connector.aclose()
+
+    world.platform.outcomes.lookup = ToolReadLookup(read)
+    return asyncio.run(recheck())
+
+
+def test_a_pipeline_run_is_verified_by_its_status_and_undone_when_it_fails(
+    origin: Path,
+    pipeline: PipelineService,
+    scripted: Callable[[dict[str, Any]], ScriptedServer],
+    make_world: Callable[..., World],
+) -> None:
+    model = scripted({"turns": [
+        {"reply": {"tool_calls": [{"name": "deploy.trigger_pipeline", "arguments": {}}]}},
+        {"reply": {"content": "deployed"}},
+    ]})  # fmt: skip
+    world = make_world(model.base_url)
+    spec = agent_yaml(
+        tools=(("deploy.trigger_pipeline", "write"), ("deploy.pipeline_status", "read")),
+        timeout=120,
+    )
+    world.save_agent(spec + "outcomes:\n  - {type: deploy}\n")
+    connectors = ConnectorRegistry([deploy_connector(origin, pipeline, world)])
+    info = world.run("helper", connectors=connectors)
+    assert info.status == "succeeded", info.error
+
+    [outcome] = world.platform.outcomes.list_outcomes(world.alice)
+    head = git(origin, "rev-parse", "main")
+    assert (outcome.type, outcome.tool, outcome.ref, outcome.verified) == (
+        "deploy", "deploy.trigger_pipeline", "1", True,
+    )  # fmt: skip
+    assert outcome.verification == {"checked": f"pipeline run 1 succeeded for {head}"}
+    steps = [s for s in world.platform.runs.steps(world.alice, info.id) if s.kind == "tool"]
+    reads = [s.request for s in steps if s.name == "deploy.pipeline_status"]
+    assert [r["arguments"] for r in reads if r] == [{"pipeline_id": "1"}]
+
+    pipeline.runs[0]["status"] = "failed"  # the run is marked failed after the fact
+    summary = recheck_with(world, deploy_connector(origin, pipeline, world), info.id, 25)
+    assert (summary.checked, summary.undone) == (1, 1)
+    after = world.platform.outcomes.get(world.alice, outcome.id)
+    assert after.state == "undone" and after.feedback[-1].verdict == "rolled_back"
+
+
+def test_a_written_document_is_verified_by_reading_it_and_holds_at_a_later_revision(
+    share: DavShare,
+    scripted: Callable[[dict[str, Any]], ScriptedServer],
+    make_world: Callable[..., World],
+) -> None:
+    write = {"path": "handbook/deploys.md", "content": "# Deploys\nAsk in #deploys.\n"}
+    model = scripted({"turns": [
+        {"reply": {"tool_calls": [{"name": "docs.write_document", "arguments": write}]}},
+        {"reply": {"content": "published"}},
+    ]})  # fmt: skip
+    world = make_world(model.base_url)
+    spec = agent_yaml(
+        tools=(("docs.write_document", "write"), ("docs.read_document", "read")), timeout=120
+    )
+    world.save_agent(spec + "outcomes:\n  - {type: doc_published}\n")
+    info = world.run("helper", connectors=ConnectorRegistry([docs_connector(share, world)]))
+    assert info.status == "succeeded", info.error
+
+    [outcome] = world.platform.outcomes.list_outcomes(world.alice)
+    assert (outcome.type, outcome.tool, outcome.verified) == (
+        "doc_published", "docs.write_document", True,
+    )  # fmt: skip
+    assert outcome.ref.strip("/") == "handbook/deploys.md"
+    head = httpx.head(share.url.rstrip("/") + "/handbook/deploys.md",
+                      auth=(share.username, share.password))  # fmt: skip
+    revision = head.headers["etag"]  # the revision written, unchanged since
+    assert outcome.verification == {"checked": f"{outcome.ref} is there at revision {revision}"}
+    steps = [s for s in world.platform.runs.steps(world.alice, info.id) if s.kind == "tool"]
+    reads = [s.request for s in steps if s.name == "docs.read_document"]
+    assert [r["arguments"] for r in reads if r] == [{"path": outcome.ref}]
+
+    # Someone improves the page: a later revision still holds the outcome.
+    (share.root / "handbook" / "deploys.md").write_text("# Deploys\nAsk in #deploys first.\n")
+    summary = recheck_with(world, docs_connector(share, world), info.id, 73)
+    assert (summary.checked, summary.undone) == (1, 0)
+    assert world.platform.outcomes.get(world.alice, outcome.id).state != "undone"
