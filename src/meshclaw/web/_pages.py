@@ -54,10 +54,6 @@ class Viewer:
     csrf_token: str
     platform: Platform
 
-    @property
-    def is_org_role(self) -> bool:
-        return self.caller.role in ("platform_admin", "auditor")
-
 
 def current_viewer(request: Request, platform: PlatformDep) -> Viewer:
     signed_in = session_of(request, platform)
