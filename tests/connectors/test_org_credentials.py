@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 import pytest
@@ -18,38 +17,18 @@ from meshclaw.api.app import create_app
 from meshclaw.connectors.base import ToolContext
 from meshclaw.errors import ConfigError
 from meshclaw.platform import Platform
-from meshclaw.policy.vault import KEY_ENV, VaultCredentialStore
+from meshclaw.policy.vault import VaultCredentialStore
 from tests.conftest import World
+from tests.policy.two_orgs import TwoOrgs, two_orgs
 
 ACME_SECRET = "acme-mail-secret-1"
 GLOBEX_SECRET = "globex-mail-secret-2"
 BEARER = {"Authorization": "Bearer {token}"}
 
 
-@dataclass
-class TwoOrgs:
-    world: World
-    """Org ``acme``: alice, bob, root (its platform admin)."""
-    mallory: Caller
-    """Org ``globex``'s platform admin."""
-
-    @property
-    def acme(self) -> str:
-        return self.world.alice.org_id
-
-    @property
-    def globex(self) -> str:
-        return self.mallory.org_id
-
-
 @pytest.fixture
 def orgs(make_world: Callable[..., World], monkeypatch: pytest.MonkeyPatch) -> TwoOrgs:
-    monkeypatch.delenv(KEY_ENV, raising=False)
-    world = make_world()
-    accounts = world.platform.accounts
-    globex = accounts.create_org("globex")
-    mallory = accounts.caller_for(accounts.create_user(globex.id, "mallory", role="platform_admin"))
-    return TwoOrgs(world=world, mallory=mallory)
+    return two_orgs(make_world, monkeypatch)
 
 
 def http_connector(url: str) -> dict[str, Any]:

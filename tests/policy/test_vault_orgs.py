@@ -10,7 +10,6 @@ import base64
 import json
 import os
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -31,35 +30,15 @@ from meshclaw.platform import Platform
 from meshclaw.policy.vault import KEY_ENV, Kek, Vault, VaultCredentialStore, load_kek
 from meshclaw.store.db import alembic_config, make_engine, migrate
 from tests.conftest import World
+from tests.policy.two_orgs import TwoOrgs, two_orgs
 
 ACME_SECRET = "acme-mail-secret-1"
 GLOBEX_SECRET = "globex-mail-secret-2"
 
 
-@dataclass
-class TwoOrgs:
-    world: World
-    """Org ``acme`` (the oldest): alice, bob, root (its platform admin)."""
-    mallory: Caller
-    """Org ``globex``'s platform admin."""
-
-    @property
-    def acme(self) -> str:
-        return self.world.alice.org_id
-
-    @property
-    def globex(self) -> str:
-        return self.mallory.org_id
-
-
 @pytest.fixture
 def orgs(make_world: Callable[..., World], monkeypatch: pytest.MonkeyPatch) -> TwoOrgs:
-    monkeypatch.delenv(KEY_ENV, raising=False)
-    world = make_world()
-    accounts = world.platform.accounts
-    globex = accounts.create_org("globex")
-    mallory = accounts.caller_for(accounts.create_user(globex.id, "mallory", role="platform_admin"))
-    return TwoOrgs(world=world, mallory=mallory)
+    return two_orgs(make_world, monkeypatch)
 
 
 # -- resolution -------------------------------------------------------------------------
