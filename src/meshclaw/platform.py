@@ -106,16 +106,17 @@ class Platform:
             self.db, self.audit, self.access, on_change=self.budget_guard.forget
         )
         self.telemetry.watch_budgets(self.db)
+        self.findings = FindingsService(self.db, self.audit, self.access)
+        """Integrity findings and their review queue (``integrity.findings``)."""
         self.outcomes = OutcomeService(
             self.db,
             self.audit,
             access=self.access,
+            findings=self.findings,
             link_key=lambda: load_link_key(self.settings.home / "feedback-link.key"),
             recheck_grace=timedelta(hours=self.settings.outcomes_recheck_grace_hours),
         )
         """Outcome records, feedback, durability re-checks (``outcomes.service``)."""
-        self.findings = FindingsService(self.db, self.audit, self.access)
-        """Integrity findings and their review queue (``integrity.findings``)."""
         self.analytics = AnalyticsService(
             self.db,
             self.audit,

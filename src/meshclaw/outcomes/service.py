@@ -159,6 +159,7 @@ class OutcomeService:
         audit: AuditSink,
         *,
         access: ApiAuthorizer,
+        findings: FindingsService,
         link_key: bytes | Callable[[], bytes],
         lookup: Lookup | None = None,
         verifiers: Mapping[str, Verifier] | None = None,
@@ -177,7 +178,8 @@ class OutcomeService:
         self._clock = clock
         self._claim_for = claim_for
         self._recheck_grace = recheck_grace
-        self._findings = FindingsService(db, audit, access)
+        self._findings = findings
+        """Where a re-check that keeps failing opens its finding (the platform's one)."""
 
     @property
     def _link_key(self) -> bytes:
