@@ -26,7 +26,7 @@ from meshclaw.integrity.findings import FindingsService
 from meshclaw.metering.budgets import BudgetService
 from meshclaw.metering.limits import LimitGuard
 from meshclaw.metering.prices import PriceTable, load_price_table
-from meshclaw.notify.deliver import NotificationDelivery
+from meshclaw.notify.deliver import DeliverySummary, NotificationDelivery
 from meshclaw.outcomes.links import load_link_key
 from meshclaw.outcomes.service import OutcomeService, RecheckSummary
 from meshclaw.policy.api import ApiAuthorizer
@@ -146,9 +146,14 @@ class Platform:
         builtins: list[Connector] = [ClockConnector(), NotesConnector(self.db)]
         return ConnectorRegistry(builtins, resolve=self.connector_admin.resolve)
 
-    def notifier(self, connectors: ConnectorRegistry | None = None) -> NotificationDelivery:
-        """Sends the notification outbox; the scheduler calls its ``deliver_due``."""
-        return NotificationDelivery(self.db, connectors or self.connectors(), self.audit)
+    async def deliver_notifications(self) -> DeliverySummary:
+        """Send the notification outbox's due rows (the scheduler's job), through a
+        connector registry of its own that is closed afterwards."""
+        connectors = self.connectors()
+        try:
+            return await NotificationDelivery(self.db, connectors, self.audit).deliver_due()
+        finally:
+            await connectors.aclose()
 
     def build_gateway(
         self,

@@ -40,7 +40,6 @@ from celery.signals import worker_shutting_down
 
 from meshclaw.config import Settings
 from meshclaw.metering.rollup import UsageRollup
-from meshclaw.notify.deliver import DeliverySummary
 from meshclaw.platform import Platform
 from meshclaw.runtime.executor import RunEnd
 from meshclaw.workers.leases import Lease, Leases, worker_name
@@ -205,15 +204,8 @@ class WorkerRuntime:
 
     def deliver_notifications(self) -> dict[str, int]:
         """Send the notification outbox (beat's entry)."""
-        summary = asyncio.run(self._deliver())
+        summary = asyncio.run(self.platform.deliver_notifications())
         return dataclasses.asdict(summary)
-
-    async def _deliver(self) -> DeliverySummary:
-        connectors = self.platform.connectors()
-        try:
-            return await self.platform.notifier(connectors).deliver_due()
-        finally:
-            await connectors.aclose()
 
     def roll_up_usage(self) -> int:
         """Roll every org's closed, missing or stale usage days up (beat's entry)."""

@@ -119,14 +119,7 @@ class InProcessWorker:
         return asyncio.run(self._platform.recheck_outcomes())  # reads through a gateway
 
     def _deliver(self) -> object:
-        async def deliver() -> object:
-            connectors = self._platform.connectors()
-            try:
-                return await self._platform.notifier(connectors).deliver_due()
-            finally:
-                await connectors.aclose()
-
-        return asyncio.run(deliver())
+        return asyncio.run(self._platform.deliver_notifications())
 
     def _roll_up(self) -> object:
         return UsageRollup(self._platform.db).roll_closed_days()
