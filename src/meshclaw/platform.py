@@ -194,6 +194,12 @@ class Platform:
         finally:
             await gateway.aclose()
 
+    def __enter__(self) -> Platform:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
     def close(self) -> None:
         if self._model_server is not None:
             self._model_server.stop()

@@ -39,11 +39,8 @@ def demo_seed(json_output: bool = JsonOption) -> None:
     """Create the demo org (teams, users, agents) if the store is empty."""
     from meshclaw.demo import seed_demo
 
-    platform = open_platform()
-    try:
+    with open_platform() as platform:
         created = seed_demo(platform)
-    finally:
-        platform.close()
     if json_output:
         print_json({"created": created})
     else:
@@ -58,15 +55,12 @@ def token_create(
     name: str = typer.Option("cli", help="A label for the token."),
 ) -> None:
     """Issue an API token for a user; the secret is printed once and never stored."""
-    platform = open_platform()
-    try:
+    with open_platform() as platform:
         found = platform.accounts.org_by_name(org)
         if found is None:
             raise NotFoundError(f"no org {org!r}")
         person = platform.accounts.user_by_handle(found.id, user)
         print(platform.accounts.issue_token(person.id, name))
-    finally:
-        platform.close()
 
 
 @user_app.command("set-password")
@@ -84,16 +78,13 @@ def user_set_password(
     ),
 ) -> None:
     """Set a person's dashboard password; it ends every session they have open."""
-    platform = open_platform()
-    try:
+    with open_platform() as platform:
         found = platform.accounts.org_by_name(org)
         if found is None:
             raise NotFoundError(f"no org {org!r}")
         person = platform.accounts.user_by_handle(found.id, user)
         platform.signin.set_password(person.id, password)
         console.print(f"password set for {user}; their open sessions were ended")
-    finally:
-        platform.close()
 
 
 @user_app.command("set-email")
@@ -107,15 +98,12 @@ def user_set_email(
     """Set a person's mail address (how outcomes tell who received a mail); audited."""
     if (email is None) == (not clear):
         raise UserError("give --email ADDRESS or --clear")
-    platform = open_platform()
-    try:
+    with open_platform() as platform:
         found = platform.accounts.org_by_name(org)
         if found is None:
             raise NotFoundError(f"no org {org!r}")
         person = platform.accounts.set_email(found.id, user, email)
         console.print(f"{user}: {person.email or 'no mail address'}")
-    finally:
-        platform.close()
 
 
 @app.command("model-server")

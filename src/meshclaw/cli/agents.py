@@ -63,11 +63,8 @@ def validate(file: Path, json_output: bool = JsonOption) -> None:
 def create(file: Path, token: str | None = TokenOption, json_output: bool = JsonOption) -> None:
     """Create an agent from a spec file, or add a new version if it exists and changed."""
     spec = load_spec(file)
-    platform = open_platform()
-    try:
+    with open_platform() as platform:
         agent, changed = platform.agents.save(resolve_caller(platform, token), spec)
-    finally:
-        platform.close()
     if json_output:
         print_json(_summary(agent) | {"changed": changed})
     elif changed:
@@ -80,11 +77,8 @@ def create(file: Path, token: str | None = TokenOption, json_output: bool = Json
 @handle_errors
 def list_agents(token: str | None = TokenOption, json_output: bool = JsonOption) -> None:
     """Agents in your org."""
-    platform = open_platform()
-    try:
+    with open_platform() as platform:
         agents = platform.agents.list_agents(resolve_caller(platform, token))
-    finally:
-        platform.close()
     if json_output:
         print_json([_summary(a) for a in agents])
         return
@@ -109,15 +103,12 @@ def show(
     json_output: bool = JsonOption,
 ) -> None:
     """Show an agent's spec (latest version unless --version)."""
-    platform = open_platform()
-    try:
+    with open_platform() as platform:
         caller = resolve_caller(platform, token)
         agent = platform.agents.get(caller, name)
         _, row = platform.agents.version(
             caller, agent.id, agent.version if version is None else version
         )
-    finally:
-        platform.close()
     if json_output:
         print_json(_summary(agent) | {"shown_version": row.version, "spec_yaml": row.spec_yaml})
         return
@@ -131,11 +122,8 @@ def show(
 @handle_errors
 def versions(name: str, token: str | None = TokenOption, json_output: bool = JsonOption) -> None:
     """Every version of an agent, oldest first."""
-    platform = open_platform()
-    try:
+    with open_platform() as platform:
         rows = platform.agents.versions(resolve_caller(platform, token), name)
-    finally:
-        platform.close()
     if json_output:
         print_json([{k: v for k, v in vars(r).items() if k != "spec_yaml"} for r in rows])
         return
@@ -160,11 +148,8 @@ def diff(
     json_output: bool = JsonOption,
 ) -> None:
     """Unified diff between two versions of an agent."""
-    platform = open_platform()
-    try:
+    with open_platform() as platform:
         text = platform.agents.diff(resolve_caller(platform, token), name, old, new)
-    finally:
-        platform.close()
     if json_output:
         print_json({"agent": name, "old": old, "new": new, "diff": text})
     else:

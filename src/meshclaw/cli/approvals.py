@@ -56,11 +56,8 @@ def _print(info: ApprovalInfo) -> None:
 @handle_errors
 def list_pending(token: str | None = TokenOption, json_output: bool = JsonOption) -> None:
     """Pending approvals you may decide, oldest first."""
-    platform = open_platform()
-    try:
+    with open_platform() as platform:
         pending = platform.approvals.pending(resolve_caller(platform, token))
-    finally:
-        platform.close()
     if json_output:
         print_json(to_jsonable(pending))
         return
@@ -78,11 +75,8 @@ def list_pending(token: str | None = TokenOption, json_output: bool = JsonOption
 @handle_errors
 def show(approval_id: str, token: str | None = TokenOption, json_output: bool = JsonOption) -> None:
     """One approval: the exact action and arguments, why it was held, who decided."""
-    platform = open_platform()
-    try:
+    with open_platform() as platform:
         info = platform.approvals.get(resolve_caller(platform, token), approval_id)
-    finally:
-        platform.close()
     if json_output:
         print_json(to_jsonable(info))
     else:
@@ -97,8 +91,7 @@ def _decide(
     resume: bool,
     json_output: bool,
 ) -> None:
-    platform = open_platform()
-    try:
+    with open_platform() as platform:
         caller = resolve_caller(platform, token)
         info = platform.approvals.decide(caller, approval_id, approve=approve, note=note)
         status = None
@@ -111,8 +104,6 @@ def _decide(
             broker = broker_dispatcher(platform)  # scale-out workers; else the server polls
             if broker is not None:
                 broker.dispatch(info.run_id)
-    finally:
-        platform.close()
     if json_output:
         print_json(to_jsonable(info) | ({"run_status": status} if status else {}))
     else:

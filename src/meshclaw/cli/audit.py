@@ -131,8 +131,7 @@ def verify(
             raise UserError(f"--bundle: no file {bundle}")
         _finish(verify_bundle(bundle, _load_verifier(public_key), outside), json_output)
         return
-    platform = open_platform()
-    try:
+    with open_platform() as platform:
         caller = resolve_caller(platform, token)
         verifier = _load_verifier(public_key) if public_key else None
         with Progress(console=errors, transient=True, disable=json_output) as bar:
@@ -149,8 +148,6 @@ def verify(
                 witnesses=witnesses,
                 held=outside,
             )
-    finally:
-        platform.close()
     _finish(report, json_output)
 
 
@@ -173,8 +170,7 @@ def log(
 ) -> None:
     """Query the log (auditors only); oldest first, paged by sequence number."""
     start, end = _time(since, "--since"), _time(until, "--until")
-    platform = open_platform()
-    try:
+    with open_platform() as platform:
         page = platform.audit_log.query(
             resolve_caller(platform, token),
             actor=actor,
@@ -187,8 +183,6 @@ def log(
             before=before,
             limit=limit,
         )
-    finally:
-        platform.close()
     if json_output:
         cursors = {"next_after": page.next_after, "next_before": page.next_before}
         print_json({"entries": page.entries, **cursors})
@@ -223,8 +217,7 @@ def export(
     start = _time(since, "--since")
     if since_seq is not None and since_seq < 1:
         raise UserError("--since-seq must be >= 1")
-    platform = open_platform()
-    try:
+    with open_platform() as platform:
         caller = resolve_caller(platform, token)
         if output is None:
             summary = platform.audit_log.export(
@@ -233,8 +226,6 @@ def export(
         else:
             with output.open("w", encoding="utf-8") as f:
                 summary = platform.audit_log.export(caller, f, since=start, since_seq=since_seq)
-    finally:
-        platform.close()
     errors.print(
         f"exported seq {summary.start_seq}..{summary.end_seq}: {summary.records} records "
         f"({summary.withheld} bodies withheld: other orgs), {summary.checkpoints} checkpoints",
@@ -246,11 +237,8 @@ def export(
 @handle_errors
 def checkpoint(token: str | None = TokenOption, json_output: bool = JsonOption) -> None:
     """Sign a checkpoint of the current tree now."""
-    platform = open_platform()
-    try:
+    with open_platform() as platform:
         info = platform.audit_log.checkpoint(resolve_caller(platform, token))
-    finally:
-        platform.close()
     if json_output:
         print_json(info)
     else:
@@ -263,11 +251,8 @@ def public_key(
     output: Path | None = typer.Option(None, "--output", "-o", help="Write to this file."),
 ) -> None:
     """Print the verifier key auditors check checkpoints with (creates the key pair once)."""
-    platform = open_platform()
-    try:
+    with open_platform() as platform:
         vkey = platform.audit_log.public_key()
-    finally:
-        platform.close()
     if output is None:
         print(vkey)
     else:
@@ -286,16 +271,13 @@ def prove(
     """Print an inclusion proof (--seq) or a consistency proof (--old, --new) as JSON."""
     if (seq is None) == (old is None or new is None):
         raise UserError("give either --seq, or both --old and --new")
-    platform = open_platform()
-    try:
+    with open_platform() as platform:
         caller = resolve_caller(platform, token)
         if seq is not None:
             print_json(platform.audit_log.inclusion_proof(caller, seq, size))
         else:
             assert old is not None and new is not None
             print_json(platform.audit_log.consistency_proof(caller, old, new))
-    finally:
-        platform.close()
 
 
 @audit_app.command("redact")
@@ -308,11 +290,8 @@ def redact(
     """Retention: remove personal data of old records, keeping their hashes (platform admins)."""
     cutoff = _time(before, "--before")
     assert cutoff is not None
-    platform = open_platform()
-    try:
+    with open_platform() as platform:
         count = platform.audit_log.redact(resolve_caller(platform, token), cutoff)
-    finally:
-        platform.close()
     if json_output:
         print_json({"redacted": count, "before": cutoff})
     else:

@@ -32,8 +32,7 @@ def set_budget(
     json_output: bool = JsonOption,
 ) -> None:
     """Create or replace a budget (platform admins; team admins for their team). Audited."""
-    platform = open_platform()
-    try:
+    with open_platform() as platform:
         info = platform.budgets.set(
             resolve_caller(platform, token),
             scope=scope,
@@ -43,8 +42,6 @@ def set_budget(
             hard_cap=hard,
             soft_cap=soft,
         )
-    finally:
-        platform.close()
     if json_output:
         print_json(info)
         return
@@ -58,11 +55,8 @@ def set_budget(
 @handle_errors
 def list_budgets(token: str | None = TokenOption, json_output: bool = JsonOption) -> None:
     """Budgets you manage or that apply to you, with this window's spend and state."""
-    platform = open_platform()
-    try:
+    with open_platform() as platform:
         infos = platform.budgets.visible(resolve_caller(platform, token))
-    finally:
-        platform.close()
     if json_output:
         print_json(infos)
         return
@@ -86,9 +80,6 @@ def list_budgets(token: str | None = TokenOption, json_output: bool = JsonOption
 @handle_errors
 def delete_budget(budget_id: str, token: str | None = TokenOption) -> None:
     """Remove a budget and its counters. Audited."""
-    platform = open_platform()
-    try:
+    with open_platform() as platform:
         platform.budgets.delete(resolve_caller(platform, token), budget_id)
-    finally:
-        platform.close()
     console.print(f"deleted budget {budget_id}")

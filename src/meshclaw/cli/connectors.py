@@ -104,11 +104,8 @@ def add(
         "call_timeout_seconds": call_timeout,
         "max_result_chars": max_result_chars,
     }
-    platform = open_platform()
-    try:
+    with open_platform() as platform:
         info = platform.connector_admin.add(resolve_caller(platform, token), name, config)
-    finally:
-        platform.close()
     if json_output:
         print_json(info)
     else:
@@ -120,11 +117,8 @@ def add(
 @handle_errors
 def list_connectors(token: str | None = TokenOption, json_output: bool = JsonOption) -> None:
     """Configured connectors and how many of their tools are approved."""
-    platform = open_platform()
-    try:
+    with open_platform() as platform:
         infos = platform.connector_admin.list_connectors(resolve_caller(platform, token))
-    finally:
-        platform.close()
     if json_output:
         print_json(infos)
         return
@@ -144,12 +138,9 @@ def tools(
     json_output: bool = JsonOption,
 ) -> None:
     """A connector's tools with their definition hashes and approval status."""
-    platform = open_platform()
-    try:
+    with open_platform() as platform:
         caller = resolve_caller(platform, token)
         states = asyncio.run(platform.connector_admin.tools(caller, name, refresh=refresh))
-    finally:
-        platform.close()
     rows = [_tool_row(s) for s in states]
     if json_output:
         print_json(rows)
@@ -178,14 +169,11 @@ def approve(
     """Approve the tool definitions last seen (platform admins)."""
     if not tool and not all_tools:
         raise ConfigError("name the tools with --tool, or pass --all")
-    platform = open_platform()
-    try:
+    with open_platform() as platform:
         caller = resolve_caller(platform, token)
         states = platform.connector_admin.approve(
             caller, name, None if all_tools else tool, expected_hash=expected_hash
         )
-    finally:
-        platform.close()
     if json_output:
         print_json([_tool_row(s) for s in states])
     else:
@@ -197,12 +185,9 @@ def approve(
 @handle_errors
 def test(name: str, token: str | None = TokenOption, json_output: bool = JsonOption) -> None:
     """Connect to the server and list its tools; exit 1 if that fails."""
-    platform = open_platform()
-    try:
+    with open_platform() as platform:
         caller = resolve_caller(platform, token)
         report = asyncio.run(platform.connector_admin.test(caller, name))
-    finally:
-        platform.close()
     if json_output:
         print_json(report)
     elif report.ok:
@@ -223,11 +208,8 @@ def test(name: str, token: str | None = TokenOption, json_output: bool = JsonOpt
 @handle_errors
 def remove(name: str, token: str | None = TokenOption) -> None:
     """Remove a connector added with `connector add` (platform admins)."""
-    platform = open_platform()
-    try:
+    with open_platform() as platform:
         platform.connector_admin.remove(resolve_caller(platform, token), name)
-    finally:
-        platform.close()
     console.print(f"removed connector {name}")
 
 

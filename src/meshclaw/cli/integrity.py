@@ -136,12 +136,9 @@ def scan(
 
 
 def _record(result: ScanResult, events: Path, token: str | None) -> None:
-    platform = open_platform()
-    try:
+    with open_platform() as platform:
         caller = resolve_caller(platform, token)
         summary = platform.findings.record(caller, result, source=f"scan:{events.name}")
-    finally:
-        platform.close()
     errors.print(
         f"findings recorded: {summary.opened} opened, {summary.updated} updated, "
         f"{summary.suppressed} not raised again (dismissed before, no new evidence)",
@@ -168,12 +165,9 @@ def findings(
     json_output: bool = JsonOption,
 ) -> None:
     """The review queue: your org's findings (auditors, admins) or the ones about you."""
-    platform = open_platform()
-    try:
+    with open_platform() as platform:
         caller = resolve_caller(platform, token)
         rows = platform.findings.queue(caller, status)
-    finally:
-        platform.close()
     if json_output:
         print_json({"findings": [_finding_json(f) for f in rows]})
         return
@@ -196,12 +190,9 @@ def review(
     json_output: bool = JsonOption,
 ) -> None:
     """Move a finding: start a review, confirm it, or dismiss it (audited)."""
-    platform = open_platform()
-    try:
+    with open_platform() as platform:
         caller = resolve_caller(platform, token)
         moved = platform.findings.move(caller, finding, action, reason=reason)
-    finally:
-        platform.close()
     if json_output:
         print_json(_finding_json(moved))
         return

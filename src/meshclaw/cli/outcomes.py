@@ -30,11 +30,8 @@ T = TypeVar("T")
 
 
 def _with(token: str | None, work: Callable[[Platform, Caller], T]) -> T:
-    platform = open_platform()
-    try:
+    with open_platform() as platform:
         return work(platform, _resolve(platform, token))
-    finally:
-        platform.close()
 
 
 def _outcome_table(rows: list[OutcomeInfo]) -> Table:

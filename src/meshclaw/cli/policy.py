@@ -77,9 +77,8 @@ def show(
 ) -> None:
     """Your org's own policies and their version; or the whole set in force for your org
     (``--all``); or one agent's compiled scopes."""
-    platform = open_platform()
     version: int | None = None
-    try:
+    with open_platform() as platform:
         caller = resolve_caller(platform, token)
         if agent is not None:
             info = platform.agents.get(caller, agent)
@@ -89,8 +88,6 @@ def show(
             current = platform.org_policies.current(caller)  # policy.read
             version = current.version
             text = platform.policies.for_org(caller.org_id).text if all_policies else current.text
-    finally:
-        platform.close()
     if json_output:
         print_json({"policies": text.strip()} | ({} if version is None else {"version": version}))
         return
@@ -116,8 +113,7 @@ def set_policies(
     """Save FILE as your org's own policies (a new version; platform admins). Invalid
     policies are refused with every problem and its line; the current version stays."""
     text = read_policy_file(file)
-    platform = open_platform()
-    try:
+    with open_platform() as platform:
         caller = resolve_caller(platform, token)
         try:
             info, changed = platform.org_policies.save(
@@ -125,8 +121,6 @@ def set_policies(
             )
         except PolicyError as exc:
             raise PolicyError(exc.issues, str(file)) from None
-    finally:
-        platform.close()
     if json_output:
         print_json({"version": info.version, "changed": changed, "sha256": info.sha256})
     elif changed:
@@ -139,11 +133,8 @@ def set_policies(
 @handle_errors
 def versions(token: str | None = TokenOption, json_output: bool = JsonOption) -> None:
     """Every version of your org's own policies: who saved it, when and why."""
-    platform = open_platform()
-    try:
+    with open_platform() as platform:
         listed = platform.org_policies.versions(resolve_caller(platform, token))
-    finally:
-        platform.close()
     if json_output:
         print_json(
             [
@@ -174,11 +165,8 @@ def diff(
     old: int, new: int, token: str | None = TokenOption, json_output: bool = JsonOption
 ) -> None:
     """What changed between two versions of your org's policies (0: the empty start)."""
-    platform = open_platform()
-    try:
+    with open_platform() as platform:
         text = platform.org_policies.diff(resolve_caller(platform, token), old, new)
-    finally:
-        platform.close()
     if json_output:
         print_json({"old": old, "new": new, "diff": text})
     else:
@@ -252,8 +240,7 @@ def explain(
     if (tool is None) == (not model):
         raise ConfigError("give exactly one of --tool connector.tool or --model")
     args = _parse_arguments(arguments)
-    platform = open_platform()
-    try:
+    with open_platform() as platform:
         caller = resolve_caller(platform, token)
         info = platform.agents.get(caller, agent)
         platform.access.require(caller, "agent.read", agent_resource(info))
@@ -302,8 +289,6 @@ def explain(
                 context=context,
             )
         )
-    finally:
-        platform.close()
     if json_output:
         print_json(_explanation_json(explanation))
     else:
@@ -325,8 +310,7 @@ def why(
     The step's own arguments, the run's trigger, its provenance at that point (whether an
     earlier tool result was untrusted) and its approval, if one was granted, are used.
     """
-    platform = open_platform()
-    try:
+    with open_platform() as platform:
         caller = resolve_caller(platform, token)
         run = platform.runs.get(caller, run_id)
         steps = platform.runs.steps(caller, run_id)
@@ -379,8 +363,6 @@ def why(
                 context=context,
             )
         )
-    finally:
-        platform.close()
     if json_output:
         print_json(_explanation_json(explanation) | {"recorded": target.decision})
     else:

@@ -89,8 +89,7 @@ def run(
     json_output: bool = JsonOption,
 ) -> None:
     """Run an agent now, in this process (or queue it with --detach)."""
-    platform = open_platform()
-    try:
+    with open_platform() as platform:
         caller = resolve_caller(platform, token)
         info = platform.runs.create(caller, agent, input_text, trigger="manual")
         if detach:
@@ -123,8 +122,6 @@ def run(
         asyncio.run(_execute(platform, info.id, on_step))
         final = platform.runs.get(caller, info.id)
         steps = platform.runs.steps(caller, info.id)
-    finally:
-        platform.close()
     if json_output:
         print_json(_run_dict(final, steps))
     else:
@@ -164,13 +161,10 @@ def list_runs(
     json_output: bool = JsonOption,
 ) -> None:
     """Your latest runs (admins: the org's)."""
-    platform = open_platform()
-    try:
+    with open_platform() as platform:
         runs = platform.runs.find(
             resolve_caller(platform, token), agent=agent, status=status, limit=limit
         )
-    finally:
-        platform.close()
     if json_output:
         print_json([_run_dict(r) for r in runs])
         return
@@ -193,13 +187,10 @@ def list_runs(
 @handle_errors
 def show_run(run_id: str, token: str | None = TokenOption, json_output: bool = JsonOption) -> None:
     """A run with every step: model turns, tool calls, decisions and cost."""
-    platform = open_platform()
-    try:
+    with open_platform() as platform:
         caller = resolve_caller(platform, token)
         info = platform.runs.get(caller, run_id)
         steps = platform.runs.steps(caller, run_id)
-    finally:
-        platform.close()
     if json_output:
         print_json(_run_dict(info, steps))
         return
@@ -214,11 +205,8 @@ def cancel_run(
     run_id: str, token: str | None = TokenOption, json_output: bool = JsonOption
 ) -> None:
     """Ask a queued or running run to stop."""
-    platform = open_platform()
-    try:
+    with open_platform() as platform:
         info = platform.runs.cancel(resolve_caller(platform, token), run_id)
-    finally:
-        platform.close()
     if json_output:
         print_json(_run_dict(info))
     else:

@@ -59,8 +59,7 @@ def usage(
     group: GroupBy = by  # type: ignore[assignment]
     per: Period | None = period  # type: ignore[assignment]
     start, end = _parse_time(since, "--since"), _parse_time(until, "--until")
-    platform = open_platform()
-    try:
+    with open_platform() as platform:
         rows = usage_report(
             platform.db,
             resolve_caller(platform, token),
@@ -70,8 +69,6 @@ def usage(
             period=per,
             access=platform.access,
         )
-    finally:
-        platform.close()
     if json_output:
         print_json({"group_by": by, "period": period, "rows": rows})
         return
@@ -103,8 +100,7 @@ def reprice_command(
 ) -> None:
     """Re-price usage records with the current price table (platform admins; audited)."""
     start, end = _parse_time(since, "--since"), _parse_time(until, "--until")
-    platform = open_platform()
-    try:
+    with open_platform() as platform:
         caller = resolve_caller(platform, token)
         result = reprice(
             platform.db,
@@ -116,8 +112,6 @@ def reprice_command(
             dry_run=dry_run,
             access=platform.access,
         )
-    finally:
-        platform.close()
     if json_output:
         print_json(result)
         return

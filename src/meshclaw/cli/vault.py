@@ -90,14 +90,11 @@ def put(
 ) -> None:
     """Store (or replace) a credential under REF, encrypted with a fresh data key."""
     values = _read_values(stdin, field)
-    platform = open_platform()
-    try:
+    with open_platform() as platform:
         caller = resolve_caller(platform, token)
         user_id, resource = _subject(platform, caller, user)
         platform.access.require(caller, "credential.manage", resource)
         platform.vault.put(ref, values, org_id=caller.org_id, user_id=user_id)
-    finally:
-        platform.close()
     who = f" for {user}" if user else " (default)"
     console.print(f"stored {ref}{who}: fields {', '.join(sorted(values))}")
 
@@ -106,8 +103,7 @@ def put(
 @handle_errors
 def list_entries(token: str | None = TokenOption, json_output: bool = JsonOption) -> None:
     """References, whose they are and their field names: never the values."""
-    platform = open_platform()
-    try:
+    with open_platform() as platform:
         caller = resolve_caller(platform, token)
         sees_defaults = platform.access.authorize_api(
             caller, "credential.manage", ApiResource.org(caller.org_id)
@@ -130,8 +126,6 @@ def list_entries(token: str | None = TokenOption, json_output: bool = JsonOption
             )
             if platform.access.authorize_api(caller, "credential.manage", resource).allowed:
                 visible.append(entry)
-    finally:
-        platform.close()
     if json_output:
         print_json(to_jsonable(visible))
         return
@@ -146,15 +140,12 @@ def list_entries(token: str | None = TokenOption, json_output: bool = JsonOption
 @handle_errors
 def delete(ref: str, user: str | None = UserOption, token: str | None = TokenOption) -> None:
     """Remove a credential."""
-    platform = open_platform()
-    try:
+    with open_platform() as platform:
         caller = resolve_caller(platform, token)
         user_id, resource = _subject(platform, caller, user)
         platform.access.require(caller, "credential.manage", resource)
         if not platform.vault.delete(ref, org_id=caller.org_id, user_id=user_id):
             raise ConfigError(f"no vault entry {ref!r}" + (f" for {user}" if user else ""))
-    finally:
-        platform.close()
     console.print(f"deleted {ref}")
 
 
@@ -188,12 +179,9 @@ def rotate(
             "without an API token (unset MESHCLAW_TOKEN, drop --token)"
         )
     new = read_key_file(new_key_file)
-    platform = open_platform()
-    try:
+    with open_platform() as platform:
         old = platform.vault.kek_id
         count = platform.vault.rotate(new, audit=platform.audit)
-    finally:
-        platform.close()
     if json_output:
         print_json({"rewrapped": count, "old_key": old, "new_key": new.id})
     else:
