@@ -13,13 +13,8 @@ import json
 import os
 import re
 import shutil
-import signal
-import subprocess
-import sys
 import tempfile
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -27,44 +22,9 @@ import httpx
 import pytest
 
 from meshclaw.demo_apps import DemoApps
+from tests.serve_process import serve_demo
 
-MESHCLAW = [sys.executable, "-m", "meshclaw.cli"]
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
-
-
-@contextmanager
-def serve_demo(env: dict[str, str], cwd: Path) -> Iterator[tuple[str, list[str]]]:
-    """``meshclaw serve --demo --port 0``: its address and what it printed up to then."""
-    proc = subprocess.Popen(
-        [*MESHCLAW, "serve", "--demo", "--port", "0"],
-        env=env,
-        cwd=cwd,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    assert proc.stdout is not None
-    address, seen = None, []
-    deadline = time.monotonic() + 90
-    while address is None and time.monotonic() < deadline:
-        line = proc.stdout.readline()
-        if not line and proc.poll() is not None:
-            break
-        seen.append(line)
-        if found := re.search(r"listening on (http://\S+)", line):
-            address = found.group(1)
-    if address is None:
-        proc.kill()
-        pytest.fail("server did not start:\n" + "".join(seen))
-    try:
-        yield address, seen
-    finally:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            raise
 
 
 def _wait_for_run(http: httpx.Client, run_id: str) -> dict[str, Any]:

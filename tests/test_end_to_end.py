@@ -4,10 +4,7 @@ from __future__ import annotations
 
 import json
 import os
-import re
-import signal
 import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -18,8 +15,8 @@ import pytest
 
 from meshclaw.providers.scripted import ScriptedServer
 from meshclaw.providers.scripted.tokens import completion_tokens, prompt_tokens
+from tests.serve_process import MESHCLAW, serve_demo
 
-MESHCLAW = [sys.executable, "-m", "meshclaw.cli"]
 SPEC = """
 name: e2e-agent
 owner: alice
@@ -59,37 +56,8 @@ def env(tmp_path: Path, model: ScriptedServer) -> dict[str, str]:
 
 @pytest.fixture
 def server(env: dict[str, str], tmp_path: Path) -> Iterator[str]:
-    proc = subprocess.Popen(
-        [*MESHCLAW, "serve", "--demo", "--port", "0"],
-        env=env,
-        cwd=tmp_path,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    assert proc.stdout is not None
-    address = None
-    seen = []
-    deadline = time.monotonic() + 60
-    while address is None and time.monotonic() < deadline:
-        line = proc.stdout.readline()
-        if not line and proc.poll() is not None:
-            break
-        seen.append(line)
-        if found := re.search(r"listening on (http://\S+)", line):
-            address = found.group(1)
-    if address is None:
-        proc.kill()
-        pytest.fail("server did not start:\n" + "".join(seen))
-    try:
+    with serve_demo(env, tmp_path, start_seconds=60) as (address, _):
         yield address
-    finally:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            raise
 
 
 def cli(env: dict[str, str], cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
