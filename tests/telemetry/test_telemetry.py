@@ -182,5 +182,11 @@ def test_otlp_export_is_configured_from_settings() -> None:
     telemetry = build_telemetry(
         TelemetrySettings(otlp_endpoint="http://127.0.0.1:9/v1/traces", metrics=False)
     )
-    assert telemetry.registry is None
+    assert telemetry.registry is None and telemetry.builds_spans
+    telemetry.shutdown()
+
+
+def test_without_an_otlp_endpoint_no_span_is_built_but_metrics_are_kept() -> None:
+    telemetry = build_telemetry(TelemetrySettings(metrics=True))
+    assert not telemetry.builds_spans and telemetry.registry is not None
     telemetry.shutdown()

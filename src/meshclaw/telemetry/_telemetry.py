@@ -86,6 +86,10 @@ class Telemetry:
     def disabled(cls) -> Telemetry:
         return cls(None, None)
 
+    @property
+    def builds_spans(self) -> bool:
+        return self._tracer is not None
+
     # -- runs ---------------------------------------------------------------------------
 
     def start_run(self, ctx: RunContext, provider_kind: str | None = None) -> None:
@@ -261,15 +265,17 @@ class Telemetry:
 
 
 def build_telemetry(settings: TelemetrySettings) -> Telemetry:
-    """Spans always go to the platform's provider (exported over OTLP/HTTP when an
-    endpoint is set); metrics go to a registry served at ``/metrics`` when enabled."""
-    provider = TracerProvider(resource=Resource.create({"service.name": settings.service_name}))
-    if settings.otlp_endpoint:
-        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
-
-        exporter = OTLPSpanExporter(
-            endpoint=settings.otlp_endpoint, headers=dict(settings.otlp_headers)
-        )
-        provider.add_span_processor(BatchSpanProcessor(exporter))
+    """Spans are exported over OTLP/HTTP when an endpoint is set, and not built at all
+    when none is (a span nobody exports cost ~0.3 ms per call); metrics go to a registry
+    served at ``/metrics`` when enabled."""
     registry = CollectorRegistry() if settings.metrics else None
+    if not settings.otlp_endpoint:
+        return Telemetry(None, registry)
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+
+    provider = TracerProvider(resource=Resource.create({"service.name": settings.service_name}))
+    exporter = OTLPSpanExporter(
+        endpoint=settings.otlp_endpoint, headers=dict(settings.otlp_headers)
+    )
+    provider.add_span_processor(BatchSpanProcessor(exporter))
     return Telemetry(provider, registry)
