@@ -52,7 +52,12 @@ class WitnessConfig(BaseModel):
     the latest one the witness holds."""
     key: str | None = None
     """The witness's verifier key (``<name>+<id>+<key>``): its cosignature must verify
-    before it is stored. None: cosignatures are stored unchecked."""
+    before it is stored, and ``audit verify`` checks it again. None: stored unchecked."""
+    protocol: Literal["plain", "tlog-witness"] = "plain"
+    """``plain``: POST the signed note to ``url``, GET what the witness holds.
+    ``tlog-witness``: the C2SP tlog-witness protocol, ``url`` is the witness's
+    submission prefix (``POST <url>/add-checkpoint`` with a consistency proof), and
+    ``key`` is its C2SP tlog-cosignature key (algorithm byte 0x04)."""
 
 
 class AuditSettings(BaseModel):

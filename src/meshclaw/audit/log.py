@@ -446,7 +446,8 @@ class AuditLog:
         ``workers``: processes that check records (None: the ``audit.verify_workers``
         setting; 0 there means one per CPU from ``PARALLEL_MIN`` records on; 1: serial).
         The findings are the same either way. ``witnesses``: also fetch the checkpoint
-        each configured HTTP witness holds and compare it with the log; ``held``: other
+        each configured HTTP witness holds and compare it with the log, and check every
+        stored witness cosignature over the log's checkpoint of its size; ``held``: other
         copies of checkpoints kept outside the store (files, syslog), compared likewise.
         """
         if caller is not None:
@@ -492,6 +493,10 @@ class AuditLog:
                 if report.root != head_root or report.root != head.root:
                     report.ok = False
                     report.problem = _head_problem(head.size)
+            if witnesses and self._witnesses is not None:
+                report.cosigned, cosigned_problem = self._witnesses.check_cosignatures(session)
+                if report.ok and cosigned_problem is not None:
+                    report.ok, report.problem = False, cosigned_problem
         report.notes += witness_notes
         if caller is not None:
             with self._db.session() as session:

@@ -104,6 +104,8 @@ class Report:
     """Hex root of the recomputed tree."""
     witnessed: int = 0
     """Of the checkpoints, those a witness holds too (compared with the recomputed tree)."""
+    cosigned: int = 0
+    """Stored witness cosignatures checked again over the log's checkpoints."""
     problem: Problem | None = None
     notes: list[str] = field(default_factory=list)
 

@@ -16,6 +16,14 @@ cannot rewrite what others already hold. So each checkpoint goes to
   and, when the witness's key is configured, checked first. ``409`` means the witness
   already holds a newer checkpoint of this log (not an error). ``GET <url>`` returns the
   latest checkpoint it holds, which ``audit verify`` compares with the log.
+* **C2SP tlog-witness** witnesses (``protocol: tlog-witness``): ``POST
+  <url>/add-checkpoint`` with ``old <size>``, the RFC 6962 consistency proof from the
+  size the witness last cosigned, and the note; a ``409`` with ``text/x.tlog.size`` names
+  the size the witness holds, and the request is made again from there once. The answer
+  is a C2SP tlog-cosignature (``cosignature``), checked with the witness's key.
+
+``audit verify`` checks every stored cosignature again, over the checkpoint the store
+holds now: a log rewritten and re-signed after a witness cosigned it no longer matches.
 
 Sends go through an outbox (``audit_witness_sends``): rows written in the transaction
 that signs the checkpoint, sent after it commits by a background thread and by the
@@ -26,6 +34,7 @@ append: nothing here runs inside one.
 
 from __future__ import annotations
 
+import base64
 import logging
 import os
 import socket
@@ -36,16 +45,24 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
-from sqlalchemy import event, select, update
+from sqlalchemy import event, func, select, update
 from sqlalchemy.orm import Session
 
-from meshclaw.audit.checkpoint import SIGNATURE_DASH, CheckpointError, Verifier
+from meshclaw.audit.checkpoint import (
+    SIGNATURE_DASH,
+    CheckpointError,
+    Verifier,
+    parse_checkpoint_body,
+)
+from meshclaw.audit.cosignature import CosignatureVerifier
+from meshclaw.audit.merkle import consistency_proof
 from meshclaw.audit.models import AuditCheckpoint, AuditWitnessSend
 from meshclaw.audit.sink import AuditRecord, StoreAuditSink
-from meshclaw.audit.verify import SignedNote
+from meshclaw.audit.verify import Problem, SignedNote
 from meshclaw.clock import utcnow
 from meshclaw.config import WitnessConfig
 from meshclaw.store.db import Database
+from meshclaw.store.models import AuditEvent
 
 log = logging.getLogger(__name__)
 
@@ -114,11 +131,28 @@ def cosignature_lines(answer: str) -> list[str]:
     ]
 
 
-def check_cosignature(note: str, lines: list[str], key: str) -> None:
-    """Raise unless ``lines`` hold a valid signature by ``key`` on ``note``'s checkpoint."""
-    body = note.partition("\n\n")[0] + "\n"
-    try:
+def note_body(note: str) -> str:
+    """A signed note's text above its signatures, with its final newline."""
+    return note.partition("\n\n")[0] + "\n"
+
+
+def _open_cosignature(witness: WitnessConfig, key: str, body: str, lines: list[str]) -> None:
+    """Raise ``CheckpointError`` unless ``lines`` hold ``key``'s valid cosignature on
+    ``body``: a C2SP tlog-cosignature for tlog-witness witnesses, else a plain signed-note
+    signature."""
+    if witness.protocol == "tlog-witness":
+        CosignatureVerifier.from_vkey(key).verify(body, lines)
+    else:
         Verifier.from_vkey(key).open(body + "\n" + "\n".join(lines) + "\n")
+
+
+def check_cosignature(witness: WitnessConfig, note: str, lines: list[str]) -> None:
+    """Raise ``WitnessRefused`` unless the witness's answer cosigns ``note`` with its key
+    (any answer is accepted when no key is configured)."""
+    if witness.key is None:
+        return
+    try:
+        _open_cosignature(witness, witness.key, note_body(note), lines)
     except CheckpointError as exc:
         raise WitnessRefused(f"no valid cosignature: {exc}") from None
 
@@ -218,7 +252,11 @@ class Witnesses:
             return WitnessSummary()
         with httpx.Client(timeout=self.timeout, follow_redirects=False) as client:
             for send_id, target, note in claimed:
-                outcome = self._send(client, target, note)
+                witness = self.http.get(target)
+                if witness is not None and witness.protocol == "tlog-witness":
+                    outcome = self._send_tlog(client, witness, note)
+                else:
+                    outcome = self._send(client, target, note)
                 counts[self._finish(send_id, outcome, now)] += 1
         return WitnessSummary(**counts)
 
@@ -260,12 +298,66 @@ class Witnesses:
             if not answer.is_success:
                 raise WitnessRefused(f"HTTP {answer.status_code}: {answer.text[:300]}")
             lines = cosignature_lines(answer.text[:_MAX_COSIGNATURE])
-            key = self.http[target].key if target in self.http else None
-            if key is not None:
-                check_cosignature(note, lines, key)
+            check_cosignature(self.http[target], note, lines)
             return _Outcome(status="sent", cosignature="\n".join(lines) or None)
         except (OSError, httpx.HTTPError, WitnessRefused) as exc:
             return _Outcome(status="error", error=f"{type(exc).__name__}: {exc}"[:2000])
+
+    def _send_tlog(self, client: httpx.Client, witness: WitnessConfig, note: str) -> _Outcome:
+        """``add-checkpoint`` from the size the witness last cosigned; once more from the
+        size it names if it answers 409 with ``text/x.tlog.size``."""
+        try:
+            size = parse_checkpoint_body(note_body(note)).size
+            old = self._cosigned_size(witness.url)
+            for _ in range(2):
+                if old > size:
+                    return _Outcome(status="stale")
+                answer = client.post(
+                    witness.url.rstrip("/") + "/add-checkpoint",
+                    content=self._add_checkpoint_body(old, size, note),
+                    headers={"Content-Type": "text/plain; charset=utf-8"},
+                )
+                held = _tlog_size(answer)
+                if held is None or held == old:
+                    break
+                old = held
+            if answer.status_code == 409:
+                raise WitnessRefused(
+                    f"HTTP 409: the witness holds another tree of size {old} "
+                    "(the log forked, or was rewritten after it was witnessed)"
+                )
+            if not answer.is_success:
+                raise WitnessRefused(f"HTTP {answer.status_code}: {answer.text[:300]}")
+            lines = cosignature_lines(answer.text[:_MAX_COSIGNATURE])
+            if not lines:
+                raise WitnessRefused("HTTP 200 without a cosignature line")
+            check_cosignature(witness, note, lines)
+            return _Outcome(status="sent", cosignature="\n".join(lines))
+        except (OSError, httpx.HTTPError, WitnessRefused, CheckpointError) as exc:
+            return _Outcome(status="error", error=f"{type(exc).__name__}: {exc}"[:2000])
+
+    def _cosigned_size(self, target: str) -> int:
+        """The largest checkpoint ``target`` cosigned for this log, as far as the log knows."""
+        with self._db.session() as session:
+            size = session.scalar(
+                select(func.max(AuditWitnessSend.checkpoint_size)).where(
+                    AuditWitnessSend.target == target, AuditWitnessSend.status == "sent"
+                )
+            )
+        return int(size or 0)
+
+    def _add_checkpoint_body(self, old: int, size: int, note: str) -> bytes:
+        proof: list[bytes] = []
+        if 0 < old < size:
+            with self._db.session() as session:
+                leaves = session.scalars(
+                    select(AuditEvent.leaf_hash)
+                    .where(AuditEvent.seq <= size)
+                    .order_by(AuditEvent.seq)
+                ).all()
+            proof = consistency_proof(old, [bytes.fromhex(h) for h in leaves])
+        lines = "".join(base64.b64encode(h).decode() + "\n" for h in proof)
+        return f"old {old}\n{lines}\n{note}".encode()
 
     def _finish(self, send_id: int, outcome: _Outcome, now: datetime) -> str:
         with self._db.session() as session:
@@ -324,10 +416,11 @@ class Witnesses:
         or cannot be reached (compared by ``verify``; not a failure of the log)."""
         held: list[SignedNote] = []
         notes: list[str] = []
-        if not self.http:
+        plain = [url for url, w in self.http.items() if w.protocol == "plain"]
+        if not plain:
             return held, notes
         with httpx.Client(timeout=self.timeout, follow_redirects=False) as client:
-            for url in self.http:
+            for url in plain:
                 try:
                     answer = client.get(url)
                 except httpx.HTTPError as exc:
@@ -357,6 +450,63 @@ class Witnesses:
         for size, cosignature in rows:
             out.setdefault(size, []).extend(str(cosignature).splitlines())
         return out
+
+    def check_cosignatures(self, session: Session) -> tuple[int, Problem | None]:
+        """Check every stored cosignature of a witness whose key is configured over the
+        checkpoint the store holds for that size now: (how many verified, the first
+        problem). A rewritten and re-signed checkpoint, or one deleted after a witness
+        cosigned it, is a ``witness`` problem."""
+        keyed = {url: w for url, w in self.http.items() if w.key is not None}
+        if not keyed:
+            return 0, None
+        notes = dict(session.execute(select(AuditCheckpoint.size, AuditCheckpoint.note)).all())
+        checked = 0
+        rows = session.execute(
+            select(
+                AuditWitnessSend.checkpoint_size,
+                AuditWitnessSend.target,
+                AuditWitnessSend.cosignature,
+            )
+            .where(
+                AuditWitnessSend.target.in_(list(keyed)),
+                AuditWitnessSend.cosignature.is_not(None),
+            )
+            .order_by(AuditWitnessSend.checkpoint_size)
+        )
+        for size, target, cosignature in rows:
+            note = notes.get(size)
+            if note is None:
+                return checked, Problem(
+                    kind="witness",
+                    checkpoint_size=size,
+                    message=f"witness {target} cosigned the checkpoint of this size, which "
+                    "the log no longer holds",
+                )
+            witness = keyed[target]
+            assert witness.key is not None
+            try:
+                _open_cosignature(
+                    witness, witness.key, note_body(note), str(cosignature).splitlines()
+                )
+            except CheckpointError as exc:
+                return checked, Problem(
+                    kind="witness",
+                    checkpoint_size=size,
+                    message=f"witness {target}'s cosignature does not verify over the log's "
+                    f"checkpoint: the log was rewritten after it was witnessed ({exc})",
+                )
+            checked += 1
+        return checked, None
+
+
+def _tlog_size(answer: httpx.Response) -> int | None:
+    """The size a tlog-witness names in a 409 (``text/x.tlog.size``), else None."""
+    if answer.status_code != 409:
+        return None
+    if not answer.headers.get("content-type", "").startswith("text/x.tlog.size"):
+        return None
+    text = answer.text.strip()
+    return int(text) if text.isdigit() else None
 
 
 _KICK = "meshclaw.audit.witness_kick"

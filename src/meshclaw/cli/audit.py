@@ -73,6 +73,7 @@ def _finish(report: Report, json_output: bool) -> None:
             f"(seq {report.start_size + 1}..{report.size}, {report.redacted} without body), "
             f"{report.checkpoints} signed checkpoints"
             + (f" ({report.witnessed} also held by a witness)" if report.witnessed else "")
+            + (f", {report.cosigned} witness cosignatures" if report.cosigned else "")
             + f", root {report.root}",
             highlight=False,
         )
