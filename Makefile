@@ -36,6 +36,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/overhead.py --write docs/benchmarks.md
 	$(BIN)/python benchmarks/audit_bench.py --write docs/benchmarks.md
 	$(BIN)/python benchmarks/api_bench.py --write docs/benchmarks.md
+	$(BIN)/python benchmarks/scale_bench.py --write docs/benchmarks.md
 	$(BIN)/python benchmarks/agentdojo_replay.py --write docs/security.md
 
 clean:

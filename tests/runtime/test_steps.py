@@ -200,6 +200,7 @@ def test_a_crash_right_after_a_model_call_loses_only_that_call(
 
 class HeldLease:
     owner = "worker-a"
+    attempt = 1  # the first claim
 
     async def keep(self) -> None:
         await asyncio.sleep(3600)

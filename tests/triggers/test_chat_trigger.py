@@ -15,10 +15,14 @@ from sqlalchemy import select
 
 from meshclaw.api.app import create_app
 from meshclaw.connectors.fakes.slack import SlackFake, SlackWorkspace
+from meshclaw.errors import SpecError
+from meshclaw.spec.loader import parse_spec
 from meshclaw.store.models import AuditEvent, Run
 from meshclaw.triggers.inbound import InboundPoller
+from meshclaw.triggers.models import InboundDelivery, InboundWatermark
 from meshclaw.triggers.slack_events import sign
 from tests.conftest import World, agent_yaml
+from tests.triggers.storedown import runs_refused
 
 TOKEN, BOT, SIGNING_SECRET = "xoxb-meshclaw-bot", "UBOT0001", "8f742231b10e8888abcd99yyyzzz85a5"
 
@@ -27,6 +31,14 @@ def chat_agent(name: str = "helpdesk", *, mention: bool = False, grant: bool = T
     tools = (("chat.read_thread", "read"),) if grant else (("clock.now", "read"),)
     trigger = f"  - {{type: chat, channel: '#help', mention: {str(mention).lower()}}}\n"
     return agent_yaml(name=name, tools=tools).replace("budget:", f"triggers:\n{trigger}budget:")
+
+
+def save_unchecked(world: World, yaml_text: str) -> None:
+    """Store a version as one stored before validation checked triggers against grants
+    (validation refuses it now: tests/spec/test_trigger_grants.py)."""
+    with pytest.raises(SpecError):
+        parse_spec(yaml_text)
+    world.platform.agents.save(world.alice, parse_spec(yaml_text, cross_checks=False))
 
 
 @pytest.fixture
@@ -39,7 +51,11 @@ def slack() -> Iterator[SlackFake]:
 
 @pytest.fixture
 def world(make_world: Callable[..., World], slack: SlackFake) -> World:
-    world = make_world()
+    return chat_world(make_world(), slack)
+
+
+def chat_world(world: World, slack: SlackFake) -> World:
+    """``world`` with the org's chat connector on the Slack fake, and its credential."""
     world.platform.connector_admin.add(
         world.admin,
         "chat",
@@ -55,6 +71,12 @@ def world(make_world: Callable[..., World], slack: SlackFake) -> World:
         "chat", {"token": TOKEN, "signing_secret": SIGNING_SECRET}, org_id=world.alice.org_id
     )
     return world
+
+
+def channel_id(slack: SlackFake) -> str:
+    channel = slack.workspace.channel("help")
+    assert channel is not None
+    return channel.id
 
 
 def say(slack: SlackFake, text: str, user: str = "UALICE01") -> str:
@@ -98,6 +120,34 @@ def test_a_message_in_the_channel_starts_one_run_with_the_message(
     assert fired.details["run_id"] == run_id and fired.details["trigger"] == "chat"
 
 
+def test_a_message_whose_run_could_not_be_created_is_started_at_a_later_poll(
+    database_url: str, make_world: Callable[..., World], slack: SlackFake
+) -> None:
+    world = chat_world(make_world(database_url=database_url), slack)
+    world.save_agent(chat_agent())
+    p = poller(world)
+    assert p.tick() == []
+    first, second = say(slack, "first"), say(slack, "second")
+    with runs_refused(world.platform.db):
+        assert p.tick() == [] and p.tick() == []
+    assert chat_runs(world) == []
+    (refused,) = audited(world, "trigger.refused")  # once, not at every poll
+    assert refused.details["reason"].startswith(f"message {channel_id(slack)}/{first}: its run")
+    assert refused.details["reason"].endswith("it is retried at the next poll")
+
+    assert len(p.tick()) == 2  # the store is back: both messages, in order, once each
+    assert p.tick() == [] and poller(world, "scheduler-b").tick() == []
+    runs = sorted(chat_runs(world), key=lambda r: json.loads(r.input)["ts"])
+    assert [json.loads(r.input)["text"] for r in runs] == ["first", "second"]
+    assert [json.loads(r.input)["ts"] for r in runs] == [first, second]
+    assert len(audited(world, "trigger.fired")) == 2
+    with world.platform.db.session() as session:
+        (mark,) = session.scalars(select(InboundWatermark)).all()
+        deliveries = session.scalars(select(InboundDelivery)).all()
+    assert mark.error is None and mark.position == second
+    assert sorted(d.run_id or "" for d in deliveries) == sorted(r.id for r in runs)
+
+
 def test_a_mention_trigger_starts_only_for_messages_that_mention_the_bot(
     world: World, slack: SlackFake
 ) -> None:
@@ -112,7 +162,7 @@ def test_a_mention_trigger_starts_only_for_messages_that_mention_the_bot(
 
 
 def test_a_chat_trigger_without_a_read_grant_is_refused(world: World, slack: SlackFake) -> None:
-    world.save_agent(chat_agent(grant=False))
+    save_unchecked(world, chat_agent(grant=False))
     p = poller(world)
     say(slack, "hello?")
     assert p.tick() == [] and p.tick() == []
@@ -121,6 +171,44 @@ def test_a_chat_trigger_without_a_read_grant_is_refused(world: World, slack: Sla
         "triggers[0].connector: the agent may not read connector 'chat'; grant "
         "'chat.read_channel' or 'chat.read_thread' or 'chat.*' in tools"
     )
+
+
+def test_a_chat_trigger_whose_read_grant_leaves_out_its_channel_is_refused(
+    world: World, slack: SlackFake
+) -> None:
+    elsewhere = chat_agent().replace(
+        "{name: chat.read_thread, scope: read}",
+        '{name: chat.read_thread, scope: read, targets: ["chat:#deploys"]}',
+    )
+    save_unchecked(world, elsewhere)
+    p = poller(world)
+    say(slack, "hello?")
+    assert p.tick() == [] and p.tick() == []
+    (refused,) = audited(world, "trigger.refused")
+    assert refused.details["reason"] == (
+        "triggers[0].channel: channel '#help' is outside the targets of the agent's read "
+        "grant on connector 'chat' (tools[0] 'chat.read_thread': 'chat:#deploys'); add "
+        "'chat:#help' to its targets"
+    )
+    assert chat_runs(world) == []
+
+
+def test_creating_an_agent_over_the_api_checks_its_trigger_against_its_grants(
+    world: World,
+) -> None:
+    token = world.platform.accounts.issue_token(world.alice.user_id, "test")
+    headers = {"Authorization": f"Bearer {token}"}
+    with TestClient(create_app(world.platform)) as client:
+        refused = client.post(
+            "/v1/agents", json={"spec_yaml": chat_agent(grant=False)}, headers=headers
+        )
+        assert refused.status_code == 422
+        (issue,) = refused.json()["errors"]
+        assert issue["path"] == "triggers[0].connector"
+        assert issue["line"] == 8  # the trigger's item in the YAML sent
+        assert "the agent may not read connector 'chat'" in issue["message"]
+        created = client.post("/v1/agents", json={"spec_yaml": chat_agent()}, headers=headers)
+        assert created.status_code == 201
 
 
 # -- the Events API ---------------------------------------------------------------------

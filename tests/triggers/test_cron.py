@@ -11,6 +11,7 @@ from meshclaw.store.models import Run
 from meshclaw.triggers.cron import CronExpr, CronFirer
 from meshclaw.triggers.models import CronFiring, SchedulerLease
 from tests.conftest import World, agent_yaml
+from tests.triggers.storedown import runs_refused
 
 CRON_AGENT = agent_yaml(name="nightly").replace(
     "budget:", "triggers:\n  - {type: cron, schedule: '*/5 * * * *', input: tidy up}\nbudget:"
@@ -79,3 +80,35 @@ def test_a_new_leader_takes_over_and_a_stale_leader_still_cannot_fire_twice(
     assert leader.tick() == []
     with world.platform.db.session() as session:
         assert len(session.scalars(select(CronFiring)).all()) == 2
+
+
+def test_a_firing_whose_run_could_not_be_created_is_retried_within_the_catch_up(
+    database_url: str, make_world: Callable[..., World]
+) -> None:
+    world = make_world(database_url=database_url)
+    world.save_agent(CRON_AGENT)
+    now = [T0]
+    leader = firer(world, "scheduler-a", now)
+    with runs_refused(world.platform.db):
+        assert leader.tick() == []  # 09:00 is due; its run cannot be created
+        now[0] = T0 + timedelta(minutes=1)
+        assert leader.tick() == []
+    assert cron_runs(world) == []
+    now[0] = T0 + timedelta(minutes=2)
+    assert len(leader.tick()) == 1  # the store is back: 09:00 fires, late, once
+    assert leader.tick() == []
+    (run,) = cron_runs(world)
+    with world.platform.db.session() as session:
+        (firing,) = session.scalars(select(CronFiring)).all()
+    assert (firing.fire_at.replace(tzinfo=UTC), firing.run_id) == (T0.replace(second=0), run.id)
+
+    # A failure that outlasts the catch-up window is dropped, not retried for ever.
+    now[0] = T0 + timedelta(minutes=5)
+    with runs_refused(world.platform.db):
+        assert leader.tick() == []  # 09:05
+    now[0] = T0 + timedelta(minutes=16)
+    assert len(leader.tick()) == 2  # 09:10 and 09:15 are in the window; 09:05 is not
+    assert leader.tick() == []
+    with world.platform.db.session() as session:
+        minutes = sorted(f.fire_at.minute for f in session.scalars(select(CronFiring)))
+    assert minutes == [0, 10, 15] and len(cron_runs(world)) == 3

@@ -13,6 +13,8 @@ from email.message import EmailMessage
 import pytest
 from sqlalchemy import select
 
+from meshclaw.errors import SpecError
+from meshclaw.spec.loader import parse_spec
 from meshclaw.spec.models import MailTrigger
 from meshclaw.store.models import AuditEvent, Run
 from meshclaw.triggers.inbound import InboundPoller
@@ -159,7 +161,10 @@ def test_a_mail_trigger_without_a_read_grant_is_refused_with_the_reason(
 ) -> None:
     world = make_world()
     spec = agent_yaml(name="blind").replace("budget:", f"triggers:\n{TRIGGER}budget:")
-    world.save_agent(spec)
+    with pytest.raises(SpecError):  # validation refuses it now (tests/spec)...
+        parse_spec(spec)
+    # ...but a version stored before it did is refused at poll time, with the same words.
+    world.platform.agents.save(world.alice, parse_spec(spec, cross_checks=False))
     p = poller(world, "scheduler-a")
     assert p.tick() == [] and p.tick() == []
     (refused,) = audited(world, "trigger.refused")  # once, not once per poll

@@ -116,6 +116,7 @@ def test_a_run_whose_worker_died_mid_tool_call_is_continued_by_another(
 
 class LostLease:
     owner = "worker-a"
+    attempt = 1  # the first claim
 
     def __init__(self) -> None:
         self.released = False
@@ -212,6 +213,7 @@ class HeldLease:
     """A lease whose heartbeat never notices anything (the worker is slow, not dead)."""
 
     owner = "worker-a"
+    attempt = 1  # the first claim
 
     async def keep(self) -> None:
         await asyncio.sleep(3600)

@@ -30,7 +30,7 @@ from meshclaw.policy.authorizer import AuthzRequest, Principal
 from meshclaw.policy.cedar import Explanation, PolicyStore, read_policy_file
 from meshclaw.policy.compiler import compile_spec
 from meshclaw.policy.schema import SCHEMA
-from meshclaw.spec.loader import parse_spec
+from meshclaw.spec.loader import parse_stored_spec
 from meshclaw.spec.registry import agent_resource
 
 policy_app = typer.Typer(
@@ -318,7 +318,7 @@ def why(
         if target is None:
             raise NotFoundError(f"run {run_id} has no step {step}")
         _, version = platform.agents.version(caller, run.agent_id, run.agent_version)
-        spec = parse_spec(version.spec_yaml)
+        spec = parse_stored_spec(version.spec_yaml)
         info = platform.agents.get(caller, run.agent_id)
         untrusted = any(
             (s.response or {}).get("untrusted") for s in steps if s.kind == "tool" and s.seq < step

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 from meshclaw.connectors.base import ToolDefinition
 from meshclaw.metering.budget import RunTotals
-from meshclaw.runtime.steps import StepJournal
+from meshclaw.runtime.steps import Fence, StepJournal
 from meshclaw.spec.models import AgentSpec
 
 
@@ -34,6 +34,9 @@ class RunContext:
     """Tool call ids the policy held for a person's approval: the run pauses after them."""
     journal: StepJournal = field(default_factory=StepJournal)
     """Calls in flight and the call end not yet committed (``runtime.steps``)."""
+    fence: Fence | None = None
+    """The lease this execution holds (scale-out workers): every write of the run is made
+    only while it is still ours (``runtime.steps.holds``). None: no lease, no check."""
 
     def take_step_number(self) -> int:
         seq = self.next_step

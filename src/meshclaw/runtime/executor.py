@@ -25,7 +25,7 @@ from meshclaw.runtime.context import RunContext
 from meshclaw.runtime.gateway import Gateway
 from meshclaw.runtime.resume import Resumption, read_resumption
 from meshclaw.runtime.runner import LoopResult, MaxStepsReached, RunPaused, run_agent_loop
-from meshclaw.runtime.steps import STEPS, USAGE
+from meshclaw.runtime.steps import STEPS, USAGE, Fence
 from meshclaw.spec.loader import parse_stored_spec
 from meshclaw.store.db import Database
 from meshclaw.store.models import AgentVersion, Run
@@ -61,7 +61,9 @@ _END_RUN = (
     )
 )
 _END_LEASED_RUN = _END_RUN.where(
-    _RUNS.c.lease_owner == bindparam("b_owner"), _RUNS.c.status == "running"
+    _RUNS.c.lease_owner == bindparam("b_owner"),
+    _RUNS.c.attempts == bindparam("b_attempt"),
+    _RUNS.c.status == "running",
 )
 
 ToolReader = Callable[[str, dict[str, Any]], Awaitable[ToolResult]]
@@ -80,6 +82,9 @@ class RunLease(Protocol):
     """A scale-out worker's hold on a run (``workers.leases.Lease``)."""
 
     owner: str
+    attempt: int
+    """Which claim of the run this is (``runs.attempts`` after it): with ``owner``, the
+    fence every write of this execution is made under (``runtime.steps.Fence``)."""
 
     async def keep(self) -> None:
         """Heartbeat until cancelled; return if the lease was lost to another worker."""
@@ -116,6 +121,8 @@ class RunExecutor:
         it back instead of recording it as cancelled.
         """
         ctx, user_input, resumption = self._prepare(run_id)
+        if lease is not None:
+            ctx.fence = Fence(owner=lease.owner, attempt=lease.attempt)
         self._gateway.telemetry.start_run(ctx, self._gateway.provider_kind(ctx))
         ctx.untrusted_content_seen = resumption.untrusted_content_seen
         # Each call's end is committed with the run's next write (``runtime.steps``); every
@@ -158,7 +165,7 @@ class RunExecutor:
             watch_task.cancel()
             if lease_task is not None:
                 lease_task.cancel()
-        if not self._finish(ctx, end, owner=lease.owner if lease is not None else None):
+        if not self._finish(ctx, end):
             return RunEnd(status="lost", error="lease lost to another worker")
         if self._on_finish is not None and end.status != "waiting_approval":
             gateway = self._gateway
@@ -278,12 +285,12 @@ class RunExecutor:
             )
             return ctx, run.input or "", resumption
 
-    def _finish(self, ctx: RunContext, end: RunEnd, *, owner: str | None = None) -> bool:
-        """Record the end; with a lease ``owner``, only if the lease is still ours.
+    def _finish(self, ctx: RunContext, end: RunEnd) -> bool:
+        """Record the end; with a lease (``ctx.fence``), only if the lease is still ours.
 
         The run's last call end (kept back by write-behind) commits in the same
-        transaction, whether or not the lease is still ours: its step is only written
-        while still ``running``, so a successor that took it over is not overwritten."""
+        transaction, also only while the lease is ours (``runtime.steps``), so a successor
+        that took the run over is neither overwritten nor metered twice."""
         self._gateway.telemetry.end_run(ctx, end.status, end.error)
         ctx.journal.write_behind = False
         with self._gateway.transaction(ctx, strict=False) as session:
@@ -295,10 +302,12 @@ class RunExecutor:
                 "error": end.error,
                 "ended_at": None if paused else utcnow(),
             }
-            if owner is None:
+            fence = ctx.fence
+            if fence is None:
                 result = session.connection().execute(_END_RUN, values)
             else:
-                result = session.connection().execute(_END_LEASED_RUN, values | {"b_owner": owner})
+                leased = values | {"b_owner": fence.owner, "b_attempt": fence.attempt}
+                result = session.connection().execute(_END_LEASED_RUN, leased)
             if not result.rowcount:
                 log.warning("run %s: lease lost before its end was recorded", ctx.run_id)
                 return False

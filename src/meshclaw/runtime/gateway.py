@@ -415,8 +415,20 @@ class Gateway:
             self._audit.append(session, record)
 
         error = result.content if result.is_error else None
+        # A worker whose run was taken over meanwhile writes nothing here (its lease is
+        # fenced: ``runtime.steps``); its successor re-made this call with the same
+        # idempotency key and meters and audits it once.
         self._steps.end(
-            ctx, call_end(step_id, status, response, str(decision), error=error, then=meter)
+            ctx,
+            call_end(
+                step_id,
+                status,
+                response,
+                str(decision),
+                error=error,
+                then=meter,
+                superseded=functools.partial(self._budget.release, reservation),
+            ),
         )
         self.telemetry.tool_call(ctx, call=call, latency_ms=latency_ms, status=status)
         return result

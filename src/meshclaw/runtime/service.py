@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
@@ -79,11 +80,14 @@ class RunService:
         trigger: str = "manual",
         *,
         claimed: bool = False,
+        also: Callable[[Session, str], None] | None = None,
     ) -> RunInfo:
         """Queue a run of the agent's latest version.
 
         ``claimed=True`` creates it already ``running`` for a caller that executes it
-        itself (the CLI), so no worker sharing the store can pick it up first.
+        itself (the CLI), so no worker sharing the store can pick it up first. ``also``
+        writes in the run's own transaction (given the session and the new run's id): a
+        trigger's record of what started the run commits with it or not at all.
         """
         if trigger not in TRIGGERS:
             raise ConflictError(f"unknown trigger {trigger!r}; one of {', '.join(TRIGGERS)}")
@@ -111,6 +115,8 @@ class RunService:
         )
         with self._db.session() as session:
             session.add(run)
+            if also is not None:
+                also(session, run.id)
             self._audit.append(
                 session,
                 AuditRecord(

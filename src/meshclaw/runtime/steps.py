@@ -21,6 +21,17 @@ of being re-keyed, bound and wrapped by SQLAlchemy on every call.
 
 **One connection per gateway on SQLite** (``_Lane``) instead of a pooled connection and a
 new session per transaction.
+
+**A leased run's writes are fenced** (``Fence``). A scale-out worker holds its run by a
+lease (``workers.leases``); if the lease runs out while the worker is merely slow, another
+worker takes the run over and re-makes the call in flight. Every transaction of a leased
+run therefore first locks the run's row on the condition that the lease is still this
+execution's (same owner, same claim number); if it is not, the transaction writes nothing
+for the run: no step start or end, no usage record, no budget settle, no audit record.
+Locking the row (an ``UPDATE`` that changes nothing) orders the check against the
+successor's claim on both engines: a claim waits for a fenced transaction in flight and
+then sees its writes, and a fenced transaction that comes after a claim finds the lease
+gone. Runs without a lease (the embedded worker, the CLI) skip the check.
 """
 
 from __future__ import annotations
@@ -42,7 +53,7 @@ from meshclaw.clock import utcnow
 from meshclaw.errors import RunCancelled
 from meshclaw.ids import new_id
 from meshclaw.store.db import Database, Prepared
-from meshclaw.store.models import RunStep, UsageRecord
+from meshclaw.store.models import Run, RunStep, UsageRecord
 
 if TYPE_CHECKING:
     from meshclaw.runtime.context import RunContext
@@ -51,6 +62,18 @@ SUPERSEDED = "superseded: another worker took the run over"
 
 STEPS = cast(Table, RunStep.__table__)
 USAGE = cast(Table, UsageRecord.__table__)
+_RUNS = cast(Table, Run.__table__)
+
+_FENCE = (
+    _RUNS.update()
+    .where(
+        _RUNS.c.id == bindparam("b_run"),
+        _RUNS.c.lease_owner == bindparam("b_owner"),
+        _RUNS.c.attempts == bindparam("b_attempt"),
+    )
+    # Changes nothing; it takes the row's write lock (see the module's docstring).
+    .values(attempts=_RUNS.c.attempts)
+)
 
 _INSERT_STEP = STEPS.insert()
 _FIND_STEP = select(STEPS.c.id).where(
@@ -201,6 +224,24 @@ def insert_usage(conn: Connection, values: dict[str, Any]) -> None:
     """One usage record; ``values`` holds the attribution and whatever differs from
     ``USAGE_ZERO``."""
     _USAGE.execute(conn, {"id": new_id("use"), **USAGE_ZERO, **values})
+
+
+@dataclass(frozen=True, kw_only=True)
+class Fence:
+    """The lease one execution of a run holds: who claimed it, and which claim it was
+    (``runs.attempts`` after the claim). A worker that re-claims its own run after the
+    lease ran out holds a new claim, so an earlier execution is fenced out too."""
+
+    owner: str
+    attempt: int
+
+
+def holds(conn: Connection, run_id: str, fence: Fence | None) -> bool:
+    """Lock the run's row if ``fence`` is still its lease; True without a fence."""
+    if fence is None:
+        return True
+    values = {"b_run": run_id, "b_owner": fence.owner, "b_attempt": fence.attempt}
+    return bool(conn.execute(_FENCE, values).rowcount)
 
 
 def _nothing(session: Session) -> None:
@@ -371,17 +412,20 @@ class StepWriter:
         """A transaction for ``ctx``'s run that first writes the call end its journal
         holds, so that the end and whatever the caller writes commit together.
 
-        If that end's step was meanwhile taken over by another worker, nothing is written
-        for it and, when ``strict``, ``RunCancelled`` is raised before anything else is.
+        If the run's lease (``ctx.fence``) is no longer this execution's, or that end's
+        step was meanwhile taken over by another worker, nothing is written for the end
+        and, when ``strict``, ``RunCancelled`` is raised before anything else is. Without
+        ``strict`` the caller's own writes must then be conditional on the lease.
         """
         end, ctx.journal.pending = ctx.journal.pending, None
         superseded: CallEnd | None = None
         try:
             with self._lane.session() as session:
-                if end is not None and not end.write(session):
+                ours = holds(session.connection(), ctx.run_id, ctx.fence)
+                if end is not None and not (ours and end.write(session)):
                     superseded = end
-                    if strict:
-                        raise RunCancelled(SUPERSEDED)
+                if strict and (not ours or superseded is not None):
+                    raise RunCancelled(SUPERSEDED)
                 yield session
         finally:
             if superseded is not None:
@@ -457,8 +501,12 @@ class StepWriter:
         if journal.write_behind and journal.in_flight == 0 and journal.pending is None:
             journal.pending = end
             return
-        with self.transaction(ctx) as session:
-            written = end.write(session)
+        try:
+            with self.transaction(ctx) as session:
+                written = end.write(session)
+        except RunCancelled:  # the lease is no longer ours: nothing was written
+            end.superseded()
+            raise
         if not written:
             end.superseded()
             raise RunCancelled(SUPERSEDED)

@@ -4,6 +4,10 @@ ruamel.yaml keeps the line of every key and list item, so a Pydantic error locat
 such as ``('tools', 1, 'scope')`` can be pointed at the line the user has to fix.
 A validator that checks a whole list can name the offending item by putting a relative
 location in its error context as ``at`` (see ``AgentSpec._unique_tools``).
+
+Checks across parts of a valid spec (``spec.checks``: a chat or mail trigger needs a read
+grant on its connector) run after the model validates, on new specs only: a stored
+version is loaded as it was accepted (``parse_stored_spec``).
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from ruamel.yaml.nodes import MappingNode, Node, SequenceNode
 from ruamel.yaml.scalarbool import ScalarBoolean
 
 from meshclaw.errors import SpecError, SpecIssue
+from meshclaw.spec.checks import trigger_problems
 from meshclaw.spec.models import AgentSpec
 
 
@@ -110,8 +115,10 @@ def _yaml_issue(text: str, exc: MarkedYAMLError) -> SpecIssue:
     return SpecIssue(path=path, message=f"YAML: {problem}", line=line)
 
 
-def parse_spec(text: str, source: str | None = None) -> AgentSpec:
-    """Parse and validate YAML text; raise ``SpecError`` listing every problem."""
+def parse_spec(text: str, source: str | None = None, *, cross_checks: bool = True) -> AgentSpec:
+    """Parse and validate YAML text; raise ``SpecError`` listing every problem.
+
+    ``cross_checks=False`` skips ``spec.checks`` (for versions stored before a check)."""
     try:
         doc = _yaml().load(StringIO(text))
     except MarkedYAMLError as exc:
@@ -125,7 +132,7 @@ def parse_spec(text: str, source: str | None = None) -> AgentSpec:
         line = doc.lc.line + 1 if hasattr(doc, "lc") else 1
         message = f"a spec must be a YAML mapping, not a {_kind(doc)}"
         raise SpecError([SpecIssue(path="", message=message, line=line)], source)
-    return validate_spec(doc, source)
+    return validate_spec(doc, source, cross_checks=cross_checks)
 
 
 def _kind(value: Any) -> str:
@@ -153,16 +160,26 @@ def _location(err: Any) -> tuple[int | str, ...]:
     return (*loc, *at) if isinstance(at, tuple) else loc
 
 
-def validate_spec(doc: Mapping[str, Any], source: str | None = None) -> AgentSpec:
+def validate_spec(
+    doc: Mapping[str, Any], source: str | None = None, *, cross_checks: bool = True
+) -> AgentSpec:
     """Validate an already-parsed mapping (YAML nodes keep their line numbers)."""
     try:
-        return AgentSpec.model_validate(_plain(doc))
+        spec = AgentSpec.model_validate(_plain(doc))
     except ValidationError as exc:
         issues = []
         for err in exc.errors(include_url=False):
             path, line = _locate(doc, _location(err))
             issues.append(SpecIssue(path=path, message=_message(err), line=line))
         raise SpecError(issues, source) from None
+    problems = trigger_problems(spec) if cross_checks else []
+    if problems:
+        issues = []
+        for problem in problems:
+            path, line = _locate(doc, ("triggers", problem.index, problem.field))
+            issues.append(SpecIssue(path=path, message=problem.message, line=line))
+        raise SpecError(issues, source)
+    return spec
 
 
 def load_spec(path: str | Path) -> AgentSpec:
@@ -193,6 +210,7 @@ def parse_stored_spec(canonical_yaml: str) -> AgentSpec:
     """A stored spec version, parsed once per process.
 
     Versions are immutable, so the parsed (frozen) model can be shared; the text itself
-    is the cache key. Saves a YAML round-trip parse on every run start.
+    is the cache key. Saves a YAML round-trip parse on every run start. A version is
+    loaded as it was accepted: checks added since (``spec.checks``) do not apply.
     """
-    return parse_spec(canonical_yaml)
+    return parse_spec(canonical_yaml, cross_checks=False)

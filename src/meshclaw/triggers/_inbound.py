@@ -6,9 +6,10 @@ platform does for itself, not a tool call of an agent, so it goes straight to th
 (IMAP, the Slack Web API) rather than through the gateway, and no run is faked for it.
 What a run then does with the message goes through the gateway as always.
 
-Exactly once per message: every message that starts a run is first a unique row in
-``inbound_deliveries`` (agent, trigger, message), inserted before the run is created, so
-two schedulers, a poll and a Slack event, or a retried delivery start it once.
+Exactly once per message: every message that starts a run is a unique row in
+``inbound_deliveries`` (agent, trigger, message), inserted in the run's own transaction,
+so two schedulers, a poll and a Slack event, or a retried delivery start it once, and a
+run that could not be created leaves no row behind: the next poll tries the message again.
 """
 
 from __future__ import annotations
@@ -21,15 +22,17 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
-from sqlalchemy import or_, select, update
+from sqlalchemy import insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
 
 from meshclaw.audit.sink import AuditRecord
 from meshclaw.clock import utcnow
 from meshclaw.connectors.config import ConnectorConfig
-from meshclaw.errors import ConfigError
+from meshclaw.errors import ConfigError, UserError
 from meshclaw.ids import new_id
 from meshclaw.platform import Platform
+from meshclaw.spec import checks
 from meshclaw.spec.loader import parse_stored_spec
 from meshclaw.spec.models import AgentSpec, ChatTrigger, MailTrigger
 from meshclaw.store.models import Agent, AgentVersion, User
@@ -38,8 +41,6 @@ from meshclaw.triggers.models import InboundDelivery, InboundWatermark, Schedule
 log = logging.getLogger(__name__)
 
 LEASE = timedelta(seconds=60)
-READ_TOOLS = {"mail": ("read_message",), "chat": ("read_channel", "read_thread")}
-"""The tools an agent needs (any one) to read what started it, by trigger type."""
 
 InboundTrigger = ChatTrigger | MailTrigger
 
@@ -114,16 +115,16 @@ def watchers(platform: Platform, *, org_id: str | None = None) -> list[Watcher]:
 
 
 def read_grant_problem(watcher: Watcher) -> str | None:
-    """Why the agent may not read what would start it (its spec grants no read tool)."""
-    connector = watcher.trigger.connector
-    tools = [f"{connector}.{tool}" for tool in READ_TOOLS[watcher.trigger.type]]
-    if any(watcher.spec.grant_for(tool) is not None for tool in tools):
-        return None
-    wanted = " or ".join(f"'{t}'" for t in [*tools, f"{connector}.*"])
-    return (
-        f"{watcher.field('connector')}: the agent may not read connector {connector!r}; "
-        f"grant {wanted} in tools"
-    )
+    """Why the agent may not read what would start it: its spec grants no read tool of
+    the connector, or (chat) none whose targets cover the channel.
+
+    Spec validation refuses such a spec already (``spec.checks``); this is the defence in
+    depth for versions stored before it did."""
+    spec, index, trigger = watcher.spec, watcher.index, watcher.trigger
+    problem = checks.read_grant_problem(spec, index, trigger)
+    if problem is None and isinstance(trigger, ChatTrigger):
+        problem = checks.channel_target_problem(spec, index, trigger)
+    return None if problem is None else str(problem)
 
 
 _GLOB_CACHE: dict[str, re.Pattern[str]] = {}
@@ -285,42 +286,75 @@ class Inbound:
     def start(
         self, watcher: Watcher, message_key: str, text: str, details: dict[str, Any]
     ) -> str | None:
-        """Start the run for one message, once: None if it started before (or failed)."""
-        delivery = new_id("idl")
-        try:
-            with self._db.session() as session:
-                session.add(
-                    InboundDelivery(
-                        id=delivery, agent_id=watcher.agent_id, trigger_key=watcher.key,
-                        message_key=message_key[:200],
-                    )
-                )  # fmt: skip
-        except IntegrityError:
-            return None  # this message started its run already (another scheduler, an event)
-        caller = self.platform.accounts.caller_for(watcher.owner)
+        """Start the run for one message, once: None if it started before (or was refused).
+
+        The message's unique delivery row and the ``trigger.fired`` record are written in
+        the run's own transaction, so the row exists exactly when the run does. A refusal
+        (``UserError``: the owner may no longer run the agent) is the same at every
+        attempt: the message is settled without a run and audited ``trigger.failed``. Any
+        other failure (the store blinked) leaves nothing behind and raises
+        ``TriggerProblem``: the poll stops before the message, so the next poll retries it.
+        """
+        key = message_key[:200]
         kind = watcher.trigger.type
-        try:
-            info = self.platform.runs.create(caller, watcher.agent_id, text, trigger=kind)
-        except Exception as exc:
-            log.exception("%s trigger of agent %s could not start a run", kind, watcher.agent_id)
-            with self._db.session() as session:
-                self.audit(
-                    session, "trigger.failed", watcher, "error",
-                    {"trigger": kind, "message": message_key, "reason": str(exc)[:300]},
-                )  # fmt: skip
-            return None
-        with self._db.session() as session:
-            session.execute(
-                update(InboundDelivery).where(InboundDelivery.id == delivery).values(run_id=info.id)
-            )
+
+        def deliver(session: Session, run_id: str) -> None:
+            self._deliver(session, watcher, key, run_id)
             self.audit(
                 session, "trigger.fired", watcher, "ok",
-                {"trigger": kind, "run_id": info.id, "message": message_key} | details,
+                {"trigger": kind, "run_id": run_id, "message": message_key} | details,
             )  # fmt: skip
+
+        if self._delivered(watcher, key):
+            return None  # this message started its run already (another scheduler, an event)
+        caller = self.platform.accounts.caller_for(watcher.owner)
+        try:
+            info = self.platform.runs.create(
+                caller, watcher.agent_id, text, trigger=kind, also=deliver
+            )
+        except UserError as exc:
+            log.warning("%s trigger of agent %s refused: %s", kind, watcher.agent_id, exc)
+            try:
+                with self._db.session() as session:
+                    self._deliver(session, watcher, key, None)
+                    self.audit(
+                        session, "trigger.failed", watcher, "error",
+                        {"trigger": kind, "message": message_key, "reason": str(exc)[:300]},
+                    )  # fmt: skip
+            except IntegrityError:
+                pass  # started meanwhile by another scheduler or an event
+            return None
+        except Exception as exc:
+            if isinstance(exc, IntegrityError) and self._delivered(watcher, key):
+                return None  # another scheduler or an event started it just now
+            log.exception("%s trigger of agent %s could not start a run", kind, watcher.agent_id)
+            raise TriggerProblem(
+                f"message {key}: its run could not be created ({type(exc).__name__}); "
+                "it is retried at the next poll"
+            ) from None
         if self._dispatch is not None:
             self._dispatch(info.id)
         log.info("%s trigger of agent %s started run %s", kind, watcher.agent_id, info.id)
         return info.id
+
+    def _deliver(self, session: Session, watcher: Watcher, key: str, run_id: str | None) -> None:
+        session.execute(
+            insert(InboundDelivery).values(
+                id=new_id("idl"), agent_id=watcher.agent_id, trigger_key=watcher.key,
+                message_key=key, run_id=run_id, created_at=self.clock(),
+            )
+        )  # fmt: skip
+
+    def _delivered(self, watcher: Watcher, key: str) -> bool:
+        with self._db.session() as session:
+            found = session.scalar(
+                select(InboundDelivery.id).where(
+                    InboundDelivery.agent_id == watcher.agent_id,
+                    InboundDelivery.trigger_key == watcher.key,
+                    InboundDelivery.message_key == key,
+                )
+            )
+        return found is not None
 
     def audit(
         self,

@@ -6,12 +6,16 @@ things keep a schedule from firing twice when several scheduler replicas run:
 1. a leader lease (a row in ``scheduler_leases``, taken and renewed with conditional
    updates): only the leader scans the specs; if it dies, another replica takes over
    when the lease expires and continues from the leader's watermark;
-2. a unique row per ``(agent, schedule, minute)`` in ``cron_firings``, inserted before
-   the run is created: even two leaders (a paused one and its successor) fire once.
+2. a unique row per ``(agent, schedule, minute)`` in ``cron_firings``, inserted in the
+   run's own transaction: even two leaders (a paused one and its successor) fire once.
 
 A missed minute (every scheduler down) is fired late, up to ``CATCH_UP`` back; older
-ones are skipped rather than started in a burst. Expressions are evaluated in UTC with
-``celery.schedules.crontab`` semantics (day-of-month and day-of-week must both match).
+ones are skipped rather than started in a burst. A firing whose run could not be created
+(the store blinked) leaves no row, and the watermark stays before its minute, so later
+ticks try it again, for as long as it is within ``CATCH_UP``; a refusal (the owner may
+no longer run the agent) is the same at every attempt and is not retried. Expressions are
+evaluated in UTC with ``celery.schedules.crontab`` semantics (day-of-month and day-of-week
+must both match).
 """
 
 from __future__ import annotations
@@ -22,10 +26,12 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from celery.schedules import crontab
-from sqlalchemy import or_, select, update
+from sqlalchemy import insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
 
 from meshclaw.clock import utcnow
+from meshclaw.errors import UserError
 from meshclaw.ids import new_id
 from meshclaw.platform import Platform
 from meshclaw.spec.loader import parse_stored_spec
@@ -39,6 +45,10 @@ LEADER = "cron"
 LEASE = timedelta(seconds=60)
 CATCH_UP = timedelta(minutes=10)
 MINUTE = timedelta(minutes=1)
+
+
+class _Retry(Exception):
+    """A firing's run could not be created; a later tick tries the minute again."""
 
 
 @dataclass(frozen=True)
@@ -136,6 +146,7 @@ class CronFirer:
         until = _floor(now)
         start = _floor(max(watermark, until - CATCH_UP))
         started: list[str] = []
+        done = until  # the watermark moves here, or to before a firing to try again
         if until > start:
             for agent_id, owner, spec in self._cron_agents():
                 for trigger in spec.triggers:
@@ -144,16 +155,31 @@ class CronFirer:
                     expr = CronExpr.parse(trigger.schedule)
                     for minute in _minutes(start, until):
                         if expr.matches(minute):
-                            run_id = self._fire(agent_id, owner, trigger, minute)
+                            try:
+                                run_id = self._fire(agent_id, owner, trigger, minute)
+                            except _Retry:
+                                done = min(done, minute - MINUTE)
+                                break  # this schedule's later minutes come after it
                             if run_id is not None:
                                 started.append(run_id)
         with self._db.session() as session:
             session.execute(
                 update(SchedulerLease)
                 .where(SchedulerLease.name == LEADER, SchedulerLease.owner == self.owner)
-                .values(watermark=max(until, watermark))
+                .values(watermark=max(done, watermark))
             )
         return started
+
+    def _fired(self, agent_id: str, trigger: CronTrigger, at: datetime) -> bool:
+        with self._db.session() as session:
+            found = session.scalar(
+                select(CronFiring.id).where(
+                    CronFiring.agent_id == agent_id,
+                    CronFiring.trigger_key == trigger.schedule,
+                    CronFiring.fire_at == at,
+                )
+            )
+        return found is not None
 
     def _cron_agents(self) -> list[tuple[str, User, AgentSpec]]:
         with self._db.session() as session:
@@ -176,26 +202,37 @@ class CronFirer:
         return agents
 
     def _fire(self, agent_id: str, owner: User, trigger: CronTrigger, at: datetime) -> str | None:
-        firing_id = new_id("cfr")
-        try:
-            with self._db.session() as session:
-                session.add(
-                    CronFiring(
-                        id=firing_id, agent_id=agent_id, trigger_key=trigger.schedule, fire_at=at
-                    )
+        """Start the run of one minute, once: None if it fired before (or was refused);
+        ``_Retry`` if the run could not be created (nothing was written)."""
+
+        def record(session: Session, run_id: str | None) -> None:
+            session.execute(
+                insert(CronFiring).values(
+                    id=new_id("cfr"), agent_id=agent_id, trigger_key=trigger.schedule,
+                    fire_at=at, run_id=run_id, created_at=utcnow(),
                 )
-        except IntegrityError:
+            )  # fmt: skip
+
+        if self._fired(agent_id, trigger, at):
             return None  # this minute already fired (another scheduler)
         caller = self._platform.accounts.caller_for(owner)
         try:
-            info = self._platform.runs.create(caller, agent_id, trigger.input or "", trigger="cron")
-        except Exception:
-            log.exception("cron trigger of agent %s could not start a run", agent_id)
-            return None
-        with self._db.session() as session:
-            session.execute(
-                update(CronFiring).where(CronFiring.id == firing_id).values(run_id=info.id)
+            info = self._platform.runs.create(
+                caller, agent_id, trigger.input or "", trigger="cron", also=record
             )
+        except UserError as exc:  # the same at every attempt: the minute is settled
+            log.warning("cron trigger of agent %s refused: %s", agent_id, exc)
+            try:
+                with self._db.session() as session:
+                    record(session, None)
+            except IntegrityError:
+                pass
+            return None
+        except Exception as exc:
+            if isinstance(exc, IntegrityError) and self._fired(agent_id, trigger, at):
+                return None  # another scheduler fired it just now
+            log.exception("cron trigger of agent %s could not start a run", agent_id)
+            raise _Retry from None
         if self._dispatch is not None:
             self._dispatch(info.id)
         log.info("cron %r of agent %s fired run %s", trigger.schedule, agent_id, info.id)

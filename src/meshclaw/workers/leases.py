@@ -8,9 +8,11 @@ it from its persisted steps (``runtime.resume``): finished steps are not repeate
 tool step cut off mid-call is re-run with the same idempotency key.
 
 Every change is one conditional ``UPDATE``, so exactly one worker wins a claim on any
-engine, and a worker whose lease was taken over learns it at its next heartbeat and stops
-without writing anything more. The in-process worker and the CLI keep using
-``RunService.claim`` (no lease: their runs end with their process).
+engine. A worker whose lease was taken over learns it at its next heartbeat and stops;
+until then every write it tries for the run is fenced out (``runtime.steps.Fence``: the
+lease's owner and claim number, checked under the run row's lock in each transaction), so
+a call it finishes late is neither stored, metered nor audited. The in-process worker and
+the CLI keep using ``RunService.claim`` (no lease: their runs end with their process).
 """
 
 from __future__ import annotations
@@ -92,7 +94,8 @@ class Leases:
             )
             if not result.rowcount:  # type: ignore[attr-defined]
                 return None
-        return Lease(self, run_id, owner)
+            attempt = session.scalar(select(Run.attempts).where(Run.id == run_id))
+        return Lease(self, run_id, owner, attempt=int(attempt or 0))
 
     def renew(self, run_id: str, owner: str) -> bool:
         """Extend the lease; False if it is no longer ours (taken over, or the run ended)."""
@@ -208,10 +211,12 @@ class Lease:
     Satisfies ``runtime.executor.RunLease``.
     """
 
-    def __init__(self, leases: Leases, run_id: str, owner: str) -> None:
+    def __init__(self, leases: Leases, run_id: str, owner: str, *, attempt: int) -> None:
         self._leases = leases
         self.run_id = run_id
         self.owner = owner
+        self.attempt = attempt
+        """Which claim of the run this is: writes are fenced on it and ``owner``."""
 
     async def keep(self) -> None:
         interval = self._leases.ttl.total_seconds() / 3
