@@ -27,6 +27,7 @@ from meshclaw.metering.budgets import BudgetService
 from meshclaw.metering.limits import LimitGuard
 from meshclaw.metering.prices import PriceTable, load_price_table
 from meshclaw.notify.deliver import DeliverySummary, NotificationDelivery
+from meshclaw.notify.service import NotificationService
 from meshclaw.outcomes.links import load_link_key
 from meshclaw.outcomes.service import OutcomeService, RecheckSummary
 from meshclaw.policy.api import ApiAuthorizer
@@ -108,6 +109,8 @@ class Platform:
         self.telemetry.watch_budgets(self.db)
         self.findings = FindingsService(self.db, self.audit, self.access)
         """Integrity findings and their review queue (``integrity.findings``)."""
+        self.notifications = NotificationService(self.db, self.access)
+        """Reading the notification outbox, as Cedar allows (``notify.service``)."""
         self.outcomes = OutcomeService(
             self.db,
             self.audit,

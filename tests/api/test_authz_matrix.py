@@ -99,6 +99,8 @@ FINDING_READERS = expect(everyone=404, owner=OK, auditor=OK, platform_admin=OK)
 """A finding about alice: reviewers, and alice herself; nobody else learns it exists."""
 FINDING_REVIEWERS = expect(everyone=404, owner=403, auditor=OK, platform_admin=OK)
 """Reviewing it: auditors and platform admins; alice sees it but may not judge her own."""
+NOTIFICATION_ORG_READERS = expect(auditor=OK, platform_admin=OK, other_org=OK)
+"""The org's notifications (``scope=org``); one's own (the default) is anyone's."""
 DIRECTORY_READERS = expect(everyone=403, team_admin=OK, auditor=OK, platform_admin=OK,
                            other_org=OK)  # fmt: skip
 """The directory: org roles read it, team admins their team, org B's admin org B."""
@@ -288,6 +290,8 @@ ROUTES: tuple[Row, ...] = (
     Row("GET", "/v1/integrity/findings/{finding_id}", FINDING_READERS),
     Row("POST", "/v1/integrity/findings/{finding_id}/review", FINDING_REVIEWERS,
         fresh={"finding_id": "finding"}, json={"status": "under_review"}),
+    # notifications (the caller's own by default; here the org's)
+    Row("GET", "/v1/notifications", NOTIFICATION_ORG_READERS, query={"scope": "org"}),
     # directory and prices
     Row("GET", "/v1/users", DIRECTORY_READERS),
     Row("POST", "/v1/users", ORG_ADMIN, json={"handle": "new{unique}"}),
@@ -330,6 +334,7 @@ ROUTES: tuple[Row, ...] = (
     Row("GET", "/ui/integrity/{finding_id}", FINDING_PAGE),
     Row("POST", "/ui/integrity/{finding_id}/review", FINDING_REVIEW_FORM,
         fresh={"finding_id": "finding"}, form={"decision": "under_review"}),
+    Row("GET", "/ui/notifications", PAGE),
     Row("GET", "/ui/audit", PAGE),
     Row("POST", "/ui/audit/verify", AUDIT_VERIFY_FORM, form={}),
     Row("GET", "/ui/admin", PAGE),

@@ -359,11 +359,12 @@ PAGES = {
     # Pages the flow above does not visit, as someone who may open them.
     "alice": [
         "/ui/agents/daily-notes/edit", "/ui/runs", "/ui/insights?period=day", "/ui/integrity",
-        "/ui/audit", "/ui/admin", "/ui/admin/budgets",
+        "/ui/audit", "/ui/admin", "/ui/admin/budgets", "/ui/notifications",
     ],
     "carol": [
         "/ui/admin/connectors/mail", "/ui/admin/budgets", "/ui/admin/prices",
         "/ui/admin/directory", "/ui/insights?scope=org&period=month", "/ui/integrity?status=all",
+        "/ui/notifications?scope=org&status=all",
     ],
 }  # fmt: skip
 

@@ -156,8 +156,9 @@ def test_an_agent_without_the_read_grant_cannot_recheck_and_says_why(
     make_world: Callable[..., World],
 ) -> None:
     """Verified at the end of its run (here by a test lookup), the outcome is due; the
-    agent version may not read the tracker, so the re-check is refused: it is marked
-    unverifiable with the reason, not retried forever, and its credit is left alone."""
+    agent version may not read the tracker, so the re-check is refused: like a failed
+    read it stays due with the reason (past the grace it opens a finding:
+    ``test_recheck_grace``), and nothing is undone."""
     from meshclaw.outcomes import InMemoryLookup
     from meshclaw.workers.celery_app import WorkerRuntime
 
@@ -177,15 +178,16 @@ def test_an_agent_without_the_read_grant_cannot_recheck_and_says_why(
     (outcome,) = platform.outcomes.list_outcomes(world.alice)
     assert (outcome.ref, outcome.verified) == (key, True)
     make_due(world)
+    due_at = platform.outcomes.get(world.alice, outcome.id).durability_due_at
     tokens.presented.clear()
 
     runtime = WorkerRuntime(platform.settings, lambda _: platform)  # beat's job
     assert runtime.recheck_outcomes() == {"checked": 0, "undone": 0, "silently_accepted": 0}
     after = platform.outcomes.get(world.alice, outcome.id)
-    assert after.durability_due_at is None  # not due again: it cannot be re-checked
+    assert after.durability_due_at == due_at  # due again: a refusal proves nothing
     note = after.verification["durability"]
     assert (note["status"], note["reason"]) == (
-        "unverifiable", "the agent's spec does not grant tickets.get_ticket",
+        "refused", "read refused: the agent's spec does not grant tickets.get_ticket",
     )  # fmt: skip
     assert after.state == outcome.state and not after.feedback  # nothing undone
     assert "ghp-alice" not in tokens.presented  # no ticket was read
@@ -202,5 +204,13 @@ def test_an_agent_without_the_read_grant_cannot_recheck_and_says_why(
                 AuditEvent.action.in_(("tool.call", "outcome.recheck"))
             )
         ).all()
-    assert sorted(refused) == [("outcome.recheck", "unverifiable"), ("tool.call", "denied")]
-    assert runtime.recheck_outcomes()["checked"] == 0  # and it is not tried again
+    assert sorted(refused) == [("tool.call", "denied")]  # the refusal is on record
+    assert runtime.recheck_outcomes()["checked"] == 0  # tried again, refused again
+    with platform.db.session() as session:
+        steps = session.scalars(
+            select(RunStep.status).where(
+                RunStep.run_id == run.id,
+                RunStep.request["tool_call_id"].as_string().like(f"recheck-{outcome.id}-%"),
+            )
+        ).all()
+    assert steps == ["denied", "denied"]

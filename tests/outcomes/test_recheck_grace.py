@@ -18,7 +18,7 @@ from meshclaw.integrity.models import IntegrityFinding
 from meshclaw.outcomes import InMemoryLookup
 from meshclaw.outcomes.service import RECHECK_GRACE
 from meshclaw.providers.scripted import ScriptedServer
-from meshclaw.store.models import AuditEvent
+from meshclaw.store.models import AuditEvent, RunStep
 from tests.conftest import World
 from tests.outcomes.test_outcomes import Start, only_outcome
 from tests.outcomes.test_recheck import TICKET, FailingLookup, due_ticket
@@ -171,3 +171,80 @@ def test_an_owner_who_revokes_her_credential_loses_the_credit_to_review(
     (finding,) = findings(world)
     assert finding.evidence["outcome"] == outcome.id
     assert credit(world) == (0.0, score)
+
+
+def test_a_removed_connector_is_refused_retried_and_past_the_grace_withholds_the_credit(
+    tracker: tuple[GitHubFake, RecordingTokens],
+    scripted: Callable[[dict[str, Any]], ScriptedServer],
+    make_world: Callable[..., World],
+) -> None:
+    """Through the gateway: the org's admin removes the tracker connector after alice's
+    ticket was verified and accepted. The re-check read is refused (the tool is no longer
+    offered): like a failing read it stays due, and past the grace one finding withholds
+    the credit. The connector is added back: the re-check reads again, the outcome holds
+    and says so, the finding notes the recovery and a reviewer gives the credit back."""
+    github, _ = tracker
+    number = file_ticket(github, "bob", "Checkout is slow")
+    model = scripted({"turns": [{"reply": {"tool_calls": [resolve(number)]}},
+                                {"reply": {"content": "done"}}]})  # fmt: skip
+    world = make_world(model.base_url)
+    org_tickets_connector(world, github)
+    world.save_agent(SPEC)
+    assert world.run("helper").status == "succeeded"
+    platform = world.platform
+    (outcome,) = platform.outcomes.list_outcomes(world.alice)
+    assert platform.outcomes.feedback(world.bob, outcome.id, "accepted").state == "credited"
+    score, _ = credit(world)
+    platform.connector_admin.remove(world.admin, "tickets")
+    make_due(world)
+    due_at = only_outcome(world).durability_due_at
+    assert due_at is not None
+
+    async def recheck(now: datetime) -> None:
+        gateway = platform.build_gateway()
+        try:
+            reader = platform.executor(gateway).reader_for_ended_run
+            await platform.outcomes.recheck_due(now=now, reader=reader)
+        finally:
+            await gateway.aclose()
+
+    first = due_at + timedelta(hours=1)
+    asyncio.run(recheck(first))
+    after = only_outcome(world)
+    assert after.durability_due_at == due_at  # due again, not given up on
+    note = after.verification["durability"]
+    assert note["status"] == "refused" and "not offered" in note["reason"], note
+    assert after.verification["recheck_failing"]["since"] == first.isoformat()
+    assert findings(world) == [] and credit(world) == (score, 0.0)  # within the grace
+
+    asyncio.run(recheck(due_at + RECHECK_GRACE + timedelta(minutes=1)))
+    (finding,) = findings(world)
+    assert (finding.subject, finding.status, finding.detector) == (
+        world.alice.user_id, "open", "recheck_failing",
+    )  # fmt: skip
+    assert finding.evidence["outcome"] == outcome.id
+    assert finding.evidence["first_failure"] == first.isoformat()
+    assert "read refused" in finding.evidence["last_error"]
+    assert credit(world) == (0.0, score)  # pending review
+    with platform.db.session() as session:  # every refused read is kept: a step, audited
+        refused = session.scalars(
+            select(RunStep.status).where(
+                RunStep.run_id == outcome.run_id,
+                RunStep.request["tool_call_id"].as_string().like(f"recheck-{outcome.id}-%"),
+            )
+        ).all()
+    assert refused == ["denied", "denied"]
+    assert only_outcome(world).state == "credited"  # the record itself is unchanged
+
+    org_tickets_connector(world, github)  # the admin adds the tracker back
+    recovered = due_at + RECHECK_GRACE + timedelta(hours=2)
+    asyncio.run(recheck(recovered))
+    after = only_outcome(world)
+    assert after.durability_due_at is None
+    assert after.verification["durability"]["status"] == "holds"
+    assert after.verification["recheck_failing"]["recovered_at"] == recovered.isoformat()
+    (still,) = findings(world)
+    assert still.status == "open" and still.evidence["recovered_as"] == "holds"
+    assert credit(world) == (0.0, score)  # a reviewer decides, not the re-check
+    platform.findings.move(world.admin, finding.id, "dismiss", reason="tracker was moved")
+    assert credit(world) == (score, 0.0)

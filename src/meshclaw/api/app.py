@@ -6,13 +6,15 @@ specs, every field path and line); nothing half-done is left in the store.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from typing import Annotated, Any
 
-from fastapi import FastAPI, Query, Request
+from fastapi import FastAPI, Query, Request, routing
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Mount, compile_path
 
 from meshclaw import __version__
 from meshclaw.accounts.directory import InvalidFields
@@ -26,6 +28,7 @@ from meshclaw.api import directory as directory_api
 from meshclaw.api import hooks as hooks_api
 from meshclaw.api import integrity as integrity_api
 from meshclaw.api import metering as metering_api
+from meshclaw.api import notifications as notifications_api
 from meshclaw.api import ops as ops_api
 from meshclaw.api import outcomes as outcomes_api
 from meshclaw.api import policy as policy_api
@@ -80,6 +83,31 @@ def _agent_out(agent: AgentInfo, changed: bool | None = None) -> AgentOut:
     )
 
 
+def allowed_methods(request: Request) -> list[str]:
+    """Every method the request's path is served with, sorted: the methods of all routes
+    whose template matches it, the most specific templates only (``/v1/outcomes/recheck``
+    is that path's own ``POST``, not also ``GET /v1/outcomes/{outcome_id}``). FastAPI
+    routes do not answer HEAD for GET, so HEAD is listed only where a route serves it. The
+    table is built once per app."""
+    table: list[tuple[re.Pattern[str], int, frozenset[str]]] | None = getattr(
+        request.app.state, "method_table", None
+    )
+    if table is None:
+        table = []
+        for route in routing.iter_route_contexts(request.app.routes):
+            if isinstance(route.original_route, Mount) or not route.path or not route.methods:
+                continue
+            regex, _, params = compile_path(route.path)
+            table.append((regex, len(params), frozenset(route.methods)))
+        request.app.state.method_table = table
+    root = request.scope.get("root_path", "")
+    path = request.url.path
+    path = path[len(root) :] if root and path.startswith(root) else path
+    matching = [(params, methods) for regex, params, methods in table if regex.match(path)]
+    fewest = min((params for params, _ in matching), default=0)
+    return sorted({m for params, methods in matching if params == fewest for m in methods})
+
+
 def create_app(platform: Platform, worker: RunDispatcher | None = None) -> FastAPI:
     app = FastAPI(
         title="MeshClaw", version=__version__, description=__doc__, responses=PROBLEM_RESPONSES
@@ -99,6 +127,7 @@ def create_app(platform: Platform, worker: RunDispatcher | None = None) -> FastA
     app.include_router(outcomes_api.router)
     app.include_router(analytics_api.router)
     app.include_router(integrity_api.router)
+    app.include_router(notifications_api.router)
     app.include_router(directory_api.router)
     install_dashboard(app)
 
@@ -136,10 +165,16 @@ def create_app(platform: Platform, worker: RunDispatcher | None = None) -> FastA
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        # Keep the exception's headers: a 405 must say what is allowed (``Allow``), and
+        # Starlette names only the first matching route's methods.
+        headers = dict(exc.headers or {})
+        if exc.status_code == 405:
+            headers["Allow"] = ", ".join(allowed_methods(request))
         if is_page(request):
-            return error_page(request, exc.status_code, str(exc.detail))
-        # Keep the exception's headers: a 405 must say what is allowed (``Allow``).
-        return _problem(exc.status_code, "HTTP error", str(exc.detail), headers=exc.headers)
+            page = error_page(request, exc.status_code, str(exc.detail))
+            page.headers.update(headers)
+            return page
+        return _problem(exc.status_code, "HTTP error", str(exc.detail), headers=headers or None)
 
     @app.get("/health", tags=["meta"])
     def health() -> dict[str, str]:

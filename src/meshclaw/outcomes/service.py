@@ -8,8 +8,9 @@
    the owner's own acceptance is kept as evidence but never counts.
 3. ``recheck_due``: the durability re-check the scheduler calls (``Platform.recheck_outcomes``
    hands it a reader that reads through the gateway as the outcome's run); a failed
-   check records ``system`` feedback with the type's undo verdict, a refused read marks
-   it unverifiable, a failed read leaves it due. A re-check still failing
+   check records ``system`` feedback with the type's undo verdict; a failed read, and
+   one the platform refused (the tool no longer offered, not granted, denied or held for
+   an approval nobody can give), leaves it due. A re-check still failing or refused
    ``recheck_grace`` past its first due time opens one integrity finding about the owner
    (``recheck_failing``), which withholds their credit pending review. It also applies
    silence-is-acceptance for types that have it.
@@ -64,6 +65,10 @@ RECHECK = "outcome.recheck"
 """Cedar action: run the org's due durability re-checks by hand (on the ``Org``)."""
 SET_WEIGHT = "outcome.weight"
 """Cedar action: set the org's outcome type weights (on the ``Org``)."""
+READ = "outcome.read"
+"""Cedar action: read one outcome, its evidence and its feedback (on the ``Outcome``)."""
+JUDGE = "outcome.feedback"
+"""Cedar action: give a verdict on one outcome (on the ``Outcome``)."""
 CLAIM = timedelta(minutes=10)
 """How long a re-check holds an outcome it claimed before another may take it."""
 RECHECK_GRACE = timedelta(hours=72)
@@ -339,13 +344,16 @@ class OutcomeService:
         note: str | None = None,
         via: str = "api",
     ) -> OutcomeInfo:
-        """A beneficiary's (or the owner's) verdict; only others' acceptance counts."""
+        """A beneficiary's (or the owner's) verdict; only others' acceptance counts.
+
+        Cedar decides (``outcome.feedback``: by default whoever received it, and the owner);
+        who may not even read it gets "not found"."""
         with self._db.session() as session:
-            outcome = self._outcome(session, outcome_id, caller.org_id)
-            if caller.user_id not in (outcome.beneficiaries or []) and (
-                caller.user_id != outcome.user_id
-            ):
-                raise PermissionDenied("only someone who received this outcome can judge it")
+            outcome = self._readable(session, caller, outcome_id)
+            self._access.require(
+                caller, JUDGE, _resource(outcome),
+                message="only someone who received this outcome can judge it",
+            )  # fmt: skip
             return self._add_feedback(session, outcome, caller.user_id, verdict, via, note)
 
     def link_for_self(self, caller: Caller, outcome_id: str) -> str:
@@ -442,6 +450,14 @@ class OutcomeService:
             feedback=[(f.created_at, _reviewer_id(f.by), f.verdict) for f in feedback],
         )
 
+    def _readable(self, session: Session, caller: Caller, outcome_id: str) -> Outcome:
+        """The outcome if Cedar lets ``caller`` read it (``outcome.read``); else, as for
+        one that does not exist, ``NotFoundError``: a refusal never says it exists."""
+        outcome = self._outcome(session, outcome_id, None)
+        if not self._access.authorize_api(caller, READ, _resource(outcome)).allowed:
+            raise NotFoundError(f"no outcome {outcome_id}")
+        return outcome
+
     @staticmethod
     def _outcome(session: Session, outcome_id: str, org_id: str | None) -> Outcome:
         outcome = session.get(Outcome, outcome_id)
@@ -478,8 +494,11 @@ class OutcomeService:
         concurrently: each outcome is claimed before it is judged (``outcomes._durability``).
 
         A re-check that needs a read stays due while there is nothing to read with, and
-        so does one whose read failed; one whose read the platform refused (the spec does
-        not grant the read tool, or the policy denies it) is marked unverifiable.
+        so does one whose read failed or was refused by the platform (the tool is no
+        longer offered, the spec does not grant it, the policy denies it or holds it for
+        an approval nobody can give once the run has ended): a refusal is no evidence
+        either way, so it is retried, and past ``recheck_grace`` it opens the same
+        finding as a failing read (``_note_failure``).
         """
         now = now or self._clock()
         in_org = [Outcome.org_id == org_id] if org_id is not None else []
@@ -508,7 +527,7 @@ class OutcomeService:
 
     async def _recheck_one(
         self, due: _durability.Due, now: datetime, reader: RunReader | None
-    ) -> Literal["left", "holds", "undone", "unverifiable"]:
+    ) -> Literal["left", "holds", "undone"]:
         kind = due.kind or DEFAULT_TYPES.get(due.type, OutcomeType(name=due.type))
         verifier = self._verifiers.get(due.type)
         reads = verifier is not None and kind.verify_tool is not None
@@ -525,8 +544,10 @@ class OutcomeService:
             verdict = None
             if verifier is not None:
                 verdict = await verifier.recheck(kind, due.ref, due.owner, lookup)
-        except PolicyDenied as exc:  # refused by the platform: this agent cannot re-check it
-            return self._settle(due, now, until, "unverifiable", None, str(exc))
+        except PolicyDenied as exc:  # refused by the platform: cannot tell now, due again
+            log.info("outcome %s: re-check read refused: %s", due.id, exc)
+            reason = f"read refused: {exc}"
+            return self._settle(due, now, until, "left", None, reason, note="refused")
         except Exception as exc:  # cannot tell now (connector down): due again
             log.info("outcome %s: re-check read failed: %s", due.id, exc)
             reason = f"read failed: {type(exc).__name__}: {exc}"
@@ -538,16 +559,21 @@ class OutcomeService:
         due: _durability.Due,
         now: datetime,
         until: datetime,
-        result: Literal["left", "holds", "undone", "unverifiable"],
+        result: Literal["left", "holds", "undone"],
         verdict: str | None,
         reason: str | None,
-    ) -> Literal["left", "holds", "undone", "unverifiable"]:
-        """Record a re-check's result while our claim holds (else another re-check has it)."""
+        *,
+        note: Literal["due", "refused"] = "due",
+    ) -> Literal["left", "holds", "undone"]:
+        """Record a re-check's result while our claim holds (else another re-check has it).
+
+        ``left`` is due again as before, with why (``note``: the read failed, ``due``, or
+        the platform refused it, ``refused``)."""
         with self._db.session() as session:
-            if result == "left":  # due again as before, with why
+            if result == "left":
                 outcome = _durability.settle(session, due.id, until=until, due_at=due.due_at)
                 if outcome is not None:
-                    outcome.verification = _durability.with_note(outcome, "due", now, reason)
+                    outcome.verification = _durability.with_note(outcome, note, now, reason)
                     self._note_failure(session, outcome, due, now, reason or "")
                 return "left"
             outcome = _durability.settle(
@@ -556,8 +582,7 @@ class OutcomeService:
             if outcome is None:
                 return "left"
             outcome.verification = _durability.with_note(outcome, result, now, reason)
-            if result != "unverifiable":
-                self._note_recovery(session, outcome, now, result)
+            self._note_recovery(session, outcome, now, result)
             self._audit.append(
                 session,
                 AuditRecord(
@@ -623,10 +648,11 @@ class OutcomeService:
     # ---- reading -----------------------------------------------------------------------
 
     def get(self, caller: Caller, outcome_id: str) -> OutcomeInfo:
+        """One outcome with its feedback, if Cedar lets ``caller`` read it (``outcome.read``:
+        by default its owner, the people who received it, and the org's platform admins and
+        auditors); else "not found", also across orgs."""
         with self._db.session() as session:
-            outcome = self._outcome(session, outcome_id, caller.org_id)
-            if not _may_read(caller, outcome):
-                raise NotFoundError(f"no outcome {outcome_id}")
+            outcome = self._readable(session, caller, outcome_id)
             return _info(outcome, self._feedback_rows(session, outcome_id))
 
     def list_outcomes(
@@ -741,7 +767,11 @@ class OutcomeService:
         return rows
 
 
-def _may_read(caller: Caller, outcome: Outcome) -> bool:
-    if caller.user_id == outcome.user_id or caller.user_id in (outcome.beneficiaries or []):
-        return True
-    return caller.role in ("platform_admin", "auditor")
+def _resource(outcome: Outcome) -> ApiResource:
+    """An outcome as Cedar sees it: org, owner, agent, type, team and who received it."""
+    return ApiResource.outcome(
+        id=outcome.id, org_id=outcome.org_id, owner_id=outcome.user_id,
+        agent_id=outcome.agent_id, type_name=outcome.type,
+        beneficiaries=tuple(str(b) for b in outcome.beneficiaries or ()),
+        team_id=outcome.team_id,
+    )  # fmt: skip

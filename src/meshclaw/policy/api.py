@@ -31,7 +31,7 @@ from meshclaw.policy.schema import API_ACTIONS
 if TYPE_CHECKING:
     from meshclaw.accounts.service import Caller
 
-ResourceKind = Literal["Agent", "Run", "Team", "User", "Org"]
+ResourceKind = Literal["Agent", "Run", "Team", "User", "Org", "Outcome"]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -42,15 +42,17 @@ class ApiResource:
     id: str
     org_id: str
     owner_id: str | None = None
-    """Agent and Run: the agent's owner."""
+    """Agent, Run and Outcome: the owner."""
     team_id: str | None = None
     started_by: str | None = None
     """Run: who started it (may differ from the owner)."""
     agent_id: str | None = None
-    """Run: its agent."""
+    """Run and Outcome: its agent."""
     name: str = ""
     role: str = "employee"
     """User (a person as the subject of analytics): their role."""
+    beneficiaries: tuple[str, ...] = ()
+    """Outcome: the user ids of the people who received it (outsiders are left out)."""
 
     @classmethod
     def agent(
@@ -80,6 +82,25 @@ class ApiResource:
             started_by=started_by,
             team_id=team_id,
         )
+
+    @classmethod
+    def outcome(
+        cls,
+        *,
+        id: str,
+        org_id: str,
+        owner_id: str,
+        agent_id: str,
+        type_name: str,
+        beneficiaries: tuple[str, ...] = (),
+        team_id: str | None = None,
+    ) -> ApiResource:
+        """One outcome; ``beneficiaries`` may hold ``external`` (dropped: not a person here)."""
+        people = tuple(sorted({b for b in beneficiaries if b != "external"}))
+        return cls(
+            kind="Outcome", id=id, org_id=org_id, owner_id=owner_id, agent_id=agent_id,
+            name=type_name, beneficiaries=people, team_id=team_id,
+        )  # fmt: skip
 
     @classmethod
     def team(cls, *, id: str, org_id: str, name: str = "") -> ApiResource:
@@ -115,6 +136,13 @@ class ApiResource:
             } | team
             if self.started_by is not None:
                 attrs["started_by"] = _ref("User", self.started_by)
+        elif self.kind == "Outcome":
+            attrs |= {
+                "owner": _ref("User", self.owner_id or ""),
+                "agent": _ref("Agent", self.agent_id or ""),
+                "type": self.name,
+                "beneficiaries": [_ref("User", b) for b in self.beneficiaries],
+            } | team
         elif self.kind == "Team":
             return [
                 *out[:1],

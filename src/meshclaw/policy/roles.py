@@ -215,6 +215,34 @@ permit (
   resource
 );
 
+// -- one outcome: its owner and the people who received it; org-wide readers --------
+// Reading an outcome shows its evidence and who judged it. A team admin reads their
+// team's aggregates, never one person's outcome (no drill-down on a single record).
+@id("role.employee.outcome.own")
+permit (
+  principal in Role::"employee",
+  action in [Action::"outcome.read", Action::"outcome.feedback"],
+  resource
+)
+when { resource.owner == principal || resource.beneficiaries.contains(principal) };
+
+@id("role.auditor.outcome.read")
+permit (principal in Role::"auditor", action == Action::"outcome.read", resource);
+
+@id("role.platform_admin.outcome.read")
+permit (principal in Role::"platform_admin", action == Action::"outcome.read", resource);
+
+// -- notifications: one's own; the whole org's outbox for platform admins and auditors --
+@id("role.employee.notification.own")
+permit (principal in Role::"employee", action == Action::"notification.read", resource)
+when { resource == principal };
+
+@id("role.auditor.notification.read")
+permit (principal in Role::"auditor", action == Action::"notification.read", resource);
+
+@id("role.platform_admin.notification.read")
+permit (principal in Role::"platform_admin", action == Action::"notification.read", resource);
+
 // Approval gates for agents (a write after untrusted content, an argument outside a
 // grant's ``after_untrusted`` patterns) are compiled per tool grant from the agent's
 // spec (``policy.compiler``), so a spec can narrow them instead of every write waiting.

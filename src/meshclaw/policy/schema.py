@@ -27,11 +27,19 @@ settings; ``usage.reprice`` re-prices the org's history. A budget is about its s
 ``budget.read`` / ``budget.manage`` on the ``Org``, a ``Team``, a ``User`` or an
 ``Agent``. Rotating the vault's key is not an API action: the key is the install's, so
 only the install's operator rotates it (``meshclaw vault rotate``, docs/policy.md).
+
+An ``Outcome`` carries its owner, the people who received it (``beneficiaries``: user
+ids; outsiders are not entities) and its team: ``outcome.read`` is reading one outcome
+(its evidence, verification and feedback), ``outcome.feedback`` is giving a verdict on it.
+Notifications are about their recipients: ``notification.read`` on a ``User`` is the
+notifications addressed to that person, on the ``Org`` every notification of the org.
 """
 
 from __future__ import annotations
 
-ENTITY_TYPES = ("Org", "Role", "Team", "User", "Agent", "Model", "Connector", "Tool", "Run")
+ENTITY_TYPES = (
+    "Org", "Role", "Team", "User", "Agent", "Model", "Connector", "Tool", "Run", "Outcome",
+)  # fmt: skip
 
 API_ACTIONS = (
     "agent.create",
@@ -63,6 +71,9 @@ API_ACTIONS = (
     "usage.reprice",
     "outcome.recheck",
     "outcome.weight",
+    "outcome.read",
+    "outcome.feedback",
+    "notification.read",
 )
 """Actions a person takes through the API or CLI."""
 
@@ -79,6 +90,9 @@ entity Model { org: Org, provider: String, name: String };
 entity Connector { org: Org };
 entity Tool in [Connector] { org: Org, connector: String, name: String, kind: String };
 entity Run { org: Org, owner: User, agent: Agent, started_by?: User, team?: Team };
+entity Outcome {
+  org: Org, owner: User, beneficiaries: Set<User>, agent: Agent, type: String, team?: Team
+};
 
 type RunContext = {
   run_id: String,
@@ -150,5 +164,11 @@ action "price.read", "connector.manage" appliesTo {
 };
 action "outcome.recheck", "outcome.weight" appliesTo {
   principal: [User], resource: [Org], context: ApiContext
+};
+action "outcome.read", "outcome.feedback" appliesTo {
+  principal: [User], resource: [Outcome], context: ApiContext
+};
+action "notification.read" appliesTo {
+  principal: [User], resource: [User, Org], context: ApiContext
 };
 """

@@ -23,6 +23,7 @@ from meshclaw.web import (
     insights,
     integrity,
     leaderboard,
+    notifications,
     runs,
     session,
 )
@@ -37,6 +38,7 @@ PAGE_MODULES = (
     insights,
     leaderboard,
     integrity,
+    notifications,
     audit,
     admin,
 )
