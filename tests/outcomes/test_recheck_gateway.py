@@ -17,6 +17,7 @@ from sqlalchemy import select, update
 from meshclaw.clock import utcnow
 from meshclaw.connectors.fakes.github import GitHubFake, GitHubState
 from meshclaw.outcomes.models import Outcome
+from meshclaw.outcomes.service import RETRY_FIRST
 from meshclaw.providers.scripted import ScriptedServer
 from meshclaw.store.models import AuditEvent, Run, RunStep, UsageRecord
 from meshclaw.workers.inprocess import InProcessWorker
@@ -184,7 +185,9 @@ def test_an_agent_without_the_read_grant_cannot_recheck_and_says_why(
     runtime = WorkerRuntime(platform.settings, lambda _: platform)  # beat's job
     assert runtime.recheck_outcomes() == {"checked": 0, "undone": 0, "silently_accepted": 0}
     after = platform.outcomes.get(world.alice, outcome.id)
-    assert after.durability_due_at == due_at  # due again: a refusal proves nothing
+    # Due again after a back-off: a refusal proves nothing either way.
+    assert after.durability_due_at is not None and due_at is not None
+    assert due_at < after.durability_due_at <= utcnow() + RETRY_FIRST
     note = after.verification["durability"]
     assert (note["status"], note["reason"]) == (
         "refused", "read refused: the agent's spec does not grant tickets.get_ticket",
@@ -205,6 +208,7 @@ def test_an_agent_without_the_read_grant_cannot_recheck_and_says_why(
             )
         ).all()
     assert sorted(refused) == [("tool.call", "denied")]  # the refusal is on record
+    make_due(world)  # the back-off has passed
     assert runtime.recheck_outcomes()["checked"] == 0  # tried again, refused again
     with platform.db.session() as session:
         steps = session.scalars(

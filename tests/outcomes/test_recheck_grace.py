@@ -16,7 +16,7 @@ from meshclaw.config import Settings
 from meshclaw.connectors.fakes.github import GitHubFake, GitHubState
 from meshclaw.integrity.models import IntegrityFinding
 from meshclaw.outcomes import InMemoryLookup
-from meshclaw.outcomes.service import RECHECK_GRACE
+from meshclaw.outcomes.service import RECHECK_GRACE, RETRY_FIRST
 from meshclaw.providers.scripted import ScriptedServer
 from meshclaw.store.models import AuditEvent, RunStep
 from tests.conftest import World
@@ -68,10 +68,25 @@ def test_before_the_grace_a_failing_recheck_changes_nothing(
     assert findings(world) == []
     assert credit(world) == before
     after = only_outcome(world)
-    assert after.state == "credited" and after.durability_due_at == due_at
+    # Due again, each failure waiting twice as long: the third waits 60 minutes.
+    assert after.state == "credited"
+    assert after.durability_due_at == due_at + timedelta(hours=71) + 4 * RETRY_FIRST
     failing = after.verification["recheck_failing"]
     assert failing["since"] == (due_at + timedelta(hours=1)).isoformat()
+    assert failing["first_due"] == due_at.isoformat() and failing["tries"] == 3
     assert "tracker down" in failing["last_error"] and "finding" not in failing
+
+
+def test_a_failing_recheck_backs_off_instead_of_trying_every_tick(
+    scripted: Start, make_world: Callable[..., World]
+) -> None:
+    world, due_at = failing_ticket(scripted, make_world)
+    for quarter in range(4 * 24):  # the scheduler's tick, every 15 minutes for a day
+        tick(world, due_at + quarter * timedelta(minutes=15))
+    failing = only_outcome(world).verification["recheck_failing"]
+    # 0:00, 0:15, 0:45, 1:45, 3:45, 7:45, 13:45, 19:45: eight tries, not 96.
+    assert failing["tries"] == 8
+    assert only_outcome(world).durability_due_at == due_at + timedelta(hours=25, minutes=45)
 
 
 def test_past_the_grace_one_finding_withholds_the_owners_credit_until_a_recheck_reads(
@@ -211,7 +226,7 @@ def test_a_removed_connector_is_refused_retried_and_past_the_grace_withholds_the
     first = due_at + timedelta(hours=1)
     asyncio.run(recheck(first))
     after = only_outcome(world)
-    assert after.durability_due_at == due_at  # due again, not given up on
+    assert after.durability_due_at == first + RETRY_FIRST  # due again, not given up on
     note = after.verification["durability"]
     assert note["status"] == "refused" and "not offered" in note["reason"], note
     assert after.verification["recheck_failing"]["since"] == first.isoformat()

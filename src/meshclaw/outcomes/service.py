@@ -75,8 +75,14 @@ RECHECK_GRACE = timedelta(hours=72)
 """How long past its first due time a re-check may keep failing before a finding about the
 owner withholds the credit (the default of ``Settings.outcomes_recheck_grace_hours``)."""
 FAILING = "recheck_failing"
-"""Key under ``Outcome.verification``: since when its re-check fails, the last error, the
-finding it opened, and when a re-check read again (``recovered_at``)."""
+"""Key under ``Outcome.verification``: since when its re-check fails, when it was first
+due, how many tries failed, the last error, the finding it opened, and when a re-check
+read again (``recovered_at``)."""
+RETRY_FIRST = timedelta(minutes=15)
+RETRY_MAX = timedelta(hours=6)
+"""A failing or refused re-check is tried again after 15 minutes, then after twice as long
+each time, at most every 6 hours: about 15 tries over a 72-hour grace instead of one per
+scheduler tick (each try is a step and an audit record)."""
 FAILING_DETECTOR = RECHECK_FAILING
 RunReader = Callable[[str, str], Awaitable[ToolRead]]
 """(run id, call label) -> a reader in that ended run's context, through the gateway
@@ -574,7 +580,9 @@ class OutcomeService:
                 outcome = _durability.settle(session, due.id, until=until, due_at=due.due_at)
                 if outcome is not None:
                     outcome.verification = _durability.with_note(outcome, note, now, reason)
-                    self._note_failure(session, outcome, due, now, reason or "")
+                    outcome.durability_due_at = self._note_failure(
+                        session, outcome, due, now, reason or ""
+                    )
                 return "left"
             outcome = _durability.settle(
                 session, due.id, until=until, due_at=None, durability_checked_at=now
@@ -599,23 +607,30 @@ class OutcomeService:
 
     def _note_failure(
         self, session: Session, outcome: Outcome, due: _durability.Due, now: datetime, error: str
-    ) -> None:
-        """Keep when the re-check started failing; once it has failed past the grace,
-        open one finding about the owner (their credit waits for a reviewer)."""
+    ) -> datetime:
+        """Keep when the re-check started failing; once it has failed past the grace (from
+        its first due time), open one finding about the owner (their credit waits for a
+        reviewer). Returns when to try again (``RETRY_FIRST`` doubling to ``RETRY_MAX``)."""
         failing = dict((outcome.verification or {}).get(FAILING) or {})
+        if "recovered_at" in failing:  # failing again after a recovery: a new episode
+            failing = {k: v for k, v in failing.items() if k == "finding"}
         failing.setdefault("since", now.isoformat())
+        first_due = datetime.fromisoformat(failing.setdefault("first_due", due.due_at.isoformat()))
+        failing["tries"] = int(failing.get("tries", 0)) + 1
         failing["last_error"] = error[:500]
-        if "finding" not in failing and now - due.due_at >= self._recheck_grace:
+        if "finding" not in failing and now - first_due >= self._recheck_grace:
             failing["finding"] = self._findings.open_for_platform(
                 session, org_id=outcome.org_id, subject=outcome.user_id,
                 detector=FAILING_DETECTOR, source=f"outcome.recheck:{outcome.id}",
                 evidence={
                     "outcome": outcome.id, "type": outcome.type, "ref": outcome.ref,
-                    "run": outcome.run_id, "due_at": due.due_at.isoformat(),
+                    "run": outcome.run_id, "due_at": first_due.isoformat(),
                     "first_failure": failing["since"], "last_error": failing["last_error"],
                 },
             )  # fmt: skip
         outcome.verification = {**(outcome.verification or {}), FAILING: failing}
+        tries: int = failing["tries"]
+        return now + min(RETRY_FIRST * 2 ** min(tries - 1, 16), RETRY_MAX)
 
     def _note_recovery(
         self, session: Session, outcome: Outcome, now: datetime, result: str
