@@ -20,11 +20,13 @@ p99 is printed too; on a busy shared machine it mostly measures the scheduler).
 from __future__ import annotations
 
 import argparse
+import itertools
 import os
 import platform as host
 import statistics
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import UTC, datetime
 from importlib import resources
 from pathlib import Path
@@ -68,25 +70,38 @@ def request(
     )
 
 
+FIRST_MODEL_CALL = "model.invoke, a run's first call"
+"""Measured with a new run id each time: later steps of a run reuse the decision."""
+
+
+def _fresh_runs(req: AuthzRequest) -> Callable[[], AuthzRequest]:
+    runs = itertools.count()
+    return lambda: replace(req, context=req.context | {"run_id": f"run_{next(runs)}"})
+
+
 def scenarios(specs: dict[str, AgentSpec]) -> list[tuple[str, AuthzRequest, bool | None]]:
     """(label, request, expected allowed; None = needs approval)."""
     mail, tickets = specs["mail-triage"], specs["ticket-updater"]
     deploy = specs["deploy-helper"]
     return [
         (
-            "model.invoke",
+            FIRST_MODEL_CALL,
             request(mail, "agt_mail", "model.invoke", "model:scripted/scripted-demo"),
             True,
         ),
         (
-            "tool.read mail.read",
+            "model.invoke, a later step of the run (reused)",
+            request(mail, "agt_mail", "model.invoke", "model:scripted/scripted-demo"),
+            True,
+        ),
+        (
+            "tool.read mail.read_message",
             request(
                 mail,
                 "agt_mail",
                 "tool.read",
-                "tool:mail.read",
-                arguments={"id": "81"},
-                targets=["mail:acme/inbox/81"],
+                "tool:mail.read_message",
+                arguments={"folder": "INBOX", "uid": 81},
             ),
             True,
         ),
@@ -116,14 +131,14 @@ def scenarios(specs: dict[str, AgentSpec]) -> list[tuple[str, AuthzRequest, bool
             None,
         ),
         (
-            "tool.write denied (prod rollout)",
+            "tool.write denied (reply outside #deploys)",
             request(
                 deploy,
                 "agt_deploy",
                 "tool.write",
-                "tool:deploy.rollout",
-                arguments={"env": "production"},
-                targets=["env:production"],
+                "tool:chat.reply_in_thread",
+                arguments={"channel": "#general", "thread_ts": "1.2", "text": "shipped"},
+                targets=["chat:#general"],
             ),
             False,
         ),
@@ -163,7 +178,10 @@ def run(n: int) -> tuple[Table, list[str], bool]:
         decision = cedar.authorize(req)
         got = None if decision.needs_approval else decision.allowed
         assert got == expected, f"{label}: {decision}"
-        times, cpu = measure(lambda r=req: cedar.authorize(r), n)  # type: ignore[misc]
+        if label == FIRST_MODEL_CALL:
+            times, cpu = measure(lambda f=_fresh_runs(req): cedar.authorize(f()), n)  # type: ignore[misc]
+        else:
+            times, cpu = measure(lambda r=req: cedar.authorize(r), n)  # type: ignore[misc]
         base, _ = measure(lambda r=req: baseline.authorize(r), n)  # type: ignore[misc]
         p50, p99, c99, b50 = pct(times, 0.5), pct(times, 0.99), pct(cpu, 0.99), pct(base, 0.5)
         ok &= c99 <= TARGET_P99_MS

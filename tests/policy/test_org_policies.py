@@ -287,3 +287,32 @@ def test_the_policy_api(two_orgs: TwoOrgs) -> None:
         assert client.get("/v1/policy/versions", headers=eve).json() == []
         # The install's policy file is the operator's: no org admin reloads it.
         assert client.post("/v1/policy/reload", headers=root).status_code in (404, 405)
+
+
+def test_a_model_decision_is_reused_within_a_run_until_a_policy_changes() -> None:
+    orgs = MemoryOrgPolicies()
+    cedar = CedarAuthorizer(PolicyStore(orgs=orgs, recheck_seconds=0))
+    model = AuthzRequest(
+        principal=Principal(org_id="org_a", user_id="usr_a", agent_id="agt_a"),
+        action="model.invoke",
+        resource="model:scripted/test-model",
+        spec=SPEC,
+        context={"run_id": "run_1", "trigger": "manual"},
+    )
+    first = cedar.explain(model)
+    assert first.decision.allowed
+    assert cedar.explain(model) is first  # the same question, the same answer object
+    # Another context is another question.
+    tainted = cedar.explain(
+        AuthzRequest(
+            **{**vars(model), "context": {**model.context, "untrusted_content_seen": True}}
+        )
+    )
+    assert tainted is not first and tainted.decision.allowed
+    # A policy changed mid-run applies to the very next call.
+    orgs.put(
+        "org_a",
+        '@id("org.no-models")\nforbid (principal, action == Action::"model.invoke", resource);\n',
+    )
+    denied = cedar.explain(model).decision
+    assert not denied.allowed and denied.policies == ("org.no-models",)

@@ -161,6 +161,10 @@ class CedarAuthorizer:
         self._compiled: _Lru[tuple[tuple[int, str | None, int], str, str], _Compiled] = _Lru(512)
         self._spec_keys: _Lru[int, tuple[AgentSpec, str]] = _Lru(512)
         self._entities: _Lru[tuple[Any, ...], cedarpy.Entities] = _Lru(2048)
+        self._model_decisions: _Lru[tuple[Any, ...], Explanation] = _Lru(4096)
+        """A run's model calls ask the same question every step: same policy set (its
+        ``key`` changes with any policy change), agent, spec, principal, model and
+        context. The answer is a pure function of those, so it is reused."""
 
     # -- the Authorizer protocol ---------------------------------------------------------
 
@@ -185,22 +189,20 @@ class CedarAuthorizer:
             )
         # Built-ins, the operator's policies and the principal's org's own: never another's.
         loaded = self.store.for_org(request.principal.org_id)
-        compiled = self._policies_for(loaded, request.principal.agent_id, request.spec)
+        digest = self._spec_digest(request.spec)
+        compiled = self._policies_for(loaded, request.principal.agent_id, request.spec, digest)
         base = {
             "run_id": str(request.context.get("run_id", "")),
             "trigger": str(request.context.get("trigger", "")),
             "untrusted_content_seen": bool(request.context.get("untrusted_content_seen", False)),
         }
         if request.action == "model.invoke":
-            model = request.resource.removeprefix("model:")
-            provider, _, name = model.partition("/")
-            entities = self._entities_for(request, ("Model", model, provider, name))
-            resource = _uid("Model", model)
-            principal = _uid("Agent", request.principal.agent_id)
-            checks = self._evaluate(
-                compiled, entities, principal, resource, [("model.invoke", base)]
+            p = request.principal
+            key = (loaded.key, p.agent_id, digest, p.org_id, p.user_id, p.team_id,
+                   request.resource, *base.values())  # fmt: skip
+            return self._model_decisions.get(
+                key, lambda: self._explain_model(request, compiled, base)
             )
-            return self._conclude(compiled, checks)
         if request.action not in ("tool.read", "tool.write"):
             return Explanation(
                 decision=Decision(allowed=False, reason=f"unknown action {request.action!r}")
@@ -348,9 +350,25 @@ class CedarAuthorizer:
             )
         return Explanation(decision=decision, checks=tuple(checks), policy_texts=texts)
 
-    def _policies_for(self, loaded: LoadedPolicies, agent_id: str, spec: AgentSpec) -> _Compiled:
+    def _explain_model(
+        self, request: AuthzRequest, compiled: _Compiled, base: dict[str, Any]
+    ) -> Explanation:
+        model = request.resource.removeprefix("model:")
+        provider, _, name = model.partition("/")
+        entities = self._entities_for(request, ("Model", model, provider, name))
+        resource = _uid("Model", model)
+        assert request.principal.agent_id is not None  # ``_explain`` refused it otherwise
+        principal = _uid("Agent", request.principal.agent_id)
+        checks = self._evaluate(compiled, entities, principal, resource, [("model.invoke", base)])
+        return self._conclude(compiled, checks)
+
+    def _spec_digest(self, spec: AgentSpec) -> str:
         cached = self._spec_keys.get(id(spec), lambda: (spec, spec.model_dump_json()))
-        digest = cached[1] if cached[0] is spec else spec.model_dump_json()
+        return cached[1] if cached[0] is spec else spec.model_dump_json()
+
+    def _policies_for(
+        self, loaded: LoadedPolicies, agent_id: str, spec: AgentSpec, digest: str
+    ) -> _Compiled:
         return self._compiled.get(
             (loaded.key, agent_id, digest), lambda: self._compile(loaded, agent_id, spec)
         )
