@@ -92,7 +92,7 @@ def test_make_run_demo_resolves_a_ticket_in_the_stand_in_with_a_verified_outcome
         headers = {"Authorization": f"Bearer {token}"}
         with httpx.Client(base_url=address, headers=headers, timeout=30) as http:
             connectors = {c["name"]: c for c in http.get("/v1/connectors").json()}
-            assert connectors["tickets"]["tools"] == {"approved": 6}, connectors["tickets"]
+            assert connectors["tickets"]["tools"] == {"approved": 9}, connectors["tickets"]
             created = http.post("/v1/agents", json={"spec_yaml": spec})
             assert created.status_code == 201, created.text
             started = http.post(

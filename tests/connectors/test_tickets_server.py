@@ -138,3 +138,70 @@ def test_a_bad_tracker_token_is_clear(github: GitHubFake, approvals: ToolApprova
     result = asyncio.run(scenario())
     assert result.is_error and "refused the token (Bad credentials)" in result.content
     assert "ghp-Stale-5" not in result.content
+
+
+def test_pull_request_tools_read_merge_and_refuse_a_second_merge(
+    github: GitHubFake, approvals: ToolApprovals
+) -> None:
+    opened = github.state.add_pull(REPO, title="Fix timeout", user="carol", head="fix")
+    moved = github.state.add_pull(REPO, title="Bump deps", user="carol", head="deps")
+    conn = tickets_connector(github, approvals)
+    results: dict[str, ToolResult] = {}
+
+    async def scenario() -> None:
+        async def call(key: str, tool: str, **arguments: Any) -> None:
+            results[key] = await conn.call_tool(tool, arguments, ctx(key))
+
+        try:
+            await call("list", "list_pull_requests")
+            await call("merge", "merge_pull_request", number=opened.number, method="squash")
+            await call("again", "merge_pull_request", number=opened.number)
+            await call("get", "get_pull_request", number=opened.number)
+            await call("stale", "merge_pull_request", number=moved.number,
+                       expected_head_sha="0" * 40)  # fmt: skip
+            await call("issue", "get_pull_request", number=99)
+        finally:
+            await conn.aclose()
+
+    asyncio.run(scenario())
+    failed = {k: r.content for k, r in results.items() if r.is_error}
+    assert sorted(failed) == ["again", "issue", "stale"]
+    assert "acme/ops#1 is already merged (by meshclaw-bot)" in failed["again"]
+    assert "409: Head branch was modified" in failed["stale"]
+    listed = results["list"].data
+    assert listed is not None
+    assert [(p["key"], p["author"], p["head"]) for p in listed["structured"]["pull_requests"]] == [
+        ("acme/ops#2", "carol", "deps"), ("acme/ops#1", "carol", "fix"),
+    ]  # fmt: skip
+    merged = (results["merge"].data or {})["evidence"]
+    pull = opened.pull_request
+    assert pull is not None
+    assert merged == {
+        "key": "acme/ops#1", "number": 1, "url": "https://github.example/acme/ops/pull/1",
+        "status": "merged", "merge_commit_sha": pull["merge_commit_sha"], "author": "carol",
+    }  # fmt: skip
+    got = (results["get"].data or {})["structured"]
+    assert (got["merged"], got["merged_by"], got["status"], got["reverted_by"]) == (
+        True, "meshclaw-bot", "merged", None,
+    )  # fmt: skip
+    assert moved.pull_request is not None and not moved.pull_request["merged"]
+
+
+def test_each_tracker_kind_says_which_setting_it_is_missing() -> None:
+    from meshclaw.connectors.servers._tickets_base import TicketsSettings
+    from meshclaw.connectors.servers.tickets import build
+    from meshclaw.errors import ConfigError
+
+    cases: dict[str, dict[str, Any]] = {
+        "MESHCLAW_TICKETS_REPO (owner/name) is required for GitHub": {"kind": "github"},
+        "MESHCLAW_TICKETS_PROJECT is required for redmine": {"kind": "redmine"},
+        "MESHCLAW_TICKETS_API_URL (the redmine server) is required for redmine": {
+            "kind": "redmine", "project": "ops",
+        },
+        "MESHCLAW_TICKETS_STATUSES: unknown key done": {
+            "kind": "redmine", "project": "ops", "api_url": "http://rm", "statuses": {"done": "X"},
+        },
+    }  # fmt: skip
+    for message, values in cases.items():
+        with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):
+            build(TicketsSettings(token="t", **values))

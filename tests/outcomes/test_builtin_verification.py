@@ -1,9 +1,12 @@
-"""The default ``deploy`` and ``doc_published`` outcome types against the built-in servers.
+"""The default ``deploy``, ``doc_published`` and ``pr_merged`` outcome types against the
+built-in servers.
 
 A pipeline run started with ``deploy.trigger_pipeline`` (real git, the tests' pipeline
 service on loopback) is verified by reading it back with ``deploy.pipeline_status``; a
 document written with ``docs.write_document`` (a real WsgiDAV share) by reading it back
-with ``docs.read_document``. The durability re-checks read the same servers again.
+with ``docs.read_document``; a pull request merged with ``tickets.merge_pull_request``
+(the GitHub fake) by reading it back with ``tickets.get_pull_request``. The durability
+re-checks read the same servers again.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from meshclaw.connectors.approvals import ToolApprovals
 from meshclaw.connectors.base import ToolContext, ToolResult
 from meshclaw.connectors.config import ConnectorConfig
 from meshclaw.connectors.credentials import MemoryCredentialStore
+from meshclaw.connectors.fakes.github import GitHubFake, GitHubState
 from meshclaw.connectors.mcp import McpConnector
 from meshclaw.connectors.registry import ConnectorRegistry
 from meshclaw.outcomes import DEFAULT_TYPES, ToolReadLookup
@@ -205,3 +209,95 @@ def test_a_written_document_is_verified_by_reading_it_and_holds_at_a_later_revis
     summary = recheck_with(world, docs_connector(share, world), info.id, 73)
     assert (summary.checked, summary.undone) == (1, 0)
     assert world.platform.outcomes.get(world.alice, outcome.id).state != "undone"
+
+
+def test_the_pr_merged_type_names_the_built_in_pull_request_tools() -> None:
+    merged = DEFAULT_TYPES["pr_merged"]
+
+    assert merged.tools == ("tickets.merge_pull_request", "code.merge")
+    assert (merged.verify_tool, merged.verify_argument) == ("tickets.get_pull_request", "number")
+
+
+@pytest.fixture
+def github() -> Iterator[GitHubFake]:
+    state = GitHubState()
+    state.add_repo("acme/app")
+    for login in ("alice", "bob", "carol"):
+        state.add_token(f"ghp-{login}", login)
+    with GitHubFake(state) as fake:
+        yield fake
+
+
+def tickets_connector(github: GitHubFake, world: World) -> McpConnector:
+    """The tickets server on the GitHub fake, acting with alice's own token."""
+    config = ConnectorConfig(
+        command=sys.executable,
+        args=["-m", "meshclaw.connectors.servers", "tickets"],
+        env={"MESHCLAW_TICKETS_API_URL": github.api_url, "MESHCLAW_TICKETS_REPO": "acme/app"},
+        credentials="gh",
+        credential_env={"MESHCLAW_TICKETS_TOKEN": "token"},
+        approval="first_use",
+    )
+    store = MemoryCredentialStore({"gh": {"default": {"token": "ghp-alice"}}})
+    return McpConnector(
+        "tickets", config, approvals=ToolApprovals(world.platform.db), credentials=store
+    )
+
+
+def github_as(github: GitHubFake, login: str, method: str, path: str, **body: Any) -> Any:
+    response = httpx.request(method, f"{github.api_url}/repos/acme/app{path}", json=body,
+                             headers={"Authorization": f"Bearer ghp-{login}"})  # fmt: skip
+    assert response.status_code in (200, 201), response.text
+    return response.json()
+
+
+def test_a_merged_pull_request_is_credited_to_its_author_and_undone_when_reverted(
+    github: GitHubFake,
+    scripted: Callable[[dict[str, Any]], ScriptedServer],
+    make_world: Callable[..., World],
+) -> None:
+    bobs = github_as(github, "bob", "POST", "/pulls", title="Fix timeout", head="fix", base="main")
+    github_as(github, "carol", "POST", f"/pulls/{bobs['number']}/reviews", event="APPROVE")
+    own = github_as(github, "alice", "POST", "/pulls", title="My tweak", head="tweak", base="main")
+
+    def merge(number: int) -> dict[str, Any]:
+        return {"name": "tickets.merge_pull_request", "arguments": {"number": number}}
+
+    model = scripted({"turns": [
+        {"reply": {"tool_calls": [merge(bobs["number"]), merge(own["number"])]}},
+        {"reply": {"content": "merged"}},
+    ]})  # fmt: skip
+    world = make_world(model.base_url)
+    spec = agent_yaml(
+        tools=(("tickets.merge_pull_request", "write"), ("tickets.get_pull_request", "read")),
+        timeout=120,
+    )
+    world.save_agent(spec + "outcomes:\n  - {type: pr_merged}\n")
+    info = world.run("helper", connectors=ConnectorRegistry([tickets_connector(github, world)]))
+    assert info.status == "succeeded", info.error
+
+    outcomes = world.platform.outcomes
+    by_ref = {o.ref: o for o in outcomes.list_outcomes(world.alice)}
+    assert set(by_ref) == {"acme/app#1", "acme/app#2"}
+    merged = by_ref["acme/app#1"]
+    assert (merged.tool, merged.verified) == ("tickets.merge_pull_request", True)
+    assert merged.beneficiaries == [world.bob.user_id, "external"]  # carol is not in acme
+    assert merged.verification == {"checked": "merged; authored by bob; approved by carol"}
+    pull = github.state.repos["acme/app"][0].pull_request
+    assert pull is not None and (pull["merged"], pull["merged_by"]) == (True, "alice")
+    mine = by_ref["acme/app#2"]
+    assert not mine.verified
+    assert mine.verification == {"reason": "no one but the owner wrote or approved it"}
+    steps = [s for s in world.platform.runs.steps(world.alice, info.id) if s.kind == "tool"]
+    reads = [s.request for s in steps if s.name == "tickets.get_pull_request"]
+    assert [r["arguments"] for r in reads if r] == [{"number": 1}, {"number": 2}]
+    assert outcomes.feedback(world.bob, merged.id, "accepted").state == "credited"
+
+    # Bob reverts it with GitHub's "Revert" pull request; the re-check reads it again.
+    revert = github_as(github, "bob", "POST", "/pulls", title='Revert "Fix timeout"',
+                       head="revert-1-fix", base="main", body="Reverts acme/app#1")  # fmt: skip
+    github_as(github, "carol", "PUT", f"/pulls/{revert['number']}/merge")
+    summary = recheck_with(world, tickets_connector(github, world), info.id, 24 * 7 + 1)
+    assert (summary.checked, summary.undone) == (1, 1)
+    after = outcomes.get(world.alice, merged.id)
+    assert after.state == "undone" and after.feedback[-1].verdict == "reverted"

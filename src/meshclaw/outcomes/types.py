@@ -47,8 +47,11 @@ DEFAULT_TYPES: dict[str, OutcomeType] = {
                     verify_tool="tickets.get_ticket", verify_argument="number",
                     durability=timedelta(hours=72),
                     undo_verdict="reopened"),
-        OutcomeType(name="pr_merged", weight=3.0, tools=("code.merge",),
-                    verify_tool="code.get_pull_request", verify_argument="pull_request",
+        # The built-in ``tickets`` server's GitHub pull requests first; a third party's
+        # merge tool (``code.merge``) is read with the agent's own ``verify_tool``.
+        OutcomeType(name="pr_merged", weight=3.0,
+                    tools=("tickets.merge_pull_request", "code.merge"),
+                    verify_tool="tickets.get_pull_request", verify_argument="number",
                     durability=timedelta(days=7),
                     undo_verdict="reverted", silence_accepts=timedelta(hours=72)),
         # The built-in ``deploy`` server's pipeline run first; a third party's deploy

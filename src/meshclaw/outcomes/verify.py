@@ -17,12 +17,14 @@ re-check reads the same way, in the context of the outcome's (ended) run
 A re-check tells three answers apart: the record no longer holds (the undo verdict); it
 holds, or the connector has no record (None); the read failed (``ReadFailed`` or any
 other exception propagates: the service leaves the outcome due). A read the platform
-refused (``errors.PolicyDenied``) propagates too: the service marks it unverifiable.
+refused (``errors.PolicyDenied``) propagates too: the service treats it like a failed
+read (due again; past the grace it opens a ``recheck_failing`` finding).
 """
 
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -195,10 +197,27 @@ def _deploy(record: Mapping[str, Any], owner: str) -> tuple[bool, list[str], str
 
 
 def _pull_request(record: Mapping[str, Any], owner: str) -> tuple[bool, list[str], str]:
-    if not record.get("merged") or record.get("reverted"):
-        return False, [], "not merged" if not record.get("merged") else "reverted"
-    merged_by = str(record.get("merged_by") or "")
-    return True, [merged_by] if merged_by else [], "merged"
+    """Merged, not reverted, and written or approved by someone other than the owner:
+    the built-in ``tickets.get_pull_request`` (``author``, ``approved_by``,
+    ``reverted_by``; who merged it is the agent, so does not count). A third party's
+    record without ``author`` (``merged``, ``reverted``, ``merged_by``): whoever merged
+    it accepted it. Those people are the beneficiaries."""
+    if not record.get("merged"):
+        return False, [], "not merged"
+    if record.get("reverted") or record.get("reverted_by"):
+        return False, [], f"reverted by {record.get('reverted_by') or 'a later change'}"
+    approvers = [str(x) for x in record.get("approved_by") or [] if x]
+    who = "author" if "author" in record else "merged_by"
+    people = [str(record.get(who) or ""), *approvers]
+    others = list(dict.fromkeys(p for p in people if p and p.lower() != owner.lower()))
+    if not others:
+        return False, [], "no one but the owner wrote or approved it"
+    said = ["merged"]
+    if record.get(who):
+        said.append(f"{'authored' if who == 'author' else 'merged'} by {record[who]}")
+    if approvers:
+        said.append(f"approved by {', '.join(approvers)}")
+    return True, others, "; ".join(said)
 
 
 def _meeting(record: Mapping[str, Any], owner: str) -> tuple[bool, list[str], str]:
@@ -244,6 +263,9 @@ class RecordVerifier:
         record, reason = await self._read(evidence.type, ref, lookup)
         if record is None:
             return Verification(verified=False, ref=ref, detail={"reason": reason})
+        mismatch = self._mismatch(evidence, record)
+        if mismatch is not None:
+            return Verification(verified=False, ref=ref, detail={"reason": mismatch})
         holds, beneficiaries, checked = self._check(record, evidence.owner)
         if not holds:
             return Verification(verified=False, ref=ref, detail={"reason": checked})
@@ -268,6 +290,10 @@ class RecordVerifier:
         """The read tool's argument for ``ref`` (the ref itself unless overridden)."""
         return ref
 
+    def _mismatch(self, evidence: Evidence, record: Mapping[str, Any]) -> str | None:
+        """Why the record is not the one this write made (None: it is)."""
+        return None
+
     async def _read(
         self, kind: OutcomeType, ref: str, lookup: Lookup | None
     ) -> tuple[dict[str, Any] | None, str]:
@@ -288,27 +314,41 @@ class RecordVerifier:
 class TicketVerifier(RecordVerifier):
     """A resolved ticket, read back from the tracker by number (``tickets.get_ticket``).
 
-    The ref is the ticket's key (``owner/repo#12``); a read tool whose argument is
-    ``number`` gets the number after ``#`` (a third-party tracker's read, configured per
-    agent with another argument, gets the key)."""
+    The ref is the ticket's key (``owner/repo#12``, ``ops#12``, Jira's ``OPS-12``); a read
+    tool whose argument is ``number`` gets the number after the last ``#`` or ``-`` (a
+    third-party tracker's read, configured per agent with another argument, gets the
+    key). ``PullRequestVerifier`` reads a merged pull request back the same way."""
 
-    def __init__(self) -> None:
-        super().__init__(_ticket, "key", "ticket")
+    def __init__(self, check: Check = _ticket, *ref_keys: str) -> None:
+        super().__init__(check, *(ref_keys or ("key", "ticket")))
 
     def _argument(self, kind: OutcomeType, ref: str) -> Any:
         if kind.verify_argument != "number":
             return ref
-        number = ref.rsplit("#", 1)[-1]
+        number = re.split(r"[#-]", ref)[-1]
         if not number.isdigit():
-            raise ReadFailed(f"no ticket number in {ref!r}")
+            raise ReadFailed(f"no number in {ref!r}")
         return int(number)
+
+
+class PullRequestVerifier(TicketVerifier):
+    """A merged pull request (``tickets.merge_pull_request``), read back by number with
+    ``tickets.get_pull_request``: the merge commit in the write's evidence must be the one
+    the tracker reports, so a merge is credited to the write that made it."""
+
+    def __init__(self) -> None:
+        super().__init__(_pull_request, "key", "pull_request", "pr", "number")
+
+    def _mismatch(self, evidence: Evidence, record: Mapping[str, Any]) -> str | None:
+        sha, now = evidence.data.get("merge_commit_sha"), record.get("merge_commit_sha")
+        return f"merged as {now}, not {sha}" if sha and now and sha != now else None
 
 
 VERIFIERS: dict[str, Verifier] = {
     "mail_sent": MailSentVerifier(),
     "ticket_resolved": TicketVerifier(),
     "deploy": RecordVerifier(_deploy, "deploy_id", "deployment", "pipeline_id"),
-    "pr_merged": RecordVerifier(_pull_request, "pull_request", "pr", "number"),
+    "pr_merged": PullRequestVerifier(),
     "meeting_scheduled": RecordVerifier(_meeting, "event_id", "event"),
     "doc_published": RecordVerifier(_document, "document", "doc", "path"),
 }

@@ -2,13 +2,19 @@
 
 Shapes follow GitHub's published REST API: ``POST/GET/PATCH
 /repos/{owner}/{repo}/issues[/{number}]``, ``GET/POST .../issues/{number}/comments``
-and ``GET /search/issues?q=``. Errors are GitHub's too: 401 ``Bad credentials``, 404
-``Not Found``, 422 ``Validation Failed``. The search understands ``repo:o/r``,
-``is:open``/``is:closed``, ``label:X`` and free words (in title or body).
+and ``GET /search/issues?q=``; pull requests (``_github_pulls``): ``GET/POST .../pulls``,
+``GET .../pulls/{number}``, ``PUT .../pulls/{number}/merge``, ``GET/POST
+.../pulls/{number}/reviews``. As on GitHub, a pull request is also an issue (one
+numbering, its issue carries ``pull_request``). Errors are GitHub's too: 401 ``Bad
+credentials``, 404 ``Not Found``, 405 ``Pull Request is not mergeable``, 409 (head
+moved), 422 ``Validation Failed``. The search understands ``repo:o/r``,
+``is:issue``/``is:pr``, ``is:open``/``is:closed``/``is:merged``, ``label:X`` and free
+words (in title or body).
 """
 
 from __future__ import annotations
 
+import hashlib
 import threading
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -39,6 +45,9 @@ class FakeIssue:
     comments: list[dict[str, Any]] = field(default_factory=list)
     created_at: str = field(default_factory=_now)
     updated_at: str = field(default_factory=_now)
+    pull_request: dict[str, Any] | None = None
+    """Set on a pull request: ``head``, ``base``, ``head_sha``, ``draft``, ``mergeable``,
+    ``merged``, ``merged_by``, ``merged_at``, ``merge_commit_sha``, ``reviews``."""
 
 
 class GitHubState:
@@ -57,8 +66,32 @@ class GitHubState:
     def add_repo(self, full_name: str) -> None:
         self.repos.setdefault(full_name, [])
 
+    def add_pull(
+        self, repo: str, *, title: str, user: str, head: str, base: str = "main", body: str = ""
+    ) -> FakeIssue:
+        """A new open pull request (what ``POST .../pulls`` makes)."""
+        with self.lock:
+            listed = self.repos[repo]
+            number = len(listed) + 1
+            issue = FakeIssue(
+                number=number, title=title, body=body, user=user,
+                pull_request={
+                    "head": head, "base": base, "draft": False, "mergeable": True,
+                    "head_sha": hashlib.sha1(f"{repo}:{head}:{number}".encode()).hexdigest(),
+                    "merged": False, "merged_by": None, "merged_at": None,
+                    "merge_commit_sha": None, "reviews": [],
+                },
+            )  # fmt: skip
+            listed.append(issue)
+        return issue
+
     def issue_json(self, repo: str, issue: FakeIssue, api: str) -> dict[str, Any]:
-        return {
+        pull = (
+            {"pull_request": {"url": f"{api}/repos/{repo}/pulls/{issue.number}",
+                              "merged_at": issue.pull_request.get("merged_at")}}
+            if issue.pull_request is not None else {}
+        )  # fmt: skip
+        return pull | {
             "number": issue.number,
             "title": issue.title,
             "body": issue.body,
@@ -86,6 +119,8 @@ def _error(status: int, message: str, **extra: Any) -> JSONResponse:
 
 
 def _app(state: GitHubState) -> Starlette:
+    from meshclaw.connectors.fakes._github_pulls import pull_routes
+
     def login(request: Request) -> str | None:
         header = request.headers.get("authorization", "")
         token = header.split(" ", 1)[1] if " " in header else ""
@@ -190,7 +225,8 @@ def _app(state: GitHubState) -> Starlette:
             return _error(401, "Bad credentials")
         terms = request.query_params.get("q", "").split()
         repos = [t[5:] for t in terms if t.startswith("repo:")]
-        states = [t[3:] for t in terms if t.startswith("is:")]
+        kinds = [t[3:] for t in terms if t in ("is:issue", "is:pr")]
+        states = [t[3:] for t in terms if t.startswith("is:") and t[3:] not in ("issue", "pr")]
         labels = [t[6:] for t in terms if t.startswith("label:")]
         qualifiers = ("repo:", "is:", "label:", "in:", "state:", "type:")
         words = [t.strip('"').lower() for t in terms if not t.startswith(qualifiers)]
@@ -200,7 +236,10 @@ def _app(state: GitHubState) -> Starlette:
                 continue
             for item in listed:
                 text = f"{item.title}\n{item.body}".lower()
-                if states and item.state not in states:
+                if kinds and ("pr" if item.pull_request else "issue") not in kinds:
+                    continue
+                merged = bool(item.pull_request and item.pull_request.get("merged"))
+                if any(s != item.state and not (s == "merged" and merged) for s in states):
                     continue
                 if any(label not in item.labels for label in labels):
                     continue
@@ -221,6 +260,7 @@ def _app(state: GitHubState) -> Starlette:
                 methods=["GET", "POST"],
             ),
             Route("/search/issues", search, methods=["GET"]),
+            *pull_routes(state, login, find),
         ]
     )
 
