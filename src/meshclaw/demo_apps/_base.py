@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import ctypes
 import json
 import os
 import secrets
+import signal
 import socket
 import subprocess
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -133,8 +136,36 @@ def write_json(path: Path, data: dict[str, Any], *, mode: int = 0o644) -> None:
         json.dump(data, handle, indent=2, sort_keys=True)
 
 
+_PR_SET_PDEATHSIG = 1
+
+
+def _parent_death_signal() -> Callable[[], None] | None:
+    """On Linux, a function for ``preexec_fn`` that has the kernel send the child SIGTERM
+    when the process that started it dies, even by SIGKILL (``prctl(PR_SET_PDEATHSIG)``):
+    a killed ``make run`` leaves no stand-in holding its port. Resolved here, before any
+    fork, so the child only calls into libc. (The signal follows the *thread* that
+    forked: stand-ins are started from the main thread, which lives as long as the
+    process.) None elsewhere."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+
+    def die_with_parent() -> None:
+        prctl(_PR_SET_PDEATHSIG, int(signal.SIGTERM), 0, 0, 0)
+
+    return die_with_parent
+
+
+_DIE_WITH_PARENT = _parent_death_signal()
+
+
 class ChildProcess:
-    """A stand-in run as a child process, its output in a log file under the demo home."""
+    """A stand-in run as a child process, its output in a log file under the demo home.
+
+    It dies with the process that started it (``_parent_death_signal``)."""
 
     def __init__(self, name: str, argv: list[str], log: Path) -> None:
         self.name = name
@@ -143,7 +174,11 @@ class ChildProcess:
         self._log_file: IO[bytes] = open(log, "ab")  # noqa: SIM115 (closed in stop)
         try:
             self._process = subprocess.Popen(
-                argv, stdin=subprocess.DEVNULL, stdout=self._log_file, stderr=subprocess.STDOUT
+                argv,
+                stdin=subprocess.DEVNULL,
+                stdout=self._log_file,
+                stderr=subprocess.STDOUT,
+                preexec_fn=_DIE_WITH_PARENT,  # only calls prctl (see _parent_death_signal)
             )
         except OSError as exc:
             self._log_file.close()
