@@ -94,6 +94,7 @@ def test_open_merge_deploy_watch_and_roll_back(
             await call("status", "pipeline_status", pipeline_id=run["pipeline_id"])
             await call("log", "list_changes", limit=5)
             await call("rollback", "rollback")
+            await call("status-after", "pipeline_status", pipeline_id=run["pipeline_id"])
             await call("escape", "open_change", title="x", files={"../evil": "x"})
             await call("missing", "merge_change", branch="nope")
         finally:
@@ -124,12 +125,15 @@ def test_open_merge_deploy_watch_and_roll_back(
     deployed = evidence("deploy")
     assert deployed["status"] == "success" and deployed["commit"] == merged["commit"]
     assert evidence("status")["status"] == "success"
+    assert "reverted_by" not in evidence("status")
     subjects = [c["subject"] for c in evidence("log")["commits"]]
     assert subjects[:3] == [f"Merge {opened['branch']}", "Bump version", "Initial"]
     rolled = evidence("rollback")
     assert rolled["reverted"] == merged["commit"] and rolled["status"] == "success"
     assert git(origin, "show", "main:app.py") == "VERSION = 1"
     assert [r["commit"] for r in pipeline.runs] == [merged["commit"], rolled["commit"]]
+    # The deployed run, read again later, names the commit that rolled it back.
+    assert evidence("status-after")["reverted_by"] == rolled["commit"]
 
 
 def test_a_refused_pipeline_token_is_clear(

@@ -173,6 +173,47 @@ def test_a_pipeline_run_is_verified_by_its_status_and_undone_when_it_fails(
     assert after.state == "undone" and after.feedback[-1].verdict == "rolled_back"
 
 
+def test_a_deploy_rolled_back_after_the_fact_loses_its_credit_at_the_recheck(
+    origin: Path,
+    pipeline: PipelineService,
+    scripted: Callable[[dict[str, Any]], ScriptedServer],
+    make_world: Callable[..., World],
+) -> None:
+    model = scripted({"turns": [
+        {"reply": {"tool_calls": [{"name": "deploy.trigger_pipeline", "arguments": {}}]}},
+        {"reply": {"content": "deployed"}},
+    ]})  # fmt: skip
+    world = make_world(model.base_url)
+    spec = agent_yaml(
+        tools=(("deploy.trigger_pipeline", "write"), ("deploy.pipeline_status", "read")),
+        timeout=120,
+    )
+    world.save_agent(spec + "outcomes:\n  - {type: deploy}\n")
+    connectors = ConnectorRegistry([deploy_connector(origin, pipeline, world)])
+    assert world.run("helper", connectors=connectors).status == "succeeded"
+    [outcome] = world.platform.outcomes.list_outcomes(world.alice)
+    assert outcome.verified
+
+    # Someone rolls the deploy back later (its pipeline run itself still says success).
+    rollback = deploy_connector(origin, pipeline, world)
+    ctx = ToolContext(org_id=world.alice.org_id, user_id=world.bob.user_id, agent_id="agt",
+                      run_id="run_x", step_id="s", idempotency_key="run_x:1")  # fmt: skip
+
+    async def roll_back() -> Any:
+        try:
+            return await rollback.call_tool("rollback", {}, ctx)
+        finally:
+            await rollback.aclose()
+
+    rolled = asyncio.run(roll_back())
+    assert not rolled.is_error, rolled.content
+    assert pipeline.runs[0]["status"] == "success"
+    summary = recheck_with(world, deploy_connector(origin, pipeline, world), outcome.run_id, 25)
+    assert (summary.checked, summary.undone) == (1, 1)
+    after = world.platform.outcomes.get(world.alice, outcome.id)
+    assert after.state == "undone" and after.feedback[-1].verdict == "rolled_back"
+
+
 def test_a_written_document_is_verified_by_reading_it_and_holds_at_a_later_revision(
     share: DavShare,
     scripted: Callable[[dict[str, Any]], ScriptedServer],

@@ -179,11 +179,14 @@ def _ticket(record: Mapping[str, Any], owner: str) -> tuple[bool, list[str], str
 def _deploy(record: Mapping[str, Any], owner: str) -> tuple[bool, list[str], str]:
     """A deploy record (``pipeline``, ``health``, ``requested_by``), or a run of the
     built-in ``deploy`` server's pipeline (``deploy.pipeline_status``: ``id``, ``status``,
-    ``commit``), which reports no health check: its run succeeding is the check."""
+    ``commit``, ``reverted_by`` once a later commit reverted it), which reports no health
+    check: its run succeeding, and not rolled back, is the check."""
     if "pipeline" not in record and "status" in record:
         run, status = record.get("id"), record.get("status")
         if status != "success":
             return False, [], f"pipeline run {run} is {status!r}"
+        if record.get("reverted_by"):
+            return False, [], f"pipeline run {run} rolled back by {record['reverted_by']}"
         return True, ["external"], f"pipeline run {run} succeeded for {record.get('commit')}"
     if record.get("pipeline") != "success":
         return False, [], f"pipeline {record.get('pipeline')!r}"

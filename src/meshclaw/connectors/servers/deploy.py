@@ -8,7 +8,9 @@ HTTP service with a small REST shape: ``POST {pipeline_url}/pipelines`` with
 
 Writes return **evidence**: branch and commit SHA of a change, the merge commit, the
 pipeline id and status, the revert commit of a rollback. Opening a change is idempotent
-per run step: the branch name comes from the caller's idempotency key.
+per run step: the branch name comes from the caller's idempotency key. A pipeline run's
+status also names the commit that later reverted its commit (``reverted_by``), so a
+deploy rolled back after the fact is seen by the outcome's durability re-check.
 """
 
 from __future__ import annotations
@@ -177,6 +179,21 @@ class Repo:
             raise DeployError(f"the repository has no branch {self.settings.branch!r}")
         return out.split()[0]
 
+    def reverted_by(self, commit: str) -> str | None:
+        """The commit on the deployed branch that reverts ``commit`` (``git revert``'s
+        "This reverts commit <sha>." line), if any: a rollback after the fact."""
+        if not SHA.match(commit):
+            return None
+
+        def work(clone: Path) -> str | None:
+            found = self._git(
+                clone, "log", "-n", "1", "--format=%H", "--fixed-strings",
+                f"--grep=This reverts commit {commit}", self.settings.branch,
+            )  # fmt: skip
+            return found or None
+
+        return self._with_clone(work)
+
     def revert(self, commit: str | None) -> dict[str, Any]:
         main = self.settings.branch
 
@@ -287,9 +304,16 @@ def build(settings: DeploySettings | None = None) -> MCPServer:
         commit = await _run(repo.head)
         return {"evidence": _pipeline_evidence(await pipeline.trigger(cfg.branch, commit))}
 
-    @server.tool(description="A pipeline run's status.", annotations=READ)
+    @server.tool(
+        description="A pipeline run's status, and the commit that rolled its commit back "
+        "(reverted_by), if one did.",
+        annotations=READ,
+    )
     async def pipeline_status(pipeline_id: str) -> dict[str, Any]:
-        return await pipeline.status(pipeline_id)
+        run = await pipeline.status(pipeline_id)
+        commit = run.get("commit")
+        rolled_back = await _run(partial(repo.reverted_by, commit)) if commit else None
+        return run | ({"reverted_by": rolled_back} if rolled_back else {})
 
     @server.tool(
         description="Roll back: revert a commit (default: the latest) and run the pipeline.",
