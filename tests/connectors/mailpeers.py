@@ -8,9 +8,7 @@ that user's INBOX with IMAP APPEND, so a message sent through SMTP can be read b
 
 from __future__ import annotations
 
-import grp
 import os
-import pwd
 import shutil
 import socket
 import subprocess
@@ -24,6 +22,8 @@ from typing import Any
 
 from aiosmtpd.controller import Controller
 from imapclient import IMAPClient
+
+from meshclaw.demo_apps._mail import dovecot_accounts, dovecot_config
 
 DOVECOT = shutil.which("dovecot") or "/usr/sbin/dovecot"
 
@@ -49,15 +49,6 @@ def dovecot_available() -> bool:
     return Path(DOVECOT).exists()
 
 
-def _accounts() -> tuple[str, str, int, int]:
-    """(internal user, login user, uid, gid) dovecot's processes and mail run as."""
-    if os.geteuid() == 0:
-        user = pwd.getpwnam("dovecot")
-        return "dovecot", "dovenull", user.pw_uid, user.pw_gid
-    me = pwd.getpwuid(os.getuid())
-    return me.pw_name, me.pw_name, me.pw_uid, grp.getgrgid(os.getgid()).gr_gid
-
-
 @contextmanager
 def start_dovecot(
     username: str = "alice@acme.test", password: str = "wonderland"
@@ -66,7 +57,7 @@ def start_dovecot(
     # run as the dovecot user.
     root = Path(tempfile.mkdtemp(prefix="meshclaw-dovecot-"))
     root.chmod(0o755)
-    internal, login, uid, gid = _accounts()
+    _, _, uid, gid = dovecot_accounts()
     homes = root / "home"
     homes.mkdir()
     os.chown(homes, uid, gid)
@@ -74,52 +65,15 @@ def start_dovecot(
     port = free_port()
     config = root / "dovecot.conf"
     config.write_text(
-        f"""
-base_dir = {root}/run
-state_dir = {root}/state
-log_path = {root}/dovecot.log
-protocols = imap
-listen = 127.0.0.1
-ssl = no
-disable_plaintext_auth = no
-auth_mechanisms = plain login
-default_internal_user = {internal}
-default_internal_group = {grp.getgrgid(gid).gr_name}
-default_login_user = {login}
-first_valid_uid = {uid}
-first_valid_gid = {gid}
-passdb {{
-  driver = passwd-file
-  args = scheme=PLAIN username_format=%u {root}/passwd
-}}
-userdb {{
-  driver = static
-  args = uid={uid} gid={gid} home={homes}/%u
-}}
-mail_location = maildir:~/Maildir
-namespace inbox {{
-  inbox = yes
-  mailbox Sent {{
-    auto = create
-    special_use = \\Sent
-  }}
-  mailbox Archive {{
-    auto = create
-  }}
-}}
-service imap-login {{
-  inet_listener imap {{
-    address = 127.0.0.1
-    port = {port}
-  }}
-  inet_listener imaps {{
-    port = 0
-  }}
-}}
-service anvil {{
-  chroot =
-}}
-"""
+        dovecot_config(
+            base_dir=root / "run",
+            state_dir=root / "state",
+            log_path=root / "dovecot.log",
+            passwd=root / "passwd",
+            homes=homes,
+            port=port,
+            mailboxes=("Archive",),
+        )
     )
     (root / "state").mkdir()
     process = subprocess.Popen(

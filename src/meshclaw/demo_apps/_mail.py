@@ -62,13 +62,73 @@ def _reachable(folder: Path, uid: int, gid: int) -> bool:
     return True
 
 
-def _accounts() -> tuple[str, str, int, int]:
+def dovecot_accounts() -> tuple[str, str, int, int]:
     """(internal user, login user, uid, gid) dovecot's processes and mail run as."""
     if os.geteuid() == 0:
         user = pwd.getpwnam("dovecot")
         return "dovecot", "dovenull", user.pw_uid, user.pw_gid
     me = pwd.getpwuid(os.getuid())
     return me.pw_name, me.pw_name, me.pw_uid, grp.getgrgid(os.getgid()).gr_gid
+
+
+def dovecot_config(
+    *,
+    base_dir: Path,
+    state_dir: Path,
+    log_path: Path,
+    passwd: Path,
+    homes: Path,
+    port: int,
+    mailboxes: tuple[str, ...] = (),
+) -> str:
+    """A throwaway IMAP-only dovecot on 127.0.0.1:``port``: plain logins from a
+    passwd-file, maildirs under ``homes``, a Sent folder and ``mailboxes`` created on
+    first login. (Also what the tests' mail server runs.)"""
+    internal, login, uid, gid = dovecot_accounts()
+    extra = "".join(f"  mailbox {name} {{\n    auto = create\n  }}\n" for name in mailboxes)
+    return f"""
+base_dir = {base_dir}
+state_dir = {state_dir}
+log_path = {log_path}
+protocols = imap
+listen = 127.0.0.1
+ssl = no
+disable_plaintext_auth = no
+auth_mechanisms = plain login
+default_internal_user = {internal}
+default_internal_group = {grp.getgrgid(gid).gr_name}
+default_login_user = {login}
+first_valid_uid = {uid}
+first_valid_gid = {gid}
+passdb {{
+  driver = passwd-file
+  args = scheme=PLAIN username_format=%u {passwd}
+}}
+userdb {{
+  driver = static
+  args = uid={uid} gid={gid} home={homes}/%u
+}}
+mail_location = maildir:~/Maildir
+namespace inbox {{
+  inbox = yes
+  mailbox Sent {{
+    auto = create
+    special_use = \\Sent
+  }}
+{extra}}}
+service imap-login {{
+  inet_listener imap {{
+    address = 127.0.0.1
+    port = {port}
+  }}
+  inet_listener imaps {{
+    port = 0
+  }}
+}}
+service anvil {{
+  chroot =
+}}
+"""
 
 
 class _Deliver:
@@ -176,7 +236,7 @@ class MailApp:
             self._run_dir = None
 
     def _configure(self, port: int) -> Path:
-        internal, login, uid, gid = _accounts()
+        _, _, uid, gid = dovecot_accounts()
         self._folder.mkdir(parents=True, exist_ok=True)
         (self._folder / "state").mkdir(exist_ok=True)
         data = self._data = self._data_folder(uid, gid)
@@ -192,52 +252,15 @@ class MailApp:
         self._run_dir.chmod(0o755)
         config = self._folder / "dovecot.conf"
         config.write_text(
-            f"""
-base_dir = {self._run_dir}
-state_dir = {self._folder}/state
-log_path = {self._folder}/log
-protocols = imap
-listen = 127.0.0.1
-ssl = no
-disable_plaintext_auth = no
-auth_mechanisms = plain login
-default_internal_user = {internal}
-default_internal_group = {grp.getgrgid(gid).gr_name}
-default_login_user = {login}
-first_valid_uid = {uid}
-first_valid_gid = {gid}
-passdb {{
-  driver = passwd-file
-  args = scheme=PLAIN username_format=%u {passwd}
-}}
-userdb {{
-  driver = static
-  args = uid={uid} gid={gid} home={homes}/%u
-}}
-mail_location = maildir:~/Maildir
-namespace inbox {{
-  inbox = yes
-  mailbox Sent {{
-    auto = create
-    special_use = \\Sent
-  }}
-  mailbox Later {{
-    auto = create
-  }}
-}}
-service imap-login {{
-  inet_listener imap {{
-    address = 127.0.0.1
-    port = {port}
-  }}
-  inet_listener imaps {{
-    port = 0
-  }}
-}}
-service anvil {{
-  chroot =
-}}
-"""
+            dovecot_config(
+                base_dir=self._run_dir,
+                state_dir=self._folder / "state",
+                log_path=self._folder / "log",
+                passwd=passwd,
+                homes=homes,
+                port=port,
+                mailboxes=("Later",),
+            )
         )
         return config
 
