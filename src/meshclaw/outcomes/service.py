@@ -630,7 +630,7 @@ class OutcomeService:
             )  # fmt: skip
         outcome.verification = {**(outcome.verification or {}), FAILING: failing}
         tries: int = failing["tries"]
-        return now + min(RETRY_FIRST * 2 ** min(tries - 1, 16), RETRY_MAX)
+        return now + min(RETRY_FIRST * (1 << min(tries - 1, 16)), RETRY_MAX)
 
     def _note_recovery(
         self, session: Session, outcome: Outcome, now: datetime, result: str
