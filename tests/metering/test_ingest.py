@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import json
+import random
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import msgspec
+import pytest
 from google.protobuf.json_format import MessageToJson
 from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
 from opentelemetry.sdk.trace import TracerProvider
@@ -16,8 +19,15 @@ from prometheus_client import CollectorRegistry
 from typer.testing import CliRunner
 
 from meshclaw.cli.main import app
-from meshclaw.events import LlmCall, Run, ToolCall, read_events
-from meshclaw.metering.ingest import Defaults, ingest
+from meshclaw.events import EventWriter, LlmCall, Run, ToolCall, read_events
+from meshclaw.metering import ingest as ingest_module
+from meshclaw.metering.ingest import (
+    MAX_PROBLEMS,
+    Defaults,
+    IngestReport,
+    _litellm_events,
+    ingest,
+)
 from meshclaw.providers.scripted import ScriptedServer
 from meshclaw.telemetry import Telemetry
 from tests.conftest import World, agent_yaml
@@ -203,3 +213,192 @@ def test_ingest_cli(tmp_path: Path) -> None:
     assert json.loads(result.stdout)["skipped"] == 2
     bad = runner.invoke(app, ["ingest", str(source), "--format", "csv", "-o", str(dest)])
     assert bad.exit_code == 2
+
+
+def _mixed_spend_rows(count: int) -> list[str]:
+    """Spend-log lines of every shape the mapping meets, good and bad, in a fixed order."""
+    rng = random.Random(7)
+    times = [
+        ("2026-11-20T10:00:00.000000", "2026-11-20T10:00:01.250000"),
+        ("2026-11-20T10:00:00Z", "2026-11-20T10:00:02Z"),
+        ("2026-11-20T10:00:00+00:00", "2026-11-20T09:59:59+00:00"),  # ends before it starts
+        ("2026-11-20T12:00:00+02:00", "2026-11-20T12:00:03+02:00"),
+        ("2026-11-20T10:00:00", "2026-11-20T10:00:04Z"),  # one with a zone, one without
+        (1763632800.5, 1763632801),
+        ("2026-11-20 10:00:00.123", ""),
+        ("2026-11-20T10:00:00", None),
+        ("yesterday", "2026-11-20T10:00:01"),
+        ("2026-11-20T10:00:00", "later"),
+        ("", "2026-11-20T10:00:01"),
+    ]
+    metadata: list[Any] = [
+        {"user_api_key_org_id": "org-1"},
+        {"user_api_key_org_id": 42, "user_api_key_team_id": "t-meta"},
+        {"user_api_key_user_id": "meta-user", "user_api_key_alias": "alias-agent"},
+        json.dumps({"user_api_key_org_id": "org-text"}),
+        "not json",
+        {},
+        None,
+        {"user_api_key_org_id": ""},
+    ]
+    tags: list[Any] = [["agent-a"], [], None, json.dumps(["agent-text"]), "plain-tag", [7]]
+    tokens: list[Any] = [120, 0, -3, "45", "12.5", "x", None, 10**12]
+    spends: list[Any] = [0.00042, 0, 1.5e-07, "0.25", "abc", -0.1, None, "", 3]
+    users: list[Any] = ["ann@example.com", "", None, "unknown", "Zoë", 12345]
+
+    def pick(values: list[Any]) -> Any:
+        """The first value (a typical one) half the time, else any."""
+        return values[0] if rng.random() < 0.5 else rng.choice(values)
+
+    lines: list[str] = []
+    for i in range(count):
+        start, end = pick(times)
+        row: dict[str, Any] = {
+            "request_id": f"req-{i}" if rng.random() < 0.95 else "",
+            "spend": pick(spends),
+            "prompt_tokens": pick(tokens),
+            "completion_tokens": pick(tokens),
+            "startTime": start,
+            "endTime": end,
+            "model": pick(["gpt-4o-mini", "claude-x", "", None]),
+            "model_group": rng.choice([None, "group-m"]),
+            "custom_llm_provider": pick(["openai", None, ""]),
+            "user": pick(users),
+            "end_user": rng.choice([None, "end-user-1"]),
+            "team_id": pick(["team-1", None, ""]),
+            "organization_id": rng.choice([None, "org-col"]),
+            "session_id": rng.choice([f"sess-{i // 3}", None]),
+            "metadata": pick(metadata),
+            "request_tags": pick(tags),
+            "messages": [{"role": "user", "content": "hello\nthere"}],
+        }
+        row = {k: v for k, v in row.items() if v is not None or rng.random() < 0.5}
+        lines.append(json.dumps(row, ensure_ascii=rng.random() < 0.5))
+        if i % 97 == 5:
+            lines.append("")  # a blank line
+        if i % 89 == 7:
+            lines.append('{"request_id": "broken", ')  # not JSON
+        if i % 83 == 9:
+            lines.append('{"request_id": "a", "model": "m"} {"request_id": "b", "model": "m"}')
+        if i % 79 == 11:
+            lines.append('{"request_id": "t", "prompt_tokens": true}')  # wrong type
+        if i % 73 == 13:
+            lines.append("[1, 2]")
+    return lines
+
+
+def _decodes(line: str, kind: type) -> bool:
+    try:
+        msgspec.json.decode(line, type=kind)
+    except msgspec.MsgspecError:
+        return False
+    return True
+
+
+def _both_ways(
+    source: Path, tmp_path: Path, defaults: Defaults
+) -> tuple[tuple[bytes, IngestReport], tuple[bytes, IngestReport]]:
+    done = []
+    for fast in (True, False):
+        report, dest = IngestReport(), tmp_path / f"out-{fast}.jsonl"
+        with EventWriter(dest) as writer:
+            writer.write_all(_litellm_events(source, defaults, report, fast=fast))
+            report.events = writer.count
+        done.append((dest.read_bytes(), report))
+    return done[0], done[1]
+
+
+@pytest.mark.parametrize("chunk", [ingest_module.CHUNK, 1500])
+@pytest.mark.parametrize("layout", ["lines", "crlf", "lone-cr", "array", "array-decodable"])
+def test_litellm_fast_path_writes_what_the_plain_path_writes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, layout: str, chunk: int
+) -> None:
+    monkeypatch.setattr(ingest_module, "CHUNK", chunk)  # small: many chunk boundaries
+    lines = _mixed_spend_rows(1200)
+    source = tmp_path / "spend.jsonl"
+    if layout.startswith("array"):
+        rows = [line for line in lines if _decodes(line, dict)]
+        if layout == "array-decodable":  # then the whole array is decoded at once
+            rows = [line for line in rows if _decodes(line, ingest_module._SpendRow)]
+        source.write_text("[" + ",\n".join(rows) + "]")
+    else:
+        ending = {"lines": "\n", "crlf": "\r\n", "lone-cr": "\n"}[layout]
+        text = ending.join(lines) + ending
+        if layout == "lone-cr":  # splitlines breaks lines at a bare CR too
+            text = text.replace("\n", "\r", 3)
+            text += '{"request_id": "cr",\r"model": "m", "startTime": "2026-11-20T10:00:00"}\n'
+        source.write_text(text, newline="")
+    for defaults in (Defaults(), Defaults(org="acme", team="", pseudonymise=False)):
+        (fast_out, fast), (plain_out, plain) = _both_ways(source, tmp_path, defaults)
+        assert fast_out == plain_out
+        assert fast == plain
+        assert fast.events > 100 and fast.skipped > 100  # both kinds of row are there
+        assert len(fast.problems) == MAX_PROBLEMS
+    # And the positions are the file's: the first problem of a JSON Lines file is on the
+    # line it names.
+    if layout == "lines":
+        where = fast.problems[0].split(":")[0]
+        number = int(where.removeprefix("line "))
+        assert where.startswith("line ") and lines[number - 1]
+
+
+def test_litellm_all_valid_rows_map_by_the_fast_path(tmp_path: Path) -> None:
+    """A clean export, as big ones are: every row becomes an event, none is reported."""
+    source = tmp_path / "spend.jsonl"
+    with source.open("w") as out:
+        for i in range(5000):
+            row = {
+                "request_id": f"req-{i}",
+                "spend": 0.0001 * (i % 7),
+                "prompt_tokens": 100 + i % 50,
+                "completion_tokens": 20 + i % 9,
+                "startTime": f"2026-11-20T10:{i % 60:02d}:00.{i:06d}",
+                "endTime": "2026-11-20T11:00:01.250000",
+                "model": "gpt-4o-mini",
+                "user": f"user-{i % 50}",
+                "metadata": {"user_api_key_org_id": "org-1"},
+                "request_tags": [f"agent-{i % 4}"],
+            }
+            out.write(json.dumps(row) + "\n")
+    (fast_out, fast), (plain_out, plain) = _both_ways(source, tmp_path, Defaults())
+    assert fast_out == plain_out and fast == plain
+    assert (fast.records, fast.events, fast.skipped) == (5000, 5000, 0)
+    events, read = read_events(tmp_path / "out-True.jsonl")
+    assert len(events) == 5000 and not read.problems
+    assert events[1].ts.microsecond == 1 and events[0].ts.microsecond == 0
+
+
+@pytest.mark.parametrize(
+    "odd",
+    [
+        '{"request_id": "cr",\r"model": "m", "startTime": "2026-11-20T10:00:00"}',
+        '{"request_id": "two", "model": "m",\n"startTime": "2026-11-20T10:00:00"}',
+        '{"request_id": "two", "model": "m"\n"startTime": "2026-11-20T10:00:00"}',
+        '{"request_id": "a", "model": "m"} {"request_id": "b", "model": "m"}',
+        "",
+        "   ",
+        '{"request_id": "a", "model": "m"}{"request_id": "b", "model": "m"}',
+    ],
+)
+def test_litellm_fast_path_keeps_line_numbers_around_odd_lines(tmp_path: Path, odd: str) -> None:
+    """Lines that a batch decode would read differently from line-by-line decoding (a
+    value split by a bare CR or a newline, two values on one line, blank lines) among
+    good rows: the same events and the same positions either way."""
+    good = [
+        json.dumps(
+            {
+                "request_id": f"req-{i}",
+                "model": "m",
+                "startTime": "2026-11-20T10:00:00",
+                "prompt_tokens": 1,
+                "completion_tokens": 2,
+            }
+        )
+        for i in range(6)
+    ]
+    source = tmp_path / "spend.jsonl"
+    source.write_text("\n".join([*good[:3], odd, *good[3:]]) + "\n", newline="")
+    (fast_out, fast), (plain_out, plain) = _both_ways(source, tmp_path, Defaults())
+    assert fast_out == plain_out and fast == plain
+    assert fast.events >= 6
+    assert all(p.startswith(("line 4:", "line 5:")) for p in fast.problems), fast.problems

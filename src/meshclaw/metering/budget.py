@@ -106,8 +106,10 @@ class RunBudgetGuard:
             raise BudgetExceeded(
                 f"run used {totals.tokens} tokens, cap is {budget.max_tokens_per_run}"
             )
+        if budget.max_cost_usd_per_run is None:
+            return
         spent = from_nano(totals.cost_nano_usd)
-        if budget.max_cost_usd_per_run is not None and spent >= budget.max_cost_usd_per_run:
+        if spent >= budget.max_cost_usd_per_run:
             raise BudgetExceeded(
                 f"run spent ${spent.normalize()}, cap is ${budget.max_cost_usd_per_run}"
             )

@@ -22,9 +22,10 @@ import hashlib
 import json
 import time
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any, Literal, cast
+from typing import Any, Literal, NamedTuple, cast
 
 from sqlalchemy import Table, and_, bindparam, case, event, func, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
@@ -48,7 +49,7 @@ from meshclaw.notify.outbox import budget_watchers, enqueue
 from meshclaw.providers._estimate import estimate_usage
 from meshclaw.providers.base import ModelRequest, ToolCall, Usage
 from meshclaw.spec.models import AgentSpec
-from meshclaw.store.db import Database
+from meshclaw.store.db import Database, Prepared
 from meshclaw.store.models import UsageRecord
 
 Period = Literal["minute", "hour", "day", "week", "month"]
@@ -156,30 +157,43 @@ def spent_in_window(
 
 
 _C = cast(Table, BudgetCounter.__table__)
-"""Counters are updated with Core statements: no ORM bookkeeping on the hot path."""
 BUDGET_CACHE_SECONDS = 2.0
 """How long a process reuses the list of budgets that apply to a caller. Changes made
 through this platform apply at once; changes made by another process within this time."""
 
 
-# Statements are built once with bind parameters: building SQLAlchemy expressions per
-# call costs more than running them on SQLite.
-_P_ID, _P_AMOUNT, _P_CAP, _P_ACTUAL = "p_id", "p_amount", "p_cap", "p_actual"
+# The counter writes of every model call, compiled once per dialect and run on the driver
+# (``store.db.Prepared``): building, re-keying and binding a SQLAlchemy statement per call
+# costs several times the write itself on SQLite.
+_P_ID, _P_AMOUNT, _P_CAP, _P_ACTUAL, _P_SOFT = "p_id", "p_amount", "p_cap", "p_actual", "p_soft"
 
-_RESERVE_ONE = (
+_RESERVE_ONE = Prepared(
     update(_C)
     .where(_C.c.id == bindparam(_P_ID), _C.c.spent + _C.c.reserved < bindparam(_P_CAP))
-    .values(reserved=_C.c.reserved + bindparam(_P_AMOUNT))
+    .values(reserved=_C.c.reserved + bindparam(_P_AMOUNT)),
+    (_P_ID, _P_AMOUNT, _P_CAP),
 )
-_SETTLE_ONE = (
+_SETTLE_ONE = Prepared(
     update(_C)
     .where(_C.c.id == bindparam(_P_ID))
-    .values(reserved=_C.c.reserved - bindparam(_P_AMOUNT), spent=_C.c.spent + bindparam(_P_ACTUAL))
+    .values(reserved=_C.c.reserved - bindparam(_P_AMOUNT), spent=_C.c.spent + bindparam(_P_ACTUAL)),
+    (_P_ID, _P_AMOUNT, _P_ACTUAL),
 )
-_RELEASE_ONE = (
+_RELEASE_ONE = Prepared(
     update(_C)
     .where(_C.c.id == bindparam(_P_ID))
-    .values(reserved=_C.c.reserved - bindparam(_P_AMOUNT))
+    .values(reserved=_C.c.reserved - bindparam(_P_AMOUNT)),
+    (_P_ID, _P_AMOUNT),
+)
+_SOFT_CROSSED = Prepared(
+    update(_C)
+    .where(
+        _C.c.id == bindparam(_P_ID),
+        _C.c.soft_alerted.is_(False),
+        _C.c.spent >= bindparam(_P_SOFT),
+    )
+    .values(soft_alerted=True),
+    (_P_ID, _P_SOFT),
 )
 
 
@@ -188,20 +202,25 @@ def _by_id(n: int, name: str) -> Any:
     return case(*((_C.c.id == bindparam(f"{_P_ID}{i}"), bindparam(f"{name}{i}")) for i in range(n)))
 
 
+def _keys(n: int, *names: str) -> list[str]:
+    return [f"{name}{i}" for i in range(n) for name in names]
+
+
 @functools.lru_cache(maxsize=32)
-def _reserve_many(n: int) -> Any:
+def _reserve_many(n: int) -> Prepared:
     ids: list[Any] = [bindparam(f"{_P_ID}{i}") for i in range(n)]
-    return (
+    statement = (
         update(_C)
         .where(_C.c.id.in_(ids), _C.c.spent + _C.c.reserved < _by_id(n, _P_CAP))
         .values(reserved=_C.c.reserved + _by_id(n, _P_AMOUNT))
     )
+    return Prepared(statement, _keys(n, _P_ID, _P_AMOUNT, _P_CAP))
 
 
 @functools.lru_cache(maxsize=32)
-def _settle_many(n: int) -> Any:
+def _settle_many(n: int) -> Prepared:
     ids: list[Any] = [bindparam(f"{_P_ID}{i}") for i in range(n)]
-    return (
+    statement = (
         update(_C)
         .where(_C.c.id.in_(ids))
         .values(
@@ -209,6 +228,13 @@ def _settle_many(n: int) -> Any:
             spent=_C.c.spent + _by_id(n, _P_ACTUAL),
         )
     )
+    return Prepared(statement, _keys(n, _P_ID, _P_AMOUNT, _P_ACTUAL))
+
+
+@functools.lru_cache(maxsize=32)
+def _names(n: int, second: str, third: str) -> tuple[tuple[str, str, str], ...]:
+    """Parameter names of counter ``i`` in the ``_many`` statements."""
+    return tuple((f"{_P_ID}{i}", f"{second}{i}", f"{third}{i}") for i in range(n))
 
 
 _SETTLING = "meshclaw.metering.settling"
@@ -239,16 +265,48 @@ class _BudgetRow:
 
 
 @dataclass(frozen=True, kw_only=True)
-class _Hold:
+class _Slot:
+    """One budget's counter in its current window: everything a hold needs but the
+    amount, worked out once per window instead of on every call."""
+
     counter_id: str
     budget_id: str
     scope: str
     scope_id: str
     metric: str
     period: str
-    amount: int
+    cap: int
+    """The hard cap, or ``NO_CAP``."""
     soft_cap: int | None
     window: datetime
+
+
+class _Hold(NamedTuple):
+    """What one call holds on one counter."""
+
+    slot: _Slot
+    amount: int
+
+
+@dataclass(frozen=True, kw_only=True)
+class _Plan:
+    """The budgets that apply to one caller and their counters for the current windows."""
+
+    expires: float
+    """``time.monotonic()`` after which the budget list is read again."""
+    budgets: tuple[_BudgetRow, ...]
+    slots: tuple[_Slot, ...]
+    """Sorted by counter id: the lock order. Every counter exists in the store."""
+    since: datetime
+    until: datetime
+    """Every slot's window contains ``[since, until)``; outside it the windows changed."""
+
+    def current(self, now: datetime) -> bool:
+        return self.since <= now < self.until
+
+
+class _Stale(Exception):
+    """A counter the plan relies on is gone (its budget was deleted by another process)."""
 
 
 def _amount(metric: str, estimate_nano: int, estimate_tokens: int) -> int:
@@ -262,6 +320,22 @@ def _amount(metric: str, estimate_nano: int, estimate_tokens: int) -> int:
 def _counter_id(budget_id: str, window: datetime) -> str:
     digest = hashlib.sha256(f"{budget_id}|{window.isoformat()}".encode()).hexdigest()
     return f"bct_{digest[:32]}"
+
+
+def window_end(period: str, start: datetime) -> datetime:
+    """The start of the window after the one of ``period`` that starts at ``start``."""
+    if period == "minute":
+        return start + timedelta(minutes=1)
+    if period == "hour":
+        return start + timedelta(hours=1)
+    if period == "week":
+        return start + timedelta(days=7)
+    if period == "month":
+        return (start.replace(day=28) + timedelta(days=4)).replace(day=1)
+    return start + timedelta(days=1)
+
+
+_ScopeKey = tuple[str, str | None, str, str]
 
 
 class LimitGuard:
@@ -280,13 +354,23 @@ class LimitGuard:
         self._run_caps = RunBudgetGuard()
         self._max_identical = max_identical_calls
         self._clock = clock
-        self._cache: dict[tuple[str, str | None, str, str], tuple[float, list[_BudgetRow]]] = {}
+        self._plans: dict[_ScopeKey, _Plan] = {}
         self._one_statement = db.engine.dialect.name == "sqlite"
         """SQLite: reserve and settle every counter with one statement each. PostgreSQL:
         one statement per counter, in a fixed order (row locks without deadlocks)."""
+        self._run: Callable[[Prepared, Connection, dict[str, Any]], int] = (
+            Prepared.run if self._one_statement else Prepared.execute
+        )
+        """SQLite: the counter writes go straight to the driver (``Prepared.run``)."""
+        self._begin: Callable[[], AbstractContextManager[Connection]] = (
+            db.kept_connections().begin if self._one_statement else db.engine.begin
+        )
+        """The guard's own transactions (reserve, release): on SQLite on a kept connection
+        (a pool check-out costs more than the reservation); on PostgreSQL from the pool,
+        whose pre-ping keeps a connection the server dropped from failing a call."""
         self._known: set[str] = set()
-        """Counter rows known to exist (skips a lookup per call; rows are never deleted
-        while their budget exists)."""
+        """Counter rows known to exist (skips a lookup when a plan is made; rows are never
+        deleted while their budget exists)."""
         self._insert = pg_insert if db.engine.dialect.name == "postgresql" else sqlite_insert
 
     # -- reserve ------------------------------------------------------------------------
@@ -296,73 +380,71 @@ class LimitGuard:
         self._breaker(call, totals)
         if call.kind != "model":
             return Reservation(call=call)
-        if self._cached(call.scope) == []:
+        scope = call.scope
+        key = (scope.org_id, scope.team_id, scope.user_id, scope.agent_id)
+        plan = self._plans.get(key)
+        if plan is not None and plan.expires <= time.monotonic():
+            plan = None
+        if plan is not None and not plan.budgets:
             return Reservation(call=call)  # the common case: nothing to check, no I/O
-        # Core statements on a plain connection: this runs before every model call.
-        with self._db.engine.begin() as conn:
-            budgets = self._budgets(conn, call.scope)
-            if not budgets:
-                return Reservation(call=call)
-            now = self._clock()
-            estimate_nano, estimate_tokens = call.estimates()
-            holds: list[_Hold] = []
-            for budget in budgets:
-                window = window_start(budget.period, now)
-                hold = _Hold(
-                    counter_id=_counter_id(budget.id, window),
-                    budget_id=budget.id,
-                    scope=budget.scope,
-                    scope_id=budget.scope_id,
-                    metric=budget.metric,
-                    period=budget.period,
-                    amount=_amount(budget.metric, estimate_nano, estimate_tokens),
-                    soft_cap=budget.soft_cap,
-                    window=window,
-                )
-                holds.append(hold)
-            # A fixed lock order across transactions: no deadlocks between racing runs.
-            holds.sort(key=lambda h: h.counter_id)
-            for hold in holds:
-                self._ensure_counter(conn, hold)
-            by_id = {b.id: b for b in budgets}
-            if self._one_statement and len(holds) > 1:
-                self._reserve_at_once(conn, holds, by_id)
-                return Reservation(call=call, holds=list(holds))
-            for hold in holds:
-                cap = by_id[hold.budget_id].hard_cap
-                params = {
-                    _P_ID: hold.counter_id,
-                    _P_AMOUNT: hold.amount,
-                    _P_CAP: NO_CAP if cap is None else cap,
-                }
-                if conn.execute(_RESERVE_ONE, params).rowcount == 0:
-                    assert cap is not None
-                    raise self._refusal(conn, hold, cap)
+        try:
+            return self._reserve(call, key, plan)
+        except _Stale:
+            self._drop(key)
+        try:  # once more, with the budgets read again
+            return self._reserve(call, key, None)
+        except _Stale:
+            self._drop(key)
+            raise BudgetExceeded("budget counters changed while reserving; try again") from None
+
+    def _reserve(self, call: PlannedCall, key: _ScopeKey, plan: _Plan | None) -> Reservation:
+        # Prepared statements on a plain connection: this runs before every model call.
+        made = False
+        try:
+            with self._begin() as conn:
+                now = self._clock()
+                if plan is None or not plan.current(now):
+                    plan, made = self._plan(conn, key, call.scope, now, plan), True
+                if not plan.slots:
+                    return Reservation(call=call)
+                estimate_nano, estimate_tokens = call.estimates()
+                holds = [
+                    _Hold(slot, _amount(slot.metric, estimate_nano, estimate_tokens))
+                    for slot in plan.slots
+                ]
+                if self._one_statement and len(holds) > 1:
+                    self._reserve_at_once(conn, holds)
+                else:
+                    for hold in holds:
+                        params = {
+                            _P_ID: hold.slot.counter_id,
+                            _P_AMOUNT: hold.amount,
+                            _P_CAP: hold.slot.cap,
+                        }
+                        if not self._run(_RESERVE_ONE, conn, params):
+                            raise self._refusal(conn, hold.slot) or _Stale()
+        except BaseException:
+            if made:  # the counters this transaction created are gone again
+                self._drop(key)
+            raise
         return Reservation(call=call, holds=list(holds))
 
-    def _reserve_at_once(
-        self, conn: Connection, holds: list[_Hold], by_id: dict[str, _BudgetRow]
-    ) -> None:
+    def _reserve_at_once(self, conn: Connection, holds: list[_Hold]) -> None:
         """SQLite: one statement for every counter (the database has one writer at a
         time, so there is no lock order to keep); any counter at its cap refuses."""
-        caps = {h.counter_id: by_id[h.budget_id].hard_cap for h in holds}
         params: dict[str, Any] = {}
-        for i, hold in enumerate(holds):
-            cap = caps[hold.counter_id]
-            params[f"{_P_ID}{i}"] = hold.counter_id
-            params[f"{_P_AMOUNT}{i}"] = hold.amount
-            params[f"{_P_CAP}{i}"] = NO_CAP if cap is None else cap
-        done = conn.execute(_reserve_many(len(holds)), params)
-        if done.rowcount == len(holds):
+        for (p_id, p_amount, p_cap), (slot, amount) in zip(
+            _names(len(holds), _P_AMOUNT, _P_CAP), holds, strict=True
+        ):
+            params[p_id] = slot.counter_id
+            params[p_amount] = amount
+            params[p_cap] = slot.cap
+        if self._run(_reserve_many(len(holds)), conn, params) == len(holds):
             return
         for hold in holds:  # find the one at its cap; raising rolls everything back
-            cap = caps[hold.counter_id]
-            spent = conn.execute(
-                select(_C.c.spent + _C.c.reserved).where(_C.c.id == hold.counter_id)
-            ).scalar_one()
-            if cap is not None and spent >= cap:
-                raise self._refusal(conn, hold, cap)
-        raise BudgetExceeded("budget counters changed while reserving; try again")
+            if refusal := self._refusal(conn, hold.slot):
+                raise refusal
+        raise _Stale()
 
     def _breaker(self, call: PlannedCall, totals: RunTotals) -> None:
         seen = totals.fingerprints.get(call.fingerprint, 0)
@@ -375,20 +457,60 @@ class LimitGuard:
 
     def forget(self) -> None:
         """Budgets changed: drop the cached lists."""
-        self._cache.clear()
+        self._plans.clear()
 
-    def _cached(self, scope: BudgetScope) -> list[_BudgetRow] | None:
-        key = (scope.org_id, scope.team_id, scope.user_id, scope.agent_id)
-        cached = self._cache.get(key)
-        if cached is not None and cached[0] > time.monotonic():
-            return cached[1]
-        return None
+    def _drop(self, key: _ScopeKey) -> None:
+        plan = self._plans.pop(key, None)
+        if plan is not None:
+            self._known.difference_update(s.counter_id for s in plan.slots)
 
-    def _budgets(self, conn: Connection, scope: BudgetScope) -> list[_BudgetRow]:
-        if (cached := self._cached(scope)) is not None:
-            return cached
-        key = (scope.org_id, scope.team_id, scope.user_id, scope.agent_id)
-        now = time.monotonic()
+    def _plan(
+        self,
+        conn: Connection,
+        key: _ScopeKey,
+        scope: BudgetScope,
+        now: datetime,
+        old: _Plan | None,
+    ) -> _Plan:
+        """The budgets of ``scope`` (cached for ``BUDGET_CACHE_SECONDS``) and their
+        counters for the windows containing ``now``, created where missing."""
+        if old is not None:
+            budgets, expires = old.budgets, old.expires
+        else:
+            budgets, expires = self._budgets(conn, scope), time.monotonic() + BUDGET_CACHE_SECONDS
+        slots: list[_Slot] = []
+        since, until = now, now + timedelta(days=366)
+        for budget in budgets:
+            window = window_start(budget.period, now)
+            since, until = max(since, window), min(until, window_end(budget.period, window))
+            slot = _Slot(
+                counter_id=_counter_id(budget.id, window),
+                budget_id=budget.id,
+                scope=budget.scope,
+                scope_id=budget.scope_id,
+                metric=budget.metric,
+                period=budget.period,
+                cap=NO_CAP if budget.hard_cap is None else budget.hard_cap,
+                soft_cap=budget.soft_cap,
+                window=window,
+            )
+            self._ensure_counter(conn, slot)
+            slots.append(slot)
+        # A fixed lock order across transactions: no deadlocks between racing runs.
+        slots.sort(key=lambda s: s.counter_id)
+        plan = _Plan(
+            expires=expires,
+            budgets=budgets,
+            slots=tuple(slots),
+            since=since,
+            until=until,
+        )
+        if len(self._plans) > 10_000:
+            self._plans.clear()
+        self._plans[key] = plan
+        return plan
+
+    def _budgets(self, conn: Connection, scope: BudgetScope) -> tuple[_BudgetRow, ...]:
         mine = [
             Budget.scope == "org",
             and_(Budget.scope == "user", Budget.scope_id == scope.user_id),
@@ -405,7 +527,7 @@ class LimitGuard:
             Budget.hard_cap,
             Budget.soft_cap,
         ).where(Budget.org_id == scope.org_id, or_(*mine))
-        rows = [
+        return tuple(
             _BudgetRow(
                 id=b.id,
                 scope=b.scope,
@@ -416,23 +538,19 @@ class LimitGuard:
                 soft_cap=b.soft_cap,
             )
             for b in conn.execute(query)
-        ]
-        if len(self._cache) > 10_000:
-            self._cache.clear()
-        self._cache[key] = (now + BUDGET_CACHE_SECONDS, rows)
-        return rows
+        )
 
-    def _ensure_counter(self, conn: Connection, hold: _Hold) -> None:
+    def _ensure_counter(self, conn: Connection, slot: _Slot) -> None:
         """Create the window's counter on first use, starting from the usage already
         recorded in the window (a budget set mid-month counts the month so far)."""
-        if hold.counter_id in self._known:
+        if slot.counter_id in self._known:
             return
-        if conn.execute(select(_C.c.id).where(_C.c.id == hold.counter_id)).first() is None:
+        if conn.execute(select(_C.c.id).where(_C.c.id == slot.counter_id)).first() is None:
             values = {
-                "id": hold.counter_id,
-                "budget_id": hold.budget_id,
-                "window_start": hold.window,
-                "spent": spent_in_window(conn, hold.scope, hold.scope_id, hold.metric, hold.window),
+                "id": slot.counter_id,
+                "budget_id": slot.budget_id,
+                "window_start": slot.window,
+                "spent": spent_in_window(conn, slot.scope, slot.scope_id, slot.metric, slot.window),
                 "reserved": 0,
                 "soft_alerted": False,
             }
@@ -440,15 +558,20 @@ class LimitGuard:
             conn.execute(statement)
         if len(self._known) > 100_000:
             self._known.clear()
-        self._known.add(hold.counter_id)
+        self._known.add(slot.counter_id)
 
     @staticmethod
-    def _refusal(conn: Connection, hold: _Hold, cap: int) -> BudgetExceeded:
-        spent = conn.scalar(select(_C.c.spent).where(_C.c.id == hold.counter_id)) or 0
+    def _refusal(conn: Connection, slot: _Slot) -> BudgetExceeded | None:
+        """Why a reservation on ``slot`` failed: its hard cap (None: the counter is gone)."""
+        row = conn.execute(
+            select(_C.c.spent, _C.c.reserved).where(_C.c.id == slot.counter_id)
+        ).first()
+        if row is None or slot.cap == NO_CAP or row.spent + row.reserved < slot.cap:
+            return None
         return BudgetExceeded(
-            f"{hold.scope} budget: the {ADJECTIVES[hold.period]} {hold.metric} hard cap "
-            f"{format_amount(hold.metric, cap)} is reached "
-            f"({format_amount(hold.metric, spent)} since {hold.window:%Y-%m-%d %H:%M} UTC)"
+            f"{slot.scope} budget: the {ADJECTIVES[slot.period]} {slot.metric} hard cap "
+            f"{format_amount(slot.metric, slot.cap)} is reached "
+            f"({format_amount(slot.metric, row.spent)} since {slot.window:%Y-%m-%d %H:%M} UTC)"
         )
 
     # -- settle / release ---------------------------------------------------------------
@@ -460,82 +583,73 @@ class LimitGuard:
             return
         reservation.done = True
         holds: list[_Hold] = reservation.holds
-        if holds:
-            self._release_if_rolled_back(session, reservation)
-        actuals = {
-            h.counter_id: {"cost": cost_nano_usd, "tokens": tokens}.get(h.metric, 1) for h in holds
-        }
-        at_once = self._one_statement and len(holds) > 1
-        if at_once:
+        if not holds:
+            return
+        self._release_if_rolled_back(session, reservation)
+        conn = session.connection()
+        if self._one_statement and len(holds) > 1:
             params: dict[str, Any] = {}
-            for i, hold in enumerate(holds):
-                params[f"{_P_ID}{i}"] = hold.counter_id
-                params[f"{_P_AMOUNT}{i}"] = hold.amount
-                params[f"{_P_ACTUAL}{i}"] = actuals[hold.counter_id]
-            session.execute(_settle_many(len(holds)), params)
-        for hold in holds:
-            if not at_once:
-                session.execute(
+            for (p_id, p_amount, p_actual), (slot, amount) in zip(
+                _names(len(holds), _P_AMOUNT, _P_ACTUAL), holds, strict=True
+            ):
+                params[p_id] = slot.counter_id
+                params[p_amount] = amount
+                params[p_actual] = _amount(slot.metric, cost_nano_usd, tokens)
+            self._run(_settle_many(len(holds)), conn, params)
+        else:
+            for slot, amount in holds:
+                self._run(
                     _SETTLE_ONE,
+                    conn,
                     {
-                        _P_ID: hold.counter_id,
-                        _P_AMOUNT: hold.amount,
-                        _P_ACTUAL: actuals[hold.counter_id],
+                        _P_ID: slot.counter_id,
+                        _P_AMOUNT: amount,
+                        _P_ACTUAL: _amount(slot.metric, cost_nano_usd, tokens),
                     },
                 )
-            if hold.soft_cap is not None:
-                self._check_soft_cap(session, reservation.call.scope, hold)
+        for slot, _ in holds:
+            if slot.soft_cap is not None and self._run(
+                _SOFT_CROSSED, conn, {_P_ID: slot.counter_id, _P_SOFT: slot.soft_cap}
+            ):
+                self._soft_alert(session, reservation.call.scope, slot)
 
     def _release_if_rolled_back(self, session: Session, reservation: Reservation) -> None:
         """If the settling transaction does not commit, the estimate reserved earlier
         (committed on its own) is given back instead of staying held all window."""
         session.info.setdefault(_SETTLING, []).append((self, reservation))
 
-    def _check_soft_cap(self, session: Session, scope: BudgetScope, hold: _Hold) -> None:
-        crossed = session.execute(
-            update(_C)
-            .where(
-                _C.c.id == hold.counter_id,
-                _C.c.soft_alerted.is_(False),
-                _C.c.spent >= hold.soft_cap,
-            )
-            .values(soft_alerted=True)
-        )
-        if crossed.rowcount:  # type: ignore[attr-defined]
-            self._soft_alert(session, scope, hold)
-
-    def _soft_alert(self, session: Session, scope: BudgetScope, hold: _Hold) -> None:
-        assert hold.soft_cap is not None
+    def _soft_alert(self, session: Session, scope: BudgetScope, slot: _Slot) -> None:
+        assert slot.soft_cap is not None
         self._audit.append(
             session,
             AuditRecord(
                 action="budget.soft_cap",
-                resource=f"budget:{hold.budget_id}",
+                resource=f"budget:{slot.budget_id}",
                 outcome="alert",
                 org_id=scope.org_id,
                 actor_user_id=scope.user_id,
                 actor_agent_id=scope.agent_id,
                 details={
-                    "scope": hold.scope,
-                    "scope_id": hold.scope_id,
-                    "metric": hold.metric,
-                    "period": hold.period,
-                    "window_start": hold.window.isoformat(),
-                    "soft_cap": format_amount(hold.metric, hold.soft_cap),
+                    "scope": slot.scope,
+                    "scope_id": slot.scope_id,
+                    "metric": slot.metric,
+                    "period": slot.period,
+                    "window_start": slot.window.isoformat(),
+                    "soft_cap": format_amount(slot.metric, slot.soft_cap),
                     "run_id": scope.run_id,
                 },
             ),
         )
-        cap = format_amount(hold.metric, hold.soft_cap)
+        cap = format_amount(slot.metric, slot.soft_cap)
         enqueue(
             session, org_id=scope.org_id, kind="budget.soft_cap",
-            resource=f"budget:{hold.budget_id}",
-            recipients=budget_watchers(session, scope.org_id, hold.scope, hold.scope_id),
-            subject=f"Soft cap reached: {hold.scope} {hold.metric} budget ({hold.period})",
+            resource=f"budget:{slot.budget_id}",
+            recipients=budget_watchers(session, scope.org_id, slot.scope, slot.scope_id),
+            subject=f"Soft cap reached: {slot.scope} {slot.metric} budget ({slot.period})",
             body=(
-                f"The {hold.period} {hold.metric} budget of {hold.scope} {hold.scope_id} "
+                f"The {slot.period} {slot.metric} budget of {slot.scope} {slot.scope_id} "
                 f"passed its soft cap of {cap} in the window starting "
-                f"{hold.window:%Y-%m-%d %H:%M} UTC (run {scope.run_id}). Calls continue "
+                f"{slot.window:%Y-%m-%d %H:%M} UTC (run {scope.run_id}). Calls continue "
                 "until the hard cap, if any."
             ),
         )  # fmt: skip
@@ -546,7 +660,6 @@ class LimitGuard:
         reservation.done = True
         if not reservation.holds:
             return
-        with self._db.engine.begin() as conn:
-            for hold in reservation.holds:
-                assert isinstance(hold, _Hold)
-                conn.execute(_RELEASE_ONE, {_P_ID: hold.counter_id, _P_AMOUNT: hold.amount})
+        with self._begin() as conn:
+            for slot, amount in reservation.holds:
+                self._run(_RELEASE_ONE, conn, {_P_ID: slot.counter_id, _P_AMOUNT: amount})

@@ -14,6 +14,7 @@ from __future__ import annotations
 import fnmatch
 from datetime import UTC, date, datetime
 from decimal import ROUND_HALF_EVEN, Decimal
+from functools import cached_property
 from importlib import resources
 from io import StringIO
 from pathlib import Path
@@ -27,6 +28,8 @@ from meshclaw.providers.base import Usage
 
 MILLION = Decimal(1_000_000)
 NANO = Decimal("1e-9")
+LOOKUP_CACHE = 4096
+"""Price look-ups remembered per table (provider, model and UTC day)."""
 
 
 class ModelPrice(BaseModel):
@@ -57,10 +60,30 @@ class PriceTable(BaseModel):
     version: str
     prices: list[ModelPrice]
 
+    @cached_property
+    def lookups(self) -> dict[tuple[str, str, date], ModelPrice | None]:
+        """Look-ups already made, by provider, model and UTC day (not a field: every
+        model call is estimated and priced here, and the table never changes)."""
+        return {}
+
     def lookup(self, provider: str, model: str, at: datetime | None = None) -> ModelPrice | None:
         """The price in force at ``at`` (default now): an exact model name beats a glob,
         the first matching glob beats later ones, the latest ``effective_from`` wins."""
-        day = (at or datetime.now(UTC)).astimezone(UTC).date()
+        when = datetime.now(UTC) if at is None else at
+        day = (when if when.tzinfo is UTC else when.astimezone(UTC)).date()
+        key = (provider, model, day)
+        lookups = self.lookups
+        try:
+            return lookups[key]
+        except KeyError:
+            pass
+        found = self._lookup(provider, model, day)
+        if len(lookups) >= LOOKUP_CACHE:
+            lookups.clear()
+        lookups[key] = found
+        return found
+
+    def _lookup(self, provider: str, model: str, day: date) -> ModelPrice | None:
         candidates = [p for p in self.prices if p.provider == provider and p.in_force(day)]
         exact = [p for p in candidates if p.model == model]
         if exact:
@@ -92,8 +115,12 @@ class PriceTable(BaseModel):
         return total / MILLION
 
 
+_ONE = Decimal(1)
+
+
 def to_nano(usd: Decimal) -> int:
-    return int((usd / NANO).quantize(Decimal(1), rounding=ROUND_HALF_EVEN))
+    # scaleb(9) is usd / 1e-9 (the same rounding to the context), without a division.
+    return int(usd.scaleb(9).quantize(_ONE, rounding=ROUND_HALF_EVEN))
 
 
 def from_nano(nano: int) -> Decimal:
