@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint typecheck bench install clean
+.PHONY: run test lint typecheck bench bench-quick install clean
 
 $(STAMP): requirements.lock pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -34,10 +34,20 @@ typecheck: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/overhead.py --write docs/benchmarks.md
+	$(BIN)/python benchmarks/policy_bench.py --write docs/benchmarks.md
 	$(BIN)/python benchmarks/audit_bench.py --write docs/benchmarks.md
+	$(BIN)/python benchmarks/metering_bench.py --write docs/benchmarks.md
+	$(BIN)/python benchmarks/analytics_bench.py --write docs/benchmarks.md
 	$(BIN)/python benchmarks/api_bench.py --write docs/benchmarks.md
 	$(BIN)/python benchmarks/scale_bench.py --write docs/benchmarks.md
+	$(BIN)/python benchmarks/integrity_quality.py --write docs/integrity.md
+	$(BIN)/python benchmarks/integrity_speed.py --write docs/integrity.md
 	$(BIN)/python benchmarks/agentdojo_replay.py --write docs/security.md
+
+bench-quick: $(STAMP)
+	$(BIN)/python benchmarks/overhead.py --quick
+	$(BIN)/python benchmarks/policy_bench.py --quick
+	$(BIN)/python benchmarks/agentdojo_replay.py --direct
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache
