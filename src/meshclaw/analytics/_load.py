@@ -1,8 +1,10 @@
 """Load an event history for analytics, through a columnar cache.
 
-The JSON Lines file is read once with ``events.load_frame`` (the event format's own
-reader: validation, line numbers of skipped lines, duplicate ids) and reduced to the
-three small tables the analytics need (``Tables``):
+The JSON Lines file is read once with ``events.map_frames`` (the event format's own
+reader: validation, line numbers of skipped lines, duplicate ids), projected to the
+columns the analytics use, and reduced block by block, on the reading threads, to the
+three small tables the analytics need (``Tables``), so the first read holds one block
+of the file at a time:
 
 - ``outcomes``: one row per outcome event;
 - ``feedback``: one row per feedback event;
@@ -24,12 +26,19 @@ import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import polars as pl
 
-from meshclaw.events import LineProblem, ReadReport, load_frame
+from meshclaw.events import (
+    BLOCK_BYTES,
+    LineProblem,
+    ReadReport,
+    map_frames,
+    report_duplicates,
+)
 
 CACHE_VERSION = 3
 """Bump when the cached tables or their meaning change."""
@@ -88,6 +97,58 @@ def tables_from_frame(frame: pl.DataFrame | pl.LazyFrame) -> Tables:
             pl.col("cost_usd").filter(is_call).sum().alias("cost_usd"),
             (is_call & pl.col("cost_usd").is_null()).sum().alias("calls_without_cost"),
         ),
+    )
+
+
+READ_COLUMNS = (
+    "line", "kind", "id", "ts", "team", "user", "agent", "run", "type", "ref",
+    "beneficiary", "verified", "value", "outcome", "by", "verdict", "cost_usd",
+)  # fmt: skip
+"""What ``tables_from_frame`` reads of each event (the reader validates every field)."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class _Part:
+    """One block reduced: its outcomes, feedback and hourly activity, and its ids."""
+
+    outcomes: pl.DataFrame
+    feedback: pl.DataFrame
+    activity: pl.DataFrame
+    ids: pl.DataFrame
+
+
+def _reduce(block: pl.DataFrame, drop: pl.Series | None = None) -> _Part:
+    if drop is not None:
+        block = block.filter(~pl.col("line").is_in(drop.implode()))
+    tables = tables_from_frame(block)
+    outcomes, feedback, activity = pl.collect_all(
+        [tables.outcomes, tables.feedback, tables.activity]
+    )
+    return _Part(
+        outcomes=outcomes, feedback=feedback, activity=activity, ids=block.select("id", "line")
+    )
+
+
+def _combine(parts: list[_Part]) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame]:
+    """The blocks' tables as one: activity of an hour split across blocks is summed."""
+    activity = pl.concat([p.activity for p in parts])
+    if len(parts) > 1:
+        activity = (
+            activity.group_by("team", "user", "hour")
+            .agg(
+                pl.col("events").sum(),
+                pl.col("first_ts").min(),
+                pl.col("last_ts").max(),
+                pl.col("llm_calls").sum(),
+                pl.col("cost_usd").sum(),
+                pl.col("calls_without_cost").sum(),
+            )
+            .cast(parts[0].activity.schema)
+        )
+    return (
+        pl.concat([p.outcomes for p in parts]),
+        pl.concat([p.feedback for p in parts]),
+        activity,
     )
 
 
@@ -155,20 +216,29 @@ def load_history(
     cache_dir: Path | None = None,
     use_cache: bool = True,
     progress: Progress | None = None,
+    block_bytes: int = BLOCK_BYTES,
 ) -> History:
-    """Load ``source`` (event format v1) for analytics; see the module docstring."""
+    """Load ``source`` (event format v1) for analytics; see the module docstring.
+
+    A file with repeated ids is reduced twice (the second time without the repeats,
+    which are only known at the end); every other file is read once.
+    """
     path = Path(source)
     entry = (cache_dir or default_cache_dir()) / _cache_key(path)
     if use_cache and (history := _read_cache(entry)) is not None:
         return history
     from meshclaw.analytics._credit import outcome_status  # the rules sit above the loader
 
-    frame, report = load_frame(path, progress=progress)
-    reduced = tables_from_frame(frame)
-    outcomes, feedback, activity = pl.collect_all(
-        [reduced.outcomes, reduced.feedback, reduced.activity]
-    )
-    del frame, reduced
+    report = ReadReport()
+    read = partial(map_frames, path, columns=READ_COLUMNS, block_bytes=block_bytes)
+    parts = list(read(_reduce, report=report, progress=progress))
+    ids = pl.concat([p.ids for p in parts])
+    first = report_duplicates(ids, report)
+    if first is not None:  # rare: reduce again without the repeated ids' lines
+        parts = list(read(partial(_reduce, drop=ids.filter(~first)["line"]), report=ReadReport()))
+    del ids
+    outcomes, feedback, activity = _combine(parts)
+    del parts
     eager = Tables(outcomes=outcomes.lazy(), feedback=feedback.lazy(), activity=activity.lazy())
     status, unknown = pl.collect_all(list(outcome_status(eager)))
     frames = {

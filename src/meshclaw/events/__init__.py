@@ -7,9 +7,10 @@ The whole public surface (see ``../shared/DESIGN.md``, "Event format v1"):
   memory; ``reader.report`` lists every skipped line with its number and reason.
   ``read_events`` / ``loads`` read everything into a list.
 - ``EventWriter`` / ``write_events``: write typed events or wire-form dicts.
-- ``load_frame(path)``: the whole history as one Polars ``DataFrame`` (fast, for
-  analytics over millions of events) plus the same ``ReadReport``; ``iter_frames``
-  yields it block by block for work that reduces as it reads (constant memory).
+- ``load_frame(path, columns=...)``: the whole history as one Polars ``DataFrame``
+  (fast, for analytics over millions of events) plus the same ``ReadReport``;
+  ``iter_frames`` yields it block by block and ``map_frames`` runs a reduction on each
+  block as it is read (memory of one block). ``columns`` projects any of them.
 - ``fingerprint`` / ``similarity``: what texts become (``TextPrint``) and how two are
   compared. Texts are dropped after fingerprinting unless ``retain_texts=True``.
 
@@ -19,7 +20,14 @@ The whole public surface (see ``../shared/DESIGN.md``, "Event format v1"):
 from __future__ import annotations
 
 from meshclaw.events._fingerprint import fingerprint, similarity
-from meshclaw.events._frame import iter_frames, load_frame, report_duplicates
+from meshclaw.events._frame import (
+    BLOCK_BYTES,
+    FRAME_COLUMNS,
+    iter_frames,
+    load_frame,
+    map_frames,
+    report_duplicates,
+)
 from meshclaw.events._models import (
     KINDS,
     UNDOING_VERDICTS,
@@ -43,6 +51,8 @@ from meshclaw.events._reader import (
 )
 
 __all__ = [
+    "BLOCK_BYTES",
+    "FRAME_COLUMNS",
     "KINDS",
     "UNDOING_VERDICTS",
     "Event",
@@ -61,6 +71,7 @@ __all__ = [
     "iter_frames",
     "load_frame",
     "loads",
+    "map_frames",
     "read_events",
     "report_duplicates",
     "similarity",

@@ -108,8 +108,12 @@ def minhash_series(texts: pl.Series) -> npt.NDArray[np.uint32]:
     """
     n = texts.len()
     out = np.tile(_EMPTY, (n, 1))
+    present = texts.is_not_null()
+    rows = np.arange(n, dtype=np.int64)
+    if present.sum() < n:  # missing texts keep the all-ones signature: skip them early
+        rows, texts = rows[present.to_numpy()], texts.filter(present)
     words = (
-        pl.DataFrame({"row": np.arange(n, dtype=np.int64), "w": texts.str.to_lowercase()})
+        pl.DataFrame({"row": rows, "w": texts.str.to_lowercase()})
         .with_columns(pl.col("w").str.extract_all(_WORD.pattern))
         .explode("w")
         .filter(pl.col("w").is_not_null() & ~pl.col("w").is_in(list(STOP_WORDS)))
@@ -119,9 +123,9 @@ def minhash_series(texts: pl.Series) -> npt.NDArray[np.uint32]:
     vocab = words["w"].unique()
     crcs = pl.Series([zlib.crc32(w.encode()) for w in vocab.to_list()], dtype=pl.UInt64)
     hashes = words["w"].replace_strict(vocab, crcs, return_dtype=pl.UInt64).to_numpy()
-    rows = words["row"].to_numpy()
-    starts = np.flatnonzero(np.r_[True, rows[1:] != rows[:-1]])
-    out[rows[starts]] = _signatures(hashes, starts.astype(np.int64))
+    word_rows = words["row"].to_numpy()
+    starts = np.flatnonzero(np.r_[True, word_rows[1:] != word_rows[:-1]])
+    out[word_rows[starts]] = _signatures(hashes, starts.astype(np.int64))
     return out
 
 

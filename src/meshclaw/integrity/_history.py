@@ -70,91 +70,112 @@ _COUNTS = (
 )  # fmt: skip
 
 
+HISTORY_COLUMNS = (
+    "line", "id", "kind", "ts", "team", "user", "agent", "run", "trigger", "status", "role",
+    "task_minhash", "ended_at", "input_tokens", "output_tokens", "prompt_words",
+    "prompt_unique", "prompt_hash", "action", "target", "recipients", "type", "ref",
+    "beneficiary", "verified", "value", "outcome", "by", "verdict",
+)  # fmt: skip
+"""The columns of ``events.load_frame`` a ``HistoryBuilder`` reads."""
+_PARTS = (
+    "skeleton", "run_events", "llm", "tools", "reads", "writes", "outcomes", "feedback",
+    "people",
+)  # fmt: skip
+
+
+def reduce_block(block: pl.DataFrame) -> dict[str, pl.DataFrame]:
+    """One block folded into the builder's parts (pure: safe on the reading threads)."""
+    kind = pl.col("kind")
+    lf = block.lazy()
+    tools = lf.filter(kind == "tool_call")
+    plans = {
+        "skeleton": lf.filter(pl.col("run").is_not_null() & (kind != "feedback"))
+        .group_by("run")
+        .agg(
+            pl.col("user").first(),
+            pl.col("team").first(),
+            pl.col("agent").first(),
+            pl.col("ts").min().alias("first_ts"),
+            pl.col("ts").max().alias("last_ts"),
+        ),
+        "run_events": lf.filter(kind == "run").select(
+            "run",
+            "trigger",
+            "status",
+            "role",
+            "task_minhash",
+            pl.col("ts").alias("run_ts"),
+            "ended_at",
+        ),
+        "llm": lf.filter(kind == "llm_call")
+        .group_by("run")
+        .agg(
+            pl.len().alias("llm_calls"),
+            pl.col("input_tokens").sum().alias("input_tokens"),
+            (pl.col("input_tokens") + pl.col("output_tokens")).sum().alias("tokens"),
+            pl.col("prompt_words").sum().alias("prompt_words"),
+            pl.col("prompt_unique").sum().alias("prompt_unique"),
+            pl.col("prompt_hash").drop_nulls().len().alias("prompts"),
+            pl.col("prompt_hash").drop_nulls().n_unique().alias("distinct_prompts"),
+        ),
+        "tools": tools.group_by("run").agg(
+            (pl.col("action") == "read").sum().alias("reads"),
+            (pl.col("action") == "write").sum().alias("writes"),
+        ),
+        "reads": tools.filter(pl.col("action") == "read").select("user", "run", "target", "ts"),
+        "writes": tools.filter(pl.col("action") == "write").select(
+            "id", "user", "run", "target", "recipients", "ts"
+        ),
+        "outcomes": lf.filter(kind == "outcome").select(
+            "id",
+            "run",
+            "user",
+            "team",
+            "agent",
+            "type",
+            "ref",
+            "beneficiary",
+            "verified",
+            pl.col("value").fill_null(1.0),
+            "ts",
+        ),
+        "feedback": lf.filter(kind == "feedback").select(
+            "id",
+            pl.col("outcome").alias("outcome_id"),
+            "by",
+            "verdict",
+            pl.col("ts").alias("fb_ts"),
+        ),
+        "people": lf.group_by("user", "team").agg(
+            pl.len().alias("n"),
+            pl.col("ts").min().alias("first_ts"),
+            pl.col("ts").max().alias("last_ts"),
+        ),
+    }
+    return dict(zip(plans, pl.collect_all(list(plans.values())), strict=True))
+
+
 class HistoryBuilder:
-    """Reduces a history block by block (``events.iter_frames``) into a ``History``.
+    """Reduces a history block by block (``events.map_frames``) into a ``History``.
 
     Model and tool calls, the bulk of any history, are folded into per-run counts as
-    each block arrives, so memory grows with runs, outcomes and reads, not with calls.
-    A run whose calls straddle two blocks is summed across them; ``distinct_prompts``
-    is then counted per block (a repeat that straddles a block boundary counts twice).
+    each block arrives (``reduce_block``, which may run on the reading threads), so
+    memory grows with runs, outcomes and reads, not with calls. A run whose calls
+    straddle two blocks is summed across them; ``distinct_prompts`` is then counted per
+    block (a repeat that straddles a block boundary counts twice).
     """
 
     def __init__(self, config: ScanConfig | None = None) -> None:
         self.config = config or ScanConfig()
-        self._parts: dict[str, list[pl.DataFrame]] = {
-            k: []
-            for k in (
-                "skeleton", "run_events", "llm", "tools", "reads", "writes", "outcomes",
-                "feedback", "people",
-            )
-        }  # fmt: skip
+        self._parts: dict[str, list[pl.DataFrame]] = {k: [] for k in _PARTS}
 
     def add(self, block: pl.DataFrame) -> None:
-        kind = pl.col("kind")
-        parts = self._parts
-        in_run = block.filter(pl.col("run").is_not_null() & (kind != "feedback"))
-        parts["skeleton"].append(
-            in_run.group_by("run").agg(
-                pl.col("user").first(),
-                pl.col("team").first(),
-                pl.col("agent").first(),
-                pl.col("ts").min().alias("first_ts"),
-                pl.col("ts").max().alias("last_ts"),
-            )
-        )
-        parts["run_events"].append(
-            block.filter(kind == "run").select(
-                "run", "trigger", "status", "role", "task_minhash",
-                pl.col("ts").alias("run_ts"), "ended_at",
-            )
-        )  # fmt: skip
-        parts["llm"].append(
-            block.filter(kind == "llm_call")
-            .group_by("run")
-            .agg(
-                pl.len().alias("llm_calls"),
-                pl.col("input_tokens").sum().alias("input_tokens"),
-                (pl.col("input_tokens") + pl.col("output_tokens")).sum().alias("tokens"),
-                pl.col("prompt_words").sum().alias("prompt_words"),
-                pl.col("prompt_unique").sum().alias("prompt_unique"),
-                pl.col("prompt_hash").drop_nulls().len().alias("prompts"),
-                pl.col("prompt_hash").drop_nulls().n_unique().alias("distinct_prompts"),
-            )
-        )
-        tools = block.filter(kind == "tool_call")
-        parts["tools"].append(
-            tools.group_by("run").agg(
-                (pl.col("action") == "read").sum().alias("reads"),
-                (pl.col("action") == "write").sum().alias("writes"),
-            )
-        )
-        parts["reads"].append(
-            tools.filter(pl.col("action") == "read").select("user", "run", "target", "ts")
-        )
-        parts["writes"].append(
-            tools.filter(pl.col("action") == "write").select(
-                "id", "user", "run", "target", "recipients", "ts"
-            )
-        )
-        parts["outcomes"].append(
-            block.filter(kind == "outcome").select(
-                "id", "run", "user", "team", "agent", "type", "ref", "beneficiary", "verified",
-                pl.col("value").fill_null(1.0), "ts",
-            )
-        )  # fmt: skip
-        parts["feedback"].append(
-            block.filter(kind == "feedback").select(
-                "id", pl.col("outcome").alias("outcome_id"), "by", "verdict",
-                pl.col("ts").alias("fb_ts"),
-            )
-        )  # fmt: skip
-        parts["people"].append(
-            block.group_by("user", "team").agg(
-                pl.len().alias("n"),
-                pl.col("ts").min().alias("first_ts"),
-                pl.col("ts").max().alias("last_ts"),
-            )
-        )
+        self.add_reduced(reduce_block(block))
+
+    def add_reduced(self, parts: dict[str, pl.DataFrame]) -> None:
+        """Add a block already folded by ``reduce_block``."""
+        for name in _PARTS:
+            self._parts[name].append(parts[name])
 
     def _all(self, name: str) -> pl.DataFrame:
         frames = self._parts[name]

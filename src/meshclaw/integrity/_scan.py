@@ -16,8 +16,15 @@ from typing import Any
 
 import polars as pl
 
-from meshclaw.events import ReadReport, iter_frames, report_duplicates
-from meshclaw.integrity._history import History, HistoryBuilder, ScanConfig, build_history
+from meshclaw.events import BLOCK_BYTES, ReadReport, map_frames, report_duplicates
+from meshclaw.integrity._history import (
+    HISTORY_COLUMNS,
+    History,
+    HistoryBuilder,
+    ScanConfig,
+    build_history,
+    reduce_block,
+)
 from meshclaw.integrity._stats import Finding
 from meshclaw.integrity.detectors import DETECTORS
 
@@ -120,8 +127,12 @@ def scan_file(
     config: ScanConfig | None = None,
     progress: Callable[[int, int], None] | None = None,
     step: Step | None = None,
+    block_bytes: int = BLOCK_BYTES,
 ) -> ScanResult:
     """Scan ``path`` (event format v1), reading it block by block in bounded memory.
+
+    Only the columns the detectors use are kept, and each block is folded into the
+    history on the reading threads (``events.map_frames``).
 
     Skipped lines (malformed, or repeating an earlier id) are in ``result.report``.
     """
@@ -129,12 +140,24 @@ def scan_file(
     report = ReadReport()
     builder = HistoryBuilder(config)
     ids: list[pl.DataFrame] = []
-    for block in iter_frames(path, report=report, progress=progress):
-        ids.append(block.select("id", "line"))
-        builder.add(block)
+    blocks = map_frames(
+        path,
+        _reduce,
+        report=report,
+        columns=HISTORY_COLUMNS,
+        progress=progress,
+        block_bytes=block_bytes,
+    )
+    for block_ids, parts in blocks:
+        ids.append(block_ids)
+        builder.add_reduced(parts)
     report_duplicates(pl.concat(ids), report)
     history = builder.finish()
     read = time.perf_counter() - t
     result = scan_history(history, report=report, step=step)
     result.timings = {"load": read, **result.timings}
     return result
+
+
+def _reduce(block: pl.DataFrame) -> tuple[pl.DataFrame, dict[str, pl.DataFrame]]:
+    return block.select("id", "line"), reduce_block(block)

@@ -48,7 +48,7 @@ def detect(h: History) -> list[Finding]:
     findings = []
     hits = z.filter((pl.col("z") >= Z) & (pl.col("throwaway") >= MIN_AGENTS))
     for row in hits.iter_rows(named=True):
-        mine = throwaway.filter(pl.col("user") == row["user"]).sort("first")
+        mine = throwaway.filter(pl.col("user") == row["user"]).sort("first", "agent")
         total = agents.filter(pl.col("user") == row["user"]).height
         findings.append(
             Finding(

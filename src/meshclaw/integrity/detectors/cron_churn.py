@@ -48,7 +48,9 @@ def detect(h: History) -> list[Finding]:
     z = peer_z(h.users, per, "churn", min_peers=h.config.min_peers, floor_abs=3.0)
     findings = []
     for row in z.filter((pl.col("z") >= Z) & (pl.col("churn") >= MIN_RUNS)).iter_rows(named=True):
-        mine = agents.filter(pl.col("user") == row["user"]).sort("runs", descending=True)
+        mine = agents.filter(pl.col("user") == row["user"]).sort(
+            ["runs", "agent"], descending=[True, False]
+        )
         findings.append(
             Finding(
                 detector=NAME,

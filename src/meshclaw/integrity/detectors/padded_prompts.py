@@ -33,7 +33,10 @@ def detect(h: History) -> list[Finding]:
         pl.col("prompts").sum(),
         (pl.col("prompt_unique").sum() / pl.col("prompt_words").sum()).alias("density"),
         (pl.col("input_tokens").sum() / pl.col("llm_calls").sum()).alias("tokens_per_call"),
-        pl.col("run").sort_by("prompt_words", descending=True).head(5).alias("examples"),
+        pl.col("run")
+        .sort_by(["prompt_words", "run"], descending=[True, False])
+        .head(5)
+        .alias("examples"),
     )
     per = per.with_columns((-pl.col("density")).alias("sparsity"))
     z = peer_z(h.users, per, "sparsity", min_peers=h.config.min_peers, fill=-1.0, floor_abs=0.04)

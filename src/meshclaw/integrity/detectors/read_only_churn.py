@@ -35,7 +35,7 @@ def detect(h: History) -> list[Finding]:
     if idle.height == 0:
         return []
     reads = (
-        h.reads.sort("ts")
+        h.reads.sort("ts", "run", "target")
         .with_columns(pl.col("target").is_first_distinct().over("user").alias("first_read"))
         .join(idle.select("run"), on="run", how="semi")
     )
@@ -52,7 +52,9 @@ def detect(h: History) -> list[Finding]:
     findings = []
     for row in hits.iter_rows(named=True):
         mine = repeated.filter(pl.col("user") == row["user"])
-        top = mine.group_by("target").len().sort("len", descending=True).head(5)
+        top = (
+            mine.group_by("target").len().sort(["len", "target"], descending=[True, False]).head(5)
+        )
         findings.append(
             Finding(
                 detector=NAME,

@@ -17,6 +17,7 @@ example run ids; the person's total vs the peers' median.
 from __future__ import annotations
 
 import math
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
@@ -39,7 +40,7 @@ Z = 4.0
 MIN_RUNS = 10
 
 
-def _clusters(sigs: np.ndarray[Any, Any]) -> list[int]:
+def _clusters(sigs: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
     """Connected components of the near-duplicate graph; a label (min index) per row.
 
     Each run is compared with the previous ``WINDOW`` runs; the components come from
@@ -47,13 +48,19 @@ def _clusters(sigs: np.ndarray[Any, Any]) -> list[int]:
     """
     n = sigs.shape[0]
     need = math.ceil(SIMILAR * sigs.shape[1])
+    columns = np.ascontiguousarray(sigs.T)  # one row per signature position
     heads: list[np.ndarray[Any, Any]] = []
     tails: list[np.ndarray[Any, Any]] = []
     for start in range(0, n, WINDOW):
-        block = sigs[start : start + WINDOW]
+        stop = min(n, start + WINDOW)
         lo = max(0, start - WINDOW)
-        ref = sigs[lo : start + WINDOW]
-        equal = (block[:, None, :] == ref[None, :, :]).sum(axis=2, dtype=np.uint8)
+        # Equal positions of every (run, earlier run) pair, one position at a time: 2-D
+        # comparisons that NumPy vectorises, instead of a 3-D array summed on its short axis.
+        equal = np.zeros((stop - start, stop - lo), dtype=np.uint8)
+        same = np.empty(equal.shape, dtype=np.bool_)
+        for values in columns:
+            np.equal(values[start:stop, None], values[None, lo:stop], out=same)
+            equal += same
         ii, jj = np.nonzero(equal >= need)
         ii, jj = ii + start, jj + lo
         keep = jj < ii
@@ -61,7 +68,7 @@ def _clusters(sigs: np.ndarray[Any, Any]) -> list[int]:
         tails.append(jj[keep])
     labels = np.arange(n)
     if not heads:
-        return list(range(n))
+        return labels
     a, b = np.concatenate(heads), np.concatenate(tails)
     while True:
         nxt = labels.copy()
@@ -69,20 +76,28 @@ def _clusters(sigs: np.ndarray[Any, Any]) -> list[int]:
         np.minimum.at(nxt, b, labels[a])
         nxt = nxt[nxt]  # pointer jumping: follow labels to their own labels
         if np.array_equal(nxt, labels):
-            return [int(x) for x in labels]
+            return labels
         labels = nxt
 
 
 def detect(h: History) -> list[Finding]:
-    runs = h.runs.filter(pl.col("task_minhash").is_not_null()).sort("user", "ts")
+    runs = h.runs.filter(pl.col("task_minhash").is_not_null()).sort("user", "ts", "run")
     if runs.height == 0:
         return []
     sigs = runs["task_minhash"].to_numpy()
     users = runs["user"].to_numpy()
-    bounds = np.flatnonzero(users[1:] != users[:-1]) + 1
+    bounds = (np.flatnonzero(users[1:] != users[:-1]) + 1).tolist()
+    spans = list(zip([0, *bounds], [*bounds, runs.height], strict=True))
     roots = np.empty(runs.height, dtype=np.int64)
-    for lo, hi in zip([0, *bounds.tolist()], [*bounds.tolist(), runs.height], strict=True):
-        roots[lo:hi] = np.asarray(_clusters(sigs[lo:hi]), dtype=np.int64) + lo
+
+    def cluster(part: list[tuple[int, int]]) -> None:
+        for lo, hi in part:
+            roots[lo:hi] = _clusters(sigs[lo:hi]) + lo
+
+    # People are independent and NumPy releases the GIL: both halves at once.
+    half = len(spans) // 2
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        list(pool.map(cluster, [spans[:half], spans[half:]]))
     clusters = (
         runs.select("user", "run", "ts", "outcomes")
         .with_columns(pl.Series("c", roots))
@@ -105,7 +120,9 @@ def detect(h: History) -> list[Finding]:
     z = peer_z(h.users, values, "repeats", min_peers=h.config.min_peers, floor_abs=3.0)
     findings = []
     for row in z.filter((pl.col("z") >= Z) & (pl.col("repeats") >= MIN_RUNS)).iter_rows(named=True):
-        mine = clusters.filter(pl.col("user") == row["user"]).sort("size", descending=True)
+        mine = clusters.filter(pl.col("user") == row["user"]).sort(
+            ["size", "first", "c"], descending=[True, False, False]
+        )
         findings.append(
             Finding(
                 detector=NAME,

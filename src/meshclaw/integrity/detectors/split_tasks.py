@@ -47,7 +47,9 @@ def detect(h: History) -> list[Finding]:
     z = peer_z(h.users, per, "split", min_peers=h.config.min_peers, floor_abs=2.0)
     findings = []
     for row in z.filter((pl.col("z") >= Z) & (pl.col("split") >= MIN_SPLIT)).iter_rows(named=True):
-        mine = groups.filter(pl.col("user") == row["user"]).sort("parts", descending=True)
+        mine = groups.filter(pl.col("user") == row["user"]).sort(
+            ["parts", "first", "ref"], descending=[True, False, False]
+        )
         findings.append(
             Finding(
                 detector=NAME,

@@ -43,7 +43,10 @@ def detect(h: History) -> list[Finding]:
             pl.col("tokens").sum(),
             (pl.col("llm_calls").sum() / pl.len()).alias("calls_per_run"),
             (1 - pl.col("distinct_prompts").sum() / pl.col("prompts").sum()).alias("repeat"),
-            pl.col("run").sort_by("llm_calls", descending=True).head(5).alias("examples"),
+            pl.col("run")
+            .sort_by(["llm_calls", "run"], descending=[True, False])
+            .head(5)
+            .alias("examples"),
         )
         .join(good, on="user", how="left")
         .with_columns(
