@@ -121,6 +121,12 @@ CATALOG: dict[str, dict[str, Tool]] = {
 }
 
 
+OUTSIDE_TOOL = "read_outside_message"
+"""The replay's own read from outside the org (``server``): how an injection arrives."""
+for _tools in CATALOG.values():
+    _tools[OUTSIDE_TOOL] = OUT
+
+
 def tool(suite: str, name: str) -> Tool:
     """The declaration of ``name``; a tool nobody declared is a write from outside."""
     return CATALOG[suite].get(name, Tool(write=True, outside=True))

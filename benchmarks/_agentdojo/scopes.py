@@ -21,10 +21,10 @@ import json
 import re
 from typing import Any
 
-from benchmarks._agentdojo.catalog import tool
+from benchmarks._agentdojo.catalog import OUTSIDE_TOOL, tool
 
 from meshclaw.policy.arguments import LINK, flatten_arguments, links_in
-from meshclaw.spec.models import AgentSpec, ModelRef, ToolGrant, ToolScope
+from meshclaw.spec.models import AgentSpec, Budget, ModelRef, ToolGrant, ToolScope
 
 DAY = re.compile(r"^\d{4}-\d{2}-\d{2}")
 OWNER = "usr_agentdojo"
@@ -43,6 +43,10 @@ def spec_for(
     *,
     allow_list_only: bool = False,
     blanket_gate: bool = False,
+    outside_read: bool = False,
+    agent_name: str | None = None,
+    model: str = "replay",
+    max_steps: int = 20,
 ) -> AgentSpec:
     """The spec an honest builder writes for this task.
 
@@ -51,6 +55,10 @@ def spec_for(
     ``blanket_gate``: the same pins, but write grants declare no ``after_untrusted``, so
     the compiler gives them the default gate: every write after untrusted content waits
     for a person (MeshClaw's only rule before provenance rules existed).
+    ``outside_read``: also grant (read) the replay's outside message tool, through which
+    a hijacked run's injection arrives (``server``). ``agent_name``, ``model`` and ``max_steps``
+    only name the agent and its scripted conversation and give it turns enough; none of
+    them is a policy matter.
     """
     order: list[str] = []
     pins: dict[str, dict[str, set[str]]] = {}
@@ -84,10 +92,13 @@ def spec_for(
                 else None,
             )
         )
+    if outside_read:
+        grants.append(ToolGrant(name=f"{suite}.{OUTSIDE_TOOL}", scope=ToolScope.read))
     return AgentSpec(
-        name=f"{suite}-{task_id.replace('_', '-')}",
+        name=agent_name or f"{suite}-{task_id.replace('_', '-')}",
         owner=OWNER,
-        model=ModelRef(provider="scripted", model="replay"),
+        model=ModelRef(provider="scripted", model=model),
         instructions=prompt,
         tools=grants,
+        budget=Budget(max_steps=max_steps),
     )

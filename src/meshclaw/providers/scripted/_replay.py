@@ -151,7 +151,7 @@ class Replayer:
         self.script = script
         self._lock = threading.Condition()
         self._requests: list[dict[str, Any]] = []
-        self._hits: dict[int, int] = {}
+        self._hits: dict[tuple[str | None, int], int] = {}
         self._served = 0
 
     @property
@@ -202,15 +202,25 @@ class Replayer:
         if isinstance(picked, Failure):
             return picked
         index, turn = picked
+        key = (request.model if request.model in self.script.by_model else None, index)
         with self._lock:
-            hits = self._hits.get(index, 0)
-            self._hits[index] = hits + 1
+            hits = self._hits.get(key, 0)
+            self._hits[key] = hits + 1
         if hits < len(turn.errors_before):
             return _scripted_failure(turn.errors_before[hits])
         return self._reply(index, turn, request, body)
 
     def _pick(self, request: _ChatRequest) -> tuple[int, ScriptedTurn] | Failure:
-        turns = self.script.turns
+        turns = self.script.turns_for(request.model)
+        if not turns:
+            return Failure(
+                status=404,
+                message=f"the script has no turns for model {request.model!r} "
+                f"(by_model has {len(self.script.by_model)} model(s), turns is empty)",
+                type="invalid_request_error",
+                code="model_not_found",
+                param="model",
+            )
         if self.script.mode == "sequence":
             index = sum(1 for m in request.messages if m.role == "assistant")
             if index >= len(turns):
@@ -238,7 +248,9 @@ class Replayer:
         for i, scripted in enumerate(turn.reply.tool_calls):
             wire = scripted.name.replace(".", "__")
             name = scripted.name if scripted.name in offered else wire
-            if name not in offered:
+            if name not in offered and not self.script.strict_tools:
+                name = wire  # a made-up tool, as a model may send one
+            elif name not in offered:
                 return _invalid(
                     f"turn {index} calls tool {scripted.name!r} but the request offers "
                     f"{sorted(offered) or 'no tools'}",

@@ -1,13 +1,15 @@
 """The script file the scripted model server replays, and its loader.
 
-A script is YAML or JSON. Every field is optional except ``turns`` and each turn's
-``reply``; unknown keys are rejected so a typo fails loudly instead of being ignored.
+A script is YAML or JSON. Every field is optional except ``turns`` (or ``by_model``,
+below) and each turn's ``reply``; unknown keys are rejected so a typo fails loudly
+instead of being ignored.
 
 .. code-block:: yaml
 
     models: [scripted-small, scripted-large]  # listed by GET /v1/models; default [scripted]
     mode: sequence          # or: match
     api_key: null           # if set, requests must send "Authorization: Bearer <key>"
+    strict_tools: true      # false: also send calls to tools the request does not offer
     turns:
       - reply:
           content: "Let me check the time."
@@ -33,7 +35,21 @@ whose matcher fits the conversation's last message: a ``user`` message is tested
 ``re.search``), and ``{any: true}`` fits every message.
 
 Scripted tool names use MeshClaw's ``connector.tool`` form; the server also accepts the
-wire form (``.`` encoded as ``__``), whichever the request offers.
+wire form (``.`` encoded as ``__``), whichever the request offers. ``strict_tools:
+false`` sends a call to a tool the request does not offer anyway (in the wire form), as
+a model that makes a tool name up would.
+
+**Per-model turns** (``by_model``): one server can hold many different conversations.
+A request whose ``model`` is a key of ``by_model`` is answered from that key's own
+turns (with the script's ``mode``), any other request from ``turns``:
+
+.. code-block:: yaml
+
+    by_model:
+      agent-a: [{reply: {content: "I am A."}}]
+      agent-b:
+        - reply: {tool_calls: [{name: clock.now}]}
+        - reply: {content: "B is done."}
 """
 
 from __future__ import annotations
@@ -198,33 +214,68 @@ class Script(_Model):
     """A whole script: which models to list, how to pick turns, and the turns."""
 
     models: list[str] = Field(default_factory=lambda: ["scripted"], min_length=1)
-    """Listed by ``GET /v1/models``; requests may name any model, listed or not."""
+    """Listed by ``GET /v1/models`` (with the ``by_model`` names); requests may name any
+    model, listed or not."""
     mode: Literal["sequence", "match"] = "sequence"
     api_key: SecretStr | None = None
     """When set, requests must send ``Authorization: Bearer <key>`` or get 401."""
-    turns: list[ScriptedTurn] = Field(min_length=1)
+    strict_tools: bool = True
+    """``False``: a scripted call to a tool the request does not offer is sent anyway
+    (in the wire form) instead of answering 400 ``tool_not_offered``."""
+    turns: list[ScriptedTurn] = Field(default_factory=list)
+    """For requests whose model has no ``by_model`` entry; required without ``by_model``."""
+    by_model: dict[str, list[ScriptedTurn]] = Field(default_factory=dict)
+    """Model name -> that model's own turns: one server, many different conversations."""
 
     @model_validator(mode="after")
     def _matchers_fit_mode(self) -> Self:
         # Raised as a ValidationError so each problem carries its own turns[i].match path.
         errors: list[InitErrorDetails] = []
-        for index, turn in enumerate(self.turns):
-            if self.mode == "match" and turn.match is None:
-                message = "every turn needs match: in match mode"
-            elif self.mode == "sequence" and turn.match is not None:
-                message = "match: is only allowed with mode: match"
-            else:
-                continue
+        if not self.turns and not self.by_model:
             errors.append(
                 {
-                    "type": PydanticCustomError("script_mode", message),
-                    "loc": ("turns", index, "match"),
-                    "input": turn.match,
+                    "type": PydanticCustomError("script_empty", "give turns, by_model or both"),
+                    "loc": ("turns",),
+                    "input": self.turns,
                 }
             )
+        lists: list[tuple[tuple[str, ...], list[ScriptedTurn]]] = [(("turns",), self.turns)]
+        lists += [(("by_model", name), turns) for name, turns in self.by_model.items()]
+        for loc, turns in lists:
+            if loc[0] == "by_model" and not turns:
+                message = "a model's turns need at least 1 turn"
+                errors.append(
+                    {
+                        "type": PydanticCustomError("script_empty", message),
+                        "loc": loc,
+                        "input": turns,
+                    }
+                )
+            for index, turn in enumerate(turns):
+                if self.mode == "match" and turn.match is None:
+                    message = "every turn needs match: in match mode"
+                elif self.mode == "sequence" and turn.match is not None:
+                    message = "match: is only allowed with mode: match"
+                else:
+                    continue
+                errors.append(
+                    {
+                        "type": PydanticCustomError("script_mode", message),
+                        "loc": (*loc, index, "match"),
+                        "input": turn.match,
+                    }
+                )
         if errors:
             raise ValidationError.from_exception_data(type(self).__name__, errors)
         return self
+
+    def turns_for(self, model: str) -> list[ScriptedTurn]:
+        """The turns that answer requests naming ``model``."""
+        return self.by_model.get(model, self.turns)
+
+    def listed_models(self) -> list[str]:
+        """What ``GET /v1/models`` lists: ``models``, then the ``by_model`` names."""
+        return [*self.models, *(m for m in self.by_model if m not in self.models)]
 
 
 def _path_of(loc: tuple[int | str, ...]) -> str:

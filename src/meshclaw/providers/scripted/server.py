@@ -140,7 +140,7 @@ def _build_app(replayer: Replayer) -> Starlette:
             return denied
         data = [
             {"id": name, "object": "model", "created": CREATED, "owned_by": _OWNER}
-            for name in script.models
+            for name in script.listed_models()
         ]
         return JSONResponse({"object": "list", "data": data})
 
