@@ -57,6 +57,9 @@ def leaderboard(credit: Credit, *, top: int | None = None, by: By = "user") -> L
             pl.len().alias("outcomes"),
         )
         .filter((pl.col("score") > 0) | (pl.col("pending") > 0))
+        # Ranked on the score as printed: float sums in another order differ in the last
+        # bits, which must not swap two people whose printed scores are equal.
+        .with_columns(pl.col("score").round(6), pl.col("pending").round(6))
         .sort(["score", by], descending=[True, False])
     )
     if top is not None:
