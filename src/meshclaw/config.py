@@ -205,6 +205,9 @@ class Settings(BaseSettings):
     """How long past its first due time an outcome's durability re-check may keep failing
     (connector down, credential revoked) before an integrity finding about its owner
     withholds the credit pending review (``OutcomeService``, ``recheck_grace``)."""
+    integrity_scan_hours: float = Field(default=24.0, ge=0, le=24 * 366)
+    """How often the scheduler scans every org's last four weeks for gaming patterns and
+    records the findings for review (``integrity.live``); 0 turns the schedule off."""
     notify_seconds: float = Field(default=30.0, ge=0, le=24 * 3600)
     """How often the scheduler sends the notification outbox (``notify.deliver``); 0
     turns sending off (notifications then wait in the outbox)."""

@@ -45,6 +45,7 @@ from meshclaw.store.db import Database, migrate
 from meshclaw.telemetry import build_telemetry
 
 if TYPE_CHECKING:
+    from meshclaw.integrity.live import LiveScan
     from meshclaw.providers.scripted import ScriptedServer
 
 SCRIPTED = "scripted"
@@ -196,6 +197,18 @@ class Platform:
             return await self.outcomes.recheck_due(org_id=org_id, reader=reader)
         finally:
             await gateway.aclose()
+
+    def scan_integrity(
+        self, org_id: str | None = None, *, caller: Caller | None = None, weeks: int = 4
+    ) -> list[LiveScan]:
+        """Live integrity scans of the last weeks (``integrity.live``): every org's (the
+        scheduler), one org's, or by hand the caller's (``integrity.review`` on it, as
+        recording a scan needs). Findings are recorded for review, audited."""
+        from meshclaw.integrity.live import scan_orgs
+
+        if caller is not None:
+            org_id = self.findings.authorize_record(caller)
+        return scan_orgs(self, org_id, weeks=weeks)
 
     def __enter__(self) -> Platform:
         return self

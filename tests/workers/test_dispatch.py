@@ -59,6 +59,7 @@ def test_the_celery_settings_make_a_killed_worker_lose_nothing() -> None:
     assert set(amqp["beat_schedule"]) == {
         "meshclaw-sweep", "meshclaw-cron", "meshclaw-outcomes-recheck",
         "meshclaw-notifications", "meshclaw-usage-rollup", "meshclaw-audit-checkpoint",
+        "meshclaw-integrity-scan",
     }  # fmt: skip
     assert amqp["beat_schedule"]["meshclaw-outcomes-recheck"]["schedule"] == 900
     assert amqp["beat_schedule"]["meshclaw-notifications"]["schedule"] == 30

@@ -1,5 +1,8 @@
 """``meshclaw integrity scan EVENTS.jsonl``: find gaming patterns in any org's history.
 
+``meshclaw integrity scan-live`` scans the caller's org's own recent history in the
+store (``integrity.live``) and records the findings, as the scheduler does every day.
+
 Reads event format v1 (``../shared/DESIGN.md``). With ``--json`` prints exactly one
 object ``{"users": [{"user", "flagged", "score", "findings": [{"detector",
 "evidence"}]}]}`` on stdout, one entry per person in the file; otherwise a progress
@@ -142,6 +145,37 @@ def _record(result: ScanResult, events: Path, token: str | None) -> None:
     errors.print(
         f"findings recorded: {summary.opened} opened, {summary.updated} updated, "
         f"{summary.suppressed} not raised again (dismissed before, no new evidence)",
+        highlight=False,
+    )
+
+
+@integrity_app.command("scan-live")
+@handle_errors
+def scan_live(
+    weeks: int = typer.Option(4, help="How many weeks back from now to scan (1..52)."),
+    token: str | None = TokenOption,
+    json_output: bool = JsonOption,
+) -> None:
+    """Scan your org's own recent history now and record the findings (auditors, admins)."""
+    if not 1 <= weeks <= 52:
+        raise UserError(f"--weeks: must be 1..52, not {weeks}")
+    with open_platform() as platform:
+        caller = resolve_caller(platform, token)
+        (done,) = platform.scan_integrity(caller=caller, weeks=weeks)
+    summary = {
+        "org": done.org_id, "since": done.since.isoformat(), "until": done.until.isoformat(),
+        "events": done.events, "people": done.people, "flagged": done.flagged,
+        "opened": done.recorded.opened, "updated": done.recorded.updated,
+        "suppressed": done.recorded.suppressed,
+    }  # fmt: skip
+    if json_output:
+        print_json(summary)
+        return
+    console.print(
+        f"scanned {done.events} events of {done.people} people since {done.since:%Y-%m-%d}; "
+        f"{len(done.flagged)} flagged. Findings: {done.recorded.opened} opened, "
+        f"{done.recorded.updated} updated, {done.recorded.suppressed} not raised again "
+        "(dismissed before, no new evidence). They are for a human to review, not verdicts.",
         highlight=False,
     )
 

@@ -17,7 +17,7 @@ a finding is open or under review the credit it concerns is withheld (``withheld
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -151,44 +151,75 @@ class FindingsService:
         self._audit = audit
         self._access = access
 
-    def record(self, caller: Caller, result: ScanResult, *, source: str) -> RecordSummary:
-        """Store the findings of a scan for the caller's org (``integrity.review`` on it)."""
+    def authorize_record(self, caller: Caller) -> str:
+        """The caller's org, if they may record a scan's findings (``integrity.review``)."""
         self._access.require(
             caller, REVIEW, ApiResource.org(caller.org_id), message=_REVIEWERS_ONLY
         )
-        opened = updated = suppressed = 0
+        return caller.org_id
+
+    def record(self, caller: Caller, result: ScanResult, *, source: str) -> RecordSummary:
+        """Store the findings of a scan for the caller's org (``integrity.review`` on it)."""
+        self.authorize_record(caller)
         with self._db.session() as session:
-            for person in result.users:
-                for finding in person.findings if person.flagged else ():
-                    rows = session.scalars(
-                        select(IntegrityFinding).where(
-                            IntegrityFinding.org_id == caller.org_id,
-                            IntegrityFinding.subject == person.user,
-                            IntegrityFinding.detector == finding.detector,
-                        )
-                    ).all()
-                    pending = [r for r in rows if r.status in PENDING]
-                    if pending:
-                        row = pending[0]
-                        row.evidence, row.strength = finding.evidence, finding.strength
-                        row.score, row.updated_at = person.score, utcnow()
-                        updated += 1
-                        continue
-                    seen: set[str] = set()
-                    for r in rows:
-                        if r.status == "dismissed":
-                            seen |= evidence_ids(r.evidence)
-                    if seen and not evidence_ids(finding.evidence) - seen:
-                        suppressed += 1
-                        continue
-                    row = IntegrityFinding(
-                        id=new_id("fnd"), org_id=caller.org_id, subject=person.user,
-                        detector=finding.detector, status="open", strength=finding.strength,
-                        score=person.score, evidence=finding.evidence, source=source[:200],
-                    )  # fmt: skip
-                    session.add(row)
-                    self._audit.append(session, self._record(caller, row, "open"))
-                    opened += 1
+            return self._store(
+                session, caller.org_id, result, source,
+                lambda row: self._record(caller, row, "open"),
+            )  # fmt: skip
+
+    def record_for_platform(
+        self, org_id: str, result: ScanResult, *, source: str = "live-scan"
+    ) -> RecordSummary:
+        """Store the findings of a scan the platform ran itself (the scheduled live scan):
+        the same rules as ``record``, audited without an actor (like ``open_for_platform``)."""
+        with self._db.session() as session:
+            return self._store(
+                session, org_id, result, source,
+                lambda row: _platform_record(org_id, row),
+            )  # fmt: skip
+
+    def _store(
+        self,
+        session: Session,
+        org_id: str,
+        result: ScanResult,
+        source: str,
+        audit: Callable[[IntegrityFinding], AuditRecord],
+    ) -> RecordSummary:
+        """Open each flagged person's findings, refresh pending ones, and leave out those a
+        reviewer dismissed unless the evidence names something new."""
+        opened = updated = suppressed = 0
+        for person in result.users:
+            for finding in person.findings if person.flagged else ():
+                rows = session.scalars(
+                    select(IntegrityFinding).where(
+                        IntegrityFinding.org_id == org_id,
+                        IntegrityFinding.subject == person.user,
+                        IntegrityFinding.detector == finding.detector,
+                    )
+                ).all()
+                pending = [r for r in rows if r.status in PENDING]
+                if pending:
+                    row = pending[0]
+                    row.evidence, row.strength = finding.evidence, finding.strength
+                    row.score, row.updated_at = person.score, utcnow()
+                    updated += 1
+                    continue
+                seen: set[str] = set()
+                for r in rows:
+                    if r.status == "dismissed":
+                        seen |= evidence_ids(r.evidence)
+                if seen and not evidence_ids(finding.evidence) - seen:
+                    suppressed += 1
+                    continue
+                row = IntegrityFinding(
+                    id=new_id("fnd"), org_id=org_id, subject=person.user,
+                    detector=finding.detector, status="open", strength=finding.strength,
+                    score=person.score, evidence=finding.evidence, source=source[:200],
+                )  # fmt: skip
+                session.add(row)
+                self._audit.append(session, audit(row))
+                opened += 1
         return RecordSummary(opened=opened, updated=updated, suppressed=suppressed)
 
     def queue(self, caller: Caller, statuses: Iterable[str] = PENDING) -> list[FindingView]:
@@ -447,6 +478,17 @@ class FindingsService:
             action=f"integrity.finding.{status}", resource=f"finding:{row.id}", outcome="ok",
             org_id=caller.org_id, actor_user_id=caller.user_id, details=details,
         )  # fmt: skip
+
+
+def _platform_record(org_id: str, row: IntegrityFinding) -> AuditRecord:
+    return AuditRecord(
+        action="integrity.finding.open", resource=f"finding:{row.id}", outcome="ok",
+        org_id=org_id,
+        details={
+            "subject": row.subject, "detector": row.detector, "score": row.score,
+            "source": row.source,
+        },
+    )  # fmt: skip
 
 
 def _statuses(statuses: Iterable[str]) -> list[str]:

@@ -21,6 +21,9 @@ re-check reads connectors (slow, unlike the sweep); the message expires after on
 interval, so a backlog never stacks up copies, and ``recheck_due`` claims each outcome
 before judging it, so two copies never judge one outcome twice.
 
+Likewise ``integrity_scan`` every ``integrity_scan_hours``: a worker scans every org's
+last weeks (``integrity.live``); a second copy only refreshes the findings it opened.
+
 Tasks run in Celery's ``threads`` pool: each task runs one run in its own event loop, and
 ``kill -9`` of a worker takes all of its runs with it (no orphaned children).
 """
@@ -55,6 +58,7 @@ OUTCOMES_RECHECK = "meshclaw.outcomes_recheck"
 DELIVER_NOTIFICATIONS = "meshclaw.deliver_notifications"
 ROLL_UP_USAGE = "meshclaw.roll_up_usage"
 AUDIT_CHECKPOINT = "meshclaw.audit_checkpoint"
+INTEGRITY_SCAN = "meshclaw.integrity_scan"
 
 PlatformFactory = Callable[[Settings], Platform]
 
@@ -95,6 +99,7 @@ def celery_config(settings: Settings, queue: str = RUN_QUEUE) -> dict[str, Any]:
         ("meshclaw-notifications", DELIVER_NOTIFICATIONS, settings.notify_seconds),
         ("meshclaw-usage-rollup", ROLL_UP_USAGE, settings.usage_rollup_seconds),
         ("meshclaw-audit-checkpoint", AUDIT_CHECKPOINT, settings.audit.schedule_seconds()),
+        ("meshclaw-integrity-scan", INTEGRITY_SCAN, settings.integrity_scan_hours * 3600),
     )
     for entry, task_name, every in periodic:
         if every > 0:  # to a worker (they read connectors or sum days); stale copies expire
@@ -215,6 +220,13 @@ class WorkerRuntime:
         """A timed audit checkpoint if records are uncovered; witness sends due (beat's entry)."""
         return dataclasses.asdict(self.platform.audit_log.scheduled())
 
+    def scan_integrity(self) -> dict[str, int]:
+        """Every org's live integrity scan, findings recorded for review (beat's entry)."""
+        scans = self.platform.scan_integrity()
+        opened = sum(s.recorded.opened for s in scans)
+        log.info("integrity scans: %d orgs, %d findings opened", len(scans), opened)
+        return {"orgs": len(scans), "flagged": sum(len(s.flagged) for s in scans), "opened": opened}
+
     def sweep(self) -> list[str]:
         result = self.leases.sweep()
         for run_id in result.redeliver:
@@ -281,6 +293,9 @@ def create_celery(
     def audit_checkpoint() -> dict[str, Any]:
         return runtime.audit_checkpoint()
 
+    def integrity_scan() -> dict[str, int]:
+        return runtime.scan_integrity()
+
     # ``shared=False``: the tasks belong to this app only, so a second app in the same
     # process (tests, or a dispatcher beside a worker) does not inherit the first one's.
     task = app.task
@@ -291,6 +306,7 @@ def create_celery(
     task(name=DELIVER_NOTIFICATIONS, acks_late=False, shared=False)(deliver_notifications)
     task(name=ROLL_UP_USAGE, acks_late=False, shared=False)(roll_up_usage)
     task(name=AUDIT_CHECKPOINT, acks_late=False, shared=False)(audit_checkpoint)
+    task(name=INTEGRITY_SCAN, acks_late=False, shared=False)(integrity_scan)
 
     if shutdown_grace_seconds is not None:
         grace = shutdown_grace_seconds

@@ -103,6 +103,7 @@ class InProcessWorker:
             (settings.notify_seconds, "notification delivery", self._deliver),
             (settings.usage_rollup_seconds, "usage roll-up", self._roll_up),
             (settings.audit.schedule_seconds(), "audit checkpoint", self._audit_checkpoint),
+            (settings.integrity_scan_hours * 3600, "integrity scan", self._scan_integrity),
             (self._cron_seconds, "chat and mail triggers", self._poll_inbound),
         ]
 
@@ -126,6 +127,9 @@ class InProcessWorker:
 
     def _audit_checkpoint(self) -> object:
         return self._platform.audit_log.scheduled()
+
+    def _scan_integrity(self) -> object:
+        return self._platform.scan_integrity()
 
     async def _serve(self) -> None:
         self._loop = asyncio.get_running_loop()

@@ -9,7 +9,8 @@ here (``apply_async`` below), so they are never stuck behind a backlog of runs:
   single leader among replicas.
 
 Its third entry, ``meshclaw.outcomes_recheck`` (every ``outcomes_recheck_seconds``), is
-sent to the workers like any task: re-checks read connectors and may take a while.
+sent to the workers like any task: re-checks read connectors and may take a while; so
+is ``meshclaw.integrity_scan`` (every ``integrity_scan_hours``, ``integrity.live``).
 """
 
 from __future__ import annotations
