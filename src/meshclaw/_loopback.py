@@ -102,3 +102,43 @@ class LoopbackServer:
         tb: TracebackType | None,
     ) -> None:
         self.stop()
+
+
+class ServedFake:
+    """What a protocol fake shares: its state served on loopback by ``start``/``stop`` or
+    as a context manager. A subclass builds its ASGI app in ``_app`` and sets ``name``."""
+
+    name = "protocol fake"
+
+    def __init__(self, *, host: str = "127.0.0.1", port: int = 0) -> None:
+        self._host = host
+        self._wanted_port = port
+        self._loopback: LoopbackServer | None = None
+        self.port = 0
+
+    def _app(self) -> Any:
+        raise NotImplementedError
+
+    def start(self, timeout: float = 10.0) -> Self:
+        loopback = LoopbackServer(
+            self._app(), host=self._host, port=self._wanted_port, name=self.name
+        )
+        self._loopback = loopback.start(timeout)
+        self.port = loopback.port
+        return self
+
+    def stop(self) -> None:
+        if self._loopback is not None:
+            self._loopback.stop()
+            self._loopback = None
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()

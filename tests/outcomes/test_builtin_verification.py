@@ -136,12 +136,13 @@ def recheck_with(world: World, connector: McpConnector, run_id: str, hours: int)
     return asyncio.run(recheck())
 
 
-def test_a_pipeline_run_is_verified_by_its_status_and_undone_when_it_fails(
+def deploying_world(
     origin: Path,
     pipeline: PipelineService,
     scripted: Callable[[dict[str, Any]], ScriptedServer],
     make_world: Callable[..., World],
-) -> None:
+) -> tuple[World, ConnectorRegistry]:
+    """A world whose agent triggers the pipeline once and claims a ``deploy`` outcome."""
     model = scripted({"turns": [
         {"reply": {"tool_calls": [{"name": "deploy.trigger_pipeline", "arguments": {}}]}},
         {"reply": {"content": "deployed"}},
@@ -153,6 +154,16 @@ def test_a_pipeline_run_is_verified_by_its_status_and_undone_when_it_fails(
     )
     world.save_agent(spec + "outcomes:\n  - {type: deploy}\n")
     connectors = ConnectorRegistry([deploy_connector(origin, pipeline, world)])
+    return world, connectors
+
+
+def test_a_pipeline_run_is_verified_by_its_status_and_undone_when_it_fails(
+    origin: Path,
+    pipeline: PipelineService,
+    scripted: Callable[[dict[str, Any]], ScriptedServer],
+    make_world: Callable[..., World],
+) -> None:
+    world, connectors = deploying_world(origin, pipeline, scripted, make_world)
     info = world.run("helper", connectors=connectors)
     assert info.status == "succeeded", info.error
 
@@ -179,17 +190,7 @@ def test_a_deploy_rolled_back_after_the_fact_loses_its_credit_at_the_recheck(
     scripted: Callable[[dict[str, Any]], ScriptedServer],
     make_world: Callable[..., World],
 ) -> None:
-    model = scripted({"turns": [
-        {"reply": {"tool_calls": [{"name": "deploy.trigger_pipeline", "arguments": {}}]}},
-        {"reply": {"content": "deployed"}},
-    ]})  # fmt: skip
-    world = make_world(model.base_url)
-    spec = agent_yaml(
-        tools=(("deploy.trigger_pipeline", "write"), ("deploy.pipeline_status", "read")),
-        timeout=120,
-    )
-    world.save_agent(spec + "outcomes:\n  - {type: deploy}\n")
-    connectors = ConnectorRegistry([deploy_connector(origin, pipeline, world)])
+    world, connectors = deploying_world(origin, pipeline, scripted, make_world)
     assert world.run("helper", connectors=connectors).status == "succeeded"
     [outcome] = world.platform.outcomes.list_outcomes(world.alice)
     assert outcome.verified

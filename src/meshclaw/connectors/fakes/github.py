@@ -18,15 +18,14 @@ import hashlib
 import threading
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from types import TracebackType
-from typing import Any, Self
+from typing import Any
 
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from meshclaw._loopback import LoopbackServer
+from meshclaw._loopback import ServedFake
 
 
 def _now() -> str:
@@ -265,40 +264,19 @@ def _app(state: GitHubState) -> Starlette:
     )
 
 
-class GitHubFake:
-    """Serves a ``GitHubState`` on loopback (port from the OS) in a background thread."""
+class GitHubFake(ServedFake):
+    """Serves a ``GitHubState`` on loopback (port from the OS) in a background thread.
+    ``port`` 0: a port from the OS (the demo asks for the one it used last time)."""
+
+    name = "GitHub fake"
 
     def __init__(self, state: GitHubState | None = None, *, port: int = 0) -> None:
+        super().__init__(port=port)
         self.state = state or GitHubState()
-        self._loopback: LoopbackServer | None = None
-        self._wanted_port = port
-        """0: a port from the OS (the demo asks for the one it used last time)."""
-        self.port = 0
+
+    def _app(self) -> Starlette:
+        return _app(self.state)
 
     @property
     def api_url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
-
-    def start(self, timeout: float = 10.0) -> Self:
-        loopback = LoopbackServer(
-            _app(self.state), host="127.0.0.1", port=self._wanted_port, name="GitHub fake"
-        )
-        self._loopback = loopback.start(timeout)
-        self.port = loopback.port
-        return self
-
-    def stop(self) -> None:
-        if self._loopback is not None:
-            self._loopback.stop()
-            self._loopback = None
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()

@@ -32,15 +32,14 @@ import itertools
 import threading
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from types import TracebackType
-from typing import Any, Literal, Self
+from typing import Any, Literal
 
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from meshclaw._loopback import LoopbackServer
+from meshclaw._loopback import ServedFake
 
 __all__ = ["JiraFake", "JiraIssue", "JiraProject", "JiraState", "JiraTransition", "JiraUser",
            "default_transitions"]  # fmt: skip
@@ -571,36 +570,18 @@ def _app(state: JiraState) -> Starlette:
     )
 
 
-class JiraFake:
+class JiraFake(ServedFake):
     """Serves a ``JiraState`` on loopback (port from the OS) in a background thread."""
 
+    name = "Jira fake"
+
     def __init__(self, state: JiraState | None = None) -> None:
+        super().__init__()
         self.state = state or JiraState()
-        self._loopback: LoopbackServer | None = None
-        self.port = 0
+
+    def _app(self) -> Starlette:
+        return _app(self.state)
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
-
-    def start(self, timeout: float = 10.0) -> Self:
-        loopback = LoopbackServer(_app(self.state), host="127.0.0.1", name="Jira fake")
-        self._loopback = loopback.start(timeout)
-        self.port = loopback.port
-        return self
-
-    def stop(self) -> None:
-        if self._loopback is not None:
-            self._loopback.stop()
-            self._loopback = None
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()

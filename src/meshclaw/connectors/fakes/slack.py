@@ -18,8 +18,7 @@ import json
 import threading
 import time
 from dataclasses import dataclass, field
-from types import TracebackType
-from typing import Any, Self
+from typing import Any
 from urllib.parse import parse_qsl
 
 from starlette.applications import Starlette
@@ -27,7 +26,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from meshclaw._loopback import LoopbackServer
+from meshclaw._loopback import ServedFake
 
 
 @dataclass
@@ -237,47 +236,25 @@ def _api(workspace: SlackWorkspace) -> Starlette:
     return Starlette(routes=[Route("/api/{method}", endpoint, methods=["GET", "POST"])])
 
 
-class SlackFake:
-    """Serves a ``SlackWorkspace`` on loopback (port from the OS) in a background thread."""
+class SlackFake(ServedFake):
+    """Serves a ``SlackWorkspace`` on loopback (port from the OS) in a background thread.
+    ``port`` 0: a port from the OS (the demo asks for the one it used last time)."""
+
+    name = "Slack fake"
 
     def __init__(
         self, workspace: SlackWorkspace | None = None, host: str = "127.0.0.1", *, port: int = 0
     ) -> None:
+        super().__init__(host=host, port=port)
         self.workspace = workspace or SlackWorkspace()
-        self._host = host
-        self._wanted_port = port
-        """0: a port from the OS (the demo asks for the one it used last time)."""
-        self._loopback: LoopbackServer | None = None
-        self.port = 0
+
+    def _app(self) -> Starlette:
+        return _api(self.workspace)
 
     @property
     def base_url(self) -> str:
         """What ``slack_sdk.WebClient(base_url=...)`` takes."""
         return f"http://{self._host}:{self.port}/api/"
-
-    def start(self, timeout: float = 10.0) -> Self:
-        loopback = LoopbackServer(
-            _api(self.workspace), host=self._host, port=self._wanted_port, name="Slack fake"
-        )
-        self._loopback = loopback.start(timeout)
-        self.port = loopback.port
-        return self
-
-    def stop(self) -> None:
-        if self._loopback is not None:
-            self._loopback.stop()
-            self._loopback = None
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
 
 def main() -> None:
