@@ -103,6 +103,19 @@ def render(
     )
 
 
+def query_int(value: str | None, default: int, allowed: tuple[int, ...] | None = None) -> int:
+    """A page's numeric query parameter (``limit``, ``offset``): ``default`` when absent,
+    not a number, or not one of ``allowed``; never negative. A bad link shows the
+    default page rather than an error."""
+    try:
+        number = int(value) if value else default
+    except ValueError:
+        return default
+    if allowed is not None and number not in allowed:
+        return default
+    return max(number, 0)
+
+
 def is_page(request: Request) -> bool:
     """Whether the request is for a dashboard page (errors then render as HTML)."""
     return request.url.path == PREFIX or request.url.path.startswith(PREFIX + "/")

@@ -27,7 +27,7 @@ from meshclaw.integrity.findings import (
     FindingView,
     next_statuses,
 )
-from meshclaw.web._pages import PREFIX, FormDep, Viewer, ViewerDep, render
+from meshclaw.web._pages import PREFIX, FormDep, Viewer, ViewerDep, query_int, render
 
 router = APIRouter()
 
@@ -149,16 +149,6 @@ def _choice(value: str | None, allowed: tuple[str, ...] | dict[str, Any], defaul
     return value if value is not None and value in allowed else default
 
 
-def _int(value: str | None, default: int, allowed: tuple[int, ...] | None = None) -> int:
-    try:
-        number = int(value) if value else default
-    except ValueError:
-        return default
-    if allowed is not None and number not in allowed:
-        return default
-    return max(number, 0)
-
-
 @router.get("/integrity", response_class=HTMLResponse)
 def queue(
     request: Request,
@@ -171,8 +161,8 @@ def queue(
 ) -> HTMLResponse:
     status_key = _choice(status, STATUS_CHOICES, "pending")
     detector_name = _choice(detector, (*DETECTORS, *PLATFORM_DETECTORS), "")
-    size = _int(limit, 50, PAGE_SIZES)
-    start = _int(offset, 0)
+    size = query_int(limit, 50, PAGE_SIZES)
+    start = query_int(offset, 0)
     subject = (subject or "").strip()[:200]
     page = viewer.platform.findings.find(
         viewer.caller,

@@ -14,7 +14,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse
 
 from meshclaw.notify.service import STATUSES, Scope
-from meshclaw.web._pages import PREFIX, ViewerDep, render
+from meshclaw.web._pages import PREFIX, ViewerDep, query_int, render
 
 router = APIRouter()
 
@@ -30,16 +30,6 @@ assert set(STATUS_CHOICES) == {"all", *STATUSES}
 SCOPES = {"mine": "Addressed to me", "org": "Everyone in the org"}
 
 
-def _int(value: str | None, default: int, allowed: tuple[int, ...] | None = None) -> int:
-    try:
-        number = int(value) if value else default
-    except ValueError:
-        return default
-    if allowed is not None and number not in allowed:
-        return default
-    return max(number, 0)
-
-
 @router.get("/notifications", response_class=HTMLResponse)
 def notifications_page(
     request: Request,
@@ -52,8 +42,8 @@ def notifications_page(
     service = viewer.platform.notifications
     scope_key: Scope = "org" if scope == "org" else "mine"
     status_key = status if status in STATUS_CHOICES else "all"
-    size = _int(limit, 50, PAGE_SIZES)
-    start = _int(offset, 0)
+    size = query_int(limit, 50, PAGE_SIZES)
+    start = query_int(offset, 0)
     page = service.find(
         viewer.caller,
         scope=scope_key,
