@@ -20,6 +20,26 @@ from starlette.routing import Route
 from meshclaw._loopback import LoopbackServer
 
 
+def git(cwd: Path, *args: str) -> str:
+    return subprocess.run(
+        ["git", "-c", "user.name=Dev", "-c", "user.email=dev@acme.test", *args],
+        cwd=cwd, check=True, capture_output=True, text=True,
+    ).stdout.strip()  # fmt: skip
+
+
+def seeded_repo(folder: Path, name: str, path: str, content: str, message: str) -> Path:
+    """A bare repository ``folder/name`` with one commit on main adding ``path``."""
+    bare = folder / name
+    git(folder, "init", "--quiet", "--bare", "--initial-branch=main", str(bare))
+    work = folder / "seed"
+    git(folder, "clone", "--quiet", str(bare), str(work))
+    (work / path).write_text(content)
+    git(work, "add", path)
+    git(work, "commit", "--quiet", "-m", message)
+    git(work, "push", "--quiet", "origin", "HEAD:main")
+    return bare
+
+
 @dataclass
 class PipelineService:
     repo: Path

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import shutil
-import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,29 +17,14 @@ from meshclaw.connectors.config import ConnectorConfig
 from meshclaw.connectors.credentials import MemoryCredentialStore
 from meshclaw.connectors.mcp import McpConnector
 from tests.connectors.conftest import require
-from tests.connectors.pipeline_service import PipelineService
-
-
-def git(cwd: Path, *args: str) -> str:
-    return subprocess.run(
-        ["git", "-c", "user.name=Dev", "-c", "user.email=dev@acme.test", *args],
-        cwd=cwd, check=True, capture_output=True, text=True,
-    ).stdout.strip()  # fmt: skip
+from tests.connectors.pipeline_service import PipelineService, git, seeded_repo
 
 
 @pytest.fixture
 def origin(tmp_path: Path) -> Path:
     """A bare repository with one commit on main, like a team's service repo."""
     require(shutil.which("git") is not None, "git is not installed")
-    bare = tmp_path / "billing.git"
-    git(tmp_path, "init", "--quiet", "--bare", "--initial-branch=main", str(bare))
-    work = tmp_path / "seed"
-    git(tmp_path, "clone", "--quiet", str(bare), str(work))
-    (work / "app.py").write_text("VERSION = 1\n")
-    git(work, "add", "app.py")
-    git(work, "commit", "--quiet", "-m", "Initial")
-    git(work, "push", "--quiet", "origin", "HEAD:main")
-    return bare
+    return seeded_repo(tmp_path, "billing.git", "app.py", "VERSION = 1\n", "Initial")
 
 
 @pytest.fixture

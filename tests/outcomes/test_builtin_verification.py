@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import shutil
-import subprocess
 import sys
 from collections.abc import Callable, Iterator
 from datetime import timedelta
@@ -36,16 +35,9 @@ from meshclaw.providers.scripted import ScriptedServer
 from tests.conftest import World, agent_yaml
 from tests.connectors.conftest import require
 from tests.connectors.davpeers import DavShare, start_wsgidav
-from tests.connectors.pipeline_service import PipelineService
+from tests.connectors.pipeline_service import PipelineService, git, seeded_repo
 
 TOKEN = "ci-Token-1"
-
-
-def git(cwd: Path, *args: str) -> str:
-    return subprocess.run(
-        ["git", "-c", "user.name=Dev", "-c", "user.email=dev@acme.test", *args],
-        cwd=cwd, check=True, capture_output=True, text=True,
-    ).stdout.strip()  # fmt: skip
 
 
 def test_the_default_types_name_the_built_in_tools_and_keep_third_party_ones() -> None:
@@ -60,15 +52,7 @@ def test_the_default_types_name_the_built_in_tools_and_keep_third_party_ones() -
 @pytest.fixture
 def origin(tmp_path: Path) -> Path:
     require(shutil.which("git") is not None, "git is not installed")
-    bare = tmp_path / "app.git"
-    git(tmp_path, "init", "--quiet", "--bare", "--initial-branch=main", str(bare))
-    work = tmp_path / "seed"
-    git(tmp_path, "clone", "--quiet", str(bare), str(work))
-    (work / "VERSION").write_text("1.0.0\n")
-    git(work, "add", "VERSION")
-    git(work, "commit", "--quiet", "-m", "1.0.0")
-    git(work, "push", "--quiet", "origin", "HEAD:main")
-    return bare
+    return seeded_repo(tmp_path, "app.git", "VERSION", "1.0.0\n", "1.0.0")
 
 
 @pytest.fixture
