@@ -6,7 +6,7 @@ settings or opens the database.
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -185,16 +185,19 @@ class Platform:
             db=self.db, gateway=gateway, audit=self.audit, on_finish=self.outcomes.record_run
         )
 
-    async def recheck_outcomes(self, caller: Caller | None = None) -> RecheckSummary:
+    async def recheck_outcomes(
+        self, caller: Caller | None = None, *, now: datetime | None = None
+    ) -> RecheckSummary:
         """Due outcome durability re-checks: the install's (the scheduler), or by hand the
         caller's org (``outcome.recheck``). Each connector read goes through a fresh
         gateway in the context of the outcome's run: the spec's grant, the owner's
-        delegated credential, metered and audited (``RunExecutor.reader_for_ended_run``)."""
+        delegated credential, metered and audited (``RunExecutor.reader_for_ended_run``).
+        ``now``: what is due as of then (default: the clock's now)."""
         org_id = None if caller is None else self.outcomes.authorize_recheck(caller)
         gateway = self.build_gateway()
         try:
             reader = self.executor(gateway).reader_for_ended_run
-            return await self.outcomes.recheck_due(org_id=org_id, reader=reader)
+            return await self.outcomes.recheck_due(org_id=org_id, reader=reader, now=now)
         finally:
             await gateway.aclose()
 

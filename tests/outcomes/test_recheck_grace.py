@@ -170,19 +170,11 @@ def test_an_owner_who_revokes_her_credential_loses_the_credit_to_review(
     due_at = only_outcome(world).durability_due_at
     assert due_at is not None
 
-    async def recheck(now: datetime) -> None:
-        gateway = platform.build_gateway()
-        try:
-            reader = platform.executor(gateway).reader_for_ended_run
-            await platform.outcomes.recheck_due(now=now, reader=reader)
-        finally:
-            await gateway.aclose()
-
-    asyncio.run(recheck(due_at + timedelta(hours=1)))
+    asyncio.run(platform.recheck_outcomes(now=due_at + timedelta(hours=1)))
     after = only_outcome(world)
     assert after.verification["durability"]["status"] == "due", after.verification
     assert findings(world) == []
-    asyncio.run(recheck(due_at + RECHECK_GRACE))
+    asyncio.run(platform.recheck_outcomes(now=due_at + RECHECK_GRACE))
     (finding,) = findings(world)
     assert finding.evidence["outcome"] == outcome.id
     assert credit(world) == (0.0, score)
@@ -215,16 +207,8 @@ def test_a_removed_connector_is_refused_retried_and_past_the_grace_withholds_the
     due_at = only_outcome(world).durability_due_at
     assert due_at is not None
 
-    async def recheck(now: datetime) -> None:
-        gateway = platform.build_gateway()
-        try:
-            reader = platform.executor(gateway).reader_for_ended_run
-            await platform.outcomes.recheck_due(now=now, reader=reader)
-        finally:
-            await gateway.aclose()
-
     first = due_at + timedelta(hours=1)
-    asyncio.run(recheck(first))
+    asyncio.run(platform.recheck_outcomes(now=first))
     after = only_outcome(world)
     assert after.durability_due_at == first + RETRY_FIRST  # due again, not given up on
     note = after.verification["durability"]
@@ -232,7 +216,7 @@ def test_a_removed_connector_is_refused_retried_and_past_the_grace_withholds_the
     assert after.verification["recheck_failing"]["since"] == first.isoformat()
     assert findings(world) == [] and credit(world) == (score, 0.0)  # within the grace
 
-    asyncio.run(recheck(due_at + RECHECK_GRACE + timedelta(minutes=1)))
+    asyncio.run(platform.recheck_outcomes(now=due_at + RECHECK_GRACE + timedelta(minutes=1)))
     (finding,) = findings(world)
     assert (finding.subject, finding.status, finding.detector) == (
         world.alice.user_id, "open", "recheck_failing",
@@ -253,7 +237,7 @@ def test_a_removed_connector_is_refused_retried_and_past_the_grace_withholds_the
 
     org_tickets_connector(world, github)  # the admin adds the tracker back
     recovered = due_at + RECHECK_GRACE + timedelta(hours=2)
-    asyncio.run(recheck(recovered))
+    asyncio.run(platform.recheck_outcomes(now=recovered))
     after = only_outcome(world)
     assert after.durability_due_at is None
     assert after.verification["durability"]["status"] == "holds"
