@@ -162,3 +162,43 @@ def test_driver_statements_raise_sqlalchemy_errors_and_bad_connections_are_not_k
     finally:
         db.dispose()
     assert db.engine.pool.checkedout() == 0
+
+
+def test_a_reservation_in_the_callers_transaction_holds_every_counter_or_none(
+    scripted: Start, make_world: Callable[..., World], database_url: str
+) -> None:
+    """The gateway reserves inside the transaction that starts the call's step: a refusal
+    must leave no partial hold on the other counters and must not undo what that
+    transaction wrote before (the run's previous call end); a hold commits with it."""
+    world, call, spec = _world(scripted, make_world, database_url)
+    guard = LimitGuard(world.platform.db, world.platform.audit)
+    for scope, name, metric, cap in (("user", "alice", "calls", "1"), ("org", "acme", "cost", "5")):
+        world.platform.budgets.set(
+            world.admin, scope=scope, name=name, metric=metric, period="day", hard_cap=cap,
+            soft_cap=None,
+        )  # fmt: skip
+    db = world.platform.db
+
+    with db.session() as session:
+        guard.reserve(call, spec, RunTotals(), conn=session.connection())
+    assert sorted((s, r) for _, s, r in _counters(world)) == [(0, 1), (0, 1000)]  # committed
+
+    with db.session() as session:  # the user's single call is held: refused
+        conn = session.connection()
+        conn.execute(delete(UsageDailyDay))  # stands for the earlier write of the transaction
+        conn.execute(insert(UsageDailyDay).values(org_id="o", day=date(2026, 1, 1), stale=True))
+        with pytest.raises(BudgetExceeded, match="calls hard cap 1 call"):
+            guard.reserve(call, spec, RunTotals(), conn=conn)
+    assert sorted((s, r) for _, s, r in _counters(world)) == [(0, 1), (0, 1000)]  # untouched
+    with db.session() as session:
+        assert session.scalars(select(UsageDailyDay.org_id)).all() == ["o"]
+
+    with pytest.raises(RuntimeError), db.session() as session:  # rolled back: no hold left
+        world.platform.budgets.set(
+            world.admin, scope="user", name="alice", metric="calls", period="day",
+            hard_cap="5", soft_cap=None,
+        )  # fmt: skip
+        guard.forget()
+        guard.reserve(call, spec, RunTotals(), conn=session.connection())
+        raise RuntimeError("the step-start transaction failed")
+    assert sorted((s, r) for _, s, r in _counters(world)) == [(0, 1), (0, 1000)]

@@ -10,6 +10,7 @@ from sqlalchemy import select
 
 from meshclaw.connectors.base import ToolContext, ToolDefinition, ToolResult
 from meshclaw.connectors.registry import ConnectorRegistry
+from meshclaw.metering.budget import CallKind, PlannedCall
 from meshclaw.providers.base import Message, ModelRequest
 from meshclaw.providers.scripted import ScriptedServer
 from meshclaw.runtime.context import RunContext
@@ -67,6 +68,11 @@ def gateway(world: World, counter: CountingConnector) -> Gateway:
     return world.platform.build_gateway(retry=FAST_RETRY, connectors=ConnectorRegistry([counter]))
 
 
+def planned(gateway: Gateway, ctx: RunContext, kind: CallKind) -> PlannedCall:
+    """A call as the gateway plans it, for starting its step by hand (a crash test)."""
+    return PlannedCall(kind=kind, scope=gateway._scope(ctx), fingerprint=f"{kind}:crash")
+
+
 def steps(world: World, run_id: str) -> list[tuple[int, str, str]]:
     with world.platform.db.session() as session:
         rows = session.scalars(
@@ -98,7 +104,10 @@ def test_a_tool_call_cut_off_by_a_crash_is_retried_with_the_same_idempotency_key
         # The worker dies while the tool call is in flight: the step is started, never ended.
         (call,) = reply.tool_calls
         seq = ctx.take_step_number()
-        first._start_step(ctx, seq, "tool", call.name, {"tool_call_id": call.id, "arguments": {}})
+        first._start_step(
+            ctx, seq, "tool", call.name, {"tool_call_id": call.id, "arguments": {}},
+            planned(first, ctx, "tool"), f"tool:{call.name}",
+        )  # fmt: skip
         counter.keys.append(ctx.idempotency_key(seq))  # the side effect did happen
         await first.aclose()
 
@@ -128,8 +137,9 @@ def test_a_model_call_cut_off_by_a_crash_is_made_again_and_metered_once(
         from meshclaw.runtime.trace import request_summary
 
         first._start_step(
-            ctx, ctx.take_step_number(), "model", "test-model", request_summary(request)
-        )
+            ctx, ctx.take_step_number(), "model", "test-model", request_summary(request),
+            planned(first, ctx, "model"), "model:scripted/test-model",
+        )  # fmt: skip
         await first.aclose()
         second = gateway(world, counter)
         end = await world.platform.executor(second).execute(run_id)

@@ -15,7 +15,7 @@ from meshclaw.providers.scripted import ScriptedServer
 from meshclaw.store.models import Run
 from meshclaw.workers.leases import Leases
 from tests.conftest import FAST_RETRY, World, agent_yaml
-from tests.runtime.test_resume import CountingConnector, first_turn, steps
+from tests.runtime.test_resume import CountingConnector, first_turn, planned, steps
 
 Start = Callable[[dict[str, Any]], ScriptedServer]
 
@@ -93,7 +93,10 @@ def test_a_run_whose_worker_died_mid_tool_call_is_continued_by_another(
         )
         (call,) = reply.tool_calls
         seq = ctx.take_step_number()
-        gateway._start_step(ctx, seq, "tool", call.name, {"tool_call_id": call.id})
+        gateway._start_step(
+            ctx, seq, "tool", call.name, {"tool_call_id": call.id},
+            planned(gateway, ctx, "tool"), f"tool:{call.name}",
+        )  # fmt: skip
         counter.keys.append(ctx.idempotency_key(seq))  # the side effect happened; then kill -9
         await gateway.aclose()
 

@@ -2,7 +2,9 @@
 
 ``BudgetGuard`` is the seam. For every model or tool call the gateway calls
 ``reserve`` (raise ``BudgetExceeded`` to refuse: nothing is called, the run stops
-cleanly), then exactly one of ``settle`` (in the transaction that stores the usage
+cleanly) inside the transaction that starts the call's step, so the reservation and the
+step commit together (a second commit per call would cost as much as the budget check
+itself); then exactly one of ``settle`` (in the transaction that stores the usage
 record, so spend and usage commit together) or ``release`` (the call failed or was
 cancelled). ``RunBudgetGuard`` enforces the spec's per-run caps; ``metering.limits``
 adds org/team/user/agent budgets, rate limits and the runaway-loop circuit breaker.
@@ -14,6 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
+from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
 from meshclaw.errors import BudgetExceeded
@@ -78,8 +81,19 @@ class Reservation:
 
 
 class BudgetGuard(Protocol):
-    def reserve(self, call: PlannedCall, spec: AgentSpec, totals: RunTotals) -> Reservation:
-        """Raise ``BudgetExceeded`` to refuse the call before it is made; else hold it."""
+    def reserve(
+        self,
+        call: PlannedCall,
+        spec: AgentSpec,
+        totals: RunTotals,
+        *,
+        conn: Connection | None = None,
+    ) -> Reservation:
+        """Raise ``BudgetExceeded`` to refuse the call before it is made; else hold it.
+
+        With ``conn`` the hold is written in that connection's open transaction and
+        commits (or rolls back, then there is nothing to release) with it; a refusal
+        leaves that transaction as it was. Without, the guard commits it on its own."""
         ...
 
     def settle(
@@ -114,7 +128,14 @@ class RunBudgetGuard:
                 f"run spent ${spent.normalize()}, cap is ${budget.max_cost_usd_per_run}"
             )
 
-    def reserve(self, call: PlannedCall, spec: AgentSpec, totals: RunTotals) -> Reservation:
+    def reserve(
+        self,
+        call: PlannedCall,
+        spec: AgentSpec,
+        totals: RunTotals,
+        *,
+        conn: Connection | None = None,
+    ) -> Reservation:
         self.check(kind=call.kind, spec=spec, totals=totals)
         return Reservation(call=call)
 

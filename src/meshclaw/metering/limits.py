@@ -21,8 +21,8 @@ import functools
 import hashlib
 import json
 import time
-from collections.abc import Callable
-from contextlib import AbstractContextManager
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal, NamedTuple, cast
@@ -197,9 +197,11 @@ _SOFT_CROSSED = Prepared(
 )
 
 
-def _by_id(n: int, name: str) -> Any:
+def _by_id(n: int, name: str, id_column: Any = _C.c.id) -> Any:
     """``CASE id WHEN :p_id0 THEN :name0 ... END`` over ``n`` counters."""
-    return case(*((_C.c.id == bindparam(f"{_P_ID}{i}"), bindparam(f"{name}{i}")) for i in range(n)))
+    return case(
+        *((id_column == bindparam(f"{_P_ID}{i}"), bindparam(f"{name}{i}")) for i in range(n))
+    )
 
 
 def _keys(n: int, *names: str) -> list[str]:
@@ -208,10 +210,23 @@ def _keys(n: int, *names: str) -> list[str]:
 
 @functools.lru_cache(maxsize=32)
 def _reserve_many(n: int) -> Prepared:
+    """All ``n`` counters or none: each is updated only if every one of them exists and
+    is below its cap, so a refusal leaves nothing to undo in the caller's transaction
+    (SQLite evaluates the uncorrelated count once, under the statement's write lock)."""
     ids: list[Any] = [bindparam(f"{_P_ID}{i}") for i in range(n)]
+    other = _C.alias("other")
+    below_cap = (
+        select(func.count())
+        .select_from(other)
+        .where(
+            other.c.id.in_(ids),
+            other.c.spent + other.c.reserved < _by_id(n, _P_CAP, other.c.id),
+        )
+        .scalar_subquery()
+    )
     statement = (
         update(_C)
-        .where(_C.c.id.in_(ids), _C.c.spent + _C.c.reserved < _by_id(n, _P_CAP))
+        .where(_C.c.id.in_(ids), below_cap == n)
         .values(reserved=_C.c.reserved + _by_id(n, _P_AMOUNT))
     )
     return Prepared(statement, _keys(n, _P_ID, _P_AMOUNT, _P_CAP))
@@ -375,7 +390,14 @@ class LimitGuard:
 
     # -- reserve ------------------------------------------------------------------------
 
-    def reserve(self, call: PlannedCall, spec: AgentSpec, totals: RunTotals) -> Reservation:
+    def reserve(
+        self,
+        call: PlannedCall,
+        spec: AgentSpec,
+        totals: RunTotals,
+        *,
+        conn: Connection | None = None,
+    ) -> Reservation:
         self._run_caps.check(kind=call.kind, spec=spec, totals=totals)
         self._breaker(call, totals)
         if call.kind != "model":
@@ -388,20 +410,37 @@ class LimitGuard:
         if plan is not None and not plan.budgets:
             return Reservation(call=call)  # the common case: nothing to check, no I/O
         try:
-            return self._reserve(call, key, plan)
+            return self._reserve(call, key, plan, conn)
         except _Stale:
             self._drop(key)
         try:  # once more, with the budgets read again
-            return self._reserve(call, key, None)
+            return self._reserve(call, key, None, conn)
         except _Stale:
             self._drop(key)
             raise BudgetExceeded("budget counters changed while reserving; try again") from None
 
-    def _reserve(self, call: PlannedCall, key: _ScopeKey, plan: _Plan | None) -> Reservation:
+    @contextmanager
+    def _writes(self, conn: Connection | None) -> Iterator[Connection]:
+        """Where a reservation writes: its own transaction, or the caller's. In the
+        caller's, a refusal must leave no partial hold behind: on PostgreSQL (one
+        statement per counter) a savepoint is rolled back; SQLite's one statement holds
+        every counter or none (``_reserve_many``), so it needs no savepoint."""
+        if conn is None:
+            with self._begin() as own:
+                yield own
+        elif self._one_statement:
+            yield conn
+        else:
+            with conn.begin_nested():
+                yield conn
+
+    def _reserve(
+        self, call: PlannedCall, key: _ScopeKey, plan: _Plan | None, outer: Connection | None
+    ) -> Reservation:
         # Prepared statements on a plain connection: this runs before every model call.
         made = False
         try:
-            with self._begin() as conn:
+            with self._writes(outer) as conn:
                 now = self._clock()
                 if plan is None or not plan.current(now):
                     plan, made = self._plan(conn, key, call.scope, now, plan), True
@@ -441,7 +480,7 @@ class LimitGuard:
             params[p_cap] = slot.cap
         if self._run(_reserve_many(len(holds)), conn, params) == len(holds):
             return
-        for hold in holds:  # find the one at its cap; raising rolls everything back
+        for hold in holds:  # none was held: find the one at its cap
             if refusal := self._refusal(conn, hold.slot):
                 raise refusal
         raise _Stale()

@@ -151,17 +151,10 @@ class Gateway:
             fingerprint=model_fingerprint(request),
             estimator=functools.partial(estimate_call, self._prices, provider_name, request),
         )
-        reservation = self._check_budget(ctx, seq, planned, request.model, resource)
-        try:
-            provider = self._providers.get(provider_name)
-        except Exception:
-            self._budget.release(reservation)
-            raise
-        try:
-            step_id = self._start_step(ctx, seq, "model", request.model, request_summary(request))
-        except BaseException:
-            self._budget.release(reservation)
-            raise
+        provider = self._providers.get(provider_name)
+        step_id, reservation = self._start_step(
+            ctx, seq, "model", request.model, request_summary(request), planned, resource
+        )
         attempts: list[dict[str, Any]] = []
         started = time.perf_counter()
         try:
@@ -356,16 +349,13 @@ class Gateway:
         planned = PlannedCall(
             kind="tool", scope=self._scope(ctx), fingerprint=tool_fingerprint(call)
         )
-        reservation = self._check_budget(ctx, seq, planned, call.name, resource)
         connector_name, tool_name = call.name.split(".", 1)
         connector = self._connectors.get(connector_name, org_id=ctx.org_id)
         assert connector is not None  # offered tools come from registered connectors
         request = {"tool_call_id": call.id, "arguments": call.arguments}
-        try:
-            step_id = self._start_step(ctx, seq, "tool", call.name, request)
-        except BaseException:
-            self._budget.release(reservation)
-            raise
+        step_id, reservation = self._start_step(
+            ctx, seq, "tool", call.name, request, planned, resource
+        )
         tool_ctx = ToolContext(
             org_id=ctx.org_id,
             user_id=ctx.user_id,
@@ -505,13 +495,28 @@ class Gateway:
         except MeshClawError:
             return "unknown"
 
-    def _check_budget(
-        self, ctx: RunContext, seq: int, planned: PlannedCall, name: str, resource: str
-    ) -> Reservation:
-        """Reserve the call's budget before it is made; a refusal is recorded and raised."""
-        kind = planned.kind
+    def _start_step(
+        self,
+        ctx: RunContext,
+        seq: int,
+        kind: str,
+        name: str,
+        request: dict[str, Any],
+        planned: PlannedCall,
+        resource: str,
+    ) -> tuple[str, Reservation]:
+        """Reserve the call's budget and start its step in one transaction, before the
+        call is made; a refusal is recorded and raised. If that transaction fails, the
+        reservation went with it: there is nothing to release."""
         try:
-            return self._budget.reserve(planned, ctx.spec, ctx.totals)
+            return self._steps.start(
+                ctx,
+                seq,
+                kind,
+                name,
+                request,
+                lambda conn: self._budget.reserve(planned, ctx.spec, ctx.totals, conn=conn),
+            )
         except BudgetExceeded as exc:
             refusal = Decision(allowed=False, reason=f"budget: {exc}")
             self._refuse(ctx, seq, kind, name, f"{kind}.budget", resource, refusal)
@@ -572,11 +577,6 @@ class Gateway:
     def commit_pending(self, ctx: RunContext) -> None:
         """The run stops: commit its pending call end, and keep none back from now on."""
         self._steps.commit_pending(ctx)
-
-    def _start_step(
-        self, ctx: RunContext, seq: int, kind: str, name: str, request: dict[str, Any]
-    ) -> str:
-        return self._steps.start(ctx, seq, kind, name, request)
 
     def _record(
         self, ctx: RunContext, action: str, resource: str, outcome: str, details: dict[str, Any]

@@ -50,8 +50,9 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
 from meshclaw.clock import utcnow
-from meshclaw.errors import RunCancelled
+from meshclaw.errors import BudgetExceeded, RunCancelled
 from meshclaw.ids import new_id
+from meshclaw.metering.budget import Reservation
 from meshclaw.store.db import Database, Prepared
 from meshclaw.store.models import Run, RunStep, UsageRecord
 
@@ -408,9 +409,20 @@ class StepWriter:
         self._lane.close()
 
     @contextmanager
-    def transaction(self, ctx: RunContext, *, strict: bool = True) -> Iterator[Session]:
+    def transaction(
+        self,
+        ctx: RunContext,
+        *,
+        strict: bool = True,
+        first: Callable[[Session], None] = _nothing,
+    ) -> Iterator[Session]:
         """A transaction for ``ctx``'s run that first writes the call end its journal
         holds, so that the end and whatever the caller writes commit together.
+
+        ``first`` runs before that end is written, once the lease is known to be ours:
+        budget counters are locked before the audit log's head in every transaction
+        (an end writes its audit record after settling), so two runs never wait on each
+        other in opposite orders (PostgreSQL).
 
         If the run's lease (``ctx.fence``) is no longer this execution's, or that end's
         step was meanwhile taken over by another worker, nothing is written for the end
@@ -422,6 +434,8 @@ class StepWriter:
         try:
             with self._lane.session() as session:
                 ours = holds(session.connection(), ctx.run_id, ctx.fence)
+                if ours:
+                    first(session)
                 if end is not None and not (ours and end.write(session)):
                     superseded = end
                 if strict and (not ours or superseded is not None):
@@ -439,23 +453,44 @@ class StepWriter:
                 pass
 
     def start(
-        self, ctx: RunContext, seq: int, kind: str, name: str, request: dict[str, Any]
-    ) -> str:
-        """Commit step ``seq`` as ``running`` before its call is made; return its id."""
-        with self.transaction(ctx) as session:
-            step_id = insert_step(
-                session.connection(),
-                run_id=ctx.run_id,
-                seq=seq,
-                kind=kind,
-                name=name,
-                status="running",
-                request=request,
-                started_at=utcnow(),
-                resumed_through=ctx.resumed_through,
-            )
+        self,
+        ctx: RunContext,
+        seq: int,
+        kind: str,
+        name: str,
+        request: dict[str, Any],
+        reserve: Callable[[Connection], Reservation],
+    ) -> tuple[str, Reservation]:
+        """Commit step ``seq`` as ``running`` before its call is made, with the call's
+        budget reservation (``reserve``) in the same transaction; return the step's id
+        and the reservation. If ``reserve`` refuses (``BudgetExceeded``), no step is
+        written, the journal's pending end still commits, and the refusal is raised."""
+        held: list[Reservation] = []
+        refusal: list[BudgetExceeded] = []
+
+        def reserve_first(session: Session) -> None:
+            try:
+                held.append(reserve(session.connection()))
+            except BudgetExceeded as exc:
+                refusal.append(exc)
+
+        with self.transaction(ctx, first=reserve_first) as session:
+            if held:
+                step_id = insert_step(
+                    session.connection(),
+                    run_id=ctx.run_id,
+                    seq=seq,
+                    kind=kind,
+                    name=name,
+                    status="running",
+                    request=request,
+                    started_at=utcnow(),
+                    resumed_through=ctx.resumed_through,
+                )
+        if refusal:
+            raise refusal[0]
         ctx.journal.in_flight += 1
-        return step_id
+        return step_id, held[0]
 
     def refused(
         self,
