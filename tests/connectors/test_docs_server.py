@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from meshclaw._loopback import LoopbackServer
 from meshclaw.connectors.approvals import ToolApprovals
 from meshclaw.connectors.base import ToolContext, ToolResult
 from meshclaw.connectors.config import ConnectorConfig
@@ -78,6 +79,7 @@ def test_docs_tools_list_read_search_and_write_with_revisions(
             await call("create", "write_document", path="/reports/weekly.md", content="All green.")
             await call("orphan", "write_document", path="/missing/x.md", content="x")
             await call("escape", "read_document", path="../etc/passwd")
+            await call("missing", "read_document", path="runbooks/db-outage.md")
             return results
         finally:
             await conn.aclose()
@@ -100,6 +102,9 @@ def test_docs_tools_list_read_search_and_write_with_revisions(
         ("/notes.txt", False),
     ]
     assert data("read")["structured"]["content"].startswith("# API outage")
+    assert data("read")["structured"]["exists"] is True
+    # A path with no document is an answer the model (and a re-check) can act on.
+    assert data("missing")["structured"] == {"path": "/runbooks/db-outage.md", "exists": False}
     (hit,) = data("search")["structured"]["documents"]
     assert hit["path"] == "/runbooks/api-outage.md" and "Restart the pods" in hit["snippet"]
     update = data("update")["evidence"]
@@ -123,3 +128,44 @@ def test_docs_auth_failure_is_clear(share: DavShare, approvals: ToolApprovals) -
     result = asyncio.run(scenario())
     assert result.is_error and f"WebDAV login to {share.url} failed" in result.content
     assert "Bad-Pass-3" not in result.content
+
+
+async def _unavailable(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    """A WebDAV server in trouble: every request answers 503."""
+    await send({"type": "http.response.start", "status": 503, "headers": []})
+    await send({"type": "http.response.body", "body": b"maintenance"})
+
+
+def _read_notes(share: DavShare, approvals: ToolApprovals) -> ToolResult:
+    conn = docs_connector(share, approvals)
+
+    async def scenario() -> ToolResult:
+        try:
+            return await conn.call_tool("read_document", {"path": "notes.txt"}, CTX)
+        finally:
+            await conn.aclose()
+
+    return asyncio.run(scenario())
+
+
+def test_a_share_that_cannot_answer_is_an_error_not_a_missing_document(
+    tmp_path: Path, approvals: ToolApprovals
+) -> None:
+    with start_wsgidav(tmp_path / "gone") as stopped:
+        pass  # its server is stopped: the port refuses connections
+    with LoopbackServer(_unavailable, name="unavailable WebDAV") as server:
+        failing = DavShare(url=server.url + "/", username="alice", password="x", root=tmp_path)
+        unavailable = _read_notes(failing, approvals)
+    refused = _read_notes(stopped, approvals)
+    with start_wsgidav(tmp_path / "moved") as dav:
+        (dav.root / "notes.txt").write_text("Quarterly planning.\n")
+        elsewhere = DavShare(url=dav.url + "old-share/", username=dav.username,
+                             password=dav.password, root=dav.root)  # fmt: skip
+        wrong_url = _read_notes(elsewhere, approvals)
+
+    assert refused.is_error and f"cannot reach WebDAV {stopped.url}" in refused.content
+    assert unavailable.is_error and "GET /notes.txt answered 503" in unavailable.content
+    # A share URL that names no share is not "every document deleted".
+    assert wrong_url.is_error
+    assert f"the share {elsewhere.url} is not there" in wrong_url.content
+    assert "exists" not in refused.content + unavailable.content + wrong_url.content

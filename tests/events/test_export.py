@@ -14,7 +14,7 @@ from sqlalchemy import func, select
 import meshclaw
 from meshclaw.clock import utcnow
 from meshclaw.events import EventReader, Feedback, LlmCall, Outcome, Run, ToolCall, load_frame
-from meshclaw.events.export import export_org, target_of
+from meshclaw.events.export import export_org, prompt_of, target_of
 from meshclaw.outcomes.models import Outcome as OutcomeRow
 from meshclaw.outcomes.models import OutcomeFeedback
 from meshclaw.store.models import Run as RunRow
@@ -104,6 +104,22 @@ def test_the_export_reads_back_without_errors_and_matches_the_store(
     calls = [e for e in events if isinstance(e, LlmCall)]
     assert all(c.provider and c.model == "test-model" and c.input_tokens > 0 for c in calls)
     assert {c.run for c in calls} | {tool.run, outcome.run} <= runs.keys()
+    # The first call's prompt is what the person wrote (instructions, then the task); the
+    # second call only added the tool's result, which is not exported.
+    assert [c.prompt for c in calls] == ["You help. mail the weekly report to bob", None]
+
+
+def test_a_prompt_is_the_system_and_user_text_a_call_added_with_whitespace_collapsed() -> None:
+    first = {"new_messages": [
+        {"role": "system", "content": "You triage\n  the queue.\n"},
+        {"role": "user", "content": "\tlabel OPS-12 "},
+    ]}  # fmt: skip
+    later = {"new_messages": [{"role": "tool", "content": "ok", "tool_call_id": "c1"}]}
+
+    assert prompt_of(first) == "You triage the queue. label OPS-12"
+    assert prompt_of(later) is None
+    assert prompt_of({"model": "m"}) is None and prompt_of(None) is None
+    assert prompt_of({"new_messages": [{"role": "user", "content": "  "}]}) is None
 
 
 def test_the_window_keeps_only_runs_created_in_it(

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import select
@@ -19,6 +21,7 @@ from meshclaw.errors import PermissionDenied
 from meshclaw.ids import new_id
 from meshclaw.integrity.live import scan_org
 from meshclaw.integrity.models import IntegrityFinding
+from meshclaw.providers.scripted import ScriptedServer
 from meshclaw.store.models import AgentVersion, AuditEvent, Run
 from meshclaw.workers.celery_app import celery_config
 from meshclaw.workers.inprocess import InProcessWorker
@@ -191,3 +194,81 @@ def test_scan_live_through_the_cli(
     assert summary["opened"] == len(_findings(world))
     code, out, _ = run("integrity", "scan-live", "--weeks", "3", "--token", auditor)
     assert code == 0 and "1 flagged" in out and "0 opened" in out  # refreshed, not duplicated
+
+
+# ---- prompts: padded_prompts on runs made by the runtime ----------------------------
+
+PADDING = (
+    "You are a helpful, thorough and careful assistant. Always think step by step and "
+    "double check every answer. Be complete and precise. Consider every angle.\n"
+) * 6
+DETAILED = (
+    "You triage the payments team's incoming queue. Read each new ticket, decide whether "
+    "it is a billing dispute, a failed payout, a card decline or a refund request, and "
+    "label it so. Disputes over 500 euros go to Maria in finance; payouts that failed "
+    "because a bank rejected the IBAN need the merchant's corrected details before anyone "
+    "retries. Card declines with code 51 are insufficient funds and need no action beyond "
+    "a polite reply; codes 05 and 14 point to fraud rules, so link the risk dashboard. "
+    "Refunds older than ninety days require a manager's approval. Quote the ledger entry "
+    "when you cite an amount, never round currency, and write replies in the customer's "
+    "language when the ticket shows one. When a merchant writes twice about one payout, "
+    "merge the tickets and keep the older number. Chargebacks arrive from the acquirer as "
+    "PDF letters; attach them, note the reason code and the deadline, and tell the merchant "
+    "which evidence wins: delivery proof for goods, login records for digital services, "
+    "signed contracts for subscriptions. Weekend tickets wait until Monday unless a "
+    "merchant's whole settlement is blocked, in which case page the on-call engineer "
+    "through the incident channel with the merchant id and the failing batch. Summarise "
+    "each day's queue at five o'clock: counts per category, the oldest open item, and "
+    "anything that breached its service level."
+)
+"""Long, honest instructions (225 words, 0.76 distinct per word): real material."""
+
+
+def _runtime_runs(world: World, person: Caller, instructions: str, tasks: list[str]) -> list[str]:
+    """``person``'s own agent with ``instructions``, run to its end once per task."""
+    yaml_text = agent_yaml(f"helper-{person.handle}").replace(
+        "owner: alice", f"owner: {person.handle}"
+    )
+    yaml_text = yaml_text.replace(
+        "instructions: You help.", f"instructions: {json.dumps(instructions)}"
+    )
+    agent = world.save_agent(yaml_text, person)
+    runs = world.platform.runs
+    ids = []
+    for task in tasks:
+        info = runs.create(person, agent, task)
+        assert runs.claim(info.id)
+        asyncio.run(world.execute(info.id))
+        assert runs.get(person, info.id).status == "succeeded"
+        ids.append(info.id)
+    return ids
+
+
+def test_a_live_scan_finds_padded_prompts_and_not_long_honest_ones(
+    scripted: Callable[[dict[str, Any]], ScriptedServer], make_world: Callable[..., World]
+) -> None:
+    model = scripted({"turns": [{"reply": {"content": "done"}}]})
+    world = make_world(model.base_url)
+    accounts, org = world.platform.accounts, world.alice.org_id
+    team = [world.alice]
+    for name in ("carol", "dave", "erin", "frank", "gina"):
+        team.append(
+            accounts.caller_for(accounts.create_user(org, name, team_id=world.alice.team_id))
+        )
+    alice, gina, plain = team[0], team[-1], team[1:-1]
+    tasks = [f"{VERBS[i % 6]} {SUBJECTS[i % 15]}" for i in range(20)]
+    padded = _runtime_runs(world, alice, PADDING + "Do the task.", tasks)
+    for n, person in enumerate(plain):
+        _runtime_runs(world, person, "You help the team.", tasks[n : n + 6])
+    _runtime_runs(world, gina, DETAILED, tasks)  # as many runs as alice: judged too
+
+    scan = scan_org(world.platform, org, now=utcnow() + timedelta(minutes=1))
+
+    found = [f for f in _findings(world) if f.detector == "padded_prompts"]
+    assert [f.subject for f in found] == [alice.user_id], scan.flagged
+    evidence = found[0].evidence
+    assert evidence["calls_with_prompt"] == 20
+    assert evidence["density"] < 0.7 < 0.9 < evidence["peer_median_density"]
+    assert set(evidence["example_runs"]) <= set(padded)
+    # Evidence is numbers and ids: no prompt text reached the finding.
+    assert "thorough" not in json.dumps(evidence) and "payments" not in json.dumps(evidence)

@@ -14,7 +14,15 @@ How the store maps onto the format:
   the store; the reader turns it into a fingerprint and drops it), ``role`` the owner's
   job function when the directory has one.
 - ``llm_call``: one per model step that was metered (its usage record): tokens,
-  ``cost_usd`` from nano-dollars, latency. Prompts and outputs are not exported.
+  ``cost_usd`` from nano-dollars, latency, and ``prompt`` when the call carried what the
+  person wrote: the system and user messages it added to the conversation (the step
+  keeps them in ``request.new_messages``), i.e. the agent version's instructions and the
+  run's input, which are the whole prompt of a run's first call. Later calls add only
+  tool results to a conversation that already holds the model's own replies; they get no
+  ``prompt``: those texts are not the person's writing (judging their density would judge
+  the tools and the run's length), they are other people's data, and a call's full
+  prompt would repeat the conversation so far. Whitespace runs become single spaces (the
+  readers count words between spaces). Outputs are not exported.
 - ``tool_call``: ``action`` is the scope the agent version's spec grants the tool,
   ``target`` the tool's connector and a hash of its arguments (the same call on the same
   resource has the same target; argument values never leave the store), ``status`` ok,
@@ -200,7 +208,7 @@ def _page_events(
             if step.kind == "model":
                 record = usage.get(step.id)
                 if record is not None:
-                    yield _llm_call(step, record, who)
+                    yield _llm_call(step, record, who, prompt_of(step.request))
             elif step.status in STEP_STATUS:
                 yield _tool_call(step, who, grants, [o for o in mine if o.step_id == step.id])
         for outcome in mine:
@@ -225,7 +233,27 @@ def _run(run: Run, who: dict[str, Any], person: _Person) -> dict[str, Any]:
     return event
 
 
-def _llm_call(step: RunStep, usage: UsageRecord, who: dict[str, Any]) -> dict[str, Any]:
+PROMPT_ROLES = frozenset({"system", "user"})
+"""The messages a person writes: the agent's instructions and the run's input."""
+
+
+def prompt_of(request: Mapping[str, Any] | None) -> str | None:
+    """The person's text a model step added (see the module docstring), or None."""
+    messages = (request or {}).get("new_messages")
+    if not isinstance(messages, list):
+        return None
+    texts = [
+        m["content"]
+        for m in messages
+        if isinstance(m, Mapping) and m.get("role") in PROMPT_ROLES
+        and isinstance(m.get("content"), str)
+    ]  # fmt: skip
+    return " ".join(" ".join(texts).split()) or None
+
+
+def _llm_call(
+    step: RunStep, usage: UsageRecord, who: dict[str, Any], prompt: str | None
+) -> dict[str, Any]:
     event: dict[str, Any] = {
         **who, "kind": "llm_call", "id": step.id, "ts": _ts(step.started_at),
         "provider": usage.provider or "unknown", "model": usage.model or step.name,
@@ -236,6 +264,8 @@ def _llm_call(step: RunStep, usage: UsageRecord, who: dict[str, Any]) -> dict[st
         event["cache_read_tokens"] = usage.cached_tokens
     if usage.reasoning_tokens:
         event["reasoning_tokens"] = usage.reasoning_tokens
+    if prompt is not None:
+        event["prompt"] = prompt
     return event
 
 

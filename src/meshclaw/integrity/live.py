@@ -4,8 +4,11 @@
 to a temporary file (``events.export``), scans it with ``scan_file`` exactly as
 ``meshclaw integrity scan`` would, and records the flagged people's findings through
 ``FindingsService.record_for_platform`` (same dedupe and dismissal rules as a recorded
-scan, audited as the platform). The file holds task texts only while the scan reads
-it; the scan keeps fingerprints, and the findings keep evidence (ids and numbers).
+scan, audited as the platform). The file holds texts (each run's task, and as its first
+model call's ``prompt`` the agent's instructions and that task) only while the scan reads
+it, in a private temporary folder deleted after the scan; the scan keeps fingerprints and
+word counts (what ``repeated_tasks`` and ``padded_prompts`` judge), and the findings keep
+evidence (ids and numbers), never the texts.
 
 The scheduler runs ``Platform.scan_integrity()`` for every org every
 ``integrity_scan_hours`` (``workers.celery_app``, ``workers.inprocess``); ``meshclaw

@@ -238,11 +238,14 @@ def _meeting(record: Mapping[str, Any], owner: str) -> tuple[bool, list[str], st
 
 
 def _document(record: Mapping[str, Any], owner: str) -> tuple[bool, list[str], str]:
-    """A published record (``published``, ``audience``), or a document as the built-in
-    ``docs`` server reads it (``docs.read_document``: ``path``, ``etag``, ``content``):
-    there, publishing is writing, so the document holds while it can be read. Its
-    revision is the written one or a later one (an ETag changes at every write and a
-    deleted document is no answer at all)."""
+    """A published record (``published``, ``audience``, ``deleted``), or a document as the
+    built-in ``docs`` server reads it (``docs.read_document``: ``path``, ``etag``,
+    ``content``): there, publishing is writing, so the document holds while it can be
+    read, at the written revision or a later one (an ETag changes at every write). A
+    document the share says is not there (``exists: false``) was deleted: the outcome is
+    undone. A read that failed is no record at all (the re-check tries again)."""
+    if record.get("exists") is False or record.get("deleted"):
+        return False, [], f"document {record.get('path') or record.get('id')} was deleted"
     if "published" not in record and "etag" in record and "content" in record:
         return True, ["external"], f"{record.get('path')} is there at revision {record['etag']}"
     if not record.get("published") or record.get("reverted"):

@@ -5,6 +5,12 @@ with ``httpx`` (PROPFIND, GET, PUT, MKCOL, HEAD). A write returns **evidence**: 
 document's URL and its revision (the server's ETag after the write); passing
 ``expected_etag`` makes the write conditional (``If-Match``), so an agent cannot
 overwrite a change it has not seen.
+
+Reading a document that is not there (404 or 410, on a share whose root is there) is an
+answer, not an error: ``{"path": ..., "exists": false}``. The outcome re-check of
+``doc_published`` reads it as "the document was deleted" (the outcome is undone), while a
+read that fails (the share is down or not at its URL, a 5xx, a refused login) stays an
+error, so it is retried instead.
 """
 
 from __future__ import annotations
@@ -32,6 +38,8 @@ PROPFIND = (
 MAX_SEARCHED = 500
 """Entries a search walks at most."""
 MAX_DOCUMENT_BYTES = 1_000_000
+GONE = (404, 410)
+"""Statuses that say the document is not there (as opposed to a read that failed)."""
 
 
 class DocsSettings(BaseSettings):
@@ -80,14 +88,24 @@ class Share:
         return _clean(path.removeprefix(self._root_path.rstrip("/")))
 
     async def request(
-        self, client: httpx.AsyncClient, method: str, path: str, **kwargs: Any
+        self,
+        client: httpx.AsyncClient,
+        method: str,
+        path: str,
+        *,
+        missing_ok: bool = False,
+        **kwargs: Any,
     ) -> httpx.Response:
+        """The share's response; ``DocsError`` when it cannot answer, and for a path that
+        is not there unless ``missing_ok`` (then the 404 or 410 is returned)."""
         try:
             response = await client.request(method, self.url(path), **kwargs)
         except httpx.HTTPError as exc:
             raise DocsError(f"cannot reach WebDAV {self.root}: {type(exc).__name__}") from None
         if response.status_code == 401:
             raise DocsError(f"WebDAV login to {self.root} failed")
+        if response.status_code in GONE and missing_ok:
+            return response
         if response.status_code == 404:
             raise DocsError(f"no document or folder {_clean(path)!r}")
         if response.status_code == 412:
@@ -132,8 +150,29 @@ class Share:
             )
         return sorted(entries, key=lambda e: (not e["folder"], e["path"]))
 
+    async def _require_root(self, client: httpx.AsyncClient) -> None:
+        """Fail unless the share's root is there: a wrong share URL (or a proxy answering
+        404 for everything) must not read as every document deleted."""
+        response = await self.request(
+            client,
+            "PROPFIND",
+            "/",
+            missing_ok=True,
+            content=PROPFIND,
+            headers={"Depth": "0", "Content-Type": "application/xml"},
+        )
+        if response.status_code in GONE:
+            raise DocsError(f"the share {self.root} is not there (check its URL)")
+        if response.status_code != 207:
+            raise DocsError(f"PROPFIND / answered {response.status_code}")
+
     async def read(self, client: httpx.AsyncClient, path: str) -> dict[str, Any]:
-        response = await self.request(client, "GET", path)
+        """The document (``exists: true``, its ``etag`` and ``content``), or
+        ``{"path": ..., "exists": false}`` when the share says it is not there."""
+        response = await self.request(client, "GET", path, missing_ok=True)
+        if response.status_code in GONE:
+            await self._require_root(client)
+            return {"path": _clean(path), "exists": False}
         if response.status_code != 200:
             raise DocsError(f"GET {_clean(path)} answered {response.status_code}")
         if len(response.content) > MAX_DOCUMENT_BYTES:
@@ -144,6 +183,7 @@ class Share:
             raise DocsError(f"{_clean(path)} is not a UTF-8 text document") from None
         return {
             "path": _clean(path),
+            "exists": True,
             "url": self.url(path),
             "etag": response.headers.get("etag"),
             "content": text,
@@ -164,6 +204,8 @@ def build(settings: DocsSettings | None = None) -> MCPServer:
         async with share.client() as client:
             return {"path": _clean(path), "entries": await share.listing(client, path)}
 
+    # The description stays as approved: a changed definition blocks the tool (the rug-pull
+    # defence) until an admin re-approves it, and the answer itself says ``exists``.
     @server.tool(description="Read a text document; returns its revision (etag).", annotations=READ)
     async def read_document(path: str) -> dict[str, Any]:
         async with share.client() as client:
@@ -188,9 +230,12 @@ def build(settings: DocsSettings | None = None) -> MCPServer:
                     snippet = None
                     if not name_hit and (entry["size"] or 0) <= MAX_DOCUMENT_BYTES:
                         try:
-                            text = (await share.read(client, entry["path"]))["content"]
+                            document = await share.read(client, entry["path"])
                         except DocsError:
                             continue
+                        if not document["exists"]:
+                            continue  # deleted since the listing
+                        text = document["content"]
                         at = text.lower().find(needle)
                         if at < 0:
                             continue

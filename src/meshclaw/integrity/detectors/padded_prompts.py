@@ -1,8 +1,13 @@
 """``padded_prompts``: prompts inflated with boilerplate that carries little information.
 
-Catches: a person's prompts have far lower information density (distinct words per
-word) than their peers' prompts, over many calls. Needs prompt texts or their
-features; histories without prompts are skipped.
+Catches: a person's prompts have far lower information density than their peers'
+prompts, over many calls. Needs prompt texts or their features; histories without
+prompts are skipped.
+
+Density is Herdan's C, log(distinct words) / log(words), of a run's average prompt: the
+plain share of distinct words falls as any text grows (Heaps' law), so it would read
+long, honest instructions as padding; the log ratio stays level with length and still
+drops when the same words come back again and again.
 
 Why honest heavy use does not trip it: long-context research sends long prompts, but
 long because of real material: its density stays at the peers' level. The signal is
@@ -25,13 +30,20 @@ Z = 4.0
 MIN_PROMPTS = 20
 
 
+def _herdan() -> pl.Expr:
+    """Herdan's C of a run's average prompt; 1.0 for prompts of one word (nothing repeats)."""
+    words = pl.col("prompt_words") / pl.col("prompts")
+    unique = pl.col("prompt_unique") / pl.col("prompts")
+    return pl.when(words > 1).then(unique.log() / words.log()).otherwise(1.0)
+
+
 def detect(h: History) -> list[Finding]:
-    runs = h.runs.filter(pl.col("prompts") > 0)
+    runs = h.runs.filter(pl.col("prompts") > 0).with_columns(_herdan().alias("herdan"))
     if runs.height == 0:
         return []
     per = runs.group_by("user").agg(
         pl.col("prompts").sum(),
-        (pl.col("prompt_unique").sum() / pl.col("prompt_words").sum()).alias("density"),
+        ((pl.col("herdan") * pl.col("prompts")).sum() / pl.col("prompts").sum()).alias("density"),
         (pl.col("input_tokens").sum() / pl.col("llm_calls").sum()).alias("tokens_per_call"),
         pl.col("run")
         .sort_by(["prompt_words", "run"], descending=[True, False])
