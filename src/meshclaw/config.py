@@ -150,6 +150,17 @@ class WebSettings(BaseModel):
     """``meshclaw serve --demo`` opens the dashboard in a browser when one is available."""
 
 
+class TriggerSettings(BaseModel):
+    """Chat and mail triggers (docs/triggers.md#chat-and-mail)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    retry_hours: float = Field(default=24.0, ge=0, le=24 * 30)
+    """How long a chat or mail message whose run could not be created is retried (back-off
+    from 1 minute, doubling, at most hourly) before it is given up, audited
+    ``trigger.abandoned``; 0 gives up at the first failure."""
+
+
 def _config_file() -> Path:
     return Path(os.environ.get("MESHCLAW_CONFIG", "meshclaw.toml"))
 
@@ -182,6 +193,8 @@ class Settings(BaseSettings):
     """MCP servers by connector name (docs/connectors.md); more can be added at run time."""
     web: WebSettings = Field(default_factory=WebSettings)
     """Dashboard sign-in (docs/dashboard.md)."""
+    triggers: TriggerSettings = Field(default_factory=TriggerSettings)
+    """Chat and mail triggers: how long a message whose run cannot be created is retried."""
     credentials_file: Path | None = None
     """File-backed credential store; default ``<home>/credentials.json`` (mode 0600)."""
     vault_key_file: Path | None = None

@@ -101,6 +101,58 @@ def test_a_read_grant_whose_targets_leave_out_the_channel_is_an_error_at_the_cha
     ]
 
 
+MAIL = """\
+name: triage
+owner: alice
+model: {provider: scripted, model: test-model}
+instructions: Triage the mail.
+tools:
+  - name: mail.read_message
+    scope: read
+    targets: ["folder:INBOX", "folder:Support/*"]
+  - name: mail.send
+    scope: write
+    targets: ["mail:*@acme.example"]
+triggers:
+  - type: mail
+    folder: Invoices
+"""
+
+
+def test_a_mail_trigger_whose_folder_is_outside_the_read_grants_targets_is_an_error() -> None:
+    assert issues_of(MAIL) == [
+        SpecIssue(
+            path="triggers[0].folder",
+            message=(
+                "folder 'Invoices' is outside the targets of the agent's read grant on "
+                "connector 'mail' (tools[0] 'mail.read_message': 'folder:INBOX', "
+                "'folder:Support/*'); add 'folder:Invoices' to its targets"
+            ),
+            line=14,
+        )
+    ]
+    # Folders the targets cover (globs, case-insensitive), or a grant without targets.
+    assert parse_spec(edit(MAIL, "folder: Invoices", "folder: Support/Billing")).triggers
+    assert parse_spec(edit(MAIL, "folder: Invoices", "folder: inbox")).triggers
+    assert parse_spec(edit(MAIL, '    targets: ["folder:INBOX", "folder:Support/*"]\n', ""))
+
+
+def test_recipient_targets_of_a_mail_wildcard_grant_do_not_cover_a_folder() -> None:
+    # ``mail:`` targets are the addresses mail is sent to; a folder is ``folder:<name>``.
+    text = edit(MAIL, "  - name: mail.read_message\n    scope: read\n", "")
+    text = edit(text, '    targets: ["folder:INBOX", "folder:Support/*"]\n', "")
+    text = edit(text, "name: mail.send", "name: mail.*")
+    text = edit(text, "    folder: Invoices\n", "")  # the default folder: INBOX
+    (issue,) = issues_of(text)
+    assert (issue.path, issue.line) == ("triggers[0].folder", 10)  # the trigger's item
+    assert issue.message.startswith("folder 'INBOX' is outside the targets")
+    assert issue.message.endswith(
+        "(tools[0] 'mail.*': 'mail:*@acme.example'); add 'folder:INBOX' to its targets"
+    )
+    allowed = edit(text, '["mail:*@acme.example"]', '["mail:*@acme.example", "folder:INBOX"]')
+    assert parse_spec(allowed).triggers[0].type == "mail"
+
+
 def test_every_trigger_problem_is_reported_at_once() -> None:
     text = edit(CHAT, "  - name: chat.read_thread\n    scope: read\n", "")
     text += "  - {type: chat, channel: help}\n  - {type: mail, folder: Invoices}\n"

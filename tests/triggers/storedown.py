@@ -1,6 +1,7 @@
 """A real store that refuses new runs for a while: an ``INSERT`` trigger on ``runs`` that
 raises, on SQLite or PostgreSQL, so a trigger's run creation fails as when the store
-blinks, without replacing any code."""
+blinks, without replacing any code. ``input_containing`` narrows it to the runs of one
+message (a run whose input holds that text), so the others go through."""
 
 from __future__ import annotations
 
@@ -11,23 +12,30 @@ from sqlalchemy import text
 
 from meshclaw.store.db import Database
 
-_SQLITE = (
-    "CREATE TRIGGER runs_down BEFORE INSERT ON runs "
-    "BEGIN SELECT RAISE(ABORT, 'store unavailable'); END",
-)
-_POSTGRESQL = (
-    "CREATE FUNCTION runs_down() RETURNS trigger LANGUAGE plpgsql AS "
-    "$$ BEGIN RAISE EXCEPTION 'store unavailable'; END $$",
-    "CREATE TRIGGER runs_down BEFORE INSERT ON runs FOR EACH ROW EXECUTE FUNCTION runs_down()",
-)
+
+def _statements(sqlite: bool, pattern: str) -> tuple[str, ...]:
+    like = "'" + pattern.replace("'", "''") + "'"
+    if sqlite:
+        return (
+            f"CREATE TRIGGER runs_down BEFORE INSERT ON runs WHEN NEW.input LIKE {like} "
+            "BEGIN SELECT RAISE(ABORT, 'store unavailable'); END",
+        )
+    return (
+        "CREATE FUNCTION runs_down() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+        f"IF NEW.input LIKE {like} THEN RAISE EXCEPTION 'store unavailable'; END IF; "
+        "RETURN NEW; END $$",
+        "CREATE TRIGGER runs_down BEFORE INSERT ON runs FOR EACH ROW EXECUTE FUNCTION runs_down()",
+    )
 
 
 @contextmanager
-def runs_refused(db: Database) -> Iterator[None]:
-    """Every run insert fails inside this block."""
+def runs_refused(db: Database, *, input_containing: str | None = None) -> Iterator[None]:
+    """Every run insert fails inside this block (with ``input_containing``: every insert of
+    a run whose input contains that text, which must hold no ``%``, ``_`` or ``:``)."""
     sqlite = db.engine.dialect.name == "sqlite"
+    pattern = "%" if input_containing is None else f"%{input_containing}%"
     with db.engine.begin() as conn:
-        for statement in _SQLITE if sqlite else _POSTGRESQL:
+        for statement in _statements(sqlite, pattern):
             conn.execute(text(statement))
     try:
         yield

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import json
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -14,6 +16,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import select
 
 from meshclaw.api.app import create_app
+from meshclaw.config import TriggerSettings
 from meshclaw.connectors.fakes.slack import SlackFake, SlackWorkspace
 from meshclaw.errors import SpecError
 from meshclaw.spec.loader import parse_spec
@@ -25,6 +28,7 @@ from tests.conftest import World, agent_yaml
 from tests.triggers.storedown import runs_refused
 
 TOKEN, BOT, SIGNING_SECRET = "xoxb-meshclaw-bot", "UBOT0001", "8f742231b10e8888abcd99yyyzzz85a5"
+T0 = datetime(2026, 11, 27, 9, 0, 20, tzinfo=UTC)
 
 
 def chat_agent(name: str = "helpdesk", *, mention: bool = False, grant: bool = True) -> str:
@@ -95,8 +99,28 @@ def audited(world: World, action: str) -> list[AuditEvent]:
         return list(session.scalars(select(AuditEvent).where(AuditEvent.action == action)).all())
 
 
-def poller(world: World, owner: str = "scheduler-a") -> InboundPoller:
-    return InboundPoller(world.platform, dispatch=None, owner=owner)
+def poller(
+    world: World, owner: str = "scheduler-a", *, clock: list[datetime] | None = None
+) -> InboundPoller:
+    if clock is None:
+        return InboundPoller(world.platform, dispatch=None, owner=owner)
+    return InboundPoller(world.platform, dispatch=None, owner=owner, clock=lambda: clock[0])
+
+
+def deliveries(world: World) -> dict[str, tuple[str, str | None]]:
+    """Each message's delivery row: its status and its run."""
+    with world.platform.db.session() as session:
+        rows = session.scalars(select(InboundDelivery)).all()
+    return {row.message_key: (row.status, row.run_id) for row in rows}
+
+
+def pending_attempts(world: World, message_key: str) -> int:
+    with world.platform.db.session() as session:
+        row = session.scalar(
+            select(InboundDelivery).where(InboundDelivery.message_key == message_key)
+        )
+    assert row is not None and row.status == "pending"
+    return row.attempts
 
 
 def test_a_message_in_the_channel_starts_one_run_with_the_message(
@@ -120,32 +144,167 @@ def test_a_message_in_the_channel_starts_one_run_with_the_message(
     assert fired.details["run_id"] == run_id and fired.details["trigger"] == "chat"
 
 
-def test_a_message_whose_run_could_not_be_created_is_started_at_a_later_poll(
+def test_messages_whose_runs_could_not_be_created_are_kept_and_started_when_due(
     database_url: str, make_world: Callable[..., World], slack: SlackFake
 ) -> None:
     world = chat_world(make_world(database_url=database_url), slack)
     world.save_agent(chat_agent())
-    p = poller(world)
+    now = [T0]
+    p = poller(world, clock=now)
     assert p.tick() == []
     first, second = say(slack, "first"), say(slack, "second")
     with runs_refused(world.platform.db):
-        assert p.tick() == [] and p.tick() == []
-    assert chat_runs(world) == []
-    (refused,) = audited(world, "trigger.refused")  # once, not at every poll
-    assert refused.details["reason"].startswith(f"message {channel_id(slack)}/{first}: its run")
-    assert refused.details["reason"].endswith("it is retried at the next poll")
-
-    assert len(p.tick()) == 2  # the store is back: both messages, in order, once each
-    assert p.tick() == [] and poller(world, "scheduler-b").tick() == []
-    runs = sorted(chat_runs(world), key=lambda r: json.loads(r.input)["ts"])
-    assert [json.loads(r.input)["text"] for r in runs] == ["first", "second"]
-    assert [json.loads(r.input)["ts"] for r in runs] == [first, second]
-    assert len(audited(world, "trigger.fired")) == 2
+        assert p.tick() == []
+    assert chat_runs(world) == [] and audited(world, "trigger.refused") == []
+    deferred = [e.details for e in audited(world, "trigger.deferred")]  # once per message
+    assert [d["message"] for d in deferred] == [
+        f"{channel_id(slack)}/{ts}" for ts in (first, second)
+    ]
+    assert deferred[0]["reason"].startswith("its run could not be created (")  # error type
+    assert deferred[0]["reason"].endswith("; retried until 2026-11-28T09:00:20+00:00")
     with world.platform.db.session() as session:
         (mark,) = session.scalars(select(InboundWatermark)).all()
-        deliveries = session.scalars(select(InboundDelivery)).all()
-    assert mark.error is None and mark.position == second
-    assert sorted(d.run_id or "" for d in deliveries) == sorted(r.id for r in runs)
+    assert mark.error is None and mark.position == second  # kept as rows: the mark moves on
+
+    assert p.tick() == []  # the store is back, but the retries are not due yet
+    now[0] = T0 + timedelta(minutes=1)
+    assert len(p.tick()) == 2  # both messages, in order, once each
+    now[0] = T0 + timedelta(hours=2)
+    assert p.tick() == [] and poller(world, "scheduler-b", clock=now).tick() == []
+    runs = sorted(chat_runs(world), key=lambda r: json.loads(r.input)["ts"])
+    assert [json.loads(r.input)["text"] for r in runs] == ["first", "second"]
+    fired = [e.details for e in audited(world, "trigger.fired")]
+    assert [f["attempts"] for f in fired] == [2, 2]
+    assert deliveries(world) == {
+        f"{channel_id(slack)}/{ts}": ("started", run.id)
+        for ts, run in zip((first, second), runs, strict=True)
+    }
+
+
+def test_a_message_whose_run_keeps_failing_does_not_hold_back_the_next_one(
+    database_url: str, make_world: Callable[..., World], slack: SlackFake
+) -> None:
+    world = chat_world(make_world(database_url=database_url), slack)
+    world.save_agent(chat_agent())
+    now = [T0]
+    p = poller(world, clock=now)
+    assert p.tick() == []
+    poison = say(slack, "poison pill")
+    say(slack, "a fine question")
+    with runs_refused(world.platform.db, input_containing="poison"):
+        (run_id,) = p.tick()  # the next message gets its run on the same poll
+        (run,) = chat_runs(world)
+        assert run.id == run_id and json.loads(run.input)["text"] == "a fine question"
+        say(slack, "another fine one")
+        assert len(p.tick()) == 1  # later messages keep going; the failed one is not due
+        now[0] = T0 + timedelta(minutes=1)
+        assert p.tick() == []  # retried (due after a minute) and failed again
+    key = f"{channel_id(slack)}/{poison}"
+    assert pending_attempts(world, key) == 2
+    now[0] = T0 + timedelta(minutes=2)
+    assert p.tick() == []  # back-off: the third try is due two minutes after the second
+    now[0] = T0 + timedelta(minutes=3)
+    (retried,) = p.tick()  # the store is back for it too
+    assert json.loads(world.platform.runs.get(world.alice, retried).input)["text"] == "poison pill"
+    assert p.tick() == [] and len(chat_runs(world)) == 3
+    assert deliveries(world)[key] == ("started", retried)
+
+
+def test_a_message_whose_run_cannot_be_created_for_a_day_is_given_up_and_audited(
+    database_url: str, make_world: Callable[..., World], slack: SlackFake
+) -> None:
+    world = chat_world(make_world(database_url=database_url), slack)
+    world.save_agent(chat_agent())
+    now = [T0]
+    p = poller(world, clock=now)
+    assert p.tick() == []
+    poison = say(slack, "poison pill")
+    key = f"{channel_id(slack)}/{poison}"
+    with runs_refused(world.platform.db, input_containing="poison"):
+        assert p.tick() == []
+        for minutes in (1, 3, 7, 15):  # each try due twice as long after the one before
+            now[0] = T0 + timedelta(minutes=minutes)
+            assert p.tick() == []
+        assert pending_attempts(world, key) == 5
+        now[0] = T0 + timedelta(hours=24)  # the deadline: the last try fails, it is given up
+        assert p.tick() == []
+    (abandoned,) = audited(world, "trigger.abandoned")
+    assert abandoned.details["message"] == key and abandoned.details["attempts"] == 6
+    assert abandoned.details["reason"].startswith("gave up after 6 attempts in 24 h: its run")
+    assert abandoned.outcome == "error" and abandoned.actor_agent_id is not None
+    assert deliveries(world)[key] == ("abandoned", None)
+    with world.platform.db.session() as session:
+        row = session.scalar(select(InboundDelivery).where(InboundDelivery.message_key == key))
+    assert row is not None and row.run_input is None and row.next_attempt_at is None
+    now[0] = T0 + timedelta(hours=30)
+    assert p.tick() == [] and chat_runs(world) == []  # given up: never started later
+
+
+def test_retries_off_give_a_message_up_at_its_first_failure(world: World, slack: SlackFake) -> None:
+    world.platform.settings.triggers = TriggerSettings(retry_hours=0)
+    world.save_agent(chat_agent())
+    p = poller(world)
+    assert p.tick() == []
+    say(slack, "poison pill")
+    with runs_refused(world.platform.db, input_containing="poison"):
+        assert p.tick() == []
+    (abandoned,) = audited(world, "trigger.abandoned")
+    assert abandoned.details["reason"].endswith("not retried (triggers.retry_hours is 0)")
+    assert audited(world, "trigger.deferred") == []
+    assert list(deliveries(world).values()) == [("abandoned", None)]
+
+
+def test_a_pending_message_whose_trigger_is_gone_is_given_up_after_its_deadline(
+    world: World, slack: SlackFake
+) -> None:
+    world.save_agent(chat_agent())
+    now = [T0]
+    p = poller(world, clock=now)
+    assert p.tick() == []
+    say(slack, "poison pill")
+    with runs_refused(world.platform.db, input_containing="poison"):
+        assert p.tick() == []
+    world.save_agent(chat_agent().replace("channel: '#help'", "channel: '#general'"))
+    now[0] = T0 + timedelta(hours=24)
+    assert p.tick() == [] and audited(world, "trigger.abandoned") == []  # an hour's grace
+    now[0] = T0 + timedelta(hours=25, minutes=1)
+    assert p.tick() == [] and chat_runs(world) == []
+    (abandoned,) = audited(world, "trigger.abandoned")
+    assert abandoned.details["attempts"] == 1
+    assert abandoned.details["reason"].endswith("; its trigger no longer polls")
+    assert list(deliveries(world).values()) == [("abandoned", None)]
+
+
+def test_two_schedulers_retrying_the_same_message_start_one_run(
+    database_url: str, make_world: Callable[..., World], slack: SlackFake
+) -> None:
+    world = chat_world(make_world(database_url=database_url), slack)
+    world.save_agent(chat_agent())
+    now = [T0]
+    # Same lease owner: both renew the lease and both retry (a paused leader and its
+    # successor); the pending row is claimed in the run's transaction by one of them.
+    a, b = poller(world, "scheduler", clock=now), poller(world, "scheduler", clock=now)
+    assert a.tick() == []
+    say(slack, "retry me")
+    with runs_refused(world.platform.db):
+        assert a.tick() == []
+    now[0] = T0 + timedelta(minutes=1)
+    barrier = threading.Barrier(2)
+    results: list[list[str]] = []
+
+    def tick(p: InboundPoller) -> None:
+        barrier.wait(timeout=10)
+        results.append(p.tick())
+
+    threads = [threading.Thread(target=tick, args=(p,)) for p in (a, b)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert sorted(len(r) for r in results) == [0, 1]
+    (run,) = chat_runs(world)
+    assert list(deliveries(world).values()) == [("started", run.id)]
+    assert len(audited(world, "trigger.fired")) == 1
 
 
 def test_a_mention_trigger_starts_only_for_messages_that_mention_the_bot(

@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import select, update
 
-from meshclaw.store.models import Run
+from meshclaw.store.models import AuditEvent, Run
 from meshclaw.triggers.cron import CronExpr, CronFirer
 from meshclaw.triggers.models import CronFiring, SchedulerLease
 from tests.conftest import World, agent_yaml
@@ -112,3 +112,41 @@ def test_a_firing_whose_run_could_not_be_created_is_retried_within_the_catch_up(
     with world.platform.db.session() as session:
         minutes = sorted(f.fire_at.minute for f in session.scalars(select(CronFiring)))
     assert minutes == [0, 10, 15] and len(cron_runs(world)) == 3
+    (dropped,) = dropped_records(world)  # ...and never silently
+    assert dropped.details == {
+        "trigger": "cron",
+        "schedule": "*/5 * * * *",
+        "minutes": 1,
+        "first": "2026-11-27T09:05:00+00:00",
+        "last": "2026-11-27T09:05:00+00:00",
+        "reason": (
+            "not fired within the 10-minute catch-up: its run could not be created, "
+            "or no scheduler was running"
+        ),
+    }
+    assert dropped.outcome == "error" and dropped.resource.startswith("agent:")
+
+
+def test_minutes_missed_while_no_scheduler_ran_are_audited_once_when_dropped(
+    make_world: Callable[..., World],
+) -> None:
+    world = make_world()
+    world.save_agent(CRON_AGENT)
+    now = [T0]
+    leader = firer(world, "scheduler-a", now)
+    assert len(leader.tick()) == 1  # 09:00
+    now[0] = T0 + timedelta(hours=1)  # every scheduler was down for an hour
+    assert len(leader.tick()) == 2  # 09:55 and 10:00 are within the catch-up
+    assert leader.tick() == []
+    now[0] = T0 + timedelta(hours=1, minutes=5)
+    assert len(leader.tick()) == 1  # 10:05
+    (dropped,) = dropped_records(world)  # 09:05 to 09:50, once
+    assert (dropped.details["minutes"], dropped.details["first"], dropped.details["last"]) == (
+        10, "2026-11-27T09:05:00+00:00", "2026-11-27T09:50:00+00:00",
+    )  # fmt: skip
+
+
+def dropped_records(world: World) -> list[AuditEvent]:
+    with world.platform.db.session() as session:
+        query = select(AuditEvent).where(AuditEvent.action == "trigger.dropped")
+        return list(session.scalars(query).all())

@@ -8,6 +8,7 @@ import smtplib
 import sys
 import threading
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
 from email.message import EmailMessage
 
 import pytest
@@ -19,7 +20,7 @@ from meshclaw.spec.models import MailTrigger
 from meshclaw.store.models import AuditEvent, Run
 from meshclaw.triggers.inbound import InboundPoller
 from meshclaw.triggers.mail import _run_input
-from meshclaw.triggers.models import InboundWatermark
+from meshclaw.triggers.models import InboundDelivery, InboundWatermark
 from tests.conftest import World, agent_yaml
 from tests.connectors.conftest import require
 from tests.connectors.mailpeers import (
@@ -29,6 +30,7 @@ from tests.connectors.mailpeers import (
     start_dovecot,
     start_smtp,
 )
+from tests.triggers.storedown import runs_refused
 
 TRIGGER = "  - {type: mail, connector: mail, folder: INBOX, from: '*@example.com'}\n"
 MAIL_AGENT = agent_yaml(name="triage", tools=(("mail.read_message", "read"),)).replace(
@@ -173,6 +175,68 @@ def test_a_mail_trigger_without_a_read_grant_is_refused_with_the_reason(
         "'mail.read_message' or 'mail.*' in tools"
     )
     assert mail_runs(world) == []
+
+
+def test_a_mail_trigger_on_a_folder_outside_its_read_grants_targets_is_refused(
+    make_world: Callable[..., World],
+) -> None:
+    world = make_world()
+    spec = MAIL_AGENT.replace(
+        "{name: mail.read_message, scope: read}",
+        '{name: mail.read_message, scope: read, targets: ["folder:Support/*"]}',
+    )
+    with pytest.raises(SpecError):  # validation refuses it now (tests/spec)...
+        parse_spec(spec)
+    # ...but a version stored before it did is refused at poll time, with the same words.
+    world.platform.agents.save(world.alice, parse_spec(spec, cross_checks=False))
+    p = poller(world, "scheduler-a")
+    assert p.tick() == [] and p.tick() == []
+    (refused,) = audited(world, "trigger.refused")
+    assert refused.details["reason"] == (
+        "triggers[0].folder: folder 'INBOX' is outside the targets of the agent's read grant "
+        "on connector 'mail' (tools[0] 'mail.read_message': 'folder:Support/*'); add "
+        "'folder:INBOX' to its targets"
+    )
+    assert mail_runs(world) == []
+
+
+def test_a_mail_whose_run_could_not_be_created_does_not_hold_back_the_next_one(
+    mail_peers: tuple[ImapAccount, SmtpServer],
+    make_world: Callable[..., World],
+    database_url: str,
+) -> None:
+    account, smtp = mail_peers
+    world = make_world(database_url=database_url)
+    add_mail_connector(world, account)
+    world.save_agent(MAIL_AGENT)
+    now = [datetime(2026, 11, 27, 9, 0, 20, tzinfo=UTC)]
+    p = InboundPoller(world.platform, dispatch=None, owner="a", clock=lambda: now[0])
+    assert p.tick() == []
+    send(smtp, account.username, sender="carol@example.com", subject="Invoice poison")
+    send(smtp, account.username, sender="dora@example.com", subject="Invoice fine")
+    with runs_refused(world.platform.db, input_containing="poison"):
+        (run_id,) = p.tick()  # the second mail gets its run on the same poll
+        (run,) = mail_runs(world)
+        assert run.id == run_id and json.loads(run.input)["subject"] == "Invoice fine"
+    (deferred,) = audited(world, "trigger.deferred")
+    with world.platform.db.session() as session:
+        mark = session.scalar(select(InboundWatermark))
+        pending = session.scalar(select(InboundDelivery).where(InboundDelivery.run_id.is_(None)))
+    assert pending is not None and pending.status == "pending"
+    assert deferred.details["message"] == pending.message_key
+    assert mark is not None and int(mark.position) == json.loads(run.input)["uid"]
+
+    assert p.tick() == []  # the store is back; the retry is due a minute after the failure
+    now[0] += timedelta(minutes=1)
+    (retried,) = p.tick()
+    assert p.tick() == [] and InboundPoller(world.platform, dispatch=None, owner="b").tick() == []
+    runs = {json.loads(r.input)["subject"]: r.id for r in mail_runs(world)}
+    assert runs == {"Invoice poison": retried, "Invoice fine": run_id}  # one run each
+    with world.platform.db.session() as session:
+        rows = session.scalars(select(InboundDelivery)).all()
+    assert sorted((r.status, r.run_id) for r in rows) == sorted(
+        ("started", r) for r in runs.values()
+    )
 
 
 def test_a_mail_trigger_on_a_connector_the_org_lacks_says_so(

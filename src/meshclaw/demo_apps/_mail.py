@@ -221,7 +221,16 @@ class MailApp:
                 "MESHCLAW_MAIL_USERNAME": "username",
                 "MESHCLAW_MAIL_PASSWORD": "password",
             },
-            targets={"send": {"to": "mail", "cc": "mail"}},
+            targets={
+                "send": {"to": "mail", "cc": "mail"},
+                # Folders are ``folder:`` targets, so grants (and mail triggers) can be
+                # held to some mailboxes; recipients are ``mail:`` targets.
+                **{
+                    tool: {"folder": "folder"}
+                    for tool in ("list_messages", "search", "read_message", "flag_message")
+                },
+                "move_message": {"folder": "folder", "to_folder": "folder"},
+            },
         )
 
     def stop(self) -> None:

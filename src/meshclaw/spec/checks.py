@@ -1,8 +1,9 @@
 """Checks across a spec's parts, made when a spec is validated (not on stored versions).
 
 A chat or mail trigger starts runs that read the message which started them with the
-agent's own tools, so the spec must grant a read tool of the trigger's connector; and a
-chat trigger's read grant, if it declares ``targets``, must cover the trigger's channel.
+agent's own tools, so the spec must grant a read tool of the trigger's connector; and
+that read grant, if it declares ``targets``, must cover what the trigger watches: a chat
+trigger's channel (``chat:#help``), a mail trigger's folder (``folder:INBOX``).
 The scheduler checks the grant again before it reads (``triggers._inbound``): a version
 stored before this check existed is refused there, with the same words.
 """
@@ -71,12 +72,31 @@ def channel_targets(channel: str) -> tuple[str, str]:
     return f"chat:#{name}", f"chat:{name}"
 
 
-def channel_target_problem(
-    spec: AgentSpec, index: int, trigger: ChatTrigger
+FOLDER_KIND = "folder"
+"""The target kind of a mail folder (``folder:INBOX``): the kind a mail connector's
+``targets`` give the ``folder`` argument of its read tools. Not ``mail``: ``mail:``
+targets are the addresses a message is sent to (``mail:*@acme.example``)."""
+
+
+def folder_target(folder: str) -> str:
+    """The target a read of mail ``folder`` names."""
+    return f"{FOLDER_KIND}:{folder}"
+
+
+def _watched(trigger: ChatTrigger | MailTrigger) -> tuple[str, str, tuple[str, ...]]:
+    """The trigger's key naming what it watches, that thing, and the targets reading it names."""
+    if isinstance(trigger, ChatTrigger):
+        return "channel", trigger.channel, channel_targets(trigger.channel)
+    return "folder", trigger.folder, (folder_target(trigger.folder),)
+
+
+def target_problem(
+    spec: AgentSpec, index: int, trigger: ChatTrigger | MailTrigger
 ) -> TriggerIssue | None:
-    """No read grant of the chat trigger's connector has targets that cover its channel."""
+    """No read grant of the trigger's connector has targets that cover the chat channel
+    or mail folder it watches (grants without ``targets`` cover everything: ``*``)."""
     grants = read_grants(spec, trigger)
-    wanted = channel_targets(trigger.channel)
+    field, watched, wanted = _watched(trigger)
     if not grants or any(
         _glob(pattern).fullmatch(target)
         for grant in grants
@@ -90,9 +110,9 @@ def channel_target_problem(
     )
     return TriggerIssue(
         index=index,
-        field="channel",
+        field=field,
         message=(
-            f"channel {trigger.channel!r} is outside the targets of the agent's read grant "
+            f"{field} {watched!r} is outside the targets of the agent's read grant "
             f"on connector {trigger.connector!r} ({declared}); add '{wanted[0]}' to its targets"
         ),
     )
@@ -104,9 +124,7 @@ def trigger_problems(spec: AgentSpec) -> list[TriggerIssue]:
     for index, trigger in enumerate(spec.triggers):
         if not isinstance(trigger, ChatTrigger | MailTrigger):
             continue
-        problem = read_grant_problem(spec, index, trigger)
-        if problem is None and isinstance(trigger, ChatTrigger):
-            problem = channel_target_problem(spec, index, trigger)
+        problem = read_grant_problem(spec, index, trigger) or target_problem(spec, index, trigger)
         if problem is not None:
             problems.append(problem)
     return problems

@@ -6,10 +6,11 @@ platform does for itself, not a tool call of an agent, so it goes straight to th
 (IMAP, the Slack Web API) rather than through the gateway, and no run is faked for it.
 What a run then does with the message goes through the gateway as always.
 
-Exactly once per message: every message that starts a run is a unique row in
+Exactly once per message: every message acted on is a unique row in
 ``inbound_deliveries`` (agent, trigger, message), inserted in the run's own transaction,
-so two schedulers, a poll and a Slack event, or a retried delivery start it once, and a
-run that could not be created leaves no row behind: the next poll tries the message again.
+so two schedulers, a poll and a Slack event, or a retried delivery start it once; a
+message whose run could not be created is kept there ``pending`` and retried without
+holding the trigger's later messages back (``triggers._deliveries``).
 """
 
 from __future__ import annotations
@@ -22,31 +23,27 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
-from sqlalchemy import insert, or_, select, update
+from sqlalchemy import or_, select, update
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session
 
 from meshclaw.audit.sink import AuditRecord
 from meshclaw.clock import utcnow
 from meshclaw.connectors.config import ConnectorConfig
-from meshclaw.errors import ConfigError, UserError
+from meshclaw.errors import ConfigError
 from meshclaw.ids import new_id
 from meshclaw.platform import Platform
 from meshclaw.spec import checks
 from meshclaw.spec.loader import parse_stored_spec
 from meshclaw.spec.models import AgentSpec, ChatTrigger, MailTrigger
 from meshclaw.store.models import Agent, AgentVersion, User
-from meshclaw.triggers.models import InboundDelivery, InboundWatermark, SchedulerLease
+from meshclaw.triggers._deliveries import Deliveries, Source, TriggerProblem
+from meshclaw.triggers.models import InboundWatermark, SchedulerLease
 
 log = logging.getLogger(__name__)
 
 LEASE = timedelta(seconds=60)
 
 InboundTrigger = ChatTrigger | MailTrigger
-
-
-class TriggerProblem(Exception):
-    """A trigger cannot read or start now; the text is shown and audited (no secrets)."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -66,6 +63,13 @@ class Watcher:
         t = self.trigger
         where = t.folder if isinstance(t, MailTrigger) else t.channel.removeprefix("#")
         return f"{t.type}:{t.connector}:{where}"[:300]
+
+    @property
+    def source(self) -> Source:
+        return Source(
+            agent_id=self.agent_id, org_id=self.org_id, owner_id=self.owner.id,
+            trigger_key=self.key, kind=self.trigger.type,
+        )  # fmt: skip
 
     def field(self, name: str) -> str:
         return f"triggers[{self.index}].{name}"
@@ -116,14 +120,14 @@ def watchers(platform: Platform, *, org_id: str | None = None) -> list[Watcher]:
 
 def read_grant_problem(watcher: Watcher) -> str | None:
     """Why the agent may not read what would start it: its spec grants no read tool of
-    the connector, or (chat) none whose targets cover the channel.
+    the connector, or none whose targets cover the channel (chat) or folder (mail).
 
     Spec validation refuses such a spec already (``spec.checks``); this is the defence in
     depth for versions stored before it did."""
     spec, index, trigger = watcher.spec, watcher.index, watcher.trigger
-    problem = checks.read_grant_problem(spec, index, trigger)
-    if problem is None and isinstance(trigger, ChatTrigger):
-        problem = checks.channel_target_problem(spec, index, trigger)
+    problem = checks.read_grant_problem(spec, index, trigger) or checks.target_problem(
+        spec, index, trigger
+    )
     return None if problem is None else str(problem)
 
 
@@ -189,9 +193,10 @@ class Inbound:
     ) -> None:
         self.platform = platform
         self._db = platform.db
-        self._dispatch = dispatch
-        """Sends a new run to the workers (None: the in-process worker polls for it)."""
         self.clock = clock
+        self.deliveries = Deliveries(platform, dispatch=dispatch, clock=clock)
+        """Run starts, pending retries and give-ups; ``dispatch`` sends a new run to the
+        workers (None: the in-process worker polls for it)."""
 
     # -- leader lease --------------------------------------------------------------------
 
@@ -286,75 +291,13 @@ class Inbound:
     def start(
         self, watcher: Watcher, message_key: str, text: str, details: dict[str, Any]
     ) -> str | None:
-        """Start the run for one message, once: None if it started before (or was refused).
+        """Start the run for one message, once (``Deliveries.start``): its id, or None if
+        the message was acted on before, was refused, or is kept for a retry."""
+        return self.deliveries.start(watcher.source, watcher.owner, message_key, text, details)
 
-        The message's unique delivery row and the ``trigger.fired`` record are written in
-        the run's own transaction, so the row exists exactly when the run does. A refusal
-        (``UserError``: the owner may no longer run the agent) is the same at every
-        attempt: the message is settled without a run and audited ``trigger.failed``. Any
-        other failure (the store blinked) leaves nothing behind and raises
-        ``TriggerProblem``: the poll stops before the message, so the next poll retries it.
-        """
-        key = message_key[:200]
-        kind = watcher.trigger.type
-
-        def deliver(session: Session, run_id: str) -> None:
-            self._deliver(session, watcher, key, run_id)
-            self.audit(
-                session, "trigger.fired", watcher, "ok",
-                {"trigger": kind, "run_id": run_id, "message": message_key} | details,
-            )  # fmt: skip
-
-        if self._delivered(watcher, key):
-            return None  # this message started its run already (another scheduler, an event)
-        caller = self.platform.accounts.caller_for(watcher.owner)
-        try:
-            info = self.platform.runs.create(
-                caller, watcher.agent_id, text, trigger=kind, also=deliver
-            )
-        except UserError as exc:
-            log.warning("%s trigger of agent %s refused: %s", kind, watcher.agent_id, exc)
-            try:
-                with self._db.session() as session:
-                    self._deliver(session, watcher, key, None)
-                    self.audit(
-                        session, "trigger.failed", watcher, "error",
-                        {"trigger": kind, "message": message_key, "reason": str(exc)[:300]},
-                    )  # fmt: skip
-            except IntegrityError:
-                pass  # started meanwhile by another scheduler or an event
-            return None
-        except Exception as exc:
-            if isinstance(exc, IntegrityError) and self._delivered(watcher, key):
-                return None  # another scheduler or an event started it just now
-            log.exception("%s trigger of agent %s could not start a run", kind, watcher.agent_id)
-            raise TriggerProblem(
-                f"message {key}: its run could not be created ({type(exc).__name__}); "
-                "it is retried at the next poll"
-            ) from None
-        if self._dispatch is not None:
-            self._dispatch(info.id)
-        log.info("%s trigger of agent %s started run %s", kind, watcher.agent_id, info.id)
-        return info.id
-
-    def _deliver(self, session: Session, watcher: Watcher, key: str, run_id: str | None) -> None:
-        session.execute(
-            insert(InboundDelivery).values(
-                id=new_id("idl"), agent_id=watcher.agent_id, trigger_key=watcher.key,
-                message_key=key, run_id=run_id, created_at=self.clock(),
-            )
-        )  # fmt: skip
-
-    def _delivered(self, watcher: Watcher, key: str) -> bool:
-        with self._db.session() as session:
-            found = session.scalar(
-                select(InboundDelivery.id).where(
-                    InboundDelivery.agent_id == watcher.agent_id,
-                    InboundDelivery.trigger_key == watcher.key,
-                    InboundDelivery.message_key == key,
-                )
-            )
-        return found is not None
+    def retry_due(self, watcher: Watcher) -> list[str]:
+        """Try the trigger's messages whose runs could not be created before, once due."""
+        return self.deliveries.retry_due(watcher.source, watcher.owner)
 
     def audit(
         self,

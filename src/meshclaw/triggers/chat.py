@@ -29,12 +29,11 @@ from slack_sdk.errors import SlackApiError, SlackClientError
 
 from meshclaw.connectors.servers.chat import Chat, ChatError, ChatSettings
 from meshclaw.spec.models import ChatTrigger
+from meshclaw.triggers._deliveries import TriggerProblem
 from meshclaw.triggers._inbound import (
     Inbound,
-    TriggerProblem,
     Watcher,
     connector_settings,
-    read_grant_problem,
 )
 
 BATCH = 50
@@ -118,12 +117,11 @@ def run_input(
 
 
 def poll_chat(inbound: Inbound, watcher: Watcher) -> list[str]:
-    """Start a run for each new wanted message of the channel; the ids of the runs."""
+    """Start a run for each new wanted message of the channel; the ids of the runs.
+
+    The caller has checked the read grant (``InboundPoller.tick``)."""
     trigger = watcher.trigger
     assert isinstance(trigger, ChatTrigger)
-    refused = read_grant_problem(watcher)
-    if refused is not None:
-        raise TriggerProblem(refused)
     name = trigger.connector
     chat, untrusted = chat_client(inbound, watcher)
     channel = channel_id(name, chat, trigger.channel)

@@ -13,7 +13,10 @@ A missed minute (every scheduler down) is fired late, up to ``CATCH_UP`` back; o
 ones are skipped rather than started in a burst. A firing whose run could not be created
 (the store blinked) leaves no row, and the watermark stays before its minute, so later
 ticks try it again, for as long as it is within ``CATCH_UP``; a refusal (the owner may
-no longer run the agent) is the same at every attempt and is not retried. Expressions are
+no longer run the agent) is the same at every attempt and is not retried. A due minute
+the window passes without a firing row is dropped, never silently: one ``trigger.dropped``
+audit record per agent and schedule (how many minutes, the first and the last), written
+with the watermark that passes them. Expressions are
 evaluated in UTC with ``celery.schedules.crontab`` semantics (day-of-month and day-of-week
 must both match).
 """
@@ -30,6 +33,7 @@ from sqlalchemy import insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from meshclaw.audit.sink import AuditRecord
 from meshclaw.clock import utcnow
 from meshclaw.errors import UserError
 from meshclaw.ids import new_id
@@ -45,6 +49,12 @@ LEADER = "cron"
 LEASE = timedelta(seconds=60)
 CATCH_UP = timedelta(minutes=10)
 MINUTE = timedelta(minutes=1)
+DROP_SCAN = timedelta(days=7)
+"""How far back dropped minutes are looked for and audited after a long outage."""
+DROPPED = (
+    "not fired within the 10-minute catch-up: its run could not be created, "
+    "or no scheduler was running"
+)
 
 
 class _Retry(Exception):
@@ -145,30 +155,93 @@ class CronFirer:
             return []
         until = _floor(now)
         start = _floor(max(watermark, until - CATCH_UP))
+        agents = self._cron_agents() if until > watermark else []
         started: list[str] = []
         done = until  # the watermark moves here, or to before a firing to try again
-        if until > start:
-            for agent_id, owner, spec in self._cron_agents():
-                for trigger in spec.triggers:
-                    if not isinstance(trigger, CronTrigger):
-                        continue
-                    expr = CronExpr.parse(trigger.schedule)
-                    for minute in _minutes(start, until):
-                        if expr.matches(minute):
-                            try:
-                                run_id = self._fire(agent_id, owner, trigger, minute)
-                            except _Retry:
-                                done = min(done, minute - MINUTE)
-                                break  # this schedule's later minutes come after it
-                            if run_id is not None:
-                                started.append(run_id)
+        for agent_id, owner, spec in agents:
+            for trigger in spec.triggers:
+                if not isinstance(trigger, CronTrigger):
+                    continue
+                expr = CronExpr.parse(trigger.schedule)
+                for minute in _minutes(start, until):
+                    if expr.matches(minute):
+                        try:
+                            run_id = self._fire(agent_id, owner, trigger, minute)
+                        except _Retry:
+                            done = min(done, minute - MINUTE)
+                            break  # this schedule's later minutes come after it
+                        if run_id is not None:
+                            started.append(run_id)
+        dropped = self._dropped(agents, watermark, start) if start > watermark else []
         with self._db.session() as session:
-            session.execute(
+            moved = session.execute(
                 update(SchedulerLease)
                 .where(SchedulerLease.name == LEADER, SchedulerLease.owner == self.owner)
                 .values(watermark=max(done, watermark))
             )
+            if moved.rowcount:  # type: ignore[attr-defined]
+                for record in dropped:  # with the watermark that passes them: audited once
+                    self._platform.audit.append(session, record)
         return started
+
+    def _dropped(
+        self, agents: list[tuple[str, User, AgentSpec]], after: datetime, through: datetime
+    ) -> list[AuditRecord]:
+        """``trigger.dropped`` records of the minutes in ``(after, through]`` that were due and
+        never fired: the catch-up window has passed them (their run could not be created,
+        or no scheduler ran), per agent and schedule."""
+        after = max(after, through - DROP_SCAN)
+        records: list[AuditRecord] = []
+        for agent_id, owner, spec in agents:
+            for trigger in spec.triggers:
+                if not isinstance(trigger, CronTrigger):
+                    continue
+                expr = CronExpr.parse(trigger.schedule)
+                due = [m for m in _minutes(after, through) if expr.matches(m)]
+                if not due:
+                    continue
+                fired = self._fired_between(agent_id, trigger, due[0], due[-1])
+                missed = [m for m in due if m not in fired]
+                if not missed:
+                    continue
+                log.warning(
+                    "cron %r of agent %s: %d minute(s) dropped", trigger.schedule, agent_id,
+                    len(missed),
+                )  # fmt: skip
+                records.append(
+                    AuditRecord(
+                        action="trigger.dropped",
+                        resource=f"agent:{agent_id}",
+                        outcome="error",
+                        org_id=owner.org_id,
+                        actor_user_id=owner.id,
+                        actor_agent_id=agent_id,
+                        details={
+                            "trigger": "cron",
+                            "schedule": trigger.schedule,
+                            "minutes": len(missed),
+                            "first": missed[0].isoformat(),
+                            "last": missed[-1].isoformat(),
+                            "reason": DROPPED,
+                        },
+                    )
+                )
+        return records
+
+    def _fired_between(
+        self, agent_id: str, trigger: CronTrigger, first: datetime, last: datetime
+    ) -> set[datetime]:
+        with self._db.session() as session:
+            return set(
+                session.scalars(
+                    select(CronFiring.fire_at).where(
+                        CronFiring.agent_id == agent_id,
+                        CronFiring.trigger_key == trigger.schedule,
+                        CronFiring.fire_at >= first,
+                        CronFiring.fire_at <= last,
+                    )
+                )
+            )
 
     def _fired(self, agent_id: str, trigger: CronTrigger, at: datetime) -> bool:
         with self._db.session() as session:

@@ -4,11 +4,15 @@
 cron task). One scheduler replica polls at a time (the ``inbound`` lease in
 ``scheduler_leases``, like cron's), so a mailbox is not read twice as often as needed;
 exactly-once does not depend on it: every message is a unique ``inbound_deliveries`` row
-before its run exists (``triggers._inbound``).
+before its run exists (``triggers._deliveries``).
 
-A trigger that cannot poll (no such connector, no credential, no read grant in the spec,
-an unreachable server) is skipped, its reason kept on its watermark row and audited as
-``trigger.refused`` when it changes; the other triggers go on.
+Each poll of a trigger first tries its messages whose runs could not be created before
+and are due again (``triggers._deliveries``), then reads what is new. A trigger that
+cannot poll (no such connector, no credential, no read grant in the spec or none whose
+targets cover its channel or folder, an unreachable server) is skipped, its reason kept
+on its watermark row and audited as ``trigger.refused`` when it changes; the other
+triggers go on. Pending messages that no poll retried for an hour past their deadline
+(their trigger is gone or cannot poll) are given up at the end of the tick.
 """
 
 from __future__ import annotations
@@ -20,7 +24,8 @@ from datetime import datetime
 from meshclaw.clock import utcnow
 from meshclaw.platform import Platform
 from meshclaw.spec.models import MailTrigger
-from meshclaw.triggers._inbound import Inbound, TriggerProblem, watchers
+from meshclaw.triggers._deliveries import TriggerProblem
+from meshclaw.triggers._inbound import Inbound, read_grant_problem, watchers
 from meshclaw.triggers.chat import poll_chat
 from meshclaw.triggers.mail import poll_mail
 
@@ -52,6 +57,10 @@ class InboundPoller:
         for watcher in watchers(self._platform):
             poll = poll_mail if isinstance(watcher.trigger, MailTrigger) else poll_chat
             try:
+                refused = read_grant_problem(watcher)
+                if refused is not None:
+                    raise TriggerProblem(refused)
+                started += self._inbound.retry_due(watcher)
                 started += poll(self._inbound, watcher)
             except TriggerProblem as exc:
                 self._inbound.problem(watcher, str(exc))
@@ -60,4 +69,8 @@ class InboundPoller:
                 log.exception("%s trigger of agent %s", watcher.trigger.type, watcher.agent_id)
                 continue
             self._inbound.problem(watcher, None)
+        try:
+            self._inbound.deliveries.abandon_overdue()
+        except Exception:  # the store blinked: the next tick gives them up
+            log.exception("giving up overdue chat and mail messages")
         return started

@@ -27,13 +27,12 @@ from typing import Any
 
 from meshclaw.connectors.servers.mail import Mailbox, MailError, MailSettings
 from meshclaw.spec.models import MailTrigger
+from meshclaw.triggers._deliveries import TriggerProblem
 from meshclaw.triggers._inbound import (
     Inbound,
-    TriggerProblem,
     Watcher,
     connector_settings,
     glob_match,
-    read_grant_problem,
 )
 
 BATCH = 20
@@ -58,12 +57,11 @@ def mail_settings(inbound: Inbound, watcher: Watcher) -> tuple[MailSettings, boo
 
 
 def poll_mail(inbound: Inbound, watcher: Watcher) -> list[str]:
-    """Start a run for each new matching message; the ids of the runs started."""
+    """Start a run for each new matching message; the ids of the runs started.
+
+    The caller has checked the read grant (``InboundPoller.tick``)."""
     trigger = watcher.trigger
     assert isinstance(trigger, MailTrigger)
-    refused = read_grant_problem(watcher)
-    if refused is not None:
-        raise TriggerProblem(refused)
     settings, untrusted = mail_settings(inbound, watcher)
     box = Mailbox(settings)
     mark = inbound.watermark(watcher)

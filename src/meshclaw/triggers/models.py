@@ -1,11 +1,12 @@
 """Tables of the trigger machinery: leader leases, cron firings, webhook nonces, and the
-watermarks and deliveries of chat and mail triggers."""
+watermarks and deliveries (with their pending retries) of chat and mail triggers."""
 
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import ForeignKey, String, UniqueConstraint
+from sqlalchemy import ForeignKey, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
 from meshclaw.clock import utcnow
@@ -67,7 +68,11 @@ class InboundWatermark(Base):
 
 
 class InboundDelivery(Base):
-    """A message that started a run: unique, so no message starts two runs."""
+    """A message a chat or mail trigger acted on: unique, so no message starts two runs.
+
+    Written in its run's own transaction, or, when the run could not be created, as a
+    ``pending`` row that is retried with back-off (so the watermark may pass it) until it
+    starts its run (``started``) or is given up (``abandoned``)."""
 
     __tablename__ = "inbound_deliveries"
     __table_args__ = (UniqueConstraint("agent_id", "trigger_key", "message_key"),)
@@ -77,4 +82,18 @@ class InboundDelivery(Base):
     message_key: Mapped[str] = mapped_column(String(200))
     """``<uidvalidity>:<uid>`` (mail) or ``<channel id>/<ts>`` (chat)."""
     run_id: Mapped[str | None] = mapped_column(String(40))
+    status: Mapped[str] = mapped_column(String(16), default="started", server_default="started")
+    """``started`` (``run_id`` is its run), ``refused`` (the owner may not run the agent),
+    ``pending`` (its run could not be created yet) or ``abandoned`` (given up)."""
+    attempts: Mapped[int] = mapped_column(default=0, server_default="0")
+    """Tries that failed to create its run."""
+    next_attempt_at: Mapped[datetime | None] = mapped_column(index=True)
+    """When a ``pending`` message is tried again (None otherwise)."""
+    error: Mapped[str | None] = mapped_column(String(300))
+    """Why its run could not be created, the last time it could not."""
+    run_input: Mapped[str | None] = mapped_column(Text)
+    """The run's input, kept while ``pending`` (the message is not read again)."""
+    details: Mapped[dict[str, Any] | None]
+    """What its ``trigger.fired`` record will keep, while ``pending``."""
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    """When it started its run, or first failed to (the retries count from here)."""

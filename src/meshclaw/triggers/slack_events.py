@@ -31,9 +31,9 @@ from meshclaw.clock import utcnow
 from meshclaw.errors import AuthError, ConfigError, UserError
 from meshclaw.platform import Platform
 from meshclaw.spec.models import ChatTrigger
+from meshclaw.triggers._deliveries import TriggerProblem
 from meshclaw.triggers._inbound import (
     Inbound,
-    TriggerProblem,
     Watcher,
     read_grant_problem,
     watchers,
