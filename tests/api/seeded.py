@@ -27,6 +27,7 @@ from meshclaw.connectors.models import ConnectorRecord
 from meshclaw.connectors.registry import ConnectorRegistry
 from meshclaw.integrity.models import IntegrityFinding
 from meshclaw.metering.models import Budget
+from meshclaw.notify.models import Notification
 from meshclaw.outcomes.models import Outcome
 from meshclaw.platform import Platform
 from meshclaw.policy.approvals import HeldCall
@@ -87,7 +88,8 @@ class Seeded:
         org_a = self.callers["owner"].org_id
         found = {org_a}
         with self.platform.db.session() as session:
-            for model in (Agent, Run, Team, User, Outcome, Approval, Budget, IntegrityFinding):
+            for model in (Agent, Run, Team, User, Outcome, Approval, Budget, IntegrityFinding,
+                          Notification):  # fmt: skip
                 found |= set(session.scalars(select(model.id).where(model.org_id == org_a)))
             found |= set(session.scalars(
                 select(ConnectorRecord.name).where(ConnectorRecord.org_id == org_a)
@@ -234,6 +236,12 @@ def seed(home: Path, *, database_url: str | None = None) -> tuple[Seeded, Script
         checkpoint_size=str(checkpoint.size),
     )
     seeded.ids["finding_id"] = seeded.fresh("finding")
+    with platform.db.session() as session:  # the pending approval told alice
+        seeded.ids["notification_id"] = session.scalars(
+            select(Notification.id).where(
+                Notification.resource == f"approval:{seeded.ids['approval_id']}"
+            )
+        ).one()
     return seeded, server
 
 

@@ -101,6 +101,8 @@ FINDING_REVIEWERS = expect(everyone=404, owner=403, auditor=OK, platform_admin=O
 """Reviewing it: auditors and platform admins; alice sees it but may not judge her own."""
 NOTIFICATION_ORG_READERS = expect(auditor=OK, platform_admin=OK, other_org=OK)
 """The org's notifications (``scope=org``); one's own (the default) is anyone's."""
+NOTIFICATION_RECIPIENT = expect(everyone=404, owner=OK)
+"""Marking alice's notification read or unread: alice only, hidden from everyone else."""
 DIRECTORY_READERS = expect(everyone=403, team_admin=OK, auditor=OK, platform_admin=OK,
                            other_org=OK)  # fmt: skip
 """The directory: org roles read it, team admins their team, org B's admin org B."""
@@ -120,6 +122,7 @@ OUTCOME_JUDGES_FORM = expect(everyone=403, anonymous=303, owner=303, employee=30
                              team_admin=404, other_org=404)  # fmt: skip
 FINDING_REVIEW_FORM = expect(everyone=404, anonymous=303, owner=403, auditor=303,
                              platform_admin=303)  # fmt: skip
+NOTIFICATION_RECIPIENT_FORM = expect(everyone=404, anonymous=303, owner=303)
 ORG_ADMIN_FORM = expect(everyone=403, anonymous=303, platform_admin=303, other_org=303)
 ORG_ADMIN_FORM_ON_A = expect(everyone=403, anonymous=303, platform_admin=303, other_org=404)
 ORG_ADMIN_FORM_RENDERED = expect(everyone=403, anonymous=303, platform_admin=OK, other_org=OK)
@@ -292,6 +295,9 @@ ROUTES: tuple[Row, ...] = (
         fresh={"finding_id": "finding"}, json={"status": "under_review"}),
     # notifications (the caller's own by default; here the org's)
     Row("GET", "/v1/notifications", NOTIFICATION_ORG_READERS, query={"scope": "org"}),
+    Row("POST", "/v1/notifications/{notification_id}/read", NOTIFICATION_RECIPIENT),
+    Row("DELETE", "/v1/notifications/{notification_id}/read", NOTIFICATION_RECIPIENT),
+    Row("POST", "/v1/notifications/read-all", SIGNED_IN),  # each caller's own
     # directory and prices
     Row("GET", "/v1/users", DIRECTORY_READERS),
     Row("POST", "/v1/users", ORG_ADMIN, json={"handle": "new{unique}"}),
@@ -335,6 +341,9 @@ ROUTES: tuple[Row, ...] = (
     Row("POST", "/ui/integrity/{finding_id}/review", FINDING_REVIEW_FORM,
         fresh={"finding_id": "finding"}, form={"decision": "under_review"}),
     Row("GET", "/ui/notifications", PAGE),
+    Row("POST", "/ui/notifications/{notification_id}/read", NOTIFICATION_RECIPIENT_FORM,
+        form={"read": "yes"}),
+    Row("POST", "/ui/notifications/read-all", PAGE_FORM, form={}),  # each caller's own
     Row("GET", "/ui/audit", PAGE),
     Row("POST", "/ui/audit/verify", AUDIT_VERIFY_FORM, form={}),
     Row("GET", "/ui/admin", PAGE),

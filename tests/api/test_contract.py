@@ -117,6 +117,7 @@ def _real_rows(seeded: Seeded) -> dict[str, list[str]]:
         "type_name": [ids["outcome_type"]],
         "token": [ids["feedback_token"]],
         "finding_id": [ids["finding_id"]],
+        "notification_id": [ids["notification_id"]],
         "org_id": [ids["org_id"]],
         "connector": [ids["connector"]],
     }

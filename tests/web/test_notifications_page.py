@@ -4,6 +4,7 @@ status filter and paging as plain links and a GET form (no JavaScript)."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
@@ -89,3 +90,95 @@ def test_an_auditor_switches_to_the_whole_org(site: Site) -> None:
     assert '<th scope="col">For</th>' in org and "<td>bob</td>" in org
     everything = main(client.get("/ui/notifications", params={"scope": "org"}).text)
     assert "4 notifications" in everything and "globex" not in everything
+
+
+def csrf_of(client: TestClient) -> str:
+    match = re.search(r'name="csrf" value="([^"]+)"', client.get("/ui/notifications").text)
+    assert match, "no CSRF field on the page"
+    return match.group(1)
+
+
+def nav(html: str) -> str:
+    return html[html.index('<nav aria-label="Main">') : html.index("</nav>")]
+
+
+def test_unread_is_bold_counted_in_the_nav_and_marked_read_with_a_form(site: Site) -> None:
+    alice, ids = site.open_as(site.world.alice), site.ids
+    page = alice.get("/ui/notifications").text
+    assert '<span class="badge">3<span class="visually-hidden"> unread</span></span>' in nav(page)
+    body = main(page)
+    assert '<strong><span class="visually-hidden">Unread: </span>alice new</strong>' in body
+    assert "You have 3 unread notifications." in body and "Mark all read" in body
+    action = f'action="/ui/notifications/{ids["alice_new"]}/read"'
+    assert action in body
+    form = body[body.index(action) : body.index("</form>", body.index(action))]
+    csrf = csrf_of(alice)
+    assert f'name="csrf" value="{csrf}"' in form and 'name="read" value="yes"' in form
+    assert ">Mark read</button>" in form
+
+    # Without the session's CSRF token nothing changes.
+    forged = alice.post(f"/ui/notifications/{ids['alice_new']}/read", data={"csrf": "nope"})
+    assert forged.status_code == 403
+    back = "scope=mine&status=all&unread=yes&limit=25&offset=0"
+    done = alice.post(f"/ui/notifications/{ids['alice_new']}/read",
+                      data={"csrf": csrf, "read": "yes", "back": back})  # fmt: skip
+    assert done.status_code == 303
+    assert done.headers["location"] == f"/ui/notifications?{back}&done=read"
+    after = alice.get(done.headers["location"]).text
+    assert "Marked read." in after
+    assert '<span class="badge">2<span class="visually-hidden"> unread</span></span>' in nav(after)
+    listed = main(after)  # the unread filter: alice new is read now
+    assert "2 notifications" in listed and "alice new" not in listed
+    shown = main(alice.get("/ui/notifications").text)
+    assert "<td>alice new" in shown  # not bold any more
+    assert "Unread: </span>alice new" not in shown and ">Mark unread</button>" in shown
+
+    unmarked = alice.post(f"/ui/notifications/{ids['alice_new']}/read",
+                          data={"csrf": csrf, "read": "no"})  # fmt: skip
+    assert unmarked.status_code == 303 and unmarked.headers["location"].endswith("done=unread")
+    assert site.world.platform.notifications.unread_count(site.world.alice) == 3
+
+    everything = alice.post("/ui/notifications/read-all", data={"csrf": csrf, "back": back})
+    assert everything.status_code == 303 and everything.headers["location"].endswith("done=all")
+    cleared = alice.get("/ui/notifications").text
+    assert 'class="badge"' not in nav(cleared) and "Mark all read" not in main(cleared)
+    assert site.world.platform.notifications.unread_count(site.world.bob) == 2  # bob's are his
+
+
+def test_the_way_back_is_rebuilt_from_known_filters_only(site: Site) -> None:
+    alice, ids = site.open_as(site.world.alice), site.ids
+    csrf = csrf_of(alice)
+    odd = "scope=mine&limit=999&offset=-4&next=https://evil.example/&status=lost"
+    done = alice.post(f"/ui/notifications/{ids['alice_new']}/read",
+                      data={"csrf": csrf, "back": odd})  # fmt: skip
+    assert done.headers["location"] == (
+        "/ui/notifications?scope=mine&status=all&limit=50&offset=0&done=read"
+    )
+
+
+def test_nobody_marks_someone_elses_from_the_dashboard(site: Site) -> None:
+    ids = site.ids
+    for who in (site.world.bob, site.auditor, site.world.admin):
+        client = site.open_as(who)
+        answer = client.post(f"/ui/notifications/{ids['alice_new']}/read",
+                             data={"csrf": csrf_of(client)})  # fmt: skip
+        assert answer.status_code == 404 and "addressed to you" in answer.text
+    assert site.world.platform.notifications.unread_count(site.world.alice) == 3
+
+
+def test_an_auditor_filters_the_org_by_recipient(site: Site) -> None:
+    client = site.open_as(site.auditor)
+    own = main(client.get("/ui/notifications").text)
+    assert '<input id="q-recipient" name="recipient"' in own and "Mark all read" not in own
+    bobs = main(client.get("/ui/notifications", params={"recipient": "bob"}).text)
+    assert "2 notifications" in bobs and "bob only" in bobs and "alice new" not in bobs
+    assert '<option value="org" selected>' in bobs  # a recipient means the org view
+    assert "not addressed to you" in bobs and "Mark read" not in bobs
+    unknown = client.get("/ui/notifications", params={"scope": "org", "recipient": "zed"})
+    assert unknown.status_code == 422
+    body = main(unknown.text)
+    assert 'aria-invalid="true"' in body and "Nobody in your org has the handle or user id" in body
+    assert "correct the field marked below" in body and "<table" not in body
+    # An employee who may not read the org's is refused, not told who exists.
+    alice = site.open_as(site.world.alice)
+    assert alice.get("/ui/notifications", params={"recipient": "zed"}).status_code == 403

@@ -1,9 +1,15 @@
-"""``/v1/notifications``: what the platform told (or is about to tell) you.
+"""``/v1/notifications``: what the platform told (or is about to tell) you, and which of
+yours you have read.
 
 Your own notifications by default; ``scope=org`` is every notification of your org, for
 whoever Cedar lets read them (``notification.read`` on the ``Org``: platform admins and
-auditors by default; anyone else gets a 403 that says why). ``status`` filters, ``limit``
-and ``offset`` page (newest first).
+auditors by default; anyone else gets a 403 that says why), and ``recipient`` narrows it
+to one person's. ``status`` and ``unread`` filter, ``limit`` and ``offset`` page (newest
+first); every item says whether you read it, and the page how many are unread.
+
+``POST``/``DELETE /v1/notifications/{id}/read`` mark one of yours read or unread again,
+``POST /v1/notifications/read-all`` all of yours; a notification not addressed to you is
+"not found", whoever asks.
 """
 
 from __future__ import annotations
@@ -15,7 +21,7 @@ from fastapi import APIRouter, Query
 from pydantic import BaseModel
 
 from meshclaw.api.deps import Authed, Offset, PlatformDep
-from meshclaw.notify.service import MAX_PAGE
+from meshclaw.notify.service import MAX_PAGE, NotificationView
 
 router = APIRouter(prefix="/v1/notifications", tags=["notifications"])
 
@@ -39,6 +45,9 @@ class NotificationOut(BaseModel):
     """Why the last attempt failed, or why it cannot be sent (``unsent``)."""
     created_at: datetime
     sent_at: datetime | None
+    read: bool | None
+    """Whether you have read it; null when it is not addressed to you (``scope=org``)."""
+    read_at: datetime | None
 
 
 class NotificationPageOut(BaseModel):
@@ -48,6 +57,15 @@ class NotificationPageOut(BaseModel):
     offset: int
     next_offset: int | None
     scope: Literal["mine", "org"]
+    unread: int
+    """How many notifications matching the query (every page) are yours and unread."""
+
+
+class ReadAllOut(BaseModel):
+    marked: int
+    """How many of your notifications were unread and are now read."""
+    unread: int
+    """How many are unread now (0, unless one arrived meanwhile)."""
 
 
 @router.get("")
@@ -56,9 +74,39 @@ def list_notifications(
     who: Authed,
     scope: Literal["mine", "org"] = "mine",
     status: Status | None = None,
+    unread: bool = False,
+    recipient: Annotated[str | None, Query(max_length=200)] = None,
     limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 50,
     offset: Offset = 0,
 ) -> NotificationPageOut:
-    """Your notifications (``scope=org``: your org's, if you may), newest first."""
-    page = platform.notifications.find(who, scope=scope, status=status, limit=limit, offset=offset)
+    """Your notifications (``scope=org``: your org's, if you may; ``recipient``: one
+    person's of them, by handle or user id), newest first; ``unread=true``: only yours
+    that you have not read."""
+    page = platform.notifications.find(
+        who, scope=scope, status=status, unread=unread, recipient=recipient, limit=limit,
+        offset=offset,
+    )  # fmt: skip
     return NotificationPageOut.model_validate(page, from_attributes=True)
+
+
+def _out(view: NotificationView) -> NotificationOut:
+    return NotificationOut.model_validate(view, from_attributes=True)
+
+
+@router.post("/read-all")
+def mark_all_read(platform: PlatformDep, who: Authed) -> ReadAllOut:
+    """Mark every notification of yours read."""
+    marked = platform.notifications.mark_all_read(who)
+    return ReadAllOut(marked=marked, unread=platform.notifications.unread_count(who) or 0)
+
+
+@router.post("/{notification_id}/read")
+def mark_read(notification_id: str, platform: PlatformDep, who: Authed) -> NotificationOut:
+    """Mark one of your notifications read (again: keeps when you first read it)."""
+    return _out(platform.notifications.mark_read(who, notification_id))
+
+
+@router.delete("/{notification_id}/read")
+def mark_unread(notification_id: str, platform: PlatformDep, who: Authed) -> NotificationOut:
+    """Mark one of your notifications unread again."""
+    return _out(platform.notifications.mark_read(who, notification_id, read=False))

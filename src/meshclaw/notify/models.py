@@ -35,3 +35,23 @@ class Notification(Base):
     last_error: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     sent_at: Mapped[datetime | None]
+
+
+class NotificationRecipient(Base):
+    """One person's copy of a notification in their inbox: whether they have read it.
+
+    One row per (notification, recipient), written with the notification. ``recipients``
+    on the notification stays what delivery reads; this table is what reading asks, so
+    "mine", "unread" and the dashboard's unread count are indexed lookups, not scans of
+    the org's JSON lists.
+    """
+
+    __tablename__ = "notification_recipients"
+    __table_args__ = (Index("ix_notification_recipients_unread", "org_id", "user_id", "read_at"),)
+    notification_id: Mapped[str] = mapped_column(ForeignKey("notifications.id"), primary_key=True)
+    user_id: Mapped[str] = mapped_column(ForeignKey("users.id"), primary_key=True)
+    org_id: Mapped[str] = mapped_column(ForeignKey("orgs.id"))
+    """The notification's org (and the person's): every query names it, so a person is
+    never shown another org's row even if ids were ever mixed up."""
+    read_at: Mapped[datetime | None]
+    """When the person marked it read; None while unread."""

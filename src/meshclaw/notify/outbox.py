@@ -9,7 +9,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from meshclaw.ids import new_id
-from meshclaw.notify.models import Notification
+from meshclaw.notify.models import Notification, NotificationRecipient
 from meshclaw.store.models import Agent, User
 
 
@@ -23,12 +23,21 @@ def enqueue(
     subject: str,
     body: str,
 ) -> Notification:
-    """Add a notification for ``recipients`` (user ids) to the outbox."""
+    """Add a notification for ``recipients`` (user ids) to the outbox, and to the inbox
+    of each recipient who is a person of the org (unread)."""
+    people = sorted(set(recipients))
     row = Notification(
         id=new_id("ntf"), org_id=org_id, kind=kind, resource=resource,
-        recipients=sorted(set(recipients)), subject=subject[:300], body=body,
+        recipients=people, subject=subject[:300], body=body,
     )  # fmt: skip
     session.add(row)
+    # Only people of this org get an inbox row: an id from elsewhere must neither fail
+    # the event's transaction (a foreign key) nor show this org's message to anyone else.
+    members = session.scalars(select(User.id).where(User.org_id == org_id, User.id.in_(people)))
+    session.add_all(
+        NotificationRecipient(notification_id=row.id, user_id=user_id, org_id=org_id)
+        for user_id in members
+    )
     return row
 
 

@@ -97,6 +97,13 @@ def render(
             "csrf": viewer.csrf_token if viewer else "",
             "prefix": PREFIX,
             "path": request.url.path,
+            # The nav's unread count: one indexed COUNT per page (None: not theirs to read).
+            # Not on a server error's page, which must render even when the store failed.
+            "unread_notifications": (
+                viewer.platform.notifications.unread_count(viewer.caller)
+                if viewer and status_code < 500
+                else None
+            ),
             **context,
         },
         status_code=status_code,

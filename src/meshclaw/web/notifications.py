@@ -1,20 +1,25 @@
-"""The notifications page: what the platform told (or is about to tell) people, and why a
-message has not gone out yet.
+"""The notifications page: what the platform told (or is about to tell) people, why a
+message has not gone out yet, and which of one's own are unread.
 
-Everyone sees their own notifications; whoever may read the org's (``notification.read``
-on the ``Org``: platform admins and auditors by default) can switch to the whole org's.
-``NotificationService`` decides, through Cedar; a refusal is its message (403).
+Everyone sees their own notifications, unread ones in bold, and marks them read or
+unread again (or all read) with plain CSRF-checked forms; whoever may read the org's
+(``notification.read`` on the ``Org``: platform admins and auditors by default) can
+switch to the whole org's and narrow it to one recipient. ``NotificationService``
+decides, through Cedar; a refusal is its message (403), someone else's notification is
+"not found" (404).
 """
 
 from __future__ import annotations
 
-from urllib.parse import urlencode
+from collections.abc import Mapping
+from typing import Any
+from urllib.parse import parse_qsl, urlencode
 
 from fastapi import APIRouter, Request
-from fastapi.responses import HTMLResponse
+from fastapi.responses import HTMLResponse, RedirectResponse
 
-from meshclaw.notify.service import STATUSES, Scope
-from meshclaw.web._pages import PREFIX, ViewerDep, query_int, render
+from meshclaw.notify.service import STATUSES, NotificationPage, Scope, UnknownRecipient
+from meshclaw.web._pages import PREFIX, FormDep, ViewerDep, query_int, render
 
 router = APIRouter()
 
@@ -28,6 +33,34 @@ STATUS_CHOICES = {
 }
 assert set(STATUS_CHOICES) == {"all", *STATUSES}
 SCOPES = {"mine": "Addressed to me", "org": "Everyone in the org"}
+DONE = {
+    "read": "Marked read.",
+    "unread": "Marked unread.",
+    "all": "All your notifications are marked read.",
+}
+MAX_RECIPIENT = 200
+
+
+def _filters(values: Mapping[str, str | None]) -> dict[str, Any]:
+    """The page's query, made safe: unknown values fall back to the defaults (a bad link
+    shows the default page, never an error). A recipient means the org view."""
+    recipient = (values.get("recipient") or "").strip()[:MAX_RECIPIENT]
+    status = values.get("status")
+    return {
+        "scope": "org" if values.get("scope") == "org" or recipient else "mine",
+        "status": status if status in STATUS_CHOICES else "all",
+        "unread": "yes" if values.get("unread") in ("yes", "1", "true", "on") else "",
+        "recipient": recipient,
+        "limit": query_int(values.get("limit"), 50, PAGE_SIZES),
+        "offset": query_int(values.get("offset"), 0),
+    }
+
+
+def page_url(filters: dict[str, Any], offset: int | None = None, **extra: str) -> str:
+    """The page with these filters (empty ones left out), at ``offset``."""
+    query = {k: v for k, v in filters.items() if v != "" and k != "offset"}
+    query["offset"] = filters["offset"] if offset is None else offset
+    return f"{PREFIX}/notifications?{urlencode(query | extra)}"
 
 
 @router.get("/notifications", response_class=HTMLResponse)
@@ -36,35 +69,70 @@ def notifications_page(
     viewer: ViewerDep,
     scope: str | None = None,
     status: str | None = None,
+    unread: str | None = None,
+    recipient: str | None = None,
     limit: str | None = None,
     offset: str | None = None,
+    done: str | None = None,
 ) -> HTMLResponse:
     service = viewer.platform.notifications
-    scope_key: Scope = "org" if scope == "org" else "mine"
-    status_key = status if status in STATUS_CHOICES else "all"
-    size = query_int(limit, 50, PAGE_SIZES)
-    start = query_int(offset, 0)
-    page = service.find(
-        viewer.caller,
-        scope=scope_key,
-        status=None if status_key == "all" else status_key,
-        limit=size,
-        offset=start,
-    )
-    filters = {"scope": scope_key, "status": status_key, "limit": size}
-
-    def page_url(new_offset: int) -> str:
-        return f"{PREFIX}/notifications?{urlencode(filters | {'offset': new_offset})}"
-
+    filters = _filters(
+        {"scope": scope, "status": status, "unread": unread, "recipient": recipient,
+         "limit": limit, "offset": offset}
+    )  # fmt: skip
+    scope_key: Scope = filters["scope"]
+    page: NotificationPage | None = None
+    errors: dict[str, str] = {}
+    try:
+        page = service.find(
+            viewer.caller,
+            scope=scope_key,
+            status=None if filters["status"] == "all" else filters["status"],
+            unread=bool(filters["unread"]),
+            recipient=filters["recipient"] or None,
+            limit=filters["limit"],
+            offset=filters["offset"],
+        )
+    except UnknownRecipient as exc:  # the form's mistake; a refusal (403) stays one
+        errors["recipient"] = str(exc).removeprefix("recipient: ").capitalize() + "."
+    start, size = filters["offset"], filters["limit"]
+    following = page.next_offset if page is not None else None
     return render(
         request,
         "notifications.html",
         viewer,
+        status_code=422 if errors else 200,
         page=page,
         filters=filters,
+        errors=errors,
         scopes=SCOPES if service.may_read_org(viewer.caller) else None,
         statuses=STATUS_CHOICES,
         sizes=PAGE_SIZES,
-        next_url=page_url(page.next_offset) if page.next_offset is not None else None,
-        prev_url=page_url(max(0, start - size)) if start > 0 else None,
+        back=urlencode(filters),
+        next_url=page_url(filters, following) if following is not None else None,
+        prev_url=page_url(filters, max(0, start - size)) if start > 0 else None,
+        flash=DONE.get(done or ""),
+        error="Nothing is shown: correct the field marked below." if errors else None,
     )
+
+
+def _back(fields: dict[str, str], done: str) -> RedirectResponse:
+    """Back to the page the form was on: its query came in the ``back`` field, and is
+    rebuilt through ``_filters`` (only this page, only known filters: no open redirect)."""
+    filters = _filters(dict(parse_qsl(fields.get("back", ""))))
+    return RedirectResponse(page_url(filters, done=done), status_code=303)
+
+
+@router.post("/notifications/read-all")
+def mark_all_read(viewer: ViewerDep, fields: FormDep) -> RedirectResponse:
+    viewer.platform.notifications.mark_all_read(viewer.caller)
+    return _back(fields, "all")
+
+
+@router.post("/notifications/{notification_id}/read")
+def mark_read(viewer: ViewerDep, fields: FormDep, notification_id: str) -> RedirectResponse:
+    """``read=no`` marks it unread again; a notification not addressed to the viewer is
+    not found (404), as on the API."""
+    read = fields.get("read", "yes") != "no"
+    viewer.platform.notifications.mark_read(viewer.caller, notification_id, read=read)
+    return _back(fields, "read" if read else "unread")
