@@ -5,10 +5,13 @@ conversation: 19 turns that call ``clock.now`` (each for another time zone), the
 answer. MeshClaw runs with its default settings on SQLite in a temporary directory. The
 baseline is the loop anyone would write with the ``openai`` SDK; the other goes through
 MeshClaw's runtime (executor -> runner -> gateway: authorise, budget, persist each step
-before and after, meter, audit). Time per step is a whole conversation's wall time
-divided by its 20 model turns, for both variants alike.
+before and after, meter, audit). A third variant is the bare loop sending the
+conversation in ``extra_body`` as MeshClaw's provider does, which skips the SDK's
+per-call request transform: against it, the difference is MeshClaw's own work alone.
+Time per step is a whole conversation's wall time divided by its 20 model turns, for
+every variant alike.
 
-Machines are noisy, so the two variants are interleaved (ABBA order) over several
+Machines are noisy, so the variants are interleaved (rotating order) over several
 repetitions in one process and compared by their medians. Process CPU time is recorded
 too (less disturbed by other load), and so are MeshClaw's database transactions and the
 time spent inside them.
@@ -120,18 +123,27 @@ def clock_now(raw_arguments: str) -> str:
     return datetime.now(UTC).astimezone(ZoneInfo(str(arguments.get("tz") or "UTC"))).isoformat()
 
 
-async def bare_conversation(client: openai.AsyncOpenAI) -> int:
-    """Hold the conversation with the SDK alone; return the number of model calls."""
+async def bare_conversation(client: openai.AsyncOpenAI, *, as_is: bool = False) -> int:
+    """Hold the conversation with the SDK alone; return the number of model calls.
+
+    ``as_is`` sends the conversation and tools in ``extra_body``, as MeshClaw's provider
+    does (the SDK then skips its per-call request transform): the same loop on the same
+    footing, so the difference to MeshClaw is MeshClaw's own work."""
     messages: list[dict[str, Any]] = [
         {"role": "system", "content": INSTRUCTIONS},
         {"role": "user", "content": USER_INPUT},
     ]
     for turn in range(1, STEPS + 6):
-        completion = await client.chat.completions.create(
-            model=MODEL,
-            messages=messages,  # type: ignore[arg-type]
-            tools=[CLOCK_TOOL],  # type: ignore[list-item]
-        )
+        if as_is:
+            completion = await client.chat.completions.create(
+                model=MODEL, messages=[], extra_body={"messages": messages, "tools": [CLOCK_TOOL]}
+            )
+        else:
+            completion = await client.chat.completions.create(
+                model=MODEL,
+                messages=messages,  # type: ignore[arg-type]
+                tools=[CLOCK_TOOL],  # type: ignore[list-item]
+            )
         message = completion.choices[0].message
         calls = [c for c in message.tool_calls or [] if c.type == "function"]
         assistant: dict[str, Any] = {"role": "assistant", "content": message.content}
@@ -249,8 +261,10 @@ class Sample:
 @dataclass(kw_only=True)
 class Results:
     bare: list[Sample] = field(default_factory=list)
+    as_is: list[Sample] = field(default_factory=list)
+    """The bare loop sending its body in ``extra_body`` as MeshClaw's provider does."""
     meshclaw: list[Sample] = field(default_factory=list)
-    """Paired with ``bare``: entry ``i`` of both ran back to back."""
+    """Paired with ``bare`` and ``as_is``: entry ``i`` of each ran back to back."""
     queue: list[float] = field(default_factory=list)
     """Seconds to create and claim each MeshClaw run (before execution, not in the ratio)."""
     load: tuple[float, float] = (0.0, 0.0)
@@ -275,10 +289,12 @@ def check_requests(server: ScriptedServer, who: str) -> None:
         raise RuntimeError(f"{who}: the server saw {received} requests, want {STEPS}")
 
 
-async def bare_sample(server: ScriptedServer, client: openai.AsyncOpenAI) -> Sample:
+async def bare_sample(
+    server: ScriptedServer, client: openai.AsyncOpenAI, *, as_is: bool = False
+) -> Sample:
     server.reset()
     wall, cpu = time.perf_counter(), time.process_time()
-    turns = await bare_conversation(client)
+    turns = await bare_conversation(client, as_is=as_is)
     wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
     if turns != STEPS:
         raise RuntimeError(f"bare loop: {turns} model turns, want {STEPS}")
@@ -330,18 +346,26 @@ async def measure(server: ScriptedServer, bench: MeshClaw, reps: int, warmup: in
         await meshclaw_sample(server, bench, gateway, [])
         check_same_conversation(bare_body, server.requests[-1])
 
+        await bare_sample(server, client, as_is=True)
+        check_same_conversation(bare_body, server.requests[-1])
+
         variants: dict[str, Callable[[], Awaitable[Sample]]] = {
             "bare": lambda: bare_sample(server, client),
+            "as_is": lambda: bare_sample(server, client, as_is=True),
             "meshclaw": lambda: meshclaw_sample(server, bench, gateway, results.queue),
         }
+        names = list(variants)
         for rep in range(warmup + reps):
-            # ABBA order: neither variant always runs first, or always after the other.
-            order = ("bare", "meshclaw") if rep % 2 == 0 else ("meshclaw", "bare")
+            # Rotated order: no variant always runs first, or always after the same one.
+            order = names[rep % 3 :] + names[: rep % 3]
+            if rep % 2:
+                order.reverse()
             samples = {name: await variants[name]() for name in order}
             if rep < warmup:
                 results.queue.clear()
                 continue
             results.bare.append(samples["bare"])
+            results.as_is.append(samples["as_is"])
             results.meshclaw.append(samples["meshclaw"])
     finally:
         await gateway.aclose()
@@ -413,7 +437,11 @@ HEADERS = ["Variant", "Median (ms)", "IQR (ms)", "Best (ms)", "CPU (ms)", "In DB
 
 def table_rows(results: Results) -> list[list[str]]:
     rows = []
-    for name, samples in (("bare openai loop", results.bare), ("MeshClaw", results.meshclaw)):
+    for name, samples in (
+        ("bare openai loop", results.bare),
+        ("bare loop, body as extra_body", results.as_is),
+        ("MeshClaw", results.meshclaw),
+    ):
         walls = [s.wall for s in samples]
         low, high = quartiles(walls)
         in_db = median(samples, "db")
@@ -436,13 +464,18 @@ def summary(results: Results) -> list[str]:
     met = "meets" if results.ratio <= TARGET else "misses"
     extra = median(results.meshclaw, "wall") - median(results.bare, "wall")
     cpu_ratio = median(results.meshclaw, "cpu") / median(results.bare, "cpu")
+    own = median(results.meshclaw, "wall") - median(results.as_is, "wall")
+    own_ratio = median(results.meshclaw, "wall") / median(results.as_is, "wall")
     lines = [
         f"Ratio {results.ratio:.2f} (median of paired ratios "
         f"{statistics.median(results.paired_ratios):.2f}, IQR {low:.2f}-{high:.2f}; "
         f"on CPU time {cpu_ratio:.2f}) {met} the target of {TARGET:.2f}.",
-        f"MeshClaw adds {ms(extra)} ms per step, and runs "
+        f"MeshClaw {'adds' if extra >= 0 else 'saves'} {ms(abs(extra))} ms per step, and runs "
         f"{median(results.meshclaw, 'transactions'):.2f} database transactions per step "
         f"({ms(median(results.meshclaw, 'db'))} ms inside them).",
+        f"Against the bare loop sending its body as MeshClaw's provider does (extra_body, "
+        f"no SDK request transform), MeshClaw's own work (policy, budgets, live step "
+        f"persistence, metering, audit) adds {ms(own)} ms per step: ratio {own_ratio:.2f}.",
         f"Queueing a run (create + claim, not in the times above) takes "
         f"{ms(statistics.median(results.queue))} ms.",
     ]

@@ -116,13 +116,14 @@ class OpenAICompatibleProvider:
     async def complete(self, request: ModelRequest) -> ModelResponse:
         params = dict(request.parameters)
         stream = bool(params.pop("stream", False))
-        kwargs: dict[str, Any] = {
-            "model": request.model,
-            "messages": [_message_to_wire(m) for m in request.messages],
-            **params,
-        }
+        # The conversation and the tools go in ``extra_body``, which the SDK sends as they
+        # are: they are plain JSON already (``_message_to_wire``), and the SDK's request
+        # transform would otherwise walk every message of the conversation against its
+        # typed-dict annotations on every call (it renames nothing in chat requests), which
+        # cost more than all of MeshClaw's own work per step (benchmarks/overhead.py).
+        wire: dict[str, Any] = {"messages": [_message_to_wire(m) for m in request.messages]}
         if request.tools:
-            kwargs["tools"] = [
+            wire["tools"] = [
                 {
                     "type": "function",
                     "function": {
@@ -133,6 +134,12 @@ class OpenAICompatibleProvider:
                 }
                 for t in request.tools
             ]
+        kwargs: dict[str, Any] = {
+            "model": request.model,
+            "messages": [],
+            **params,
+            "extra_body": params.get("extra_body", {}) | wire,
+        }
         try:
             if stream:
                 return await self._stream(request, kwargs)
