@@ -22,6 +22,7 @@ from sqlalchemy import ColumnElement, and_, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from meshclaw.accounts.service import Caller
+from meshclaw.audit import tiles
 from meshclaw.audit._parallel import (
     PARALLEL_MIN,
     checked_runs,
@@ -33,7 +34,7 @@ from meshclaw.audit._rows import record_views
 from meshclaw.audit.bundle import write_bundle
 from meshclaw.audit.canonical import format_ts
 from meshclaw.audit.checkpoint import Verifier
-from meshclaw.audit.merkle import Frontier, consistency_proof, inclusion_proof
+from meshclaw.audit.merkle import Frontier, TiledTree, consistency_path, inclusion_path
 from meshclaw.audit.models import HEAD_ID, AuditCheckpoint, AuditHead
 from meshclaw.audit.signing import Checkpointer
 from meshclaw.audit.sink import AuditRecord, StoreAuditSink, lock_head
@@ -49,7 +50,7 @@ from meshclaw.audit.verify import (
 from meshclaw.audit.witness import Witnesses, WitnessSummary
 from meshclaw.clock import utcnow
 from meshclaw.config import Settings
-from meshclaw.errors import ConflictError, NotFoundError, UserError
+from meshclaw.errors import NotFoundError, UserError
 from meshclaw.policy.api import ApiAuthorizer, ApiResource
 from meshclaw.policy.cedar import PolicyStore
 from meshclaw.store.db import Database
@@ -351,13 +352,10 @@ class AuditLog:
         sent = self._witnesses.deliver_due() if self._witnesses is not None else WitnessSummary()
         return ScheduledSummary(checkpoint=signed, witnesses=sent)
 
-    def _leaf_hashes(self, session: Session, size: int) -> list[bytes]:
-        hashes = session.scalars(
-            select(AuditEvent.leaf_hash).where(AuditEvent.seq <= size).order_by(AuditEvent.seq)
-        ).all()
-        if len(hashes) != size:
-            raise ConflictError(f"the store holds {len(hashes)} of {size} records: run verify")
-        return [bytes.fromhex(h) for h in hashes]
+    @staticmethod
+    def _tree(session: Session) -> TiledTree:
+        """The stored tree's subtree roots (tiles, and leaves where no tile covers)."""
+        return tiles.tree(session)
 
     def _checkpoint_at(self, session: Session, size: int | None, at_least: int) -> AuditCheckpoint:
         stmt = select(AuditCheckpoint)
@@ -391,14 +389,15 @@ class AuditLog:
             if org is None or org[0] not in (None, caller.org_id):
                 raise NotFoundError(f"no audit record seq {seq} in this org's log")
             cp = self._checkpoint_at(session, size, seq)
-            hashes = self._leaf_hashes(session, cp.size)
-            proof = inclusion_proof(seq - 1, hashes)
+            tree = self._tree(session)
+            proof = inclusion_path(seq - 1, cp.size, tree.subtree)
+            leaf_hash = tree.subtree(seq - 1, seq)
             self._record(session, caller, "audit.prove", {"seq": seq, "size": cp.size})
             return {
                 "seq": seq,
                 "leaf_index": seq - 1,
                 "tree_size": cp.size,
-                "leaf_hash": hashes[seq - 1].hex(),
+                "leaf_hash": leaf_hash.hex(),
                 "proof": [p.hex() for p in proof],
                 "root_hash": cp.root_hash,
                 "checkpoint": cp.note,
@@ -415,7 +414,7 @@ class AuditLog:
         with self._db.session() as session:
             new = self._checkpoint_at(session, new_size, new_size)
             old = self._checkpoint_at(session, old_size, old_size) if old_size else None
-            proof = consistency_proof(old_size, self._leaf_hashes(session, new_size))
+            proof = consistency_path(old_size, new_size, self._tree(session).subtree)
             return {
                 "old_size": old_size,
                 "new_size": new_size,
@@ -493,6 +492,8 @@ class AuditLog:
                 if report.root != head_root or report.root != head.root:
                     report.ok = False
                     report.problem = _head_problem(head.size)
+                elif tiles_problem := tiles.check(session, head.size):
+                    report.ok, report.problem = False, tiles_problem
             if witnesses and self._witnesses is not None:
                 report.cosigned, cosigned_problem = self._witnesses.check_cosignatures(session)
                 if report.ok and cosigned_problem is not None:
@@ -590,8 +591,7 @@ class AuditLog:
                 )
                 start_seq = max(start_seq, first if first is not None else end.size + 1)
             start_seq = max(1, min(start_seq, end.size + 1))
-            start = Frontier()
-            start.extend(self._leaf_hashes(session, start_seq - 1))
+            start = self._tree(session).frontier(start_seq - 1)
             notes = session.scalars(
                 select(AuditCheckpoint)
                 .where(AuditCheckpoint.size >= start.size, AuditCheckpoint.size <= end.size)

@@ -7,15 +7,24 @@ at the largest power of two smaller than ``n`` (RFC 9162 §2.1.1).
 
 ``Frontier`` keeps the roots of the perfect subtrees that make up a tree of any size
 (O(log n) hashes), so appending a leaf and computing the root never needs the whole log.
+
+*Tiles* are the roots of the aligned perfect subtrees of ``TILE`` leaves (leaves
+``[TILE * i, TILE * (i + 1))``), kept by the log as they complete. ``TiledTree`` builds
+any subtree root, and so any proof, from tiles for the whole-tile parts and leaf hashes
+for the rest: a proof reads about ``n / TILE`` tile hashes and fewer than ``2 * TILE``
+leaf hashes instead of all ``n`` leaf hashes.
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
 HASH_SIZE = 32
+TILE_HEIGHT = 8
+TILE = 1 << TILE_HEIGHT
+"""Leaves per tile: the perfect subtrees whose roots the log keeps."""
 EMPTY_ROOT = hashlib.sha256(b"").digest()
 """The root of the empty tree: SHA-256 of the empty string."""
 
@@ -44,16 +53,23 @@ class Frontier:
     size: int = 0
     hashes: list[bytes] = field(default_factory=list)
 
-    def append(self, leaf_hash: bytes) -> None:
+    def append(self, leaf_hash: bytes) -> bytes | None:
+        """Add a leaf; return the root of the tile this leaf completes, if it completes one."""
         self.hashes.append(leaf_hash)
         n = self.size
+        tile: bytes | None = None
+        height = 0
         # Each trailing one-bit of the old size is a complete subtree to merge with.
         while n & 1:
             right = self.hashes.pop()
             left = self.hashes.pop()
             self.hashes.append(hash_children(left, right))
             n >>= 1
+            height += 1
+            if height == TILE_HEIGHT:
+                tile = self.hashes[-1]
         self.size += 1
+        return tile
 
     def extend(self, leaf_hashes: Iterable[bytes]) -> None:
         for h in leaf_hashes:
@@ -87,9 +103,21 @@ def root_hash(leaf_hashes: Sequence[bytes]) -> bytes:
     return frontier.root()
 
 
+SubtreeRoot = Callable[[int, int], bytes]
+"""``MTH(D[lo:hi])``: the root of the leaves ``[lo, hi)`` of a tree."""
+
+
+def _from_leaves(leaf_hashes: Sequence[bytes]) -> SubtreeRoot:
+    return lambda lo, hi: root_hash(leaf_hashes[lo:hi])
+
+
 def inclusion_proof(index: int, leaf_hashes: Sequence[bytes]) -> list[bytes]:
     """PATH(index, D[n]) of RFC 9162 §2.1.3.1 over all ``n`` leaf hashes."""
-    n = len(leaf_hashes)
+    return inclusion_path(index, len(leaf_hashes), _from_leaves(leaf_hashes))
+
+
+def inclusion_path(index: int, n: int, subtree: SubtreeRoot) -> list[bytes]:
+    """PATH(index, D[n]) with subtree roots from ``subtree``."""
     if not 0 <= index < n:
         raise ProofError(f"leaf index {index} is outside a tree of size {n}")
     path: list[bytes] = []
@@ -97,10 +125,10 @@ def inclusion_proof(index: int, leaf_hashes: Sequence[bytes]) -> list[bytes]:
     while hi - lo > 1:
         k = _split(hi - lo)
         if m < k:
-            path.append(root_hash(leaf_hashes[lo + k : hi]))
+            path.append(subtree(lo + k, hi))
             hi = lo + k
         else:
-            path.append(root_hash(leaf_hashes[lo : lo + k]))
+            path.append(subtree(lo, lo + k))
             lo, m = lo + k, m - k
     path.reverse()
     return path
@@ -108,7 +136,11 @@ def inclusion_proof(index: int, leaf_hashes: Sequence[bytes]) -> list[bytes]:
 
 def consistency_proof(old_size: int, leaf_hashes: Sequence[bytes]) -> list[bytes]:
     """PROOF(m, D[n]) of RFC 9162 §2.1.4.1; empty when ``m`` is 0 or ``n``."""
-    n = len(leaf_hashes)
+    return consistency_path(old_size, len(leaf_hashes), _from_leaves(leaf_hashes))
+
+
+def consistency_path(old_size: int, n: int, subtree: SubtreeRoot) -> list[bytes]:
+    """PROOF(m, D[n]) with subtree roots from ``subtree``."""
     if not 0 <= old_size <= n:
         raise ProofError(f"old size {old_size} is outside 0..{n}")
     if old_size in (0, n):
@@ -118,15 +150,51 @@ def consistency_proof(old_size: int, leaf_hashes: Sequence[bytes]) -> list[bytes
     while m != hi - lo:
         k = _split(hi - lo)
         if m <= k:
-            path.append(root_hash(leaf_hashes[lo + k : hi]))
+            path.append(subtree(lo + k, hi))
             hi = lo + k
         else:
-            path.append(root_hash(leaf_hashes[lo : lo + k]))
+            path.append(subtree(lo, lo + k))
             lo, m, whole = lo + k, m - k, False
     if not whole:
-        path.append(root_hash(leaf_hashes[lo:hi]))
+        path.append(subtree(lo, hi))
     path.reverse()
     return path
+
+
+class TiledTree:
+    """Subtree roots of a log from its tiles and, for the parts no tile covers, its leaves.
+
+    ``tiles(first, last)`` returns the roots of tiles ``first..last - 1``; ``leaves(lo, hi)``
+    the hashes of leaves ``[lo, hi)``. Both are read lazily, only for what a proof needs.
+    """
+
+    def __init__(
+        self,
+        tiles: Callable[[int, int], Sequence[bytes]],
+        leaves: Callable[[int, int], Sequence[bytes]],
+    ) -> None:
+        self._tiles = tiles
+        self._leaves = leaves
+
+    def subtree(self, lo: int, hi: int) -> bytes:
+        """``MTH(D[lo:hi])``, splitting as RFC 9162 does until a range is whole tiles."""
+        size = hi - lo
+        if size >= TILE and size & (size - 1) == 0 and lo % size == 0:
+            return root_hash(self._tiles(lo // TILE, hi // TILE))
+        if size <= TILE:
+            return root_hash(self._leaves(lo, hi))
+        k = _split(size)
+        return hash_children(self.subtree(lo, lo + k), self.subtree(lo + k, hi))
+
+    def frontier(self, size: int) -> Frontier:
+        """The frontier of the tree's first ``size`` leaves."""
+        hashes: list[bytes] = []
+        lo = 0
+        for bit in reversed(range(size.bit_length())):
+            if size & (1 << bit):
+                hashes.append(self.subtree(lo, lo + (1 << bit)))
+                lo += 1 << bit
+        return Frontier(size=size, hashes=hashes)
 
 
 def verify_inclusion(

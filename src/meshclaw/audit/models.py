@@ -72,3 +72,14 @@ class AuditWitnessSend(Base):
     """The witness's signature line(s) on the checkpoint, as it answered."""
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     sent_at: Mapped[datetime | None]
+
+
+class AuditTile(Base):
+    """The root of a complete *tile*: the perfect subtree of leaves
+    ``[TILE * tile, TILE * (tile + 1))`` (``audit.merkle.TILE``). Written in the
+    transaction of the append that completes it, so proofs read tiles instead of every
+    leaf hash; ``verify`` recomputes and compares them (``audit.tiles``)."""
+
+    __tablename__ = "audit_tiles"
+    tile: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    root: Mapped[str] = mapped_column(String(64))

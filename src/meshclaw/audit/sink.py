@@ -3,8 +3,9 @@
 ``StoreAuditSink`` appends rows to ``audit_events`` inside the caller's transaction, so
 the record and the act commit together or not at all (a failed audit write fails the
 act). Each append hashes the record (``meshclaw.audit.canonical``), then locks the log's head
-row, takes the next sequence number and extends the Merkle frontier kept in the head;
-every ``checkpoint_every`` records it also signs a checkpoint in the same transaction.
+row, takes the next sequence number and extends the Merkle frontier kept in the head
+(and keeps the root of every tile it completes, ``audit.tiles``); every
+``checkpoint_every`` records it also signs a checkpoint in the same transaction.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from meshclaw.audit.canonical import (
 )
 from meshclaw.audit.merkle import Frontier, hash_leaf
 from meshclaw.audit.models import HEAD_ID, AuditHead
+from meshclaw.audit.tiles import store_tile
 from meshclaw.clock import utcnow
 from meshclaw.ids import new_id
 from meshclaw.store.db import Prepared
@@ -149,12 +151,12 @@ class StoreAuditSink:
             session.flush()
         ts = utcnow()
         head = self._head
-        written: tuple[int, bytes, Frontier] | None = None
+        written: tuple[int, bytes, Frontier, bytes | None] | None = None
         if head is not None:
             seq = head.size + 1
             leaf = self._leaf(seq, event_id, ts, record, digest)
             frontier = head.frontier.copy()
-            frontier.append(leaf)
+            tile = frontier.append(leaf)
             root = frontier.root().hex()
             updated = _WRITE_IF_UNCHANGED.execute(
                 conn,
@@ -168,17 +170,19 @@ class StoreAuditSink:
                 },
             )
             if updated == 1:
-                written = seq, leaf, frontier
+                written = seq, leaf, frontier, tile
         if written is None:
             size, hashes = _bump_head(session, 1)
             seq = size + 1
             leaf = self._leaf(seq, event_id, ts, record, digest)
             frontier = Frontier.from_hex(size, hashes)
-            frontier.append(leaf)
+            tile = frontier.append(leaf)
             root = frontier.root().hex()
             conn.execute(_SET, {"frontier": frontier.to_hex(), "root": root, "updated_at": ts})
-            written = seq, leaf, frontier
-        seq, leaf, frontier = written
+            written = seq, leaf, frontier, tile
+        seq, leaf, frontier, tile = written
+        if tile is not None:
+            store_tile(conn, seq, tile)
         _WRITE_EVENT.execute(
             conn,
             {

@@ -68,7 +68,7 @@ class RecordView:
 @dataclass(frozen=True, kw_only=True)
 class Problem:
     kind: str
-    """record, sequence, checkpoint, truncated, head, witness."""
+    """record, sequence, checkpoint, truncated, head, tiles, witness."""
     message: str
     seq: int | None = None
     """The first bad record, when one record can be named."""

@@ -48,6 +48,7 @@ import httpx
 from sqlalchemy import event, func, select, update
 from sqlalchemy.orm import Session
 
+from meshclaw.audit import tiles
 from meshclaw.audit.checkpoint import (
     SIGNATURE_DASH,
     CheckpointError,
@@ -55,14 +56,13 @@ from meshclaw.audit.checkpoint import (
     parse_checkpoint_body,
 )
 from meshclaw.audit.cosignature import CosignatureVerifier
-from meshclaw.audit.merkle import consistency_proof
+from meshclaw.audit.merkle import consistency_path
 from meshclaw.audit.models import AuditCheckpoint, AuditWitnessSend
 from meshclaw.audit.sink import AuditRecord, StoreAuditSink
 from meshclaw.audit.verify import Problem, SignedNote
 from meshclaw.clock import utcnow
 from meshclaw.config import WitnessConfig
 from meshclaw.store.db import Database
-from meshclaw.store.models import AuditEvent
 
 log = logging.getLogger(__name__)
 
@@ -350,12 +350,7 @@ class Witnesses:
         proof: list[bytes] = []
         if 0 < old < size:
             with self._db.session() as session:
-                leaves = session.scalars(
-                    select(AuditEvent.leaf_hash)
-                    .where(AuditEvent.seq <= size)
-                    .order_by(AuditEvent.seq)
-                ).all()
-            proof = consistency_proof(old, [bytes.fromhex(h) for h in leaves])
+                proof = consistency_path(old, size, tiles.tree(session).subtree)
         lines = "".join(base64.b64encode(h).decode() + "\n" for h in proof)
         return f"old {old}\n{lines}\n{note}".encode()
 
