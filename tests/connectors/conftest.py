@@ -1,4 +1,5 @@
-"""Connector fixtures: a store for approvals, the fixture MCP server over stdio and HTTP."""
+"""Connector fixtures: a store for approvals, the fixture MCP server over stdio and HTTP,
+a real Matrix homeserver (Synapse)."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ import pytest
 from meshclaw.connectors.approvals import ToolApprovals
 from meshclaw.connectors.config import ConnectorConfig
 from meshclaw.store.db import Database, migrate
+from tests.connectors.synapsepeer import Synapse, install_synapse, start_synapse
 
 HERE = Path(__file__).parent
 FIXTURE_SERVER = HERE / "fixture_server.py"
@@ -27,6 +29,18 @@ def require(condition: bool, reason: str) -> None:
         if IN_CI:
             pytest.fail(f"CI=true requires it: {reason}")
         pytest.skip(reason)
+
+
+@pytest.fixture(scope="session")
+def synapse(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Synapse]:
+    """A real Matrix homeserver, booted once per test session (per xdist worker), with
+    the users ``bot`` and ``carol``; installed into ``tests/.cache`` on first use."""
+    problem = install_synapse()
+    require(problem is None, f"Synapse is not installed: {problem}")
+    with start_synapse(tmp_path_factory.mktemp("synapse")) as server:
+        server.register("bot")
+        server.register("carol")
+        yield server
 
 
 @pytest.fixture

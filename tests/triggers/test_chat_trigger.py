@@ -332,6 +332,30 @@ def test_a_chat_trigger_without_a_read_grant_is_refused(world: World, slack: Sla
     )
 
 
+def test_a_chat_trigger_on_a_matrix_connector_is_refused_with_the_reason(
+    make_world: Callable[..., World],
+) -> None:
+    world = make_world()
+    world.platform.connector_admin.add(
+        world.admin,
+        "chat",
+        {
+            "command": sys.executable,
+            "args": ["-m", "meshclaw.connectors.servers", "chat"],
+            "env": {"MESHCLAW_CHAT_KIND": "matrix", "MESHCLAW_CHAT_BASE_URL": "http://127.0.0.1:9"},
+            "credentials": "chat",
+            "credential_env": {"MESHCLAW_CHAT_TOKEN": "token"},
+        },
+    )
+    world.platform.vault.put("chat", {"token": TOKEN}, org_id=world.alice.org_id)
+    world.save_agent(chat_agent())
+    assert poller(world).tick() == []
+    (refused,) = audited(world, "trigger.refused")
+    assert refused.details["reason"] == (
+        "connector 'chat' is a matrix chat server; chat triggers read Slack channels only"
+    )
+
+
 def test_a_chat_trigger_whose_read_grant_leaves_out_its_channel_is_refused(
     world: World, slack: SlackFake
 ) -> None:

@@ -47,6 +47,12 @@ def chat_client(inbound: Inbound, watcher: Watcher) -> tuple[Chat, bool]:
         inbound.platform, watcher, PREFIX, ChatSettings, "the built-in chat server"
     )
     assert isinstance(settings, ChatSettings)
+    if settings.kind != "slack":
+        # Polling a Matrix room needs its own watermark (a pagination token): not built yet.
+        raise TriggerProblem(
+            f"connector {watcher.trigger.connector!r} is a {settings.kind} chat server; "
+            "chat triggers read Slack channels only"
+        )
     return Chat(settings), config.untrusted
 
 

@@ -1,65 +1,46 @@
-"""The built-in ``chat`` MCP server: Slack's Web API through ``slack_sdk``.
+"""The built-in ``chat`` MCP server: one set of chat tools over Slack or Matrix.
 
-Settings come from ``MESHCLAW_CHAT_*`` (``ChatSettings``); ``base_url`` points the
-client at any server speaking the Slack Web API (Slack itself, or MeshClaw's
-``connectors.fakes.slack`` in tests and demos). Channels may be named by id (``C…``),
-``name`` or ``#name``.
+``MESHCLAW_CHAT_KIND`` picks the chat system (``ChatSettings``): ``slack`` (the default:
+Slack's Web API through ``slack_sdk``, or MeshClaw's ``connectors.fakes.slack``) or
+``matrix`` (the Matrix Client-Server API of any homeserver). ``base_url`` points at the
+Slack API or the homeserver. The tools, their arguments and their results are the same
+for each (``_chat_base``); a Matrix message's ``ts`` is its event id.
 
-Writes return **evidence**: the channel id and the message ``ts`` (Slack's message id).
-A post is idempotent per run step: it carries the caller's idempotency key in Slack
-message ``metadata``, and a key already present in the channel (or thread) means the
-message was posted before and is not posted again.
+Writes return **evidence**: the channel id and the message ``ts``. A post is idempotent
+per run step: Slack carries the caller's idempotency key in message ``metadata``, Matrix
+derives the send's transaction id from it (``_chat_matrix``).
+
+On Matrix, messages from users of homeservers other than the org's (federation) are
+**untrusted**: such a read marks each of them ``outside_org`` and carries
+``_meta["io.meshclaw/untrusted"] = true``, as the mail server does for mail from outside.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from functools import partial
-from typing import Any, TypeVar
+from typing import Annotated, Any
 
-import anyio
+import pydantic_core
 from mcp.server.mcpserver import Context, MCPServer
-from mcp.server.mcpserver.exceptions import ToolError
-from mcp.types import ToolAnnotations
-from pydantic import SecretStr
-from pydantic_settings import BaseSettings, SettingsConfigDict
-from slack_sdk import WebClient
-from slack_sdk.errors import SlackApiError, SlackClientError
+from mcp.types import CallToolResult, TextContent, ToolAnnotations
+
+from meshclaw.connectors.servers._chat_base import (
+    UNTRUSTED_META_KEY,
+    Backend,
+    ChatError,
+    ChatSettings,
+)
+from meshclaw.connectors.servers._chat_slack import Chat, SlackChat
+
+__all__ = ["Chat", "ChatError", "ChatSettings", "backend_for", "build"]
 
 IDEMPOTENCY_META_KEY = "io.meshclaw/idempotency-key"
-EVENT_TYPE = "meshclaw_tool_call"
 READ = ToolAnnotations(read_only_hint=True, open_world_hint=True)
 WRITE = ToolAnnotations(read_only_hint=False, destructive_hint=False, open_world_hint=True)
-RECENT = 50
-"""How many recent messages are checked for an earlier post of the same run step."""
-
-T = TypeVar("T")
-
-
-class ChatSettings(BaseSettings):
-    """Which Slack-compatible API and which bot token (``MESHCLAW_CHAT_*``)."""
-
-    model_config = SettingsConfigDict(env_prefix="MESHCLAW_CHAT_")
-
-    token: SecretStr
-    base_url: str = "https://slack.com/api/"
-    timeout_seconds: int = 30
-
-
-class ChatError(ToolError):
-    """A chat operation failed; the text reaches the agent (never the token)."""
-
-
-def _message(raw: dict[str, Any]) -> dict[str, Any]:
-    out = {
-        "ts": raw.get("ts"),
-        "user": raw.get("user"),
-        "text": raw.get("text", ""),
-        "thread_ts": raw.get("thread_ts"),
-        "reply_count": raw.get("reply_count", 0),
-        "reactions": {r["name"]: r.get("count", 0) for r in raw.get("reactions", [])},
-    }
-    return {k: v for k, v in out.items() if v not in (None, {}, 0) or k == "text"}
+INSTRUCTIONS = {
+    "slack": "Team chat (Slack Web API): read channels and threads, post, reply, react.",
+    "matrix": "Team chat (Matrix rooms; a message's ts is its event id): read rooms and "
+    "threads, post, reply in a thread, react.",
+}
 
 
 def _key(ctx: Context[Any, Any]) -> str | None:
@@ -68,153 +49,61 @@ def _key(ctx: Context[Any, Any]) -> str | None:
     return key if isinstance(key, str) else None
 
 
-class Chat:
-    """Blocking Slack Web API calls; the MCP tools run them in worker threads."""
+def backend_for(settings: ChatSettings) -> Backend:
+    settings.check()
+    if settings.kind == "matrix":
+        from meshclaw.connectors.servers._chat_matrix import MatrixChat
 
-    def __init__(self, settings: ChatSettings) -> None:
-        self.settings = settings
-        self.client = WebClient(
-            token=settings.token.get_secret_value(),
-            base_url=settings.base_url,
-            timeout=settings.timeout_seconds,
-        )
-        self._ids: dict[str, str] = {}
-
-    def _call(self, method: Callable[..., Any], **kwargs: Any) -> dict[str, Any]:
-        try:
-            response = method(**kwargs)
-        except SlackApiError as exc:
-            error = exc.response.get("error", "unknown_error") if exc.response else "error"
-            raise ChatError(f"Slack API error: {error}") from None
-        except (SlackClientError, OSError) as exc:
-            raise ChatError(f"cannot reach {self.settings.base_url}: {exc}") from None
-        data: dict[str, Any] = response.data if isinstance(response.data, dict) else {}
-        return data
-
-    def channel_id(self, ref: str) -> str:
-        name = ref.removeprefix("#")
-        if name.startswith(("C", "G", "D")) and name[1:].isalnum() and name.isupper():
-            return name
-        if name not in self._ids:
-            listing = self._call(self.client.conversations_list, limit=1000)
-            self._ids = {c["name"]: c["id"] for c in listing.get("channels", [])}
-        if name not in self._ids:
-            raise ChatError(f"no channel {ref!r}")
-        return self._ids[name]
-
-    def channels(self) -> list[dict[str, Any]]:
-        listing = self._call(self.client.conversations_list, limit=1000)
-        return [{"id": c["id"], "name": c["name"]} for c in listing.get("channels", [])]
-
-    def history(self, channel: str, limit: int) -> list[dict[str, Any]]:
-        data = self._call(
-            self.client.conversations_history, channel=self.channel_id(channel), limit=limit
-        )
-        return [_message(m) for m in data.get("messages", [])]
-
-    def thread(self, channel: str, ts: str) -> list[dict[str, Any]]:
-        data = self._call(
-            self.client.conversations_replies, channel=self.channel_id(channel), ts=ts
-        )
-        return [_message(m) for m in data.get("messages", [])]
-
-    def _posted(self, channel: str, thread_ts: str | None, key: str) -> str | None:
-        """The ts of an earlier message carrying ``key`` in its metadata, if any."""
-        if thread_ts is None:
-            data = self._call(
-                self.client.conversations_history,
-                channel=channel,
-                limit=RECENT,
-                include_all_metadata=True,
-            )
-        else:
-            data = self._call(
-                self.client.conversations_replies,
-                channel=channel,
-                ts=thread_ts,
-                include_all_metadata=True,
-            )
-        for message in data.get("messages", []):
-            payload = (message.get("metadata") or {}).get("event_payload") or {}
-            if payload.get("idempotency_key") == key:
-                return str(message["ts"])
-        return None
-
-    def post(
-        self, channel: str, text: str, thread_ts: str | None, key: str | None
-    ) -> dict[str, Any]:
-        if not text.strip():
-            raise ChatError("the message text is empty")
-        channel_id = self.channel_id(channel)
-        if key is not None:
-            earlier = self._posted(channel_id, thread_ts, key)
-            if earlier is not None:
-                return {"channel": channel_id, "ts": earlier, "duplicate": True}
-        kwargs: dict[str, Any] = {"channel": channel_id, "text": text}
-        if thread_ts is not None:
-            kwargs["thread_ts"] = thread_ts
-        if key is not None:
-            kwargs["metadata"] = {
-                "event_type": EVENT_TYPE,
-                "event_payload": {"idempotency_key": key},
-            }
-        data = self._call(self.client.chat_postMessage, **kwargs)
-        evidence = {"channel": data.get("channel", channel_id), "ts": data.get("ts")}
-        if thread_ts is not None:
-            evidence["thread_ts"] = thread_ts
-        return evidence | {"duplicate": False}
-
-    def react(self, channel: str, ts: str, emoji: str) -> dict[str, Any]:
-        channel_id = self.channel_id(channel)
-        name = emoji.strip(":")
-        try:
-            self._call(self.client.reactions_add, channel=channel_id, timestamp=ts, name=name)
-        except ChatError as exc:
-            if "already_reacted" not in str(exc):
-                raise
-        return {"channel": channel_id, "ts": ts, "reaction": name}
+        return MatrixChat(settings)
+    return SlackChat(settings)
 
 
-async def _run(call: Callable[[], T]) -> T:
-    return await anyio.to_thread.run_sync(call)
+def _read(payload: dict[str, Any]) -> CallToolResult:
+    """The result a plain dict would give (same text, same structured content), flagged
+    untrusted in ``_meta`` when a message in it is from outside the org."""
+    untrusted = any(m.get("outside_org") for m in payload.get("messages", []))
+    text = pydantic_core.to_json(payload, fallback=str, indent=2).decode()
+    return CallToolResult(
+        content=[TextContent(type="text", text=text)],
+        structured_content=payload,
+        _meta={UNTRUSTED_META_KEY: True} if untrusted else None,
+    )
 
 
 def build(settings: ChatSettings | None = None) -> MCPServer:
     cfg = settings or ChatSettings()  # read from the environment
-    chat = Chat(cfg)
-    server = MCPServer(
-        "meshclaw-chat",
-        instructions="Team chat (Slack Web API): read channels and threads, post, reply, react.",
-        log_level="WARNING",
-    )
+    chat = backend_for(cfg)
+    server = MCPServer("meshclaw-chat", instructions=INSTRUCTIONS[cfg.kind], log_level="WARNING")
 
     @server.tool(description="Channels the bot can see.", annotations=READ)
     async def list_channels() -> dict[str, Any]:
-        return {"channels": await _run(chat.channels)}
+        return {"channels": await chat.channels()}
 
+    # Reads are annotated with the same output schema as a plain dict, so the tools'
+    # approved definitions do not change with the ``_meta`` a Matrix read may carry.
     @server.tool(description="The newest messages of a channel.", annotations=READ)
-    async def read_channel(channel: str, limit: int = 20) -> dict[str, Any]:
-        messages = await _run(partial(chat.history, channel, max(1, min(limit, 200))))
-        return {"channel": channel, "messages": messages}
+    async def read_channel(
+        channel: str, limit: int = 20
+    ) -> Annotated[CallToolResult, dict[str, Any]]:
+        messages = await chat.history(channel, max(1, min(limit, 200)))
+        return _read({"channel": channel, "messages": messages})
 
     @server.tool(description="A thread: its first message and every reply.", annotations=READ)
-    async def read_thread(channel: str, ts: str) -> dict[str, Any]:
-        return {"channel": channel, "messages": await _run(partial(chat.thread, channel, ts))}
+    async def read_thread(channel: str, ts: str) -> Annotated[CallToolResult, dict[str, Any]]:
+        return _read({"channel": channel, "messages": await chat.thread(channel, ts)})
 
     @server.tool(description="Post a message to a channel.", annotations=WRITE)
     async def post_message(channel: str, text: str, ctx: Context[Any, Any]) -> dict[str, Any]:
-        evidence = await _run(partial(chat.post, channel, text, None, _key(ctx)))
-        return {"evidence": evidence}
+        return {"evidence": await chat.post(channel, text, None, _key(ctx))}
 
     @server.tool(description="Reply in a message's thread.", annotations=WRITE)
     async def reply_in_thread(
         channel: str, thread_ts: str, text: str, ctx: Context[Any, Any]
     ) -> dict[str, Any]:
-        evidence = await _run(partial(chat.post, channel, text, thread_ts, _key(ctx)))
-        return {"evidence": evidence}
+        return {"evidence": await chat.post(channel, text, thread_ts, _key(ctx))}
 
     @server.tool(description="Add an emoji reaction to a message.", annotations=WRITE)
     async def react(channel: str, ts: str, emoji: str) -> dict[str, Any]:
-        return {"evidence": await _run(partial(chat.react, channel, ts, emoji))}
+        return {"evidence": await chat.react(channel, ts, emoji)}
 
     return server
