@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import bisect
+import functools
 import json
 import random
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -20,6 +23,7 @@ from typer.testing import CliRunner
 
 from meshclaw.cli.main import app
 from meshclaw.events import EventWriter, LlmCall, Run, ToolCall, read_events
+from meshclaw.metering import _ingest_parallel as ingest_parallel
 from meshclaw.metering import ingest as ingest_module
 from meshclaw.metering.ingest import (
     MAX_PROBLEMS,
@@ -402,3 +406,243 @@ def test_litellm_fast_path_keeps_line_numbers_around_odd_lines(tmp_path: Path, o
     assert fast_out == plain_out and fast == plain
     assert fast.events >= 6
     assert all(p.startswith(("line 4:", "line 5:")) for p in fast.problems), fast.problems
+
+
+# -- several processes --------------------------------------------------------------------
+
+SMALL_CHUNK = 2000
+"""Bytes per chunk in the tests below: a few rows each, so hundreds of chunk boundaries."""
+
+
+@pytest.fixture
+def small_chunks(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Workers even for a small file, and small chunks (both set in this process, which
+    cuts the file; workers are told their byte ranges)."""
+    monkeypatch.setattr(ingest_parallel, "MIN_BYTES", 0)
+    monkeypatch.setattr(ingest_module, "CHUNK", SMALL_CHUNK)
+
+
+def _with_split_values(lines: list[str], every: int) -> list[str]:
+    """``lines`` and, every so many lines, a row whose JSON value runs over two lines (two
+    problems). When the first half is longer than a chunk, a chunk ends right after it
+    (a chunk runs to the first newline past its size), between the halves."""
+    out: list[str] = []
+    for i, line in enumerate(lines):
+        out.append(line)
+        if i % every == 3:
+            pad = "x" * (SMALL_CHUNK + 1) * (i // every % 2)
+            first = f'{{"request_id": "split-{i}", "model": "m", "pad": "{pad}",'
+            out += [first, '"startTime": "x"}']
+    return out
+
+
+def _sparse_spend_rows(count: int) -> list[str]:
+    """Good rows, as big exports are, with a blank line and a line that is not JSON now
+    and then: fewer problems than ``MAX_PROBLEMS``, so every one is compared."""
+    lines: list[str] = []
+    for i in range(count):
+        row = {
+            "request_id": f"req-{i}",
+            "spend": 0.0001 * (i % 7),
+            "prompt_tokens": 100 + i % 50,
+            "completion_tokens": 20 + i % 9,
+            "startTime": f"2026-11-20T10:{i % 60:02d}:00.{i:06d}",
+            "endTime": "2026-11-20T11:00:01.250000",
+            "model": "gpt-4o-mini",
+            "team_id": f"team-{i % 3}",
+            "user": f"user-{i % 50}",
+            "metadata": {"user_api_key_org_id": "org-1"},
+            "request_tags": [f"agent-{i % 4}"],
+        }
+        lines.append(json.dumps(row))
+        if i % 301 == 100:
+            lines.append("")
+        if i % 157 == 50:
+            lines.append('{"request_id": "broken", ')
+    return lines
+
+
+def _first_lines(source: Path) -> list[tuple[int, int, int]]:
+    """(start, end, first line) of each chunk of ``source``, as workers are given them."""
+    with source.open("rb") as stream:
+        spans = list(ingest_module._chunk_spans(stream, SMALL_CHUNK))
+    data, line, out = source.read_bytes(), 1, []
+    for start, end in spans:
+        out.append((start, end, line))
+        line += ingest_module._line_count(data[start:end])
+    return out
+
+
+def _three_ways(
+    source: Path, tmp_path: Path, defaults: Defaults
+) -> list[tuple[bytes, IngestReport]]:
+    """The plain path, then ``ingest`` in this process (``jobs=1``) and with two workers."""
+    plain, dest = IngestReport(), tmp_path / "plain.jsonl"
+    with EventWriter(dest) as writer:
+        writer.write_all(_litellm_events(source, defaults, plain, fast=False))
+        plain.events = writer.count
+    done = [(dest.read_bytes(), plain)]
+    for jobs in (1, 2):
+        dest = tmp_path / f"jobs-{jobs}.jsonl"
+        report = ingest(source, "litellm", dest, defaults, jobs=jobs)
+        done.append((dest.read_bytes(), report))
+    return done
+
+
+@pytest.mark.timeout(300)
+@pytest.mark.parametrize("rows", ["mixed", "sparse"])
+@pytest.mark.parametrize("layout", ["lines", "crlf", "lone-cr"])
+def test_litellm_workers_write_what_one_process_writes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, small_chunks: None, layout: str, rows: str
+) -> None:
+    """Two workers, hundreds of chunks, bad rows in many of them: the same bytes, counts
+    and problems (positions, messages, order) as one process and as the plain path.
+    ``mixed`` has more problems than are kept, ``sparse`` fewer (all are compared)."""
+    if rows == "mixed":
+        lines = _with_split_values(_mixed_spend_rows(1200), every=7)
+    else:
+        lines = _with_split_values(_sparse_spend_rows(2400), every=60)
+    ending = "\r\n" if layout == "crlf" else "\n"
+    text = ending.join(lines) + ending
+    if layout == "lone-cr":  # splitlines breaks lines at a bare CR too
+        text = text.replace("\n", "\r", 3)
+        text += '{"request_id": "cr",\r"model": "m", "startTime": "2026-11-20T10:00:00"}\n'
+    source = tmp_path / "spend.jsonl"
+    source.write_text(text, newline="")
+    chunks = _first_lines(source)
+    data = source.read_bytes()
+    assert len(chunks) > 100
+    # Some chunk ends between the two halves of a value split over two lines.
+    assert any(
+        data[:end].splitlines()[-1].startswith(b'{"request_id": "split-')
+        for _, end, _ in chunks[:-1]
+    )
+    started: list[int] = []
+    real = ingest_parallel.write_parallel
+
+    def counted(*args: Any, jobs: int, **kwargs: Any) -> None:
+        started.append(jobs)
+        real(*args, jobs=jobs, **kwargs)
+
+    monkeypatch.setattr(ingest_parallel, "write_parallel", counted)
+    for defaults in (Defaults(), Defaults(org="acme", team="", pseudonymise=False)):
+        (plain_out, plain), (one_out, one), (two_out, two) = _three_ways(source, tmp_path, defaults)
+        assert two_out == one_out == plain_out
+        assert two == one == plain
+        if rows == "mixed":
+            assert two.events > 100 and two.skipped > 200 and len(two.problems) == MAX_PROBLEMS
+        else:
+            assert two.events >= 2400 and 50 < two.skipped == len(two.problems) < MAX_PROBLEMS
+        # The problems come from many chunks, each at its line in the whole file.
+        firsts = [line for _, _, line in chunks]
+        numbers = [int(p.split(":")[0].removeprefix("line ")) for p in two.problems]
+        assert len({bisect.bisect_right(firsts, n) for n in numbers}) >= 10
+    assert started == [2, 2]  # jobs=2 took the workers' path, jobs=1 did not
+
+
+def test_litellm_small_files_other_layouts_and_one_job_stay_in_process(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def no_workers(*args: Any, **kwargs: Any) -> None:
+        raise AssertionError("workers started")
+
+    monkeypatch.setattr(ingest_parallel, "write_parallel", no_workers)
+    lines = _mixed_spend_rows(300)
+    source = tmp_path / "spend.jsonl"
+    source.write_text("\n".join(lines) + "\n")
+    # Smaller than MIN_BYTES: in this process whatever jobs says.
+    assert ingest(source, "litellm", tmp_path / "a.jsonl", jobs=8).records > 300
+    monkeypatch.setattr(ingest_parallel, "MIN_BYTES", 0)
+    assert ingest(source, "litellm", tmp_path / "b.jsonl", jobs=1).records > 300
+    array = tmp_path / "spend.json"  # an array is decoded whole, in this process
+    array.write_text("[" + ",".join(line for line in lines if _decodes(line, dict)) + "]")
+    assert ingest(array, "litellm", tmp_path / "c.jsonl", jobs=2).records > 200
+    assert (tmp_path / "a.jsonl").read_bytes() == (tmp_path / "b.jsonl").read_bytes()
+
+
+_KILLED_AT_ONCE = (
+    "import os, signal, sys; sys.stdin.buffer.read(); os.kill(os.getpid(), signal.SIGKILL)"
+)
+_KILLED_AFTER_ONE_CHUNK = """
+import os, pickle, signal, sys
+from meshclaw.metering._ingest_parallel import map_chunk
+source, defaults, spans = pickle.load(sys.stdin.buffer)
+pickle.dump(("chunk", map_chunk(source, *spans[0], defaults)), sys.stdout.buffer)
+sys.stdout.flush()
+os.kill(os.getpid(), signal.SIGKILL)
+"""
+_EXITS = "import sys; sys.stdin.buffer.read(); sys.exit(3)"
+_TORN = "import sys; sys.stdin.buffer.read(); sys.stdout.buffer.write(b'\\x80\\x05\\x95')"
+_REPORTS_ERROR = (
+    "import pickle, sys; sys.stdin.buffer.read();"
+    "pickle.dump(('error', 'OSError: disk on fire'), sys.stdout.buffer)"
+)
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize(
+    ("code", "why", "chunks_done"),
+    [
+        (_KILLED_AT_ONCE, "was killed by SIGKILL without a result", 0),
+        (_KILLED_AFTER_ONE_CHUNK, "was killed by SIGKILL without a result", 2),
+        (_EXITS, "exited with status 3 without a result", 0),
+        (_TORN, "sent a broken result", 0),
+        (_REPORTS_ERROR, "failed: OSError: disk on fire", 0),
+    ],
+)
+def test_litellm_a_worker_that_dies_is_a_clear_error(
+    tmp_path: Path, code: str, why: str, chunks_done: int
+) -> None:
+    """Not a hang: the error names the chunk's first line; the events of the chunks
+    before it (each worker's first, dealt out in turn) are in the file."""
+    source, dest = tmp_path / "spend.jsonl", tmp_path / "events.jsonl"
+    source.write_text("\n".join(_mixed_spend_rows(300)) + "\n")
+    line = _first_lines(source)[chunks_done][2]
+    report = IngestReport()
+    with pytest.raises(ingest_parallel.IngestWorkerError) as failed:
+        ingest_parallel.write_parallel(
+            source,
+            dest,
+            Defaults(),
+            report,
+            jobs=2,
+            chunk_size=SMALL_CHUNK,
+            command=[sys.executable, "-c", code],
+        )
+    assert f"from line {line} {why}" in str(failed.value)
+    whole = ingest(source, "litellm", tmp_path / "whole.jsonl", jobs=1)
+    written = dest.read_bytes()
+    assert (tmp_path / "whole.jsonl").read_bytes().startswith(written)
+    assert written.count(b"\n") == report.events < whole.events
+    assert (report.events > 0) == (chunks_done > 0)
+
+
+@pytest.mark.timeout(120)
+def test_ingest_cli_jobs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, small_chunks: None
+) -> None:
+    source = tmp_path / "spend.jsonl"
+    source.write_text("\n".join(_mixed_spend_rows(300)) + "\n")
+    runner = CliRunner()
+    printed = []
+    for jobs in ("1", "2"):
+        dest = tmp_path / f"jobs-{jobs}.jsonl"
+        args = ["ingest", str(source), "--format", "litellm", "-o", str(dest), "--json"]
+        result = runner.invoke(app, [*args, "--jobs", jobs])
+        assert result.exit_code == 0, result.output
+        printed.append(json.loads(result.stdout))
+    assert printed[0] == printed[1] and printed[0]["skipped"] > 0
+    assert (tmp_path / "jobs-1.jsonl").read_bytes() == (tmp_path / "jobs-2.jsonl").read_bytes()
+    other = ["ingest", str(source), "--format", "litellm", "-o", str(tmp_path / "x.jsonl")]
+    zero = runner.invoke(app, [*other, "-j", "0"])
+    assert zero.exit_code == 2
+    # A worker that dies: a one-line reason and exit code 1, no traceback.
+    crash = functools.partial(
+        ingest_parallel.write_parallel, command=[sys.executable, "-c", _KILLED_AT_ONCE]
+    )
+    monkeypatch.setattr(ingest_parallel, "write_parallel", crash)
+    failed = runner.invoke(
+        app, ["ingest", str(source), "--format", "litellm", "-o", "x", "-j", "2"]
+    )
+    assert failed.exit_code == 1
+    assert "ingest worker mapping" in failed.stderr and "Traceback" not in failed.output

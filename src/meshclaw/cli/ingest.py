@@ -24,6 +24,14 @@ def ingest_command(
     keep_ids: bool = typer.Option(
         False, "--keep-ids", help="Keep the source's user ids instead of pseudonymising them."
     ),
+    jobs: int | None = typer.Option(
+        None,
+        "--jobs",
+        "-j",
+        min=1,
+        help="Processes mapping a big LiteLLM JSON Lines export (default: one per CPU, "
+        "up to 8; 1: this process only).",
+    ),
     json_output: bool = JsonOption,
 ) -> None:
     """Map OTel GenAI spans or LiteLLM spend logs onto event format v1 (malformed records
@@ -34,7 +42,7 @@ def ingest_command(
         raise UserError(f"no such file: {source}")
     chosen: Format = fmt  # type: ignore[assignment]
     defaults = Defaults(org=org, team=team, agent=agent, pseudonymise=not keep_ids)
-    report = ingest(source, chosen, output, defaults)
+    report = ingest(source, chosen, output, defaults, jobs=jobs)
     if json_output:
         print_json(report)
         return

@@ -15,6 +15,9 @@ Every event is validated against format v1 before it is written through
 position (line, or path in the document), skipped and counted, never silently dropped.
 People are pseudonymised by default (``u_`` + 16 hex digits of SHA-256 of the source id),
 so a history can be analysed without carrying the source's user names along.
+
+Big spend-log exports in JSON Lines are mapped a chunk at a time by worker processes
+(``_ingest_parallel``), with the same output and report as here.
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, BinaryIO, Literal
 
 import msgspec
 
@@ -357,56 +360,97 @@ def _rows(path: Path, report: IngestReport) -> Iterator[tuple[str, _SpendRow | _
 
 _ROWS = msgspec.json.Decoder(list[_SpendRow])
 CHUNK = 1 << 20
-"""Bytes of JSON Lines decoded at once by ``_rows_fast``."""
+"""Bytes of JSON Lines decoded at once by ``_rows_fast`` (and mapped by one worker)."""
+
+
+def _first_byte(stream: BinaryIO) -> bytes:
+    """The first byte that is not ASCII white space (what ``data.lstrip()[:1]`` gives),
+    read without loading the file; the stream is left at its start."""
+    head = b""
+    while piece := stream.read(1 << 16):
+        head = piece.lstrip()[:1]
+        if head:
+            break
+    stream.seek(0)
+    return head
+
+
+def _line_count(chunk: bytes) -> int:
+    """Lines in ``chunk`` as ``splitlines`` counts them (``\\n``, ``\\r\\n`` or a bare ``\\r``)."""
+    if b"\r" not in chunk or chunk.count(b"\r") == chunk.count(b"\r\n"):
+        return chunk.count(b"\n") + (not chunk.endswith(b"\n"))
+    return len(chunk.splitlines())
+
+
+def _chunk_spans(stream: BinaryIO, size: int) -> Iterator[tuple[int, int]]:
+    """Byte ranges of JSON Lines in chunks of whole lines: ``size`` bytes, then up to the
+    next newline. Only the bytes around each boundary are read."""
+    start = 0
+    while True:
+        stream.seek(start + size)
+        end = start + size
+        while piece := stream.read(1 << 12):
+            newline = piece.find(b"\n")
+            if newline >= 0:
+                end += newline + 1
+                break
+            end += len(piece)
+        else:
+            end = stream.seek(0, io.SEEK_END)
+        if end <= start:
+            return
+        yield start, end
+        start = end
+
+
+def _chunk_rows(chunk: bytes, line: int, lines: int) -> Iterator[tuple[str, _SpendRow | _Skip]]:
+    """The rows of a chunk of JSON Lines whose first line is ``line``, ``lines`` long.
+
+    The lines are decoded as one JSON array (newlines become commas), which is valid only
+    if no line is blank or holds two values; with as many rows as lines, no value spans
+    lines either, so row ``i`` is line ``i``. Any other chunk (a row that does not decode,
+    blank lines, a lone carriage return, which ``splitlines`` counts as a line break) is
+    decoded row by row like ``_rows``, so every problem keeps its position.
+    """
+    if b"\r" not in chunk or chunk.count(b"\r") == chunk.count(b"\r\n"):
+        body = chunk[:-1] if chunk.endswith(b"\n") else chunk
+        try:
+            rows = _ROWS.decode(b"[" + body.replace(b"\n", b",") + b"]")
+        except msgspec.MsgspecError:
+            rows = []
+        if len(rows) == lines:
+            for number, row in enumerate(rows, start=line):
+                yield f"line {number}", row
+            return
+    for number, raw in enumerate(chunk.splitlines(), start=line):
+        if raw.strip():
+            yield f"line {number}", _decode_row(raw)
 
 
 def _rows_fast(path: Path, report: IngestReport) -> Iterator[tuple[str, _SpendRow | _Skip]]:
     """What ``_rows`` yields, decoding about a megabyte of rows per call into msgspec
-    instead of one row per call.
-
-    The lines of a chunk are decoded as one JSON array (newlines become commas), which
-    is valid only if no line is blank or holds two values; with as many rows as lines,
-    no value spans lines either, so row ``i`` is line ``i``. Any other chunk (a row that
-    does not decode, blank lines, a lone carriage return, which ``splitlines`` counts as a
-    line break) is decoded row by row like ``_rows``, so every problem keeps its position.
-    """
-    data = path.read_bytes()
-    head = data.lstrip()[:1]
-    if head == b"[":
-        try:
-            items = _ROWS.decode(data)
-        except msgspec.MsgspecError:
-            yield from _rows(path, report)
+    instead of one row per call (``_chunk_rows``); JSON Lines are read a chunk at a time."""
+    with path.open("rb") as stream:
+        head = _first_byte(stream)
+        if head == b"{":
+            line = 1
+            for start, end in _chunk_spans(stream, CHUNK):
+                stream.seek(start)
+                chunk = stream.read(end - start)
+                lines = _line_count(chunk)
+                yield from _chunk_rows(chunk, line, lines)
+                line += lines
             return
-        for index, item in enumerate(items):
-            yield f"[{index}]", item
-        return
-    if head != b"{":
+    if head != b"[":
         yield from _rows(path, report)
         return
-    line, start, size = 1, 0, len(data)
-    while start < size:
-        end = data.find(b"\n", start + CHUNK)
-        end = size if end < 0 else end + 1
-        chunk = data[start:end]
-        rows: list[_SpendRow] | None = None
-        lines = chunk.count(b"\n") + (not chunk.endswith(b"\n"))
-        if chunk.count(b"\r") == chunk.count(b"\r\n"):
-            body = chunk[:-1] if chunk.endswith(b"\n") else chunk
-            try:
-                rows = _ROWS.decode(b"[" + body.replace(b"\n", b",") + b"]")
-            except msgspec.MsgspecError:
-                rows = None
-        if rows is not None and len(rows) == lines:
-            for number, row in enumerate(rows, start=line):
-                yield f"line {number}", row
-        else:
-            parts = chunk.splitlines()
-            for number, raw in enumerate(parts, start=line):
-                if raw.strip():
-                    yield f"line {number}", _decode_row(raw)
-            lines = len(parts)
-        line, start = line + lines, end
+    try:
+        items = _ROWS.decode(path.read_bytes())
+    except msgspec.MsgspecError:
+        yield from _rows(path, report)
+        return
+    for index, item in enumerate(items):
+        yield f"[{index}]", item
 
 
 def _decode_row(raw: bytes | msgspec.Raw) -> _SpendRow | _Skip:
@@ -615,10 +659,28 @@ def _litellm_events(
 # -- entry point --------------------------------------------------------------------------
 
 
-def ingest(source: Path, fmt: Format, dest: Path, defaults: Defaults | None = None) -> IngestReport:
-    """Map ``source`` onto event format v1 in ``dest`` (JSON Lines); returns the report."""
+def ingest(
+    source: Path,
+    fmt: Format,
+    dest: Path,
+    defaults: Defaults | None = None,
+    *,
+    jobs: int | None = None,
+) -> IngestReport:
+    """Map ``source`` onto event format v1 in ``dest`` (JSON Lines); returns the report.
+
+    ``jobs``: processes mapping a big LiteLLM JSON Lines export (``None``: one per CPU, up
+    to 8; ``1``: this process only). The output and the report are the same either way.
+    """
+    # Imported here: that module builds on this one's mapping functions.
+    from meshclaw.metering import _ingest_parallel as parallel
+
     defaults = defaults or Defaults()
     report = IngestReport()
+    jobs = parallel.default_jobs() if jobs is None else jobs
+    if fmt == "litellm" and parallel.worth_it(source, jobs):
+        parallel.write_parallel(source, dest, defaults, report, jobs=jobs, chunk_size=CHUNK)
+        return report
     events: Iterator[Event | dict[str, Any]] = (
         _otel_events(source, defaults, report)
         if fmt == "otel"
