@@ -29,7 +29,8 @@ from meshclaw.metering.prices import PriceTable, load_price_table
 from meshclaw.notify.deliver import DeliverySummary, NotificationDelivery
 from meshclaw.notify.service import NotificationService
 from meshclaw.outcomes.links import load_link_key
-from meshclaw.outcomes.service import OutcomeService, RecheckSummary
+from meshclaw.outcomes.recheck import RecheckSummary
+from meshclaw.outcomes.service import OutcomeService
 from meshclaw.policy.api import ApiAuthorizer
 from meshclaw.policy.approvals import Approvals
 from meshclaw.policy.authorizer import Authorizer

@@ -4,15 +4,14 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from meshclaw.metering.limits import (
+from meshclaw.metering.calls import (
     DEFAULT_OUTPUT_RESERVE,
     estimate_call,
-    format_amount,
     model_fingerprint,
     tool_fingerprint,
-    window_start,
 )
 from meshclaw.metering.prices import load_price_table
+from meshclaw.metering.windows import format_amount, window_start
 from meshclaw.providers.base import Message, ModelRequest, ToolCall
 
 

@@ -18,7 +18,7 @@ from meshclaw.clock import utcnow
 from meshclaw.errors import PermissionDenied
 from meshclaw.outcomes import InMemoryLookup
 from meshclaw.outcomes.models import Outcome
-from meshclaw.outcomes.service import CLAIM
+from meshclaw.outcomes.recheck import CLAIM
 from meshclaw.policy.api import ApiResource
 from meshclaw.store.models import AuditEvent
 from meshclaw.workers.inprocess import InProcessWorker

@@ -17,7 +17,7 @@ from sqlalchemy import select, update
 from meshclaw.clock import utcnow
 from meshclaw.connectors.fakes.github import GitHubFake, GitHubState
 from meshclaw.outcomes.models import Outcome
-from meshclaw.outcomes.service import RETRY_FIRST
+from meshclaw.outcomes.recheck import RETRY_FIRST
 from meshclaw.providers.scripted import ScriptedServer
 from meshclaw.store.models import AuditEvent, Run, RunStep, UsageRecord
 from meshclaw.workers.inprocess import InProcessWorker

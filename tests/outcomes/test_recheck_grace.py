@@ -16,7 +16,7 @@ from meshclaw.config import Settings
 from meshclaw.connectors.fakes.github import GitHubFake, GitHubState
 from meshclaw.integrity.models import IntegrityFinding
 from meshclaw.outcomes import InMemoryLookup
-from meshclaw.outcomes.service import RECHECK_GRACE, RETRY_FIRST
+from meshclaw.outcomes.recheck import RECHECK_GRACE, RETRY_FIRST
 from meshclaw.providers.scripted import ScriptedServer
 from meshclaw.store.models import AuditEvent, RunStep
 from tests.conftest import World

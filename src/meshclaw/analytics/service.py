@@ -38,7 +38,8 @@ from meshclaw.errors import ConflictError, NotFoundError, PermissionDenied
 from meshclaw.events import ReadReport
 from meshclaw.ids import new_id
 from meshclaw.metering.usage import visibility
-from meshclaw.outcomes.service import CostBy, CostRow, OutcomeService
+from meshclaw.outcomes.cost import CostBy, CostRow
+from meshclaw.outcomes.service import OutcomeService
 from meshclaw.policy.api import ApiAuthorizer, ApiResource
 from meshclaw.store.db import Database
 from meshclaw.store.models import Org, Team, UsageRecord, User

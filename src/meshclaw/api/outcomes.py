@@ -16,7 +16,9 @@ from pydantic import BaseModel, ConfigDict, Field, Strict
 
 from meshclaw.api.deps import Authed, PlatformDep
 from meshclaw.errors import PermissionDenied
-from meshclaw.outcomes.service import CostRow, OutcomeInfo, RecheckSummary
+from meshclaw.outcomes.cost import CostRow
+from meshclaw.outcomes.recheck import RecheckSummary
+from meshclaw.outcomes.service import OutcomeInfo
 
 router = APIRouter(tags=["outcomes"])
 

@@ -16,7 +16,8 @@ from meshclaw.cli._app import JsonOption, TokenOption, app, handle_errors, open_
 from meshclaw.cli._app import resolve_caller as _resolve
 from meshclaw.cli._output import console, print_json, to_jsonable
 from meshclaw.errors import UserError
-from meshclaw.outcomes.service import CostBy, OutcomeInfo
+from meshclaw.outcomes.cost import CostBy
+from meshclaw.outcomes.service import OutcomeInfo
 from meshclaw.platform import Platform
 
 outcomes_app = typer.Typer(help="Outcomes: verified, accepted, durable work.", no_args_is_help=True)

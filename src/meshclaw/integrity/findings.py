@@ -57,7 +57,7 @@ _ID_KEYS = ("example", "agent", "ref", "group", "members")
 
 RECHECK_FAILING = "recheck_failing"
 """Raised by the platform, not by a scan: an outcome's durability re-check kept failing
-past its grace (``outcomes.service``), so its owner's credit waits for a reviewer."""
+past its grace (``outcomes.recheck``), so its owner's credit waits for a reviewer."""
 PLATFORM_DETECTORS = (RECHECK_FAILING,)
 """Finding kinds besides the scan detectors (``integrity.detectors.DETECTORS``)."""
 

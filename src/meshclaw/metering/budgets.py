@@ -23,7 +23,9 @@ from meshclaw.audit.sink import AuditRecord, AuditSink
 from meshclaw.clock import utcnow
 from meshclaw.errors import NotFoundError, UserError
 from meshclaw.ids import new_id
-from meshclaw.metering.limits import (
+from meshclaw.metering.models import Budget, BudgetCounter
+from meshclaw.metering.prices import to_nano
+from meshclaw.metering.windows import (
     METRICS,
     PERIODS,
     SCOPES,
@@ -31,8 +33,6 @@ from meshclaw.metering.limits import (
     spent_in_window,
     window_start,
 )
-from meshclaw.metering.models import Budget, BudgetCounter
-from meshclaw.metering.prices import to_nano
 from meshclaw.policy.api import ApiAuthorizer, ApiResource
 from meshclaw.store.db import Database
 from meshclaw.store.models import Agent, Team, User

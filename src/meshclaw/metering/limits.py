@@ -13,21 +13,22 @@ cap overshoot it by at most one call's cost — the last call admitted.
 **Soft caps** write one ``budget.soft_cap`` audit event per budget window, in the
 settling transaction. **The runaway-loop breaker** refuses the N+1st identical call
 (same model request, or same tool with the same arguments) within one run.
+
+``LimitGuard`` is the guard; the counter rows and their prepared statements are in
+``metering._counters``, windows and amounts in ``metering.windows``, call fingerprints
+and estimates in ``metering.calls``.
 """
 
 from __future__ import annotations
 
-import functools
-import hashlib
-import json
 import time
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
-from typing import Any, Literal, NamedTuple, cast
+from datetime import datetime, timedelta
+from typing import Any, NamedTuple
 
-from sqlalchemy import Table, and_, bindparam, case, event, func, or_, select, update
+from sqlalchemy import and_, event, or_, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Connection
@@ -36,6 +37,24 @@ from sqlalchemy.orm import Session
 from meshclaw.audit.sink import AuditRecord, AuditSink
 from meshclaw.clock import utcnow
 from meshclaw.errors import BudgetExceeded
+from meshclaw.metering._counters import (
+    COUNTERS,
+    NO_CAP,
+    P_ACTUAL,
+    P_AMOUNT,
+    P_CAP,
+    P_ID,
+    P_SOFT,
+    RELEASE_ONE,
+    RESERVE_ONE,
+    SETTLE_ONE,
+    SOFT_CROSSED,
+    call_amount,
+    names,
+    reserve_many,
+    settle_many,
+    window_counter_id,
+)
 from meshclaw.metering.budget import (
     BudgetScope,
     PlannedCall,
@@ -43,213 +62,28 @@ from meshclaw.metering.budget import (
     RunBudgetGuard,
     RunTotals,
 )
+from meshclaw.metering.calls import DEFAULT_OUTPUT_RESERVE as DEFAULT_OUTPUT_RESERVE
+from meshclaw.metering.calls import estimate_call as estimate_call
+from meshclaw.metering.calls import model_fingerprint as model_fingerprint
+from meshclaw.metering.calls import tool_fingerprint as tool_fingerprint
 from meshclaw.metering.models import Budget, BudgetCounter
-from meshclaw.metering.prices import PriceTable, from_nano, to_nano
+from meshclaw.metering.windows import ADJECTIVES, window_end
+from meshclaw.metering.windows import METRICS as METRICS
+from meshclaw.metering.windows import PERIODS as PERIODS
+from meshclaw.metering.windows import SCOPES as SCOPES
+from meshclaw.metering.windows import format_amount as format_amount
+from meshclaw.metering.windows import spent_in_window as spent_in_window
+from meshclaw.metering.windows import window_start as window_start
 from meshclaw.notify.outbox import budget_watchers, enqueue
-from meshclaw.providers._estimate import estimate_usage
-from meshclaw.providers.base import ModelRequest, ToolCall, Usage
 from meshclaw.spec.models import AgentSpec
 from meshclaw.store.db import Database, Prepared
-from meshclaw.store.models import UsageRecord
 
-Period = Literal["minute", "hour", "day", "week", "month"]
-Metric = Literal["cost", "tokens", "calls"]
-Scope = Literal["org", "team", "user", "agent"]
-PERIODS: tuple[Period, ...] = ("minute", "hour", "day", "week", "month")
-METRICS: tuple[Metric, ...] = ("cost", "tokens", "calls")
-SCOPES: tuple[Scope, ...] = ("org", "team", "user", "agent")
-ADJECTIVES = {
-    "minute": "per-minute",
-    "hour": "hourly",
-    "day": "daily",
-    "week": "weekly",
-    "month": "monthly",
-}
-NO_CAP = 2**62
-"""Stands for "no hard cap" inside a single SQL statement."""
-INPUT_RESERVE_FACTOR = 2
-DEFAULT_OUTPUT_RESERVE = 4096
-"""Output tokens reserved for a call whose spec sets no ``max_tokens``."""
+# The names imported ``as`` themselves (from ``metering.calls`` and ``metering.windows``)
+# are re-exported for code that imported them from this module before it was split.
 
-
-def window_start(period: str, now: datetime) -> datetime:
-    """Start of the UTC window of ``period`` containing ``now``."""
-    now = now.astimezone(UTC)
-    if period == "minute":
-        return now.replace(second=0, microsecond=0)
-    if period == "hour":
-        return now.replace(minute=0, second=0, microsecond=0)
-    day = now.replace(hour=0, minute=0, second=0, microsecond=0)
-    if period == "week":
-        return day - timedelta(days=day.weekday())
-    if period == "month":
-        return day.replace(day=1)
-    return day
-
-
-def format_amount(metric: str, amount: int) -> str:
-    if metric == "cost":
-        return f"${from_nano(amount).quantize(from_nano(1000)).normalize():f}"
-    return f"{amount} {metric}"
-
-
-def model_fingerprint(request: ModelRequest) -> str:
-    """What the model is asked, cheaply: within one run a conversation only grows, so
-    its length and last message identify a request (hashing it all would cost
-    milliseconds per call on long contexts)."""
-    last = request.messages[-1] if request.messages else None
-    body = {
-        "model": request.model,
-        "length": len(request.messages),
-        "last": None
-        if last is None
-        else [last.role, last.content, [[c.name, c.arguments] for c in last.tool_calls]],
-        "tools": sorted(t.name for t in request.tools),
-    }
-    return _digest("model", body)
-
-
-def tool_fingerprint(call: ToolCall) -> str:
-    return _digest("tool", [call.name, call.arguments])
-
-
-def _digest(kind: str, body: Any) -> str:
-    raw = json.dumps(body, sort_keys=True, default=str, separators=(",", ":"))
-    return f"{kind}:{hashlib.sha256(raw.encode()).hexdigest()[:32]}"
-
-
-def estimate_call(prices: PriceTable, provider: str, request: ModelRequest) -> tuple[int, int]:
-    """An upper estimate of a model call's cost (nano-dollars) and tokens, to reserve.
-
-    The offline estimate is about 4 characters per token; tokenisers differ (code, JSON
-    and non-Latin text cost more), so the input side is doubled. Output is the spec's
-    ``max_tokens``, else ``DEFAULT_OUTPUT_RESERVE``. Over-reserving only delays *other*
-    calls near a cap while this one is in flight; under-reserving would let concurrent
-    calls overshoot it.
-    """
-    prompt = INPUT_RESERVE_FACTOR * estimate_usage(request, None, ()).input_tokens
-    limit = request.parameters.get("max_tokens")
-    output = limit if isinstance(limit, int) and limit > 0 else DEFAULT_OUTPUT_RESERVE
-    cost = prices.cost_usd(
-        provider, request.model, Usage(input_tokens=prompt, output_tokens=output)
-    )
-    return (to_nano(cost) if cost is not None else 0), prompt + output
-
-
-def spent_in_window(
-    session: Session | Connection, scope: str, scope_id: str, metric: str, window: datetime
-) -> int:
-    """What the usage records say a scope spent since ``window`` began."""
-    column = {
-        "org": UsageRecord.org_id,
-        "team": UsageRecord.team_id,
-        "user": UsageRecord.user_id,
-        "agent": UsageRecord.agent_id,
-    }[scope]
-    amount: Any = {
-        "cost": func.sum(UsageRecord.cost_nano_usd),
-        "tokens": func.sum(UsageRecord.input_tokens + UsageRecord.output_tokens),
-    }.get(metric, func.count(UsageRecord.id))
-    query = select(func.coalesce(amount, 0)).where(
-        column == scope_id, UsageRecord.kind == "model", UsageRecord.created_at >= window
-    )
-    return int(session.scalar(query) or 0)
-
-
-_C = cast(Table, BudgetCounter.__table__)
 BUDGET_CACHE_SECONDS = 2.0
 """How long a process reuses the list of budgets that apply to a caller. Changes made
 through this platform apply at once; changes made by another process within this time."""
-
-
-# The counter writes of every model call, compiled once per dialect and run on the driver
-# (``store.db.Prepared``): building, re-keying and binding a SQLAlchemy statement per call
-# costs several times the write itself on SQLite.
-_P_ID, _P_AMOUNT, _P_CAP, _P_ACTUAL, _P_SOFT = "p_id", "p_amount", "p_cap", "p_actual", "p_soft"
-
-_RESERVE_ONE = Prepared(
-    update(_C)
-    .where(_C.c.id == bindparam(_P_ID), _C.c.spent + _C.c.reserved < bindparam(_P_CAP))
-    .values(reserved=_C.c.reserved + bindparam(_P_AMOUNT)),
-    (_P_ID, _P_AMOUNT, _P_CAP),
-)
-_SETTLE_ONE = Prepared(
-    update(_C)
-    .where(_C.c.id == bindparam(_P_ID))
-    .values(reserved=_C.c.reserved - bindparam(_P_AMOUNT), spent=_C.c.spent + bindparam(_P_ACTUAL)),
-    (_P_ID, _P_AMOUNT, _P_ACTUAL),
-)
-_RELEASE_ONE = Prepared(
-    update(_C)
-    .where(_C.c.id == bindparam(_P_ID))
-    .values(reserved=_C.c.reserved - bindparam(_P_AMOUNT)),
-    (_P_ID, _P_AMOUNT),
-)
-_SOFT_CROSSED = Prepared(
-    update(_C)
-    .where(
-        _C.c.id == bindparam(_P_ID),
-        _C.c.soft_alerted.is_(False),
-        _C.c.spent >= bindparam(_P_SOFT),
-    )
-    .values(soft_alerted=True),
-    (_P_ID, _P_SOFT),
-)
-
-
-def _by_id(n: int, name: str, id_column: Any = _C.c.id) -> Any:
-    """``CASE id WHEN :p_id0 THEN :name0 ... END`` over ``n`` counters."""
-    return case(
-        *((id_column == bindparam(f"{_P_ID}{i}"), bindparam(f"{name}{i}")) for i in range(n))
-    )
-
-
-def _keys(n: int, *names: str) -> list[str]:
-    return [f"{name}{i}" for i in range(n) for name in names]
-
-
-@functools.lru_cache(maxsize=32)
-def _reserve_many(n: int) -> Prepared:
-    """All ``n`` counters or none: each is updated only if every one of them exists and
-    is below its cap, so a refusal leaves nothing to undo in the caller's transaction
-    (SQLite evaluates the uncorrelated count once, under the statement's write lock)."""
-    ids: list[Any] = [bindparam(f"{_P_ID}{i}") for i in range(n)]
-    other = _C.alias("other")
-    below_cap = (
-        select(func.count())
-        .select_from(other)
-        .where(
-            other.c.id.in_(ids),
-            other.c.spent + other.c.reserved < _by_id(n, _P_CAP, other.c.id),
-        )
-        .scalar_subquery()
-    )
-    statement = (
-        update(_C)
-        .where(_C.c.id.in_(ids), below_cap == n)
-        .values(reserved=_C.c.reserved + _by_id(n, _P_AMOUNT))
-    )
-    return Prepared(statement, _keys(n, _P_ID, _P_AMOUNT, _P_CAP))
-
-
-@functools.lru_cache(maxsize=32)
-def _settle_many(n: int) -> Prepared:
-    ids: list[Any] = [bindparam(f"{_P_ID}{i}") for i in range(n)]
-    statement = (
-        update(_C)
-        .where(_C.c.id.in_(ids))
-        .values(
-            reserved=_C.c.reserved - _by_id(n, _P_AMOUNT),
-            spent=_C.c.spent + _by_id(n, _P_ACTUAL),
-        )
-    )
-    return Prepared(statement, _keys(n, _P_ID, _P_AMOUNT, _P_ACTUAL))
-
-
-@functools.lru_cache(maxsize=32)
-def _names(n: int, second: str, third: str) -> tuple[tuple[str, str, str], ...]:
-    """Parameter names of counter ``i`` in the ``_many`` statements."""
-    return tuple((f"{_P_ID}{i}", f"{second}{i}", f"{third}{i}") for i in range(n))
 
 
 _SETTLING = "meshclaw.metering.settling"
@@ -322,32 +156,6 @@ class _Plan:
 
 class _Stale(Exception):
     """A counter the plan relies on is gone (its budget was deleted by another process)."""
-
-
-def _amount(metric: str, estimate_nano: int, estimate_tokens: int) -> int:
-    if metric == "cost":
-        return estimate_nano
-    if metric == "tokens":
-        return estimate_tokens
-    return 1
-
-
-def _counter_id(budget_id: str, window: datetime) -> str:
-    digest = hashlib.sha256(f"{budget_id}|{window.isoformat()}".encode()).hexdigest()
-    return f"bct_{digest[:32]}"
-
-
-def window_end(period: str, start: datetime) -> datetime:
-    """The start of the window after the one of ``period`` that starts at ``start``."""
-    if period == "minute":
-        return start + timedelta(minutes=1)
-    if period == "hour":
-        return start + timedelta(hours=1)
-    if period == "week":
-        return start + timedelta(days=7)
-    if period == "month":
-        return (start.replace(day=28) + timedelta(days=4)).replace(day=1)
-    return start + timedelta(days=1)
 
 
 _ScopeKey = tuple[str, str | None, str, str]
@@ -424,7 +232,7 @@ class LimitGuard:
         """Where a reservation writes: its own transaction, or the caller's. In the
         caller's, a refusal must leave no partial hold behind: on PostgreSQL (one
         statement per counter) a savepoint is rolled back; SQLite's one statement holds
-        every counter or none (``_reserve_many``), so it needs no savepoint."""
+        every counter or none (``reserve_many``), so it needs no savepoint."""
         if conn is None:
             with self._begin() as own:
                 yield own
@@ -448,7 +256,7 @@ class LimitGuard:
                     return Reservation(call=call)
                 estimate_nano, estimate_tokens = call.estimates()
                 holds = [
-                    _Hold(slot, _amount(slot.metric, estimate_nano, estimate_tokens))
+                    _Hold(slot, call_amount(slot.metric, estimate_nano, estimate_tokens))
                     for slot in plan.slots
                 ]
                 if self._one_statement and len(holds) > 1:
@@ -456,11 +264,11 @@ class LimitGuard:
                 else:
                     for hold in holds:
                         params = {
-                            _P_ID: hold.slot.counter_id,
-                            _P_AMOUNT: hold.amount,
-                            _P_CAP: hold.slot.cap,
+                            P_ID: hold.slot.counter_id,
+                            P_AMOUNT: hold.amount,
+                            P_CAP: hold.slot.cap,
                         }
-                        if not self._run(_RESERVE_ONE, conn, params):
+                        if not self._run(RESERVE_ONE, conn, params):
                             raise self._refusal(conn, hold.slot) or _Stale()
         except BaseException:
             if made:  # the counters this transaction created are gone again
@@ -473,12 +281,12 @@ class LimitGuard:
         time, so there is no lock order to keep); any counter at its cap refuses."""
         params: dict[str, Any] = {}
         for (p_id, p_amount, p_cap), (slot, amount) in zip(
-            _names(len(holds), _P_AMOUNT, _P_CAP), holds, strict=True
+            names(len(holds), P_AMOUNT, P_CAP), holds, strict=True
         ):
             params[p_id] = slot.counter_id
             params[p_amount] = amount
             params[p_cap] = slot.cap
-        if self._run(_reserve_many(len(holds)), conn, params) == len(holds):
+        if self._run(reserve_many(len(holds)), conn, params) == len(holds):
             return
         for hold in holds:  # none was held: find the one at its cap
             if refusal := self._refusal(conn, hold.slot):
@@ -523,7 +331,7 @@ class LimitGuard:
             window = window_start(budget.period, now)
             since, until = max(since, window), min(until, window_end(budget.period, window))
             slot = _Slot(
-                counter_id=_counter_id(budget.id, window),
+                counter_id=window_counter_id(budget.id, window),
                 budget_id=budget.id,
                 scope=budget.scope,
                 scope_id=budget.scope_id,
@@ -584,7 +392,8 @@ class LimitGuard:
         recorded in the window (a budget set mid-month counts the month so far)."""
         if slot.counter_id in self._known:
             return
-        if conn.execute(select(_C.c.id).where(_C.c.id == slot.counter_id)).first() is None:
+        exists = select(COUNTERS.c.id).where(COUNTERS.c.id == slot.counter_id)
+        if conn.execute(exists).first() is None:
             values = {
                 "id": slot.counter_id,
                 "budget_id": slot.budget_id,
@@ -603,7 +412,7 @@ class LimitGuard:
     def _refusal(conn: Connection, slot: _Slot) -> BudgetExceeded | None:
         """Why a reservation on ``slot`` failed: its hard cap (None: the counter is gone)."""
         row = conn.execute(
-            select(_C.c.spent, _C.c.reserved).where(_C.c.id == slot.counter_id)
+            select(COUNTERS.c.spent, COUNTERS.c.reserved).where(COUNTERS.c.id == slot.counter_id)
         ).first()
         if row is None or slot.cap == NO_CAP or row.spent + row.reserved < slot.cap:
             return None
@@ -629,26 +438,26 @@ class LimitGuard:
         if self._one_statement and len(holds) > 1:
             params: dict[str, Any] = {}
             for (p_id, p_amount, p_actual), (slot, amount) in zip(
-                _names(len(holds), _P_AMOUNT, _P_ACTUAL), holds, strict=True
+                names(len(holds), P_AMOUNT, P_ACTUAL), holds, strict=True
             ):
                 params[p_id] = slot.counter_id
                 params[p_amount] = amount
-                params[p_actual] = _amount(slot.metric, cost_nano_usd, tokens)
-            self._run(_settle_many(len(holds)), conn, params)
+                params[p_actual] = call_amount(slot.metric, cost_nano_usd, tokens)
+            self._run(settle_many(len(holds)), conn, params)
         else:
             for slot, amount in holds:
                 self._run(
-                    _SETTLE_ONE,
+                    SETTLE_ONE,
                     conn,
                     {
-                        _P_ID: slot.counter_id,
-                        _P_AMOUNT: amount,
-                        _P_ACTUAL: _amount(slot.metric, cost_nano_usd, tokens),
+                        P_ID: slot.counter_id,
+                        P_AMOUNT: amount,
+                        P_ACTUAL: call_amount(slot.metric, cost_nano_usd, tokens),
                     },
                 )
         for slot, _ in holds:
             if slot.soft_cap is not None and self._run(
-                _SOFT_CROSSED, conn, {_P_ID: slot.counter_id, _P_SOFT: slot.soft_cap}
+                SOFT_CROSSED, conn, {P_ID: slot.counter_id, P_SOFT: slot.soft_cap}
             ):
                 self._soft_alert(session, reservation.call.scope, slot)
 
@@ -701,4 +510,4 @@ class LimitGuard:
             return
         with self._begin() as conn:
             for slot, amount in reservation.holds:
-                self._run(_RELEASE_ONE, conn, {_P_ID: slot.counter_id, _P_AMOUNT: amount})
+                self._run(RELEASE_ONE, conn, {P_ID: slot.counter_id, P_AMOUNT: amount})

@@ -2,7 +2,8 @@
 
 - ``OutcomeService`` (``outcomes.service``): record a run's outcomes from its writes'
   evidence, beneficiary feedback (API, CLI, signed one-click links), durability
-  re-checks (``recheck_due``, for the scheduler), type weights, cost per outcome.
+  re-checks (``recheck_due``, for the scheduler), type weights, cost per outcome. The
+  last three live in ``outcomes.recheck``, ``outcomes.weights`` and ``outcomes.cost``.
 - ``Verifier`` / ``Lookup`` (``outcomes.verify``): the per-type verification seam.
 - ``DEFAULT_TYPES`` (``outcomes.types``): shipped weights, windows and tools per type.
 

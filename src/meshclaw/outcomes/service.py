@@ -1,19 +1,18 @@
 """Outcome records: from a run's write evidence to verified, accepted, durable credit.
 
+``OutcomeService`` is the outcomes package's one entry point (API, CLI, platform):
+
 1. ``record_run(run_id)``: for every successful write step of the run whose tool an
    outcome claim of the agent's spec covers, the type's ``Verifier`` checks the
    connector's evidence (and, where configured, the connector's current record) and an
    ``Outcome`` is stored: ``verified`` or not, with what was checked. Idempotent per step.
 2. ``feedback``: a beneficiary accepts or rejects (API, CLI, or a signed one-click link);
    the owner's own acceptance is kept as evidence but never counts.
-3. ``recheck_due``: the durability re-check the scheduler calls (``Platform.recheck_outcomes``
-   hands it a reader that reads through the gateway as the outcome's run); a failed
-   check records ``system`` feedback with the type's undo verdict; a failed read, and
-   one the platform refused (the tool no longer offered, not granted, denied or held for
-   an approval nobody can give), leaves it due. A re-check still failing or refused
-   ``recheck_grace`` past its first due time opens one integrity finding about the owner
-   (``recheck_failing``), which withholds their credit pending review. It also applies
-   silence-is-acceptance for types that have it.
+3. ``recheck_due``: the durability re-checks and silence-acceptance the scheduler runs
+   (``outcomes.recheck``: claiming, back-off, the grace finding, reads through the
+   gateway); their verdicts are recorded through the same feedback path as people's.
+4. ``weights`` / ``set_weight`` (``outcomes.weights``) and ``cost_per_outcome``
+   (``outcomes.cost``): what a credited outcome counts, and what it cost.
 
 Every change is audited and recomputes ``Outcome.state`` (``outcomes._rules``).
 """
@@ -21,74 +20,60 @@ Every change is audited and recomputes ``Outcome.state`` (``outcomes._rules``).
 from __future__ import annotations
 
 import json
-import logging
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from decimal import Decimal
 from email.utils import parseaddr
-from typing import Any, Literal
+from typing import Any
 
-from sqlalchemy import Text, cast, func, select, update
+from sqlalchemy import Text, cast, func, select
 from sqlalchemy.orm import Session
 
 from meshclaw.accounts.service import Caller
 from meshclaw.audit.sink import AuditRecord, AuditSink
 from meshclaw.clock import utcnow
 from meshclaw.connectors.base import ToolResult
-from meshclaw.errors import ConflictError, NotFoundError, PermissionDenied, PolicyDenied
+from meshclaw.errors import ConflictError, NotFoundError, PermissionDenied
 from meshclaw.ids import new_id
-from meshclaw.integrity.findings import RECHECK_FAILING, FindingsService
-from meshclaw.outcomes import _durability
+from meshclaw.integrity.findings import FindingsService
 from meshclaw.outcomes._rules import UNDOING, outcome_state
+from meshclaw.outcomes.cost import CostBy as CostBy
+from meshclaw.outcomes.cost import CostRow as CostRow
+from meshclaw.outcomes.cost import cost_per_outcome
 from meshclaw.outcomes.links import DEFAULT_TTL, sign_link, verify_link
-from meshclaw.outcomes.models import Outcome, OutcomeFeedback, OutcomeTypeWeight
-from meshclaw.outcomes.types import DEFAULT_TYPES, OutcomeType, resolve_type
+from meshclaw.outcomes.models import Outcome, OutcomeFeedback
+from meshclaw.outcomes.recheck import CLAIM as CLAIM
+from meshclaw.outcomes.recheck import RECHECK_GRACE as RECHECK_GRACE
+from meshclaw.outcomes.recheck import RETRY_FIRST as RETRY_FIRST
+from meshclaw.outcomes.recheck import Rechecker
+from meshclaw.outcomes.recheck import RecheckSummary as RecheckSummary
+from meshclaw.outcomes.recheck import RunReader as RunReader
+from meshclaw.outcomes.types import OutcomeType, resolve_type
 from meshclaw.outcomes.verify import (
     VERIFIERS,
     Evidence,
     Lookup,
-    ToolRead,
     ToolReadLookup,
     Verification,
     Verifier,
 )
+from meshclaw.outcomes.weights import OutcomeWeights
 from meshclaw.policy.api import ApiAuthorizer, ApiResource
 from meshclaw.spec.loader import parse_stored_spec
 from meshclaw.store.db import Database
-from meshclaw.store.models import AgentVersion, Run, RunStep, UsageRecord, User
+from meshclaw.store.models import AgentVersion, Run, RunStep, User
 
-log = logging.getLogger(__name__)
+# ``CLAIM``, ``RECHECK_GRACE``, ``RETRY_FIRST``, ``RecheckSummary``, ``RunReader``,
+# ``CostBy`` and ``CostRow`` live in ``outcomes.recheck`` and ``outcomes.cost`` and are
+# re-exported here (``X as X``) for code that imported them from this module.
 
 VERDICTS = ("accepted", *UNDOING)
 RECHECK = "outcome.recheck"
 """Cedar action: run the org's due durability re-checks by hand (on the ``Org``)."""
-SET_WEIGHT = "outcome.weight"
-"""Cedar action: set the org's outcome type weights (on the ``Org``)."""
 READ = "outcome.read"
 """Cedar action: read one outcome, its evidence and its feedback (on the ``Outcome``)."""
 JUDGE = "outcome.feedback"
 """Cedar action: give a verdict on one outcome (on the ``Outcome``)."""
-CLAIM = timedelta(minutes=10)
-"""How long a re-check holds an outcome it claimed before another may take it."""
-RECHECK_GRACE = timedelta(hours=72)
-"""How long past its first due time a re-check may keep failing before a finding about the
-owner withholds the credit (the default of ``Settings.outcomes_recheck_grace_hours``)."""
-FAILING = "recheck_failing"
-"""Key under ``Outcome.verification``: since when its re-check fails, when it was first
-due, how many tries failed, the last error, the finding it opened, and when a re-check
-read again (``recovered_at``)."""
-RETRY_FIRST = timedelta(minutes=15)
-RETRY_MAX = timedelta(hours=6)
-"""A failing or refused re-check is tried again after 15 minutes, then after twice as long
-each time, at most every 6 hours: about 15 tries over a 72-hour grace instead of one per
-scheduler tick (each try is a step and an audit record)."""
-FAILING_DETECTOR = RECHECK_FAILING
-RunReader = Callable[[str, str], Awaitable[ToolRead]]
-"""(run id, call label) -> a reader in that ended run's context, through the gateway
-(``runtime.executor.RunExecutor.reader_for_ended_run``)."""
-NANO = Decimal(1_000_000_000)
-CostBy = Literal["agent", "user", "team"]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -119,22 +104,6 @@ class OutcomeInfo:
     created_at: datetime
     durability_due_at: datetime | None
     feedback: list[FeedbackInfo] = field(default_factory=list)
-
-
-@dataclass(frozen=True, kw_only=True)
-class RecheckSummary:
-    checked: int = 0
-    undone: int = 0
-    silently_accepted: int = 0
-
-
-@dataclass(frozen=True, kw_only=True)
-class CostRow:
-    key: str
-    cost_usd: Decimal
-    credited: int
-    """Accepted, durable outcomes."""
-    cost_per_outcome: Decimal | None
 
 
 def _info(o: Outcome, feedback: Sequence[OutcomeFeedback] = ()) -> OutcomeInfo:
@@ -187,10 +156,18 @@ class OutcomeService:
         """Answers verifiers' reads instead of the gateway (tests); None in production."""
         self._verifiers = dict(VERIFIERS if verifiers is None else verifiers)
         self._clock = clock
-        self._claim_for = claim_for
-        self._recheck_grace = recheck_grace
-        self._findings = findings
-        """Where a re-check that keeps failing opens its finding (the platform's one)."""
+        self._weights = OutcomeWeights(db, audit, access, clock=clock)
+        self._rechecker = Rechecker(
+            db,
+            audit,
+            findings=findings,  # where a re-check that keeps failing opens its finding
+            verifiers=self._verifiers,
+            lookup=lambda: self.lookup,
+            add_feedback=self._add_feedback,
+            clock=clock,
+            claim_for=claim_for,
+            recheck_grace=recheck_grace,
+        )
 
     @property
     def _link_key(self) -> bytes:
@@ -504,161 +481,9 @@ class OutcomeService:
         longer offered, the spec does not grant it, the policy denies it or holds it for
         an approval nobody can give once the run has ended): a refusal is no evidence
         either way, so it is retried, and past ``recheck_grace`` it opens the same
-        finding as a failing read (``_note_failure``).
+        finding as a failing read (``outcomes.recheck``).
         """
-        now = now or self._clock()
-        in_org = [Outcome.org_id == org_id] if org_id is not None else []
-        with self._db.session() as session:
-            due = _durability.due_outcomes(session, now=now, org_id=org_id, limit=limit)
-            quiet = session.scalars(
-                select(Outcome.id)
-                .where(Outcome.silence_accepts_at.is_not(None), Outcome.silence_accepts_at <= now,
-                       *in_org)
-                .limit(limit)
-            ).all()  # fmt: skip
-        silent = 0
-        for outcome_id in quiet:
-            with self._db.session() as session:
-                if not self._claim_silence(session, outcome_id):
-                    continue  # someone spoke, or another re-check took it
-                outcome = self._outcome(session, outcome_id, None)
-                self._add_feedback(session, outcome, "silence", "accepted", "system", None)
-                silent += 1
-        results = [await self._recheck_one(d, now, reader) for d in due]
-        return RecheckSummary(
-            checked=results.count("holds") + results.count("undone"),
-            undone=results.count("undone"),
-            silently_accepted=silent,
-        )
-
-    async def _recheck_one(
-        self, due: _durability.Due, now: datetime, reader: RunReader | None
-    ) -> Literal["left", "holds", "undone"]:
-        kind = due.kind or DEFAULT_TYPES.get(due.type, OutcomeType(name=due.type))
-        verifier = self._verifiers.get(due.type)
-        reads = verifier is not None and kind.verify_tool is not None
-        if reads and self.lookup is None and reader is None:
-            return "left"  # nothing to read the connector with here: stays due
-        until = now + self._claim_for
-        with self._db.session() as session:
-            if not _durability.claim(session, due.id, now=now, until=until):
-                return "left"  # another re-check has it
-        try:
-            lookup = self.lookup
-            if reads and lookup is None and reader is not None:
-                lookup = ToolReadLookup(await reader(due.run_id, f"recheck-{due.id}"))
-            verdict = None
-            if verifier is not None:
-                verdict = await verifier.recheck(kind, due.ref, due.owner, lookup)
-        except PolicyDenied as exc:  # refused by the platform: cannot tell now, due again
-            log.info("outcome %s: re-check read refused: %s", due.id, exc)
-            reason = f"read refused: {exc}"
-            return self._settle(due, now, until, "left", None, reason, note="refused")
-        except Exception as exc:  # cannot tell now (connector down): due again
-            log.info("outcome %s: re-check read failed: %s", due.id, exc)
-            reason = f"read failed: {type(exc).__name__}: {exc}"
-            return self._settle(due, now, until, "left", None, reason)
-        return self._settle(due, now, until, "undone" if verdict else "holds", verdict, None)
-
-    def _settle(
-        self,
-        due: _durability.Due,
-        now: datetime,
-        until: datetime,
-        result: Literal["left", "holds", "undone"],
-        verdict: str | None,
-        reason: str | None,
-        *,
-        note: Literal["due", "refused"] = "due",
-    ) -> Literal["left", "holds", "undone"]:
-        """Record a re-check's result while our claim holds (else another re-check has it).
-
-        ``left`` is due again as before, with why (``note``: the read failed, ``due``, or
-        the platform refused it, ``refused``)."""
-        with self._db.session() as session:
-            if result == "left":
-                outcome = _durability.settle(session, due.id, until=until, due_at=due.due_at)
-                if outcome is not None:
-                    outcome.verification = _durability.with_note(outcome, note, now, reason)
-                    outcome.durability_due_at = self._note_failure(
-                        session, outcome, due, now, reason or ""
-                    )
-                return "left"
-            outcome = _durability.settle(
-                session, due.id, until=until, due_at=None, durability_checked_at=now
-            )
-            if outcome is None:
-                return "left"
-            outcome.verification = _durability.with_note(outcome, result, now, reason)
-            self._note_recovery(session, outcome, now, result)
-            self._audit.append(
-                session,
-                AuditRecord(
-                    action="outcome.recheck", resource=f"outcome:{due.id}", outcome=result,
-                    org_id=outcome.org_id,
-                    details={"type": due.type, "ref": due.ref, "run": due.run_id}
-                    | ({"reason": reason} if reason else {}),
-                ),
-            )  # fmt: skip
-            if verdict is not None:
-                self._add_feedback(session, outcome, "system", verdict, "system",
-                                   "durability re-check")  # fmt: skip
-        return result
-
-    def _note_failure(
-        self, session: Session, outcome: Outcome, due: _durability.Due, now: datetime, error: str
-    ) -> datetime:
-        """Keep when the re-check started failing; once it has failed past the grace (from
-        its first due time), open one finding about the owner (their credit waits for a
-        reviewer). Returns when to try again (``RETRY_FIRST`` doubling to ``RETRY_MAX``)."""
-        failing = dict((outcome.verification or {}).get(FAILING) or {})
-        if "recovered_at" in failing:  # failing again after a recovery: a new episode
-            failing = {k: v for k, v in failing.items() if k == "finding"}
-        failing.setdefault("since", now.isoformat())
-        first_due = datetime.fromisoformat(failing.setdefault("first_due", due.due_at.isoformat()))
-        failing["tries"] = int(failing.get("tries", 0)) + 1
-        failing["last_error"] = error[:500]
-        if "finding" not in failing and now - first_due >= self._recheck_grace:
-            failing["finding"] = self._findings.open_for_platform(
-                session, org_id=outcome.org_id, subject=outcome.user_id,
-                detector=FAILING_DETECTOR, source=f"outcome.recheck:{outcome.id}",
-                evidence={
-                    "outcome": outcome.id, "type": outcome.type, "ref": outcome.ref,
-                    "run": outcome.run_id, "due_at": first_due.isoformat(),
-                    "first_failure": failing["since"], "last_error": failing["last_error"],
-                },
-            )  # fmt: skip
-        outcome.verification = {**(outcome.verification or {}), FAILING: failing}
-        tries: int = failing["tries"]
-        return now + min(RETRY_FIRST * (1 << min(tries - 1, 16)), RETRY_MAX)
-
-    def _note_recovery(
-        self, session: Session, outcome: Outcome, now: datetime, result: str
-    ) -> None:
-        """A re-check read again after failing: say so on the outcome, and on its finding
-        (which stays for the reviewer to decide)."""
-        failing = (outcome.verification or {}).get(FAILING)
-        if not failing or "recovered_at" in failing:
-            return
-        at = now.isoformat()
-        outcome.verification = {
-            **(outcome.verification or {}),
-            FAILING: {**failing, "recovered_at": at},
-        }
-        if "finding" in failing:
-            self._findings.annotate(session, failing["finding"], recovered_at=at,
-                                    recovered_as=result)  # fmt: skip
-
-    @staticmethod
-    def _claim_silence(session: Session, outcome_id: str) -> bool:
-        """Clear a silence deadline if it is still set: True for the one caller that did
-        (the acceptance is written in the same transaction, so nothing is lost)."""
-        result = session.execute(
-            update(Outcome)
-            .where(Outcome.id == outcome_id, Outcome.silence_accepts_at.is_not(None))
-            .values(silence_accepts_at=None)
-        )
-        return bool(getattr(result, "rowcount", 0) == 1)
+        return await self._rechecker.run(org_id=org_id, now=now, limit=limit, reader=reader)
 
     # ---- reading -----------------------------------------------------------------------
 
@@ -702,45 +527,11 @@ class OutcomeService:
 
     def weights(self, org_id: str) -> dict[str, float]:
         """Every known type's weight in the org: admin-set, else the shipped default."""
-        weights = {name: t.weight for name, t in DEFAULT_TYPES.items()}
-        with self._db.session() as session:
-            for type_name, weight in session.execute(
-                select(OutcomeTypeWeight.type, OutcomeTypeWeight.weight).where(
-                    OutcomeTypeWeight.org_id == org_id
-                )
-            ):
-                weights[type_name] = weight
-        return weights
+        return self._weights.of_org(org_id)
 
     def set_weight(self, caller: Caller, type_name: str, weight: float) -> dict[str, float]:
-        self._access.require(
-            caller,
-            SET_WEIGHT,
-            ApiResource.org(caller.org_id),
-            message="only platform admins set outcome type weights",
-        )
-        if not 0 <= weight <= 100:
-            raise ConflictError("weight must be between 0 and 100")
-        with self._db.session() as session:
-            row = session.scalar(
-                select(OutcomeTypeWeight).where(
-                    OutcomeTypeWeight.org_id == caller.org_id, OutcomeTypeWeight.type == type_name
-                )
-            )
-            if row is None:
-                row = OutcomeTypeWeight(id=new_id("otw"), org_id=caller.org_id, type=type_name)
-                session.add(row)
-            old = row.weight
-            row.weight, row.updated_by, row.updated_at = weight, caller.user_id, self._clock()
-            self._audit.append(
-                session,
-                AuditRecord(
-                    action="outcome.weight", resource=f"outcome_type:{type_name}", outcome="ok",
-                    org_id=caller.org_id, actor_user_id=caller.user_id,
-                    details={"weight": weight, "was": old},
-                ),
-            )  # fmt: skip
-        return self.weights(caller.org_id)
+        """Set one type's weight in the caller's org if Cedar allows (``outcome.weight``)."""
+        return self._weights.set(caller, type_name, weight)
 
     def cost_per_outcome(
         self, org_id: str, *, by: CostBy = "agent", only: Mapping[str, str] | None = None
@@ -750,36 +541,7 @@ class OutcomeService:
         ``only`` restricts to a column value (``{"user_id": ...}``); callers apply the
         privacy tier (``analytics.privacy``) before showing rows.
         """
-        column = {"agent": "agent_id", "user": "user_id", "team": "team_id"}[by]
-        with self._db.session() as session:
-            usage_key = getattr(UsageRecord, column)
-            q_cost = (
-                select(usage_key, func.coalesce(func.sum(UsageRecord.cost_nano_usd), 0))
-                .where(UsageRecord.org_id == org_id)
-                .group_by(usage_key)
-            )
-            out_key = getattr(Outcome, column)
-            q_out = (
-                select(out_key, func.count())
-                .where(Outcome.org_id == org_id, Outcome.state == "credited")
-                .group_by(out_key)
-            )
-            for name, value in (only or {}).items():
-                q_cost = q_cost.where(getattr(UsageRecord, name) == value)
-                q_out = q_out.where(getattr(Outcome, name) == value)
-            cost = {k: int(v) for k, v in session.execute(q_cost)}
-            credited = {k: int(v) for k, v in session.execute(q_out)}
-        rows = []
-        for key in sorted(set(cost) | set(credited), key=lambda k: k or ""):
-            usd = Decimal(cost.get(key, 0)) / NANO
-            n = credited.get(key, 0)
-            rows.append(
-                CostRow(
-                    key=key or "(none)", cost_usd=usd, credited=n,
-                    cost_per_outcome=(usd / n).quantize(Decimal("0.000001")) if n else None,
-                )
-            )  # fmt: skip
-        return rows
+        return cost_per_outcome(self._db, org_id, by=by, only=only)
 
 
 def _resource(outcome: Outcome) -> ApiResource:

@@ -33,7 +33,7 @@ from meshclaw.errors import (
     ProviderUnavailable,
 )
 from meshclaw.metering.budget import BudgetGuard, BudgetScope, PlannedCall, Reservation
-from meshclaw.metering.limits import estimate_call, model_fingerprint, tool_fingerprint
+from meshclaw.metering.calls import estimate_call, model_fingerprint, tool_fingerprint
 from meshclaw.metering.prices import PriceTable, to_nano
 from meshclaw.policy.approvals import Approvals, HeldCall
 from meshclaw.policy.arguments import call_targets

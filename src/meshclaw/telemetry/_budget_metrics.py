@@ -12,8 +12,8 @@ from prometheus_client.registry import Collector
 from sqlalchemy import select
 
 from meshclaw.clock import utcnow
-from meshclaw.metering.limits import spent_in_window, window_start
 from meshclaw.metering.models import Budget, BudgetCounter
+from meshclaw.metering.windows import spent_in_window, window_start
 from meshclaw.store.db import Database
 from meshclaw.store.models import Agent, Team
 from meshclaw.telemetry._org_view import ORG_LABEL

@@ -30,7 +30,7 @@ from meshclaw.errors import (
     UserError,
 )
 from meshclaw.metering.budgets import parse_cap
-from meshclaw.metering.limits import METRICS, PERIODS, SCOPES
+from meshclaw.metering.windows import METRICS, PERIODS, SCOPES
 from meshclaw.policy.api import ApiResource
 from meshclaw.policy.org_policies import MAX_POLICY_CHARS
 from meshclaw.web._pages import PREFIX, FormDep, Viewer, ViewerDep, render
