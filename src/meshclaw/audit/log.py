@@ -248,10 +248,7 @@ class AuditLog:
             raise UserError("before must be >= 1, and not given together with after")
         filters: dict[str, Any] = {}
         with self._db.session() as session:
-            conds: list[ColumnElement[bool]] = [
-                or_(AuditEvent.org_id == caller.org_id, AuditEvent.org_id.is_(None)),
-                AuditEvent.seq > after,
-            ]
+            conds: list[ColumnElement[bool]] = [AuditEvent.seq > after]
             if before is not None:
                 conds.append(AuditEvent.seq < before)
             if actor is not None:
@@ -275,10 +272,26 @@ class AuditLog:
             if until is not None:
                 conds.append(AuditEvent.ts < until)
                 filters["until"] = until.isoformat()
-            order = AuditEvent.seq.desc() if before is not None else AuditEvent.seq
-            rows = session.scalars(
-                select(AuditEvent).where(and_(*conds)).order_by(order).limit(limit + 1)
-            ).all()
+            backwards = before is not None
+            order = AuditEvent.seq.desc() if backwards else AuditEvent.seq
+            # The org's records and the system records are read apart and merged: each
+            # read walks the org_id index in seq order and stops at the limit, where one
+            # read with ``org_id = :org OR org_id IS NULL`` made SQLite sort every record
+            # of the org first (~0.3 s at 100 k records).
+            rows = sorted(
+                (
+                    row
+                    for owner in (AuditEvent.org_id == caller.org_id, AuditEvent.org_id.is_(None))
+                    for row in session.scalars(
+                        select(AuditEvent)
+                        .where(owner, and_(*conds))
+                        .order_by(order)
+                        .limit(limit + 1)
+                    )
+                ),
+                key=lambda row: row.seq,
+                reverse=backwards,
+            )[: limit + 1]
             kept = rows[:limit]
             if before is not None:
                 kept = kept[::-1]  # read newest first to stop at the limit; shown oldest first
