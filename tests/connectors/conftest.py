@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from meshclaw.connectors.approvals import ToolApprovals
+from meshclaw.connectors.base import ToolContext
 from meshclaw.connectors.config import ConnectorConfig
 from meshclaw.store.db import Database, migrate
 from tests.connectors.synapsepeer import Synapse, install_synapse, start_synapse
@@ -116,3 +117,15 @@ def _wait_http(url: str, process: subprocess.Popen[bytes], timeout: float = 20.0
         except httpx.TransportError:
             time.sleep(0.02)
     raise TimeoutError(f"{url} did not answer within {timeout:g} s")
+
+
+def ctx(step: str) -> ToolContext:
+    """The context a gateway gives one tool call of step ``step`` (its idempotency key)."""
+    return ToolContext(
+        org_id="org_1",
+        user_id="usr_1",
+        agent_id="agt_1",
+        run_id="run_1",
+        step_id=step,
+        idempotency_key=f"idem_{step}",
+    )

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from meshclaw.connectors.approvals import ToolApprovals
-from meshclaw.connectors.base import ToolContext, ToolResult
+from meshclaw.connectors.base import ToolResult
 from meshclaw.connectors.config import ConnectorConfig
 from meshclaw.connectors.credentials import MemoryCredentialStore
 from meshclaw.connectors.mcp import McpConnector
@@ -20,6 +20,7 @@ from meshclaw.policy.authorizer import SpecGrantAuthorizer
 from meshclaw.providers.scripted import ScriptedServer
 from tests.conftest import World, agent_yaml
 from tests.connectors.calpeers import CalDavAccount, start_radicale
+from tests.connectors.conftest import ctx
 
 
 @pytest.fixture
@@ -45,17 +46,6 @@ def calendar_connector(
         approval="first_use",
     )
     return McpConnector("calendar", config, approvals=approvals, credentials=store)
-
-
-def ctx(step: str) -> ToolContext:
-    return ToolContext(
-        org_id="org_1",
-        user_id="usr_1",
-        agent_id="agt_1",
-        run_id="run_1",
-        step_id=step,
-        idempotency_key=f"idem_{step}",
-    )
 
 
 MOVED = {"start": "2026-12-01T15:00:00Z", "end": "2026-12-01T16:00:00Z"}

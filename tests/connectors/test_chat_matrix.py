@@ -14,7 +14,7 @@ from urllib.parse import quote
 import pytest
 
 from meshclaw.connectors.approvals import ToolApprovals
-from meshclaw.connectors.base import ToolContext, ToolResult
+from meshclaw.connectors.base import ToolResult
 from meshclaw.connectors.config import ConnectorConfig
 from meshclaw.connectors.credentials import MemoryCredentialStore
 from meshclaw.connectors.mcp import McpConnector
@@ -25,6 +25,7 @@ from meshclaw.errors import ConfigError
 from meshclaw.policy.authorizer import SpecGrantAuthorizer
 from meshclaw.providers.scripted import ScriptedServer
 from tests.conftest import World, agent_yaml
+from tests.connectors.conftest import ctx
 from tests.connectors.synapsepeer import CLIENT, SERVER_NAME, Synapse
 
 # The first test may install Synapse (about a minute) before the homeserver boots.
@@ -50,17 +51,6 @@ def connector(
         approval="first_use",
     )
     return McpConnector("chat", config, approvals=approvals, credentials=store)
-
-
-def ctx(step: str) -> ToolContext:
-    return ToolContext(
-        org_id="org_1",
-        user_id="usr_1",
-        agent_id="agt_1",
-        run_id="run_1",
-        step_id=step,
-        idempotency_key=f"idem_{step}",
-    )
 
 
 def calls(conn: McpConnector, *steps: tuple[str, str, dict[str, Any]]) -> list[ToolResult]:

@@ -12,7 +12,7 @@ from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
 
 from meshclaw.connectors.approvals import ToolApprovals
-from meshclaw.connectors.base import ToolContext, ToolResult
+from meshclaw.connectors.base import ToolResult
 from meshclaw.connectors.config import ConnectorConfig
 from meshclaw.connectors.credentials import MemoryCredentialStore
 from meshclaw.connectors.fakes.slack import SlackFake, SlackWorkspace
@@ -21,6 +21,7 @@ from meshclaw.connectors.registry import ConnectorRegistry
 from meshclaw.policy.authorizer import SpecGrantAuthorizer
 from meshclaw.providers.scripted import ScriptedServer
 from tests.conftest import World, agent_yaml
+from tests.connectors.conftest import ctx
 
 TOKEN = "xoxb-test-123"
 BOT = "U0BOT0001"
@@ -46,17 +47,6 @@ def chat_connector(fake: SlackFake, approvals: ToolApprovals, token: str = TOKEN
         approval="first_use",
     )
     return McpConnector("chat", config, approvals=approvals, credentials=store)
-
-
-def ctx(step: str) -> ToolContext:
-    return ToolContext(
-        org_id="org_1",
-        user_id="usr_1",
-        agent_id="agt_1",
-        run_id="run_1",
-        step_id=step,
-        idempotency_key=f"idem_{step}",
-    )
 
 
 def test_the_fake_speaks_the_slack_web_api_to_the_real_client(slack: SlackFake) -> None:

@@ -12,11 +12,11 @@ from typing import Any
 import pytest
 
 from meshclaw.connectors.approvals import ToolApprovals
-from meshclaw.connectors.base import ToolContext, ToolResult
+from meshclaw.connectors.base import ToolResult
 from meshclaw.connectors.config import ConnectorConfig
 from meshclaw.connectors.credentials import MemoryCredentialStore
 from meshclaw.connectors.mcp import McpConnector
-from tests.connectors.conftest import require
+from tests.connectors.conftest import ctx, require
 from tests.connectors.pipeline_service import PipelineService, git, seeded_repo
 
 
@@ -47,13 +47,6 @@ def deploy_connector(
         approval="first_use",
     )
     return McpConnector("deploy", config, approvals=approvals, credentials=store)
-
-
-def ctx(step: str) -> ToolContext:
-    return ToolContext(
-        org_id="org_1", user_id="usr_1", agent_id="agt_1", run_id="run_1",
-        step_id=step, idempotency_key=f"idem_{step}",
-    )  # fmt: skip
 
 
 def test_open_merge_deploy_watch_and_roll_back(

@@ -13,7 +13,7 @@ import pytest
 from imapclient import IMAPClient
 
 from meshclaw.connectors.approvals import ToolApprovals
-from meshclaw.connectors.base import ToolContext, ToolResult
+from meshclaw.connectors.base import ToolResult
 from meshclaw.connectors.config import ConnectorConfig
 from meshclaw.connectors.credentials import MemoryCredentialStore
 from meshclaw.connectors.mcp import McpConnector
@@ -21,7 +21,7 @@ from meshclaw.connectors.registry import ConnectorRegistry
 from meshclaw.policy.authorizer import SpecGrantAuthorizer
 from meshclaw.providers.scripted import ScriptedServer
 from tests.conftest import World, agent_yaml
-from tests.connectors.conftest import require
+from tests.connectors.conftest import ctx, require
 from tests.connectors.mailpeers import (
     ImapAccount,
     SmtpServer,
@@ -67,17 +67,6 @@ def credentials(account: ImapAccount, password: str | None = None) -> MemoryCred
     store = MemoryCredentialStore()
     store.put("mail", {"username": account.username, "password": password or account.password})
     return store
-
-
-def ctx(step: str) -> ToolContext:
-    return ToolContext(
-        org_id="org_1",
-        user_id="usr_1",
-        agent_id="agt_1",
-        run_id="run_1",
-        step_id=step,
-        idempotency_key=f"idem_{step}",
-    )
 
 
 def folder_subjects(account: ImapAccount, folder: str) -> list[str]:

@@ -11,11 +11,12 @@ import httpx
 import pytest
 
 from meshclaw.connectors.approvals import ToolApprovals
-from meshclaw.connectors.base import ToolContext, ToolResult
+from meshclaw.connectors.base import ToolResult
 from meshclaw.connectors.config import ConnectorConfig
 from meshclaw.connectors.credentials import MemoryCredentialStore
 from meshclaw.connectors.fakes.github import GitHubFake, GitHubState
 from meshclaw.connectors.mcp import McpConnector
+from tests.connectors.conftest import ctx
 
 REPO = "acme/ops"
 
@@ -43,13 +44,6 @@ def tickets_connector(
         approval="first_use",
     )
     return McpConnector("tickets", config, approvals=approvals, credentials=store)
-
-
-def ctx(step: str) -> ToolContext:
-    return ToolContext(
-        org_id="org_1", user_id="usr_1", agent_id="agt_1", run_id="run_1",
-        step_id=step, idempotency_key=f"idem_{step}",
-    )  # fmt: skip
 
 
 def test_ticket_tools_create_comment_transition_resolve_and_search(
