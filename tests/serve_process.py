@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-MESHCLAW = [sys.executable, "-m", "meshclaw.cli"]
+MESHCLAW = [sys.executable, "-m", "meshclaw"]
 
 
 @contextmanager
