@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import os
 import socket
 import sys
@@ -85,6 +86,11 @@ def serve(
                 create_app(platform, broker or worker), log_level="warning", access_log=False
             )
         )
+        # What start-up built (modules, the platform, templates) lives as long as the
+        # process: move it out of the collector's reach, so a full collection during a
+        # request walks only what requests made since (it cost a page ~0.2 s at p99).
+        gc.collect()
+        gc.freeze()
         print(f"MeshClaw listening on {address}")
         print(f"  dashboard:    {address}/ui/")
         print(f"  API docs:     {address}/docs")
