@@ -332,9 +332,11 @@ def test_a_chat_trigger_without_a_read_grant_is_refused(world: World, slack: Sla
     )
 
 
-def test_a_chat_trigger_on_a_matrix_connector_is_refused_with_the_reason(
+def test_a_slack_event_for_a_matrix_connector_is_refused_with_the_reason(
     make_world: Callable[..., World],
 ) -> None:
+    # A Matrix connector's triggers poll their room (tests/triggers/test_matrix_trigger.py);
+    # Slack's Events API does not reach them, even signed with the vault's secret.
     world = make_world()
     world.platform.connector_admin.add(
         world.admin,
@@ -347,13 +349,24 @@ def test_a_chat_trigger_on_a_matrix_connector_is_refused_with_the_reason(
             "credential_env": {"MESHCLAW_CHAT_TOKEN": "token"},
         },
     )
-    world.platform.vault.put("chat", {"token": TOKEN}, org_id=world.alice.org_id)
+    world.platform.vault.put(
+        "chat", {"token": TOKEN, "signing_secret": SIGNING_SECRET}, org_id=world.alice.org_id
+    )
     world.save_agent(chat_agent())
-    assert poller(world).tick() == []
+    payload = {
+        "type": "event_callback",
+        "event": {"type": "message", "channel": "help", "user": "UALICE01", "text": "hi",
+                  "ts": "1764230400.000100"},
+    }  # fmt: skip
+    with TestClient(create_app(world.platform)) as client:
+        answer = deliver(client, world, payload)
+    assert answer.status_code == 200 and answer.json()["runs"] == []
     (refused,) = audited(world, "trigger.refused")
     assert refused.details["reason"] == (
-        "connector 'chat' is a matrix chat server; chat triggers read Slack channels only"
+        "connector 'chat' is a matrix chat server; "
+        "Slack events start triggers on Slack connectors only"
     )
+    assert chat_runs(world) == []
 
 
 def test_a_chat_trigger_whose_read_grant_leaves_out_its_channel_is_refused(

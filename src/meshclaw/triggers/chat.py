@@ -1,4 +1,4 @@
-"""Chat triggers: a new message in a channel starts one run, by poll or by Slack event.
+"""Chat triggers: a new message in a channel or room starts one run, by poll or Slack event.
 
 Two ways in, one message key (``<channel id>/<ts>``), so a message that arrives both
 ways still starts one run:
@@ -11,6 +11,10 @@ ways still starts one run:
   ``POST /v1/hooks/chat/{org_id}/{connector}``, signed with the Slack app's signing
   secret.
 
+On a Matrix connector (``MESHCLAW_CHAT_KIND=matrix``) only polling: ``poll_matrix`` reads
+the room forward from the last event id seen (``ts`` is the event id), with the chat
+backend's own HTTP code; senders of servers outside the org's are untrusted.
+
 Only people's new top-level messages count: edits, joins, bot messages (the agent's own
 replies above all) and thread replies do not; with ``mention: true`` only messages that
 mention the bot (``<@BOT>``). The run's input is the message as JSON — its text, unless
@@ -20,13 +24,19 @@ which mark it).
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Callable
 from decimal import Decimal, InvalidOperation
 from typing import Any
+from urllib.parse import quote
 
+import httpx
 from slack_sdk.errors import SlackApiError, SlackClientError
 
+from meshclaw.connectors.servers._chat_matrix import CLIENT, PAGE, PAGES, MatrixChat
+from meshclaw.connectors.servers._chat_matrix import _is_message as is_message
+from meshclaw.connectors.servers._chat_matrix import _relation as relation
 from meshclaw.connectors.servers.chat import Chat, ChatError, ChatSettings
 from meshclaw.spec.models import ChatTrigger
 from meshclaw.triggers._deliveries import TriggerProblem
@@ -41,19 +51,25 @@ BATCH = 50
 PREFIX = "MESHCLAW_CHAT_"
 
 
-def chat_client(inbound: Inbound, watcher: Watcher) -> tuple[Chat, bool]:
-    """The Slack client the trigger reads with, and whether the connector is untrusted."""
+def chat_settings(inbound: Inbound, watcher: Watcher) -> tuple[ChatSettings, bool]:
+    """The chat server's settings for the owner, and whether the connector is untrusted."""
     settings, config = connector_settings(
         inbound.platform, watcher, PREFIX, ChatSettings, "the built-in chat server"
     )
     assert isinstance(settings, ChatSettings)
+    return settings, config.untrusted
+
+
+def chat_client(inbound: Inbound, watcher: Watcher) -> tuple[Chat, bool]:
+    """The Slack client the trigger reads with, and whether the connector is untrusted."""
+    settings, untrusted = chat_settings(inbound, watcher)
     if settings.kind != "slack":
-        # Polling a Matrix room needs its own watermark (a pagination token): not built yet.
+        # Only the Events API path asks: Slack events are for Slack connectors.
         raise TriggerProblem(
             f"connector {watcher.trigger.connector!r} is a {settings.kind} chat server; "
-            "chat triggers read Slack channels only"
+            "Slack events start triggers on Slack connectors only"
         )
-    return Chat(settings), config.untrusted
+    return Chat(settings), untrusted
 
 
 def slack(name: str, call: Callable[..., Any], **kwargs: Any) -> dict[str, Any]:
@@ -129,7 +145,10 @@ def poll_chat(inbound: Inbound, watcher: Watcher) -> list[str]:
     trigger = watcher.trigger
     assert isinstance(trigger, ChatTrigger)
     name = trigger.connector
-    chat, untrusted = chat_client(inbound, watcher)
+    settings, untrusted = chat_settings(inbound, watcher)
+    if settings.kind == "matrix":
+        return asyncio.run(poll_matrix(inbound, watcher, MatrixChat(settings), untrusted))
+    chat = Chat(settings)
     channel = channel_id(name, chat, trigger.channel)
     mark = inbound.watermark(watcher)
     if mark is None or not mark[1]:
@@ -159,4 +178,119 @@ def poll_chat(inbound: Inbound, watcher: Watcher) -> list[str]:
             if run_id is not None:
                 started.append(run_id)
         inbound.advance(watcher, channel, str(message["ts"]))
+    return started
+
+
+# -- Matrix ------------------------------------------------------------------------------
+# The watermark is the last event id looked at (a room's pagination tokens can outgrow the
+# 64-character position column); each poll turns it back into a token with ``/context``.
+
+
+def matrix_wanted(
+    trigger: ChatTrigger, event: dict[str, Any], bot: str, names: tuple[str, ...]
+) -> bool:
+    """A person's new top-level message (not the bot's, a notice, a thread reply or an
+    edit), mentioning the bot (its user id or a name in the body, or ``m.mentions``) if
+    the trigger asks."""
+    content = event.get("content") or {}
+    if not is_message(event) or event.get("sender") == bot or content.get("msgtype") == "m.notice":
+        return False
+    if relation(event).get("rel_type") in ("m.thread", "m.replace"):
+        return False
+    if trigger.mention:
+        mentions = content.get("m.mentions")
+        if isinstance(mentions, dict) and bot in (mentions.get("user_ids") or []):
+            return True
+        body = str(content.get("body", "")).casefold()
+        return any(name.casefold() in body for name in names if name)
+    return True
+
+
+async def _names(backend: MatrixChat, http: httpx.AsyncClient, bot: str) -> tuple[str, ...]:
+    """The bot's user id and display name (if it has one), as a mention writes them."""
+    try:
+        profile = await backend.call(http, "GET", f"{CLIENT}/profile/{quote(bot)}/displayname")
+    except ChatError as exc:
+        if "M_NOT_FOUND" in str(exc):
+            return (bot,)
+        raise
+    return (bot, str(profile.get("displayname") or ""))
+
+
+async def _since(
+    backend: MatrixChat, http: httpx.AsyncClient, room: str, seen: str
+) -> list[dict[str, Any]] | None:
+    """The room's messages after the event ``seen``, oldest first (at most ``BATCH``);
+    None if that event is gone (a purged history: start again from the room's end)."""
+    rooms = f"{CLIENT}/rooms/{quote(room)}"
+    try:
+        context = await backend.call(
+            http, "GET", f"{rooms}/context/{quote(seen)}", params={"limit": 0}
+        )
+    except ChatError as exc:
+        if "M_NOT_FOUND" in str(exc):
+            return None
+        raise
+    only = json.dumps({"types": ["m.room.message"]})
+    params: dict[str, Any] = {"dir": "f", "limit": PAGE, "filter": only, "from": context["end"]}
+    found: list[dict[str, Any]] = []
+    for _ in range(PAGES):
+        page = await backend.call(http, "GET", f"{rooms}/messages", params=params)
+        found.extend(page.get("chunk") or [])
+        if len(found) >= BATCH or not page.get("chunk") or not page.get("end"):
+            break
+        params["from"] = page["end"]
+    return found[:BATCH]
+
+
+async def _newest(backend: MatrixChat, http: httpx.AsyncClient, room: str) -> str:
+    """The id of the room's newest event: where a first poll starts."""
+    path = f"{CLIENT}/rooms/{quote(room)}/messages"
+    page = await backend.call(http, "GET", path, params={"dir": "b", "limit": 1})
+    return str(page["chunk"][0]["event_id"])
+
+
+def _position(name: str, event_id: str) -> str:
+    if len(event_id) > 64:  # room versions 1-2 on a very long server name
+        raise TriggerProblem(f"connector {name!r}: event id {event_id[:80]!r} is too long to keep")
+    return event_id
+
+
+async def poll_matrix(
+    inbound: Inbound, watcher: Watcher, backend: MatrixChat, untrusted: bool
+) -> list[str]:
+    """``poll_chat`` on a Matrix room: a run for each new wanted message, once."""
+    trigger = watcher.trigger
+    assert isinstance(trigger, ChatTrigger)
+    name = trigger.connector
+    started: list[str] = []
+    try:
+        async with backend.session() as http:
+            bot = await backend.me(http)
+            room = await backend.room(http, trigger.channel)
+            epoch = room[:64]
+            mark = inbound.watermark(watcher)
+            # A first poll, or the name now means another room: note where the room stands.
+            found = None
+            if mark is not None and mark[1] and mark[0] == epoch:
+                found = await _since(backend, http, room, mark[1])
+            if found is None:
+                newest = await _newest(backend, http, room)
+                inbound.advance(watcher, epoch, _position(name, newest))
+                return []
+            names = await _names(backend, http, bot) if trigger.mention and found else (bot,)
+            for event in found:
+                event_id = _position(name, str(event["event_id"]))
+                if matrix_wanted(trigger, event, bot, names):
+                    sender = str(event.get("sender", ""))
+                    outside = await backend.outside(http, sender)
+                    message = {"ts": event_id, "user": sender,
+                               "text": str(event["content"]["body"])}  # fmt: skip
+                    key, text, details = run_input(trigger, room, message, untrusted or outside)
+                    run_id = inbound.start(watcher, key, text, details | {"outside_org": outside})
+                    if run_id is not None:
+                        started.append(run_id)
+                inbound.advance(watcher, epoch, event_id)
+    except ChatError as exc:
+        raise TriggerProblem(f"connector {name!r}: {exc}") from None
     return started

@@ -121,6 +121,10 @@ class MatrixChat:
                              "access token")  # fmt: skip
         return ChatError(f"Matrix error {code}: {reason}" if reason else f"Matrix error {code}")
 
+    # For other readers of the homeserver with the bot's token (chat triggers' poll).
+    session = _http
+    call = _call
+
     async def me(self, http: httpx.AsyncClient) -> str:
         """The bot's user id (and a clear error for a bad token before anything else)."""
         if self._me is None:
@@ -131,7 +135,8 @@ class MatrixChat:
     async def _server(self, http: httpx.AsyncClient) -> str:
         return (await self.me(http)).partition(":")[2]
 
-    async def _outside(self, http: httpx.AsyncClient, sender: str) -> bool:
+    async def outside(self, http: httpx.AsyncClient, sender: str) -> bool:
+        """Whether the sender is a user of a server other than the org's (untrusted)."""
         servers = self.settings.org_servers or [await self._server(http)]
         return sender.partition(":")[2].lower() not in servers
 
@@ -168,7 +173,7 @@ class MatrixChat:
             thread_ts=thread or (event.get("event_id") if count else None),
             reply_count=count,
             reactions=reactions,
-            outside_org=await self._outside(http, sender),
+            outside_org=await self.outside(http, sender),
         )
 
     async def channels(self) -> list[dict[str, Any]]:
