@@ -109,13 +109,19 @@ def test_a_deleted_document_undoes_its_outcome_and_its_credit(
     assert [(f.by, f.verdict) for f in after.feedback][-1] == ("system", "reverted")
     assert after.durability_due_at is None
     assert after.verification["durability"]["status"] == "undone"
+    # What the read showed is kept with the result and in the audit record.
+    assert after.verification["durability"]["reason"] == f"document /{DOC} was deleted"
     assert "recheck_failing" not in after.verification
     assert score(world) == 0
     with world.platform.db.session() as session:
-        audited = session.scalars(
-            select(AuditEvent.outcome).where(AuditEvent.action == "outcome.recheck")
+        audited = session.execute(
+            select(AuditEvent.outcome, AuditEvent.details).where(
+                AuditEvent.action == "outcome.recheck"
+            )
         ).all()
-    assert list(audited) == ["undone"]
+    assert [(o, d.get("reason")) for o, d in audited] == [
+        ("undone", f"document /{DOC} was deleted")
+    ]
 
 
 def test_an_unreachable_share_is_a_failed_read_not_a_deletion(

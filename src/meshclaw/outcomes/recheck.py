@@ -154,9 +154,9 @@ class Rechecker:
             lookup = self._lookup()
             if reads and lookup is None and reader is not None:
                 lookup = ToolReadLookup(await reader(due.run_id, f"recheck-{due.id}"))
-            verdict = None
+            undone = None
             if verifier is not None:
-                verdict = await verifier.recheck(kind, due.ref, due.owner, lookup)
+                undone = await verifier.recheck(kind, due.ref, due.owner, lookup)
         except PolicyDenied as exc:  # refused by the platform: cannot tell now, due again
             log.info("outcome %s: re-check read refused: %s", due.id, exc)
             reason = f"read refused: {exc}"
@@ -165,7 +165,9 @@ class Rechecker:
             log.info("outcome %s: re-check read failed: %s", due.id, exc)
             reason = f"read failed: {type(exc).__name__}: {exc}"
             return self._settle(due, now, until, "left", None, reason)
-        return self._settle(due, now, until, "undone" if verdict else "holds", verdict, None)
+        if undone is None:
+            return self._settle(due, now, until, "holds", None, None)
+        return self._settle(due, now, until, "undone", undone.verdict, undone.reason)
 
     def _settle(
         self,

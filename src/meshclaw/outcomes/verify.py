@@ -107,13 +107,23 @@ class Verification:
     """What was checked; ``reason`` when unverified."""
 
 
+@dataclass(frozen=True)
+class Undone:
+    """A re-check's finding that an outcome no longer holds."""
+
+    verdict: str
+    """The feedback verdict that undoes it (the type's ``undo_verdict``)."""
+    reason: str
+    """What the read showed, e.g. "ticket is 'open', not resolved"."""
+
+
 class Verifier(Protocol):
     async def verify(self, evidence: Evidence, lookup: Lookup | None) -> Verification: ...
 
     async def recheck(
         self, kind: OutcomeType, ref: str, owner: str, lookup: Lookup | None
-    ) -> str | None:
-        """The undoing verdict if the outcome no longer holds; None if it holds or is unknown."""
+    ) -> Undone | None:
+        """Why the outcome no longer holds; None if it holds or cannot be told."""
         ...
 
 
@@ -153,7 +163,7 @@ class MailSentVerifier:
 
     async def recheck(
         self, kind: OutcomeType, ref: str, owner: str, lookup: Lookup | None
-    ) -> str | None:
+    ) -> Undone | None:
         return None  # a delivered mail stays delivered; recipients say "rejected"
 
 
@@ -281,7 +291,7 @@ class RecordVerifier:
 
     async def recheck(
         self, kind: OutcomeType, ref: str, owner: str, lookup: Lookup | None
-    ) -> str | None:
+    ) -> Undone | None:
         if kind.verify_tool is None or lookup is None:
             return None  # nothing to read it with: keep it
         # A failed read raises (the service leaves the outcome due); it never "holds".
@@ -289,8 +299,8 @@ class RecordVerifier:
         record = await lookup.read(kind.verify_tool, {kind.verify_argument: argument})
         if record is None:
             return None  # the connector has no record: cannot tell, the next feedback decides
-        holds, _, _ = self._check(record, owner)
-        return None if holds else kind.undo_verdict
+        holds, _, why = self._check(record, owner)
+        return None if holds else Undone(kind.undo_verdict, why)
 
     def _argument(self, kind: OutcomeType, ref: str) -> Any:
         """The read tool's argument for ``ref`` (the ref itself unless overridden)."""
