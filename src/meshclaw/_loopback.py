@@ -14,7 +14,28 @@ from typing import Any, Self
 import uvicorn
 
 
-class LoopbackServer:
+class StartsAndStops:
+    """``with thing:`` starts it and stops it on the way out, whatever happened."""
+
+    def start(self) -> Self:
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+
+class LoopbackServer(StartsAndStops):
     """Start with ``start()`` or as a context manager; ``port`` is known once started."""
 
     def __init__(
@@ -92,19 +113,8 @@ class LoopbackServer:
         self._server = self._thread = None
         self._port = None
 
-    def __enter__(self) -> Self:
-        return self.start()
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
-
-
-class ServedFake:
+class ServedFake(StartsAndStops):
     """What a protocol fake shares: its state served on loopback by ``start``/``stop`` or
     as a context manager. A subclass builds its ASGI app in ``_app`` and sets ``name``."""
 
@@ -131,14 +141,3 @@ class ServedFake:
         if self._loopback is not None:
             self._loopback.stop()
             self._loopback = None
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()

@@ -24,9 +24,9 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from types import TracebackType
 from typing import Self
 
+from meshclaw._loopback import StartsAndStops
 from meshclaw.demo_apps._base import App, PortBook, Secrets, StandIn, StandInError
 from meshclaw.demo_apps._dav import CalendarApp, DocsApp
 from meshclaw.demo_apps._deploy import DeployApp
@@ -46,7 +46,7 @@ APPS: dict[str, Callable[[Path, PortBook, Secrets], App]] = {
 """Every stand-in by connector name, in the order they start."""
 
 
-class DemoApps:
+class DemoApps(StartsAndStops):
     """Starts the stand-ins under ``folder`` (``<home>/demo-apps``) and stops them again."""
 
     def __init__(self, folder: Path, *, only: Iterable[str] | None = None) -> None:
@@ -98,14 +98,3 @@ class DemoApps:
         ]
         lines += [f"{name:<{width}}  not started: {why}" for name, why in self.skipped.items()]
         return lines
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()

@@ -18,7 +18,6 @@ import hmac
 import json
 from collections.abc import AsyncIterator
 from pathlib import Path
-from types import TracebackType
 from typing import Any, Self
 
 import anyio
@@ -29,7 +28,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from meshclaw._loopback import LoopbackServer
+from meshclaw._loopback import LoopbackServer, StartsAndStops
 from meshclaw.providers.scripted._replay import Answer, Failure, Malformed, Replayer
 from meshclaw.providers.scripted._wire import (
     CREATED,
@@ -173,7 +172,7 @@ def _bound_port(server: uvicorn.Server) -> int:
     return port
 
 
-class ScriptedServer:
+class ScriptedServer(StartsAndStops):
     """Runs the scripted server on loopback in a background thread.
 
     Use as a context manager, or call ``start()`` and ``stop()``. The port is chosen by
@@ -227,17 +226,6 @@ class ScriptedServer:
 
     def stop(self) -> None:
         self._loopback.stop()
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
 
 class _AnnouncingServer(uvicorn.Server):
