@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import sys
-import threading
 import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
@@ -26,6 +25,7 @@ from meshclaw.triggers.models import InboundDelivery, InboundWatermark
 from meshclaw.triggers.slack_events import sign
 from tests.conftest import World, agent_yaml
 from tests.triggers.storedown import runs_refused
+from tests.triggers.together import tick_together
 
 TOKEN, BOT, SIGNING_SECRET = "xoxb-meshclaw-bot", "UBOT0001", "8f742231b10e8888abcd99yyyzzz85a5"
 T0 = datetime(2026, 11, 27, 9, 0, 20, tzinfo=UTC)
@@ -289,18 +289,7 @@ def test_two_schedulers_retrying_the_same_message_start_one_run(
     with runs_refused(world.platform.db):
         assert a.tick() == []
     now[0] = T0 + timedelta(minutes=1)
-    barrier = threading.Barrier(2)
-    results: list[list[str]] = []
-
-    def tick(p: InboundPoller) -> None:
-        barrier.wait(timeout=10)
-        results.append(p.tick())
-
-    threads = [threading.Thread(target=tick, args=(p,)) for p in (a, b)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=60)
+    results = tick_together(a, b)
     assert sorted(len(r) for r in results) == [0, 1]
     (run,) = chat_runs(world)
     assert list(deliveries(world).values()) == [("started", run.id)]

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import smtplib
 import sys
-import threading
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from email.message import EmailMessage
@@ -31,6 +30,7 @@ from tests.connectors.mailpeers import (
     start_smtp,
 )
 from tests.triggers.storedown import runs_refused
+from tests.triggers.together import tick_together
 
 TRIGGER = "  - {type: mail, connector: mail, folder: INBOX, from: '*@example.com'}\n"
 MAIL_AGENT = agent_yaml(name="triage", tools=(("mail.read_message", "read"),)).replace(
@@ -141,18 +141,7 @@ def test_two_schedulers_that_both_think_they_lead_start_one_run(
     a, b = poller(world, "scheduler"), poller(world, "scheduler")
     assert a.tick() == []
     send(smtp, account.username, sender="dora@example.com", subject="Two pollers")
-    barrier = threading.Barrier(2)
-    results: list[list[str]] = []
-
-    def tick(p: InboundPoller) -> None:
-        barrier.wait(timeout=10)
-        results.append(p.tick())
-
-    threads = [threading.Thread(target=tick, args=(p,)) for p in (a, b)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=60)
+    results = tick_together(a, b)
     assert sorted(len(r) for r in results) == [0, 1]
     assert len(mail_runs(world)) == 1
     assert a.tick() + b.tick() == []
