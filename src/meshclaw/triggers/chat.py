@@ -34,9 +34,14 @@ from urllib.parse import quote
 import httpx
 from slack_sdk.errors import SlackApiError, SlackClientError
 
-from meshclaw.connectors.servers._chat_matrix import CLIENT, PAGE, PAGES, MatrixChat
-from meshclaw.connectors.servers._chat_matrix import _is_message as is_message
-from meshclaw.connectors.servers._chat_matrix import _relation as relation
+from meshclaw.connectors.servers._chat_matrix import (
+    CLIENT,
+    PAGE,
+    PAGES,
+    MatrixChat,
+    event_relation,
+    is_message,
+)
 from meshclaw.connectors.servers.chat import Chat, ChatError, ChatSettings
 from meshclaw.spec.models import ChatTrigger
 from meshclaw.triggers._deliveries import TriggerProblem
@@ -195,7 +200,7 @@ def matrix_wanted(
     content = event.get("content") or {}
     if not is_message(event) or event.get("sender") == bot or content.get("msgtype") == "m.notice":
         return False
-    if relation(event).get("rel_type") in ("m.thread", "m.replace"):
+    if event_relation(event).get("rel_type") in ("m.thread", "m.replace"):
         return False
     if trigger.mention:
         mentions = content.get("m.mentions")

@@ -62,12 +62,12 @@ def txn_id(key: str) -> str:
     return "meshclaw-" + hashlib.sha256(key.encode()).hexdigest()[:40]
 
 
-def _relation(event: dict[str, Any]) -> dict[str, Any]:
+def event_relation(event: dict[str, Any]) -> dict[str, Any]:
     relates = event.get("content", {}).get("m.relates_to")
     return relates if isinstance(relates, dict) else {}
 
 
-def _is_message(event: dict[str, Any]) -> bool:
+def is_message(event: dict[str, Any]) -> bool:
     """A visible message (a redacted one has no body)."""
     return event.get("type") == "m.room.message" and isinstance(
         event.get("content", {}).get("body"), str
@@ -85,7 +85,7 @@ class MatrixChat:
         self._me: str | None = None
 
     @asynccontextmanager
-    async def _http(self) -> AsyncIterator[httpx.AsyncClient]:
+    async def session(self) -> AsyncIterator[httpx.AsyncClient]:
         async with httpx.AsyncClient(
             base_url=self.base,
             timeout=self.settings.timeout_seconds,
@@ -94,7 +94,7 @@ class MatrixChat:
         ) as client:
             yield client
 
-    async def _call(
+    async def call(
         self, http: httpx.AsyncClient, method: str, path: str, **kwargs: Any
     ) -> dict[str, Any]:
         for attempt in range(RATE_LIMIT_RETRIES + 1):
@@ -121,14 +121,10 @@ class MatrixChat:
                              "access token")  # fmt: skip
         return ChatError(f"Matrix error {code}: {reason}" if reason else f"Matrix error {code}")
 
-    # For other readers of the homeserver with the bot's token (chat triggers' poll).
-    session = _http
-    call = _call
-
     async def me(self, http: httpx.AsyncClient) -> str:
         """The bot's user id (and a clear error for a bad token before anything else)."""
         if self._me is None:
-            found = await self._call(http, "GET", f"{CLIENT}/account/whoami")
+            found = await self.call(http, "GET", f"{CLIENT}/account/whoami")
             self._me = str(found["user_id"])
         return self._me
 
@@ -150,7 +146,7 @@ class MatrixChat:
             alias = f"#{ref.removeprefix('#')}:{await self._server(http)}"
         if alias not in self._rooms:
             try:
-                found = await self._call(http, "GET", f"{CLIENT}/directory/room/{quote(alias)}")
+                found = await self.call(http, "GET", f"{CLIENT}/directory/room/{quote(alias)}")
             except ChatError as exc:
                 if "M_NOT_FOUND" in str(exc):
                     raise ChatError(f"no channel {ref!r}") from None
@@ -161,7 +157,7 @@ class MatrixChat:
     async def _message(
         self, http: httpx.AsyncClient, event: dict[str, Any], reactions: dict[str, int]
     ) -> dict[str, Any]:
-        relation = _relation(event)
+        relation = event_relation(event)
         summary = event.get("unsigned", {}).get("m.relations", {}).get("m.thread") or {}
         count = int(summary.get("count", 0))
         thread = relation.get("event_id") if relation.get("rel_type") == "m.thread" else None
@@ -177,16 +173,16 @@ class MatrixChat:
         )
 
     async def channels(self) -> list[dict[str, Any]]:
-        async with self._http() as http:
+        async with self.session() as http:
             await self.me(http)
-            joined = await self._call(http, "GET", f"{CLIENT}/joined_rooms")
+            joined = await self.call(http, "GET", f"{CLIENT}/joined_rooms")
             rooms = [str(r) for r in joined.get("joined_rooms", [])]
             return list(await asyncio.gather(*(self._describe(http, r) for r in rooms)))
 
     async def _describe(self, http: httpx.AsyncClient, room: str) -> dict[str, Any]:
         async def state(kind: str, field: str) -> str | None:
             try:
-                found = await self._call(http, "GET", f"{CLIENT}/rooms/{quote(room)}/state/{kind}")
+                found = await self.call(http, "GET", f"{CLIENT}/rooms/{quote(room)}/state/{kind}")
             except ChatError as exc:
                 if "M_NOT_FOUND" in str(exc):
                     return None
@@ -200,7 +196,7 @@ class MatrixChat:
         return out | ({"title": title} if title else {})
 
     async def history(self, channel: str, limit: int) -> list[dict[str, Any]]:
-        async with self._http() as http:
+        async with self.session() as http:
             room = await self.room(http, channel)
             wanted = {"types": ["m.room.message", "m.reaction"]}
             params: dict[str, Any] = {"dir": "b", "limit": PAGE, "filter": json.dumps(wanted)}
@@ -209,15 +205,15 @@ class MatrixChat:
             # met before the message itself (reactions come after what they annotate).
             reactions: dict[str, Counter[str]] = {}
             for _ in range(PAGES):
-                page = await self._call(http, "GET", f"{CLIENT}/rooms/{quote(room)}/messages",
+                page = await self.call(http, "GET", f"{CLIENT}/rooms/{quote(room)}/messages",
                                         params=params)  # fmt: skip
                 for event in page.get("chunk", []):
-                    relation = _relation(event)
+                    relation = event_relation(event)
                     if event.get("type") == "m.reaction":
                         if relation.get("rel_type") == "m.annotation":
                             target = str(relation.get("event_id"))
                             reactions.setdefault(target, Counter())[str(relation.get("key"))] += 1
-                    elif _is_message(event) and relation.get("rel_type") not in (
+                    elif is_message(event) and relation.get("rel_type") not in (
                         "m.thread",
                         "m.replace",
                     ):
@@ -232,7 +228,7 @@ class MatrixChat:
 
     async def _event(self, http: httpx.AsyncClient, room: str, event_id: str) -> dict[str, Any]:
         try:
-            return await self._call(
+            return await self.call(
                 http, "GET", f"{CLIENT}/rooms/{quote(room)}/event/{quote(event_id)}"
             )
         except ChatError as exc:
@@ -243,7 +239,7 @@ class MatrixChat:
     async def _root(self, http: httpx.AsyncClient, room: str, ts: str) -> dict[str, Any]:
         """A thread's root event, given its root or any reply in it."""
         event = await self._event(http, room, ts)
-        relation = _relation(event)
+        relation = event_relation(event)
         if relation.get("rel_type") == "m.thread" and relation.get("event_id"):
             return await self._event(http, room, str(relation["event_id"]))
         return event
@@ -251,19 +247,19 @@ class MatrixChat:
     async def _reactions(self, http: httpx.AsyncClient, room: str, event_id: str) -> dict[str, int]:
         relations = f"{RELATIONS}/rooms/{quote(room)}/relations/{quote(event_id)}"
         path = f"{relations}/m.annotation/m.reaction"
-        chunk = (await self._call(http, "GET", path, params={"limit": PAGE})).get("chunk", [])
-        return dict(Counter(str(_relation(e).get("key")) for e in chunk))
+        chunk = (await self.call(http, "GET", path, params={"limit": PAGE})).get("chunk", [])
+        return dict(Counter(str(event_relation(e).get("key")) for e in chunk))
 
     async def thread(self, channel: str, ts: str) -> list[dict[str, Any]]:
-        async with self._http() as http:
+        async with self.session() as http:
             room = await self.room(http, channel)
             root = await self._root(http, room, ts)
             path = f"{RELATIONS}/rooms/{quote(room)}/relations/{quote(root['event_id'])}/m.thread"
             params: dict[str, Any] = {"dir": "f", "limit": PAGE}
             events = [root]
             for _ in range(PAGES):
-                page = await self._call(http, "GET", path, params=params)
-                events.extend(e for e in page.get("chunk", []) if _is_message(e))
+                page = await self.call(http, "GET", path, params=params)
+                events.extend(e for e in page.get("chunk", []) if is_message(e))
                 if not page.get("next_batch"):
                     break
                 params["from"] = page["next_batch"]
@@ -279,7 +275,7 @@ class MatrixChat:
         (``unsigned.transaction_id``), to the device that sent them."""
         wanted = {"types": ["m.room.message"], "senders": [await self.me(http)]}
         params = {"dir": "b", "limit": RECENT, "filter": json.dumps(wanted)}
-        page = await self._call(http, "GET", f"{CLIENT}/rooms/{quote(room)}/messages",
+        page = await self.call(http, "GET", f"{CLIENT}/rooms/{quote(room)}/messages",
                                 params=params)  # fmt: skip
         for event in page.get("chunk", []):
             if event.get("unsigned", {}).get("transaction_id") == txn:
@@ -291,7 +287,7 @@ class MatrixChat:
     ) -> dict[str, Any]:
         if not text.strip():
             raise ChatError("the message text is empty")
-        async with self._http() as http:
+        async with self.session() as http:
             room = await self.room(http, channel)
             content: dict[str, Any] = {"msgtype": "m.text", "body": text}
             if thread_ts is not None:
@@ -313,7 +309,7 @@ class MatrixChat:
             event_id = earlier
             if event_id is None:
                 path = f"{CLIENT}/rooms/{quote(room)}/send/m.room.message/{txn}"
-                event_id = str((await self._call(http, "PUT", path, json=content))["event_id"])
+                event_id = str((await self.call(http, "PUT", path, json=content))["event_id"])
             evidence = {"channel": room, "ts": event_id}
             if thread_ts is not None:
                 evidence["thread_ts"] = thread_ts
@@ -324,7 +320,7 @@ class MatrixChat:
         key = SHORTCODES.get(name, name)
         if not key:
             raise ChatError("the emoji is empty")
-        async with self._http() as http:
+        async with self.session() as http:
             room = await self.room(http, channel)
             await self._event(http, room, ts)  # "no message" rather than M_UNKNOWN
             relates = {"rel_type": "m.annotation", "event_id": ts, "key": key}
@@ -332,7 +328,7 @@ class MatrixChat:
             txn = txn_id(f"reaction\x00{room}\x00{ts}\x00{key}")
             path = f"{CLIENT}/rooms/{quote(room)}/send/m.reaction/{txn}"
             try:
-                await self._call(http, "PUT", path, json={"m.relates_to": relates})
+                await self.call(http, "PUT", path, json={"m.relates_to": relates})
             except ChatError as exc:
                 if "M_DUPLICATE_ANNOTATION" not in str(exc):
                     raise
