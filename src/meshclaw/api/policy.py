@@ -18,7 +18,6 @@ from meshclaw.api.deps import Authed, PlatformDep
 from meshclaw.api.schemas import Problem
 from meshclaw.errors import NotFoundError, PolicyError
 from meshclaw.policy.api import ApiResource
-from meshclaw.policy.arguments import call_targets
 from meshclaw.policy.authorizer import AuthzRequest, Principal
 from meshclaw.policy.cedar import Explanation
 from meshclaw.policy.org_policies import MAX_NOTE_CHARS, MAX_POLICY_CHARS, PolicyVersionInfo
@@ -253,8 +252,7 @@ async def explain(body: ExplainIn, platform: PlatformDep, caller: Authed) -> Exp
         if definition is None:
             raise NotFoundError(f"no tool {body.tool!r}")
         action, resource = f"tool.{definition.action}", f"tool:{body.tool}"
-        targets = call_targets(definition.targets, body.arguments)
-        context |= {"arguments": body.arguments, "targets": targets}
+        context |= definition.policy_context(body.arguments)
     request = AuthzRequest(
         principal=Principal(
             org_id=info.org_id, user_id=info.owner_id, agent_id=info.id, team_id=info.team_id

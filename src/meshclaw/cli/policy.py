@@ -25,7 +25,6 @@ from meshclaw.cli._app import (
 from meshclaw.cli._output import console, print_json
 from meshclaw.connectors.base import ToolDefinition
 from meshclaw.errors import ConfigError, NotFoundError, PolicyError
-from meshclaw.policy.arguments import call_targets
 from meshclaw.policy.authorizer import AuthzRequest, Principal
 from meshclaw.policy.cedar import Explanation, PolicyStore, read_policy_file
 from meshclaw.policy.compiler import compile_spec
@@ -274,7 +273,7 @@ def explain(
                     f"no tool {tool!r} (connectors: {', '.join(connectors.names(info.org_id))})"
                 )
             action, resource = f"tool.{definition.action}", f"tool:{tool}"
-            context |= {"arguments": args, "targets": call_targets(definition.targets, args)}
+            context |= definition.policy_context(args)
         explanation = platform.authorizer.explain(
             AuthzRequest(
                 principal=Principal(
@@ -348,7 +347,7 @@ def why(
                 raise NotFoundError(f"tool {target.name!r} is no longer available")
             args = (target.request or {}).get("arguments") or {}
             action, resource = f"tool.{definition.action}", f"tool:{target.name}"
-            context |= {"arguments": args, "targets": call_targets(definition.targets, args)}
+            context |= definition.policy_context(args)
         explanation = platform.authorizer.explain(
             AuthzRequest(
                 principal=Principal(

@@ -9,6 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol, runtime_checkable
 
+from meshclaw.policy.arguments import call_targets
+
 Action = Literal["read", "write"]
 
 
@@ -24,6 +26,29 @@ class ToolDefinition:
     """Arguments that name what the call touches: argument (dotted if nested) -> kind.
     ``{"ticket": "ticket"}`` makes ``{"ticket": "OPS-12"}`` the target ``ticket:OPS-12``,
     which the policy checks against the grant's ``targets`` globs."""
+
+    def with_defaults(self, arguments: dict[str, Any]) -> dict[str, Any]:
+        """``arguments`` plus every top-level ``default`` of the input schema left out.
+
+        The policy must judge the call the server will run: a mail read without
+        ``folder`` reads the server's default folder, so a grant held to other folders
+        must see that folder. The gateway sends the completed arguments, so what was
+        judged is what runs.
+        """
+        properties = self.input_schema.get("properties")
+        if not isinstance(properties, dict):
+            return arguments
+        missing = {
+            name: prop["default"]
+            for name, prop in properties.items()
+            if name not in arguments and isinstance(prop, dict) and "default" in prop
+        }
+        return {**arguments, **missing} if missing else arguments
+
+    def policy_context(self, arguments: dict[str, Any]) -> dict[str, Any]:
+        """The Cedar context of a call with ``arguments`` (defaults completed)."""
+        completed = self.with_defaults(arguments)
+        return {"arguments": completed, "targets": call_targets(self.targets, completed)}
 
 
 @dataclass(frozen=True, kw_only=True)

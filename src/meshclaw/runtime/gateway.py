@@ -17,7 +17,7 @@ import random
 import time
 from collections.abc import Awaitable, Callable
 from contextlib import AbstractContextManager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from sqlalchemy.orm import Session
@@ -36,7 +36,6 @@ from meshclaw.metering.budget import BudgetGuard, BudgetScope, PlannedCall, Rese
 from meshclaw.metering.calls import estimate_call, model_fingerprint, tool_fingerprint
 from meshclaw.metering.prices import PriceTable, to_nano
 from meshclaw.policy.approvals import Approvals, HeldCall
-from meshclaw.policy.arguments import call_targets
 from meshclaw.policy.authorizer import Authorizer, AuthzRequest, Decision, Principal
 from meshclaw.providers.base import ModelRequest, ModelResponse, ToolCall, ToolSpec
 from meshclaw.providers.registry import ProviderRegistry
@@ -310,10 +309,11 @@ class Gateway:
             return ToolResult(content=content, is_error=True)
         action = f"tool.{definition.action}"
         resource = f"tool:{call.name}"
-        targets = call_targets(definition.targets, call.arguments)
-        decision = self._authorize(
-            ctx, action, resource, {"arguments": call.arguments, "targets": targets}
-        )
+        # Judge and send the call the server will run, its schema's defaults included.
+        call = replace(call, arguments=definition.with_defaults(call.arguments))
+        policy_context = definition.policy_context(call.arguments)
+        targets = policy_context["targets"]
+        decision = self._authorize(ctx, action, resource, policy_context)
         if decision.needs_approval and self._approvals is not None:
             decision = self._apply_approval(ctx, seq, call, action, resource, targets, decision)
             if decision.needs_approval:
