@@ -211,6 +211,8 @@ def test_settings_connectors_belong_to_their_named_org_or_the_oldest(
     with pytest.raises(NotFoundError):
         service.config(mallory, "plain")
     assert service.resolve(world.alice.org_id, "theirs") is None
+    # A connector naming no org is used by nobody, and said so (not dropped silently).
+    assert service.unplaced() == {"nobodys": "no-such-org"}
     # globex may add its own "plain"; acme may not (it has one in settings).
     service.add(mallory, "plain", {"command": "w"})
     with pytest.raises(ConfigError, match="only for connectors declared in settings"):

@@ -18,7 +18,7 @@ from meshclaw.cli._app import (
     open_platform,
     resolve_caller,
 )
-from meshclaw.cli._output import console, print_json
+from meshclaw.cli._output import console, errors, print_json
 from meshclaw.connectors.approvals import ToolState
 from meshclaw.errors import ConfigError
 
@@ -119,6 +119,9 @@ def list_connectors(token: str | None = TokenOption, json_output: bool = JsonOpt
     """Configured connectors and how many of their tools are approved."""
     with open_platform() as platform:
         infos = platform.connector_admin.list_connectors(resolve_caller(platform, token))
+        unplaced = platform.connector_admin.unplaced()
+    for name, org in unplaced.items():
+        errors.print(f"warning: {_unplaced(name, org)}")
     if json_output:
         print_json(infos)
         return
@@ -231,3 +234,7 @@ def serve(
         server.run("stdio")
     else:
         server.run("streamable-http", host=host, port=http)
+
+
+def _unplaced(name: str, org: str) -> str:
+    return f"settings connector {name!r} names org {org!r}, which does not exist: no run uses it"

@@ -92,6 +92,8 @@ def serve(
         gc.collect()
         gc.freeze()
         print(f"MeshClaw listening on {address}")
+        for name, org in platform.connector_admin.unplaced().items():
+            print(f"  warning: settings connector {name!r} names org {org!r}, which does not exist")
         print(f"  dashboard:    {address}/ui/")
         print(f"  API docs:     {address}/docs")
         if model_url:

@@ -121,6 +121,19 @@ class ConnectorService:
             if config.org == names[org_id] or (config.org is None and org_id == oldest)
         }
 
+    def unplaced(self) -> dict[str, str]:
+        """Settings connectors whose ``org`` names no org: connector name -> that name.
+
+        No run can use them; ``serve`` and ``connector list`` say so rather than drop
+        them silently (the org may simply not exist yet).
+        """
+        wanted = {n: c.org for n, c in self._settings.items() if c.org is not None}
+        if not wanted:
+            return {}
+        with self._db.session() as session:
+            known = set(session.scalars(select(Org.name)))
+        return {name: org for name, org in sorted(wanted.items()) if org not in known}
+
     def config(self, caller: Caller, name: str) -> ConnectorConfig:
         """The caller's org's connector ``name``; 404 if that org has none of that name."""
         return self._config(caller.org_id, name)
