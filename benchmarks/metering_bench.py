@@ -271,8 +271,9 @@ def _ingest_rate(n: int, tmp: Path) -> str:
     from datetime import timedelta
 
     from meshclaw.events import EventWriter
+    from meshclaw.metering._ingest_litellm import _litellm_events
     from meshclaw.metering._ingest_parallel import MIN_BYTES, default_jobs, worth_it
-    from meshclaw.metering.ingest import Defaults, IngestReport, _litellm_events, ingest
+    from meshclaw.metering.ingest import Defaults, IngestReport, ingest
 
     source = tmp / "spend.jsonl"
     first = datetime(2026, 11, 20, 10)

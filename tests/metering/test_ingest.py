@@ -23,15 +23,10 @@ from typer.testing import CliRunner
 
 from meshclaw.cli.main import app
 from meshclaw.events import EventWriter, LlmCall, Run, ToolCall, read_events
+from meshclaw.metering import _ingest_litellm as litellm_module
 from meshclaw.metering import _ingest_parallel as ingest_parallel
-from meshclaw.metering import ingest as ingest_module
-from meshclaw.metering.ingest import (
-    MAX_PROBLEMS,
-    Defaults,
-    IngestReport,
-    _litellm_events,
-    ingest,
-)
+from meshclaw.metering._ingest_litellm import _litellm_events
+from meshclaw.metering.ingest import MAX_PROBLEMS, Defaults, IngestReport, ingest
 from meshclaw.providers.scripted import ScriptedServer
 from meshclaw.telemetry import Telemetry
 from tests.conftest import World, agent_yaml
@@ -312,18 +307,18 @@ def _both_ways(
     return done[0], done[1]
 
 
-@pytest.mark.parametrize("chunk", [ingest_module.CHUNK, 1500])
+@pytest.mark.parametrize("chunk", [litellm_module.CHUNK, 1500])
 @pytest.mark.parametrize("layout", ["lines", "crlf", "lone-cr", "array", "array-decodable"])
 def test_litellm_fast_path_writes_what_the_plain_path_writes(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, layout: str, chunk: int
 ) -> None:
-    monkeypatch.setattr(ingest_module, "CHUNK", chunk)  # small: many chunk boundaries
+    monkeypatch.setattr(litellm_module, "CHUNK", chunk)  # small: many chunk boundaries
     lines = _mixed_spend_rows(1200)
     source = tmp_path / "spend.jsonl"
     if layout.startswith("array"):
         rows = [line for line in lines if _decodes(line, dict)]
         if layout == "array-decodable":  # then the whole array is decoded at once
-            rows = [line for line in rows if _decodes(line, ingest_module._SpendRow)]
+            rows = [line for line in rows if _decodes(line, litellm_module._SpendRow)]
         source.write_text("[" + ",\n".join(rows) + "]")
     else:
         ending = {"lines": "\n", "crlf": "\r\n", "lone-cr": "\n"}[layout]
@@ -419,7 +414,7 @@ def small_chunks(monkeypatch: pytest.MonkeyPatch) -> None:
     """Workers even for a small file, and small chunks (both set in this process, which
     cuts the file; workers are told their byte ranges)."""
     monkeypatch.setattr(ingest_parallel, "MIN_BYTES", 0)
-    monkeypatch.setattr(ingest_module, "CHUNK", SMALL_CHUNK)
+    monkeypatch.setattr(litellm_module, "CHUNK", SMALL_CHUNK)
 
 
 def _with_split_values(lines: list[str], every: int) -> list[str]:
@@ -465,11 +460,11 @@ def _sparse_spend_rows(count: int) -> list[str]:
 def _first_lines(source: Path) -> list[tuple[int, int, int]]:
     """(start, end, first line) of each chunk of ``source``, as workers are given them."""
     with source.open("rb") as stream:
-        spans = list(ingest_module._chunk_spans(stream, SMALL_CHUNK))
+        spans = list(litellm_module._chunk_spans(stream, SMALL_CHUNK))
     data, line, out = source.read_bytes(), 1, []
     for start, end in spans:
         out.append((start, end, line))
-        line += ingest_module._line_count(data[start:end])
+        line += litellm_module._line_count(data[start:end])
     return out
 
 
@@ -617,6 +612,28 @@ def test_litellm_a_worker_that_dies_is_a_clear_error(
     assert (report.events > 0) == (chunks_done > 0)
 
 
+_HANGS = "import sys, time; sys.stdin.buffer.read(); time.sleep(600)"
+
+
+@pytest.mark.timeout(60)
+def test_litellm_a_worker_that_hangs_is_stopped_with_a_clear_error(tmp_path: Path) -> None:
+    source, dest = tmp_path / "spend.jsonl", tmp_path / "events.jsonl"
+    source.write_text("\n".join(_mixed_spend_rows(300)) + "\n")
+    with pytest.raises(ingest_parallel.IngestWorkerError) as failed:
+        ingest_parallel.write_parallel(
+            source,
+            dest,
+            Defaults(),
+            IngestReport(),
+            jobs=2,
+            chunk_size=SMALL_CHUNK,
+            command=[sys.executable, "-c", _HANGS],
+            chunk_timeout=1.0,
+        )
+    assert "from line 1 gave no result within 1 s and was stopped" in str(failed.value)
+    assert dest.read_bytes() == b""
+
+
 @pytest.mark.timeout(120)
 def test_ingest_cli_jobs(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, small_chunks: None
@@ -642,7 +659,7 @@ def test_ingest_cli_jobs(
     )
     monkeypatch.setattr(ingest_parallel, "write_parallel", crash)
     failed = runner.invoke(
-        app, ["ingest", str(source), "--format", "litellm", "-o", "x", "-j", "2"]
+        app, ["ingest", str(source), "--format", "litellm", "-o", str(tmp_path / "y"), "-j", "2"]
     )
     assert failed.exit_code == 1
     assert "ingest worker mapping" in failed.stderr and "Traceback" not in failed.output

@@ -1,6 +1,6 @@
 """Big LiteLLM JSON Lines exports mapped in worker processes, a chunk each.
 
-This process cuts the file into byte ranges of whole lines (``ingest._chunk_spans``:
+This process cuts the file into byte ranges of whole lines (``_ingest_litellm._chunk_spans``:
 about ``ingest.CHUNK`` bytes each; only the bytes around a boundary are read) and deals
 them out in turn to the workers. A worker reads its ranges and maps each exactly as the
 single-process path does (``_chunk_rows``, then ``_litellm_events_fast``, then the
@@ -37,10 +37,8 @@ from typing import IO, Any
 
 from meshclaw.errors import RuntimeFailure
 from meshclaw.events import EventWriter
-from meshclaw.metering.ingest import (
-    MAX_PROBLEMS,
-    Defaults,
-    IngestReport,
+from meshclaw.metering._ingest_base import MAX_PROBLEMS, Defaults, IngestReport
+from meshclaw.metering._ingest_litellm import (
     _chunk_rows,
     _chunk_spans,
     _first_byte,
@@ -56,6 +54,9 @@ MIN_BYTES = 64 << 20
 imports) costs more than it saves (two workers broke even near 40 MB on 2 cores)."""
 _PIPE_BYTES = 1 << 20
 _AHEAD = 4
+CHUNK_TIMEOUT = 300.0
+"""Seconds to wait for one chunk's result (a megabyte maps in milliseconds): past it
+the worker is taken for hung, stopped, and the import fails with that reason."""
 """Results a worker may have done before its turn, besides the one in its pipe."""
 
 
@@ -119,10 +120,12 @@ def write_parallel(
     jobs: int,
     chunk_size: int,
     command: list[str] | None = None,
+    chunk_timeout: float = CHUNK_TIMEOUT,
 ) -> None:
     """Map the JSON Lines ``source`` into ``dest`` with up to ``jobs`` workers, adding to
-    ``report``. A worker that dies or fails raises ``IngestWorkerError``; ``dest`` then
-    holds the events of the lines before the chunk it failed on.
+    ``report``. A worker that dies, fails or gives no result for ``chunk_timeout``
+    seconds (hung: it is killed) raises ``IngestWorkerError``; ``dest`` then holds the
+    events of the lines before the chunk it failed on.
 
     ``command`` starts a worker (default: this module under this interpreter).
     """
@@ -138,7 +141,8 @@ def write_parallel(
             worker.send((str(source), defaults, spans[w::count]))
         with dest.open("wb") as out:
             for i in range(len(spans)):
-                mapped = workers[i % count].result(f"mapping {source} from line {lines + 1}")
+                doing = f"mapping {source} from line {lines + 1}"
+                mapped = workers[i % count].result(doing, chunk_timeout)
                 out.write(mapped.data)
                 report.records += mapped.records
                 report.events += mapped.events
@@ -191,12 +195,19 @@ class _Worker:
             pickle.dump(task, self.process.stdin)
             self.process.stdin.close()
 
-    def result(self, doing: str) -> Mapped:
+    def result(self, doing: str, timeout: float) -> Mapped:
         """The worker's next result, the chunk whose turn it is (``doing`` says which)."""
-        kind, value = self.results.get()
+        where = f"ingest worker {doing}"
+        try:
+            kind, value = self.results.get(timeout=timeout)
+        except queue.Empty:
+            raise IngestWorkerError(
+                f"{where} gave no result within {timeout:.0f} s and was stopped; the events "
+                "of the lines before were written. Run with --jobs 1 to map the file in one "
+                "process."
+            ) from None
         if kind == "chunk" and isinstance(value, Mapped):
             return value
-        where = f"ingest worker {doing}"
         if kind == "eof":
             raise IngestWorkerError(
                 f"{where} {_how_it_ended(self.process)} without a result; the events of "
