@@ -8,6 +8,9 @@ MeshClaw's runtime (executor -> runner -> gateway: authorise, budget, persist ea
 before and after, meter, audit). A third variant is the bare loop sending the
 conversation in ``extra_body`` as MeshClaw's provider does, which skips the SDK's
 per-call request transform: against it, the difference is MeshClaw's own work alone.
+A fourth runs MeshClaw's run under a worker's lease, as the scale-out workers do: every
+transaction then also locks the run's row on the lease (the fence against a worker that
+was taken over), and the difference to the plain MeshClaw variant is what that costs.
 Time per step is a whole conversation's wall time divided by its 20 model turns, for
 every variant alike.
 
@@ -53,6 +56,7 @@ from meshclaw.platform import Platform
 from meshclaw.providers.scripted import Script, ScriptedServer, load_script
 from meshclaw.runtime.gateway import Gateway
 from meshclaw.spec.loader import parse_spec
+from meshclaw.workers.leases import Lease, Leases
 
 STEPS = 20
 """Model turns per conversation: ``STEPS - 1`` tool calls, then the answer."""
@@ -222,12 +226,21 @@ class MeshClaw:
         return cls(platform=platform, caller=caller, meter=SessionMeter(platform))
 
     def queue(self) -> str:
-        """Create and claim a run, as a worker does before executing it."""
+        """Create and claim a run, as the in-process worker does before executing it."""
         info = self.platform.runs.create(self.caller, AGENT, USER_INPUT)
         if not self.platform.runs.claim(info.id):
             raise RuntimeError(f"could not claim run {info.id}")
         self.run_ids.append(info.id)
         return info.id
+
+    def queue_leased(self) -> tuple[str, Lease]:
+        """Create a run and take a lease on it, as a scale-out worker does."""
+        info = self.platform.runs.create(self.caller, AGENT, USER_INPUT)
+        lease = Leases(self.platform.db).claim(info.id, "overhead-bench")
+        if lease is None:
+            raise RuntimeError(f"could not lease run {info.id}")
+        self.run_ids.append(info.id)
+        return info.id, lease
 
     def verify(self) -> None:
         """Every run succeeded after exactly ``STEPS`` model turns."""
@@ -265,6 +278,8 @@ class Results:
     """The bare loop sending its body in ``extra_body`` as MeshClaw's provider does."""
     meshclaw: list[Sample] = field(default_factory=list)
     """Paired with ``bare`` and ``as_is``: entry ``i`` of each ran back to back."""
+    leased: list[Sample] = field(default_factory=list)
+    """MeshClaw under a worker's lease (fenced transactions), paired likewise."""
     queue: list[float] = field(default_factory=list)
     """Seconds to create and claim each MeshClaw run (before execution, not in the ratio)."""
     load: tuple[float, float] = (0.0, 0.0)
@@ -303,15 +318,20 @@ async def bare_sample(
 
 
 async def meshclaw_sample(
-    server: ScriptedServer, bench: MeshClaw, gateway: Gateway, queue: list[float]
+    server: ScriptedServer,
+    bench: MeshClaw,
+    gateway: Gateway,
+    queue: list[float],
+    *,
+    leased: bool = False,
 ) -> Sample:
     server.reset()
     started = time.perf_counter()
-    run_id = bench.queue()
+    run_id, lease = bench.queue_leased() if leased else (bench.queue(), None)
     queue.append(time.perf_counter() - started)
     count, db = bench.meter.count, bench.meter.seconds
     wall, cpu = time.perf_counter(), time.process_time()
-    end = await bench.platform.executor(gateway).execute(run_id)
+    end = await bench.platform.executor(gateway).execute(run_id, lease=lease)
     wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
     if end.status != "succeeded":
         raise RuntimeError(f"MeshClaw run {run_id} {end.status}: {end.error}")
@@ -353,11 +373,12 @@ async def measure(server: ScriptedServer, bench: MeshClaw, reps: int, warmup: in
             "bare": lambda: bare_sample(server, client),
             "as_is": lambda: bare_sample(server, client, as_is=True),
             "meshclaw": lambda: meshclaw_sample(server, bench, gateway, results.queue),
+            "leased": lambda: meshclaw_sample(server, bench, gateway, [], leased=True),
         }
         names = list(variants)
         for rep in range(warmup + reps):
             # Rotated order: no variant always runs first, or always after the same one.
-            order = names[rep % 3 :] + names[: rep % 3]
+            order = names[rep % len(names) :] + names[: rep % len(names)]
             if rep % 2:
                 order.reverse()
             samples = {name: await variants[name]() for name in order}
@@ -367,6 +388,7 @@ async def measure(server: ScriptedServer, bench: MeshClaw, reps: int, warmup: in
             results.bare.append(samples["bare"])
             results.as_is.append(samples["as_is"])
             results.meshclaw.append(samples["meshclaw"])
+            results.leased.append(samples["leased"])
     finally:
         await gateway.aclose()
         await client.close()
@@ -441,6 +463,7 @@ def table_rows(results: Results) -> list[list[str]]:
         ("bare openai loop", results.bare),
         ("bare loop, body as extra_body", results.as_is),
         ("MeshClaw", results.meshclaw),
+        ("MeshClaw, run under a worker's lease", results.leased),
     ):
         walls = [s.wall for s in samples]
         low, high = quartiles(walls)
@@ -466,6 +489,12 @@ def summary(results: Results) -> list[str]:
     cpu_ratio = median(results.meshclaw, "cpu") / median(results.bare, "cpu")
     own = median(results.meshclaw, "wall") - median(results.as_is, "wall")
     own_ratio = median(results.meshclaw, "wall") / median(results.as_is, "wall")
+    fence = median(results.leased, "wall") - median(results.meshclaw, "wall")
+    fence_db = median(results.leased, "db") - median(results.meshclaw, "db")
+    paired_fence = statistics.median(
+        leased.wall - plain.wall
+        for leased, plain in zip(results.leased, results.meshclaw, strict=True)
+    )
     lines = [
         f"Ratio {results.ratio:.2f} (median of paired ratios "
         f"{statistics.median(results.paired_ratios):.2f}, IQR {low:.2f}-{high:.2f}; "
@@ -478,6 +507,10 @@ def summary(results: Results) -> list[str]:
         f"persistence, metering, audit) adds {ms(own)} ms per step: ratio {own_ratio:.2f}.",
         f"Queueing a run (create + claim, not in the times above) takes "
         f"{ms(statistics.median(results.queue))} ms.",
+        f"Under a worker's lease (every transaction fenced on the run's row) a step takes "
+        f"{ms(fence)} ms {'more' if fence >= 0 else 'less'} than without "
+        f"({ms(fence_db)} ms of it inside transactions; paired median "
+        f"{paired_fence * 1000:+.2f} ms).",
     ]
     if max(results.load) > (os.cpu_count() or 1):
         lines.append(
