@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import select, update
 
+from meshclaw.store.db import Database
 from meshclaw.store.models import AuditEvent, Run
 from meshclaw.triggers.cron import CronExpr, CronFirer
 from meshclaw.triggers.models import CronFiring, SchedulerLease
@@ -15,6 +17,9 @@ from tests.triggers.storedown import runs_refused
 
 CRON_AGENT = agent_yaml(name="nightly").replace(
     "budget:", "triggers:\n  - {type: cron, schedule: '*/5 * * * *', input: tidy up}\nbudget:"
+)
+EVERY_MINUTE = agent_yaml(name="ticker").replace(
+    "budget:", "triggers:\n  - {type: cron, schedule: '* * * * *', input: tick}\nbudget:"
 )
 T0 = datetime(2026, 11, 27, 9, 0, 20, tzinfo=UTC)  # a Friday
 
@@ -150,3 +155,111 @@ def dropped_records(world: World) -> list[AuditEvent]:
     with world.platform.db.session() as session:
         query = select(AuditEvent).where(AuditEvent.action == "trigger.dropped")
         return list(session.scalars(query).all())
+
+
+@contextmanager
+def minute_refused(db: Database, agent_id: str, at: datetime) -> Iterator[None]:
+    """The store fails every run that would fire minute ``at`` of the agent, and no other:
+    an ``INSERT`` trigger on ``cron_firings`` that raises (the firing row is written in the
+    run's own transaction, so the run cannot be created), on SQLite or PostgreSQL."""
+    sqlite = db.engine.dialect.name == "sqlite"
+    if sqlite:
+        statements = [
+            "CREATE TRIGGER minute_down BEFORE INSERT ON cron_firings "
+            f"WHEN NEW.agent_id = '{agent_id}' "
+            f"AND strftime('%Y-%m-%d %H:%M', NEW.fire_at) = '{at:%Y-%m-%d %H:%M}' "
+            "BEGIN SELECT RAISE(ABORT, 'store unavailable'); END"
+        ]
+    else:
+        statements = [
+            "CREATE FUNCTION minute_down() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+            f"IF NEW.agent_id = '{agent_id}' "
+            f"AND NEW.fire_at = TIMESTAMPTZ '{at:%Y-%m-%d %H:%M}:00+00' THEN "
+            "RAISE EXCEPTION 'store unavailable'; END IF; RETURN NEW; END $$",
+            "CREATE TRIGGER minute_down BEFORE INSERT ON cron_firings "
+            "FOR EACH ROW EXECUTE FUNCTION minute_down()",
+        ]
+    with db.engine.begin() as conn:
+        for statement in statements:
+            conn.exec_driver_sql(statement)
+    try:
+        yield
+    finally:
+        with db.engine.begin() as conn:
+            conn.exec_driver_sql(
+                "DROP TRIGGER minute_down" + ("" if sqlite else " ON cron_firings")
+            )
+            if not sqlite:
+                conn.exec_driver_sql("DROP FUNCTION minute_down()")
+
+
+def fired_minutes(world: World, agent_id: str) -> list[tuple[int, bool]]:
+    """The minutes (past 09:00) of the agent's firing rows, and whether each started a run."""
+    with world.platform.db.session() as session:
+        query = select(CronFiring).where(CronFiring.agent_id == agent_id)
+        rows = session.scalars(query.order_by(CronFiring.fire_at)).all()
+    return [(row.fire_at.minute, row.run_id is not None) for row in rows]
+
+
+def ticking(world: World, now: list[datetime]) -> Callable[[int], int]:
+    """Two scheduler replicas; ``tick(m)``: both tick twice at 09:00:20 + m minutes, as
+    beat does every few seconds; how many runs they started."""
+    replicas = [firer(world, "scheduler-a", now), firer(world, "scheduler-b", now)]
+
+    def tick(minutes: int) -> int:
+        now[0] = T0 + timedelta(minutes=minutes)
+        return sum(len(replica.tick()) for replica in replicas + replicas)
+
+    return tick
+
+
+def test_a_failing_minute_does_not_hold_back_the_later_minutes_of_its_schedule(
+    database_url: str, make_world: Callable[..., World]
+) -> None:
+    world = make_world(database_url=database_url)
+    nightly = world.save_agent(CRON_AGENT)  # */5
+    ticker = world.save_agent(EVERY_MINUTE)
+    tick = ticking(world, [T0])
+    with minute_refused(world.platform.db, nightly, T0):  # 09:00 of nightly never starts
+        assert [tick(m) for m in range(10)] == [1, 1, 1, 1, 1, 2, 1, 1, 1, 1]  # 09:05 on time
+        assert dropped_records(world) == []  # 09:00 is tried at every tick until 09:09...
+        assert [tick(m) for m in range(10, 16)] == [2, 1, 1, 1, 1, 2]  # ...dropped at 09:10
+    assert tick(16) == 1  # and stays dropped when the store is back
+    assert fired_minutes(world, nightly) == [(5, True), (10, True), (15, True)]
+    assert fired_minutes(world, ticker) == [(m, True) for m in range(17)]
+    assert len(cron_runs(world)) == 20
+    (dropped,) = dropped_records(world)  # once, though the watermark passed it at 09:10
+    assert dropped.resource == f"agent:{nightly}"
+    assert (dropped.details["minutes"], dropped.details["first"], dropped.details["last"]) == (
+        1, "2026-11-27T09:00:00+00:00", "2026-11-27T09:00:00+00:00",
+    )  # fmt: skip
+
+
+def test_a_failing_minute_fires_late_once_the_store_is_back_and_later_ones_once(
+    database_url: str, make_world: Callable[..., World]
+) -> None:
+    world = make_world(database_url=database_url)
+    nightly = world.save_agent(CRON_AGENT)
+    tick = ticking(world, [T0])
+    with minute_refused(world.platform.db, nightly, T0):
+        assert [tick(m) for m in range(7)] == [0, 0, 0, 0, 0, 1, 0]  # 09:05 on time
+    assert tick(7) == 1  # 09:00, late, within the catch-up; 09:05 does not fire again
+    assert [tick(m) for m in range(8, 21)] == [0, 0, 1, 0, 0, 0, 0, 1, 0, 0, 0, 0, 1]
+    assert fired_minutes(world, nightly) == [(m, True) for m in (0, 5, 10, 15, 20)]
+    assert len(cron_runs(world)) == 5 and dropped_records(world) == []
+
+
+def test_a_refused_minute_is_settled_not_retried_and_holds_nothing_back(
+    database_url: str, make_world: Callable[..., World]
+) -> None:
+    world = make_world(database_url=database_url)
+    nightly = world.save_agent(CRON_AGENT)
+    tick = ticking(world, [T0])
+    world.platform.policies.load(
+        '@id("org.no-runs")\nforbid (principal, action == Action::"run.start", resource);\n'
+    )
+    assert tick(0) == 0  # 09:00 is refused: the owner may not start runs
+    world.platform.policies.load("")
+    assert [tick(m) for m in range(1, 12)] == [0, 0, 0, 0, 1, 0, 0, 0, 0, 1, 0]
+    assert fired_minutes(world, nightly) == [(0, False), (5, True), (10, True)]
+    assert len(cron_runs(world)) == 2 and dropped_records(world) == []

@@ -12,13 +12,15 @@ things keep a schedule from firing twice when several scheduler replicas run:
 A missed minute (every scheduler down) is fired late, up to ``CATCH_UP`` back; older
 ones are skipped rather than started in a burst. A firing whose run could not be created
 (the store blinked) leaves no row, and the watermark stays before its minute, so later
-ticks try it again, for as long as it is within ``CATCH_UP``; a refusal (the owner may
-no longer run the agent) is the same at every attempt and is not retried. A due minute
-the window passes without a firing row is dropped, never silently: one ``trigger.dropped``
-audit record per agent and schedule (how many minutes, the first and the last), written
-with the watermark that passes them. Expressions are
-evaluated in UTC with ``celery.schedules.crontab`` semantics (day-of-month and day-of-week
-must both match).
+ticks try it again, for as long as it is within ``CATCH_UP``. It holds nothing back: the
+same schedule's later minutes (and every other schedule) still fire on time, and when the
+held-back watermark makes a tick scan them again, their firing rows skip them. A refusal
+(the owner may no longer run the agent) is the same at every attempt: it is recorded as a
+firing without a run and not retried. A due minute the window passes without a firing
+row is dropped, never silently: one ``trigger.dropped`` audit record per agent and
+schedule (how many minutes, the first and the last), written with the watermark that
+passes them. Expressions are evaluated in UTC with ``celery.schedules.crontab`` semantics
+(day-of-month and day-of-week must both match).
 """
 
 from __future__ import annotations
@@ -157,7 +159,9 @@ class CronFirer:
         start = _floor(max(watermark, until - CATCH_UP))
         agents = self._cron_agents() if until > watermark else []
         started: list[str] = []
-        done = until  # the watermark moves here, or to before a firing to try again
+        # The watermark moves here, or to before the earliest firing to try again: the
+        # minutes after it that did fire are skipped next time by their firing rows.
+        done = until
         for agent_id, owner, spec in agents:
             for trigger in spec.triggers:
                 if not isinstance(trigger, CronTrigger):
@@ -167,9 +171,9 @@ class CronFirer:
                     if expr.matches(minute):
                         try:
                             run_id = self._fire(agent_id, owner, trigger, minute)
-                        except _Retry:
+                        except _Retry:  # later minutes still fire; this one is retried
                             done = min(done, minute - MINUTE)
-                            break  # this schedule's later minutes come after it
+                            continue
                         if run_id is not None:
                             started.append(run_id)
         dropped = self._dropped(agents, watermark, start) if start > watermark else []
