@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shlex
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from importlib import resources
 from typing import TYPE_CHECKING
 
@@ -43,6 +45,61 @@ DEMO_PEOPLE = [
     ("dave", None, "auditor", "Internal auditor"),
     ("erin", "sales", "employee", "Account executive"),
 ]
+
+
+@dataclass(frozen=True, kw_only=True)
+class DemoTry:
+    """An agent from ``examples/`` that the demo model's script answers (demo-script.yaml)."""
+
+    agent: str
+    connector: str
+    """The stand-in it works in: without it running, the example cannot do its work."""
+    input: str
+    """The fixed input the script answers."""
+    outcome: str
+    """The outcome type its run records, verified from the connector's answers."""
+
+
+DEMO_TRIES = (
+    DemoTry(
+        agent="ticket-updater",
+        connector="tickets",
+        input="OPS ticket 1 changed",
+        outcome="ticket_resolved",
+    ),
+    DemoTry(
+        agent="doc-publisher",
+        connector="docs",
+        input="Change note: build runners clean up old artifacts nightly",
+        outcome="doc_published",
+    ),
+    DemoTry(
+        agent="deploy-helper",
+        connector="deploy",
+        input="Deploy main to staging",
+        outcome="deploy",
+    ),
+    DemoTry(
+        agent="mail-triage",
+        connector="mail",
+        input="Triage the shared inbox",
+        outcome="mail_sent",
+    ),
+)
+"""What ``meshclaw serve --demo`` suggests trying, in that order."""
+
+
+def try_commands(running: Iterable[str]) -> list[tuple[str, str]]:
+    """(create, run) commands for each example whose stand-in is ``running``."""
+    up = set(running)
+    return [
+        (
+            f".venv/bin/meshclaw agent create examples/{e.agent}.yaml",
+            f".venv/bin/meshclaw run {e.agent} --input {shlex.quote(e.input)} -f",
+        )
+        for e in DEMO_TRIES
+        if e.connector in up
+    ]
 
 
 def seed_demo(platform: Platform) -> bool:

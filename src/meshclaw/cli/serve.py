@@ -11,11 +11,9 @@ import webbrowser
 from typing import TYPE_CHECKING
 
 import typer
-import uvicorn
 
 from meshclaw.cli._app import app, handle_errors
 from meshclaw.cli._output import console
-from meshclaw.config import Settings
 
 if TYPE_CHECKING:
     from meshclaw.demo_apps import DemoApps
@@ -51,7 +49,10 @@ def serve(
     ),
 ) -> None:
     """Start the platform: migrations, API, run worker, embedded model server."""
+    import uvicorn
+
     from meshclaw.api.app import create_app
+    from meshclaw.config import Settings
     from meshclaw.demo import DEMO_PASSWORD, seed_demo
     from meshclaw.platform import Platform
     from meshclaw.workers.dispatch import broker_dispatcher
@@ -99,11 +100,12 @@ def serve(
         if model_url:
             print(f"  model server: {model_url} (scripted demo model)")
         print("  try:          .venv/bin/meshclaw run daily-notes --input 'note the time' --follow")
-        if apps is not None and any(s.connector == "tickets" for s in apps.running):
-            print("  then:         .venv/bin/meshclaw agent create examples/ticket-updater.yaml")
-            print(
-                f"                .venv/bin/meshclaw run ticket-updater --input {TICKET_INPUT!r} -f"
-            )
+        if apps is not None:
+            from meshclaw.demo import try_commands  # kept beside the script's inputs
+
+            for i, (create, run) in enumerate(try_commands(s.connector for s in apps.running)):
+                print(f"  {'then:' if i == 0 else 'and:':<14}{create}")
+                print(f"  {'':<14}{run}")
         sys.stdout.flush()
         if demo and settings.web.open_browser:
             open_dashboard_later(f"{address}/ui/")
@@ -118,10 +120,6 @@ def serve(
         platform.close()
         if sock is not None:
             sock.close()
-
-
-TICKET_INPUT = "OPS ticket 1 changed"
-"""The input the demo model's script answers for ticket-updater (demo-script.yaml)."""
 
 
 def start_demo_apps(platform: Platform) -> DemoApps:

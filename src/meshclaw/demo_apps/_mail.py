@@ -268,7 +268,7 @@ class MailApp:
                 passwd=passwd,
                 homes=homes,
                 port=port,
-                mailboxes=("Later",),
+                mailboxes=("later",),  # the folder examples/mail-triage.yaml files into
             )
         )
         return config
