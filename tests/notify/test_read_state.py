@@ -84,6 +84,67 @@ def test_read_all_marks_only_the_callers_own(world: World) -> None:
     assert service.unread_count(world.bob) == 2
 
 
+def test_read_all_through_the_newest_seen_leaves_later_ones_unread(world: World) -> None:
+    _, _, ids = seeded(world)
+    service = world.platform.notifications
+    org, alice, bob = world.alice.org_id, world.alice.user_id, world.bob.user_id
+    seen = service.find(world.alice)  # the page as drawn: alice new, both, alice old
+    assert seen.notifications[0].id == ids["alice_new"]
+    arrived = add(world, org, [alice, bob], "arrived after the page", 5)
+    assert service.mark_all_read(world.alice, through=seen.notifications[0].id) == 3
+    assert unread_ids(world, world.alice) == [arrived]
+    assert unread_ids(world, world.bob) == [arrived, ids["both"], ids["bob"]]  # his own
+
+    # A bound in the middle marks it and those before it, not those after it.
+    service.mark_read(world.alice, ids["alice_new"], read=False)
+    service.mark_read(world.alice, ids["alice_old"], read=False)
+    assert service.mark_all_read(world.alice, through=ids["both"]) == 1  # alice old
+    assert unread_ids(world, world.alice) == [arrived, ids["alice_new"]]
+    assert service.mark_all_read(world.alice) == 2  # no bound: every one, as before
+    assert unread_ids(world, world.alice) == []
+
+
+def test_read_all_through_orders_like_the_list_when_times_tie(world: World) -> None:
+    seeded(world)
+    service = world.platform.notifications
+    org, alice = world.alice.org_id, world.alice.user_id
+    # Same created_at: the list orders by id next, and so does the bound.
+    first, second = sorted(add(world, org, [alice], f"tie {n}", 7) for n in range(2))
+    listed = [n.id for n in service.find(world.alice, limit=2).notifications]
+    assert listed == [second, first]
+    assert service.mark_all_read(world.alice, through=first) == 4  # first + the seeded 3
+    assert unread_ids(world, world.alice) == [second]
+    assert service.mark_all_read(world.alice, through=second) == 1
+
+
+def test_read_all_through_someone_elses_is_not_found_and_marks_nothing(world: World) -> None:
+    _, mallory, ids = seeded(world)
+    service = world.platform.notifications
+    for who, through in [
+        (world.alice, ids["bob"]),  # a colleague's
+        (world.admin, ids["alice_new"]),  # may read the org's, still not hers
+        (world.alice, ids["globex"]),  # another org's
+        (mallory, ids["alice_new"]),
+        (world.alice, "ntf_nothing"),
+    ]:
+        with pytest.raises(NotFoundError) as raised:
+            service.mark_all_read(who, through=through)
+        assert str(raised.value) == f"no notification {through!r} addressed to you"
+    assert service.unread_count(world.alice) == 3 and service.unread_count(mallory) == 1
+
+
+def test_the_unread_inbox_counts_and_names_the_newest_unread(world: World) -> None:
+    auditor, _, ids = seeded(world)
+    service = world.platform.notifications
+    inbox = service.unread_inbox(world.alice)
+    assert inbox is not None and (inbox.count, inbox.newest) == (3, ids["alice_new"])
+    service.mark_read(world.alice, ids["alice_new"])
+    inbox = service.unread_inbox(world.alice)
+    assert inbox is not None and (inbox.count, inbox.newest) == (2, ids["both"])
+    empty = service.unread_inbox(auditor)
+    assert empty is not None and (empty.count, empty.newest) == (0, None)
+
+
 def test_nobody_marks_someone_elses_and_another_orgs_is_not_found(world: World) -> None:
     auditor, mallory, ids = seeded(world)
     service = world.platform.notifications

@@ -1,7 +1,8 @@
 """Read state over the API: ``read`` per item and ``unread`` counts in
 ``GET /v1/notifications``, ``unread=true``, the org view's ``recipient``, and
-``POST``/``DELETE /v1/notifications/{id}/read`` and ``POST /v1/notifications/read-all``:
-a notification not addressed to the caller is a 404 whoever asks."""
+``POST``/``DELETE /v1/notifications/{id}/read`` and ``POST /v1/notifications/read-all``
+(all, or ``through`` the newest the caller saw): a notification not addressed to the
+caller is a 404 whoever asks."""
 
 from __future__ import annotations
 
@@ -14,7 +15,9 @@ from fastapi.testclient import TestClient
 from meshclaw.accounts.service import Caller
 from meshclaw.api.app import create_app
 from tests.conftest import World
-from tests.notify.test_notification_reading import seeded
+from tests.notify.test_notification_reading import add, seeded
+
+PROBLEM = "application/problem+json"
 
 
 @dataclass
@@ -110,3 +113,56 @@ def test_the_org_view_filters_by_recipient_with_reasons(api: Api) -> None:
                        headers=api.as_(api.mallory))  # fmt: skip
     assert other.status_code == 400  # no alice in globex: nothing of acme's shows
     assert ids["alice_new"] not in other.text
+
+
+def test_read_all_through_the_newest_seen_leaves_what_arrived_since_unread(api: Api) -> None:
+    alice, client, world = api.as_(api.world.alice), api.client, api.world
+    seen = client.get("/v1/notifications", headers=alice).json()
+    newest = seen["notifications"][0]["id"]
+    assert newest == api.ids["alice_new"] and seen["unread"] == 3
+    arrived = add(world, world.alice.org_id, [world.alice.user_id], "arrived since", 5)
+
+    done = client.post("/v1/notifications/read-all", json={"through": newest}, headers=alice)
+    assert done.status_code == 200, done.text
+    assert done.json() == {"marked": 3, "unread": 1}
+    left = client.get("/v1/notifications", params={"unread": True}, headers=alice).json()
+    assert [n["id"] for n in left["notifications"]] == [arrived]
+    # An empty body is no bound, as before the bound existed.
+    assert client.post("/v1/notifications/read-all", json={}, headers=alice).json() == {
+        "marked": 1,
+        "unread": 0,
+    }
+
+
+def test_a_bad_through_is_refused_with_a_reason_and_marks_nothing(api: Api) -> None:
+    alice, client, ids = api.as_(api.world.alice), api.client, api.ids
+    for through in (ids["bob"], ids["globex"], "ntf_none"):
+        refused = client.post("/v1/notifications/read-all", json={"through": through},
+                              headers=alice)  # fmt: skip
+        assert refused.status_code == 404, refused.text
+        assert refused.headers["content-type"] == PROBLEM
+        assert refused.json()["detail"] == f"no notification {through!r} addressed to you"
+    for body, path in (
+        ({"through": ""}, "body.through"),
+        ({"through": "n" * 41}, "body.through"),
+        ({"through": 7}, "body.through"),
+        ({"until": ids["alice_new"]}, "body.until"),
+    ):
+        invalid = client.post("/v1/notifications/read-all", json=body, headers=alice)
+        assert invalid.status_code == 422, (body, invalid.text)
+        assert invalid.headers["content-type"] == PROBLEM
+        assert path in [e["path"] for e in invalid.json()["errors"]], invalid.json()
+    assert client.get("/v1/notifications", headers=alice).json()["unread"] == 3
+
+
+def test_the_openapi_declares_the_bound_and_its_errors(api: Api) -> None:
+    document = api.client.get("/openapi.json").json()
+    operation = document["paths"]["/v1/notifications/read-all"]["post"]
+    assert not operation["requestBody"].get("required", False)
+    body = document["components"]["schemas"]["ReadAllIn"]
+    assert body["additionalProperties"] is False
+    assert "newest notification you saw" in body["properties"]["through"]["description"]
+    for status in ("404", "422"):
+        declared = operation["responses"][status]
+        assert "through" in declared["description"]
+        assert PROBLEM in declared["content"]

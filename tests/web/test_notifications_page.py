@@ -4,6 +4,7 @@ status filter and paging as plain links and a GET form (no JavaScript)."""
 
 from __future__ import annotations
 
+import html
 import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -16,7 +17,7 @@ from meshclaw.accounts.service import Caller
 from meshclaw.api.app import create_app
 from tests.accounts.passwords import cheap_hashing
 from tests.conftest import World
-from tests.notify.test_notification_reading import seeded
+from tests.notify.test_notification_reading import add, seeded
 
 PASSWORD = "a long test password"
 
@@ -182,3 +183,56 @@ def test_an_auditor_filters_the_org_by_recipient(site: Site) -> None:
     # An employee who may not read the org's is refused, not told who exists.
     alice = site.open_as(site.world.alice)
     assert alice.get("/ui/notifications", params={"recipient": "zed"}).status_code == 403
+
+
+def read_all_form(body: str) -> dict[str, str]:
+    """The hidden fields of the page's "mark all read" form."""
+    start = body.index('action="/ui/notifications/read-all"')
+    form = body[start : body.index("</form>", start)]
+    found = re.findall(r'<input type="hidden" name="(\w+)" value="([^"]*)"', form)
+    return {name: html.unescape(value) for name, value in found}
+
+
+def test_mark_all_read_leaves_what_arrived_after_the_page_was_drawn(site: Site) -> None:
+    world, ids = site.world, site.ids
+    alice = site.open_as(world.alice)
+    drawn = main(alice.get("/ui/notifications").text)  # the page alice is looking at
+    fields = read_all_form(drawn)
+    assert fields["through"] == ids["alice_new"]  # the newest it showed
+    assert "You have 3 unread notifications." in drawn
+    arrived = add(world, world.alice.org_id, [world.alice.user_id], "arrived since", 5)
+
+    done = alice.post("/ui/notifications/read-all", data=fields)
+    assert done.status_code == 303 and done.headers["location"].endswith("done=all")
+    assert world.platform.notifications.unread_count(world.alice) == 1
+    after = alice.get(done.headers["location"]).text
+    assert "any that arrived after the page was shown stay unread" in after
+    assert '<strong><span class="visually-hidden">Unread: </span>arrived since</strong>' in after
+    assert "Unread: </span>alice new" not in after
+    assert read_all_form(main(after))["through"] == arrived
+    assert "You have 1 unread notification." in main(after)
+
+
+def test_a_filtered_page_still_bounds_mark_all_read_by_the_newest_unread(site: Site) -> None:
+    world, ids = site.world, site.ids
+    alice = site.open_as(world.alice)
+    # Filtered or paged past the newest: the form still says 3 unread and bounds them
+    # by the newest unread one of all, not by the newest this page happens to list.
+    for query in ({"status": "sent"}, {"limit": "25", "offset": "1"}):
+        body = main(alice.get("/ui/notifications", params=query).text)
+        assert "alice old" in body and "alice new" not in body
+        fields = read_all_form(body)
+        assert fields["through"] == ids["alice_new"], query
+        assert "You have 3 unread notifications." in body
+    world.platform.notifications.mark_read(world.alice, ids["alice_new"])
+    body = main(alice.get("/ui/notifications").text)
+    assert read_all_form(body)["through"] == ids["both"]  # the newest still unread
+
+
+def test_mark_all_read_through_someone_elses_is_not_found(site: Site) -> None:
+    world, ids = site.world, site.ids
+    alice = site.open_as(world.alice)
+    fields = read_all_form(main(alice.get("/ui/notifications").text))
+    answer = alice.post("/ui/notifications/read-all", data=fields | {"through": ids["bob"]})
+    assert answer.status_code == 404 and "addressed to you" in answer.text
+    assert world.platform.notifications.unread_count(world.alice) == 3

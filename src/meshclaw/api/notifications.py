@@ -8,19 +8,20 @@ to one person's. ``status`` and ``unread`` filter, ``limit`` and ``offset`` page
 first); every item says whether you read it, and the page how many are unread.
 
 ``POST``/``DELETE /v1/notifications/{id}/read`` mark one of yours read or unread again,
-``POST /v1/notifications/read-all`` all of yours; a notification not addressed to you is
-"not found", whoever asks.
+``POST /v1/notifications/read-all`` all of yours, or with ``{"through": id}`` only those
+up to the newest you saw (one that arrived since stays unread); a notification not
+addressed to you is "not found", whoever asks.
 """
 
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict, Field
 
-from meshclaw.api.deps import Authed, Offset, PlatformDep
+from meshclaw.api.deps import PROBLEM_RESPONSES, Authed, Offset, PlatformDep
 from meshclaw.notify.service import MAX_PAGE, NotificationView
 
 router = APIRouter(prefix="/v1/notifications", tags=["notifications"])
@@ -61,11 +62,40 @@ class NotificationPageOut(BaseModel):
     """How many notifications matching the query (every page) are yours and unread."""
 
 
+class ReadAllIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    through: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=40,
+        # In the OpenAPI document, unlike a docstring: clients need to know what it bounds.
+        description="The id of the newest notification you saw (the first one `GET "
+        "/v1/notifications` listed): only it and those listed after it (older) are marked, "
+        "so one that arrived since stays unread. Left out: every one of yours.",
+    )
+
+
 class ReadAllOut(BaseModel):
     marked: int
     """How many of your notifications were unread and are now read."""
     unread: int
-    """How many are unread now (0, unless one arrived meanwhile)."""
+    """How many are unread now (0, unless one is newer than ``through`` or arrived
+    meanwhile)."""
+
+
+READ_ALL_ERRORS: dict[int | str, dict[str, Any]] = {
+    404: {
+        "description": "`through` names no notification addressed to you (the same answer "
+        "whether it exists or not); nothing was marked.",
+        "content": PROBLEM_RESPONSES["4XX"]["content"],
+    },
+    422: {
+        "description": 'The body is not `{}` or `{"through": "<notification id>"}` '
+        "(an empty or too long id, another field); `errors` names each field.",
+        "content": PROBLEM_RESPONSES["4XX"]["content"],
+    },
+}
 
 
 @router.get("")
@@ -93,10 +123,12 @@ def _out(view: NotificationView) -> NotificationOut:
     return NotificationOut.model_validate(view, from_attributes=True)
 
 
-@router.post("/read-all")
-def mark_all_read(platform: PlatformDep, who: Authed) -> ReadAllOut:
-    """Mark every notification of yours read."""
-    marked = platform.notifications.mark_all_read(who)
+@router.post("/read-all", responses=READ_ALL_ERRORS)
+def mark_all_read(platform: PlatformDep, who: Authed, body: ReadAllIn | None = None) -> ReadAllOut:
+    """Mark every notification of yours read; with ``through`` (the newest you saw) only
+    it and those before it, newest first, so what arrived since stays unread."""
+    through = body.through if body is not None else None
+    marked = platform.notifications.mark_all_read(who, through=through)
     return ReadAllOut(marked=marked, unread=platform.notifications.unread_count(who) or 0)
 
 

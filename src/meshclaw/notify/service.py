@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal, TypeVar
 
-from sqlalchemy import Select, and_, func, select, update
+from sqlalchemy import Select, and_, func, or_, select, update
 from sqlalchemy.orm import Session, aliased
 
 from meshclaw.accounts.service import Caller
@@ -83,6 +83,15 @@ class NotificationPage:
     unread: int
     """How many of the notifications matching the query (all pages) are addressed to the
     caller and unread."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class UnreadInbox:
+    count: int
+    """How many of the caller's notifications are unread."""
+    newest: str | None
+    """The id of the newest of them in the list's order (None when there are none): what
+    "mark all read" passes as ``through`` so that a later one stays unread."""
 
 
 class NotificationService:
@@ -195,6 +204,32 @@ class NotificationService:
             )
             return int(session.scalar(counted) or 0)
 
+    def unread_inbox(self, caller: Caller) -> UnreadInbox | None:
+        """How many of the caller's own notifications are unread and which is the newest
+        of them, read together (one statement: the count a page shows and the bound its
+        "mark all read" sends agree). None when the policy does not let them read their
+        own."""
+        if not self._access.authorize_api(caller, READ, self._own(caller)).allowed:
+            return None
+        with self._db.session() as session:
+            newest = session.execute(
+                select(Notification.id, func.count().over())
+                .join(
+                    NotificationRecipient, NotificationRecipient.notification_id == Notification.id
+                )
+                .where(
+                    NotificationRecipient.user_id == caller.user_id,
+                    NotificationRecipient.org_id == caller.org_id,
+                    NotificationRecipient.read_at.is_(None),
+                    Notification.org_id == caller.org_id,
+                )
+                .order_by(Notification.created_at.desc(), Notification.id.desc())
+                .limit(1)
+            ).first()
+        if newest is None:
+            return UnreadInbox(count=0, newest=None)
+        return UnreadInbox(count=int(newest[1]), newest=newest[0])
+
     # Read marks are the person's own inbox state, like a mail client's: they are not
     # audited (nothing is decided, shown to anyone else or changed in the org's record).
 
@@ -223,18 +258,27 @@ class NotificationService:
             (view,) = _views(session, caller.org_id, [(notification, mark.user_id, mark.read_at)])
             return view
 
-    def mark_all_read(self, caller: Caller) -> int:
-        """Mark every unread notification of the caller read; how many were marked."""
+    def mark_all_read(self, caller: Caller, *, through: str | None = None) -> int:
+        """Mark the caller's unread notifications read; how many were marked.
+
+        ``through`` (the id of one of the caller's notifications: the newest they
+        saw) marks only that one and those before it in the list's order, so what
+        arrived after the caller looked stays unread. The order is (``created_at``,
+        ``id``), as ``find`` sorts: neither alone is exact (times tie; an id's random
+        part orders notifications of the same millisecond by chance). A ``through`` not
+        addressed to the caller: ``NotFoundError``, nothing marked."""
         self._require_own(caller)
         with self._db.session() as session:
+            conds: list[Any] = [
+                NotificationRecipient.user_id == caller.user_id,
+                NotificationRecipient.org_id == caller.org_id,
+                NotificationRecipient.read_at.is_(None),
+            ]
+            if through is not None:
+                up_to = _up_to(session, caller, through)
+                conds.append(NotificationRecipient.notification_id.in_(up_to))
             done = session.execute(
-                update(NotificationRecipient)
-                .where(
-                    NotificationRecipient.user_id == caller.user_id,
-                    NotificationRecipient.org_id == caller.org_id,
-                    NotificationRecipient.read_at.is_(None),
-                )
-                .values(read_at=utcnow())
+                update(NotificationRecipient).where(*conds).values(read_at=utcnow())
             )
             return int(done.rowcount)  # type: ignore[attr-defined]
 
@@ -255,6 +299,27 @@ def _person_id(session: Session, org_id: str, name: str) -> str:
         if found is not None:
             return found
     raise UnknownRecipient(f"recipient: nobody in your org has the handle or user id {name!r}")
+
+
+def _up_to(session: Session, caller: Caller, through: str) -> Select[str]:
+    """The ids of the caller's org's notifications up to ``through`` in the list's order
+    (``created_at``, then ``id``); ``through`` must be addressed to the caller."""
+    addressed = session.scalar(
+        select(NotificationRecipient.notification_id).where(
+            NotificationRecipient.notification_id == through,
+            NotificationRecipient.user_id == caller.user_id,
+            NotificationRecipient.org_id == caller.org_id,
+        )
+    )
+    if addressed is None:
+        raise NotFoundError(f"no notification {through!r} addressed to you")
+    # Compared in SQL, not through a Python round trip of the time: exact on every engine.
+    at = select(Notification.created_at).where(Notification.id == through).scalar_subquery()
+    return select(Notification.id).where(
+        Notification.org_id == caller.org_id,
+        or_(Notification.created_at < at,
+            and_(Notification.created_at == at, Notification.id <= through)),
+    )  # fmt: skip
 
 
 def _views(

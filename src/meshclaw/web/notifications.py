@@ -36,7 +36,8 @@ SCOPES = {"mine": "Addressed to me", "org": "Everyone in the org"}
 DONE = {
     "read": "Marked read.",
     "unread": "Marked unread.",
-    "all": "All your notifications are marked read.",
+    "all": "Your unread notifications are marked read; any that arrived after the page was "
+    "shown stay unread.",
 }
 MAX_RECIPIENT = 200
 
@@ -95,6 +96,9 @@ def notifications_page(
         )
     except UnknownRecipient as exc:  # the form's mistake; a refusal (403) stays one
         errors["recipient"] = str(exc).removeprefix("recipient: ").capitalize() + "."
+    # The unread count the "mark all read" form states and the newest of those, which it
+    # sends as ``through``: one that arrives after the page was drawn stays unread.
+    inbox = service.unread_inbox(viewer.caller)
     start, size = filters["offset"], filters["limit"]
     following = page.next_offset if page is not None else None
     return render(
@@ -105,6 +109,7 @@ def notifications_page(
         page=page,
         filters=filters,
         errors=errors,
+        inbox=inbox,
         scopes=SCOPES if service.may_read_org(viewer.caller) else None,
         statuses=STATUS_CHOICES,
         sizes=PAGE_SIZES,
@@ -125,7 +130,11 @@ def _back(fields: dict[str, str], done: str) -> RedirectResponse:
 
 @router.post("/notifications/read-all")
 def mark_all_read(viewer: ViewerDep, fields: FormDep) -> RedirectResponse:
-    viewer.platform.notifications.mark_all_read(viewer.caller)
+    """Marks the viewer's unread notifications up to ``through``, the newest unread one
+    when the page was drawn (without it: all of them); one not addressed to the viewer
+    is not found (404)."""
+    through = fields.get("through") or None
+    viewer.platform.notifications.mark_all_read(viewer.caller, through=through)
     return _back(fields, "all")
 
 
