@@ -14,4 +14,5 @@ def cheap_hashing(monkeypatch: pytest.MonkeyPatch) -> None:
     """Hash new passwords with ``CHEAP``; stored hashes carry their own parameters, so
     verifying keeps working and only hashing gets fast."""
     monkeypatch.setattr(signin_module, "_hasher", CHEAP)
-    monkeypatch.setattr(signin_module, "_DUMMY_HASH", CHEAP.hash("dummy password"))
+    dummy = CHEAP.hash("dummy password")
+    monkeypatch.setattr(signin_module, "_dummy_hash", lambda: dummy)

@@ -157,7 +157,8 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
         # Stored hashes carry their parameters, so signing in works the same way.
         patch = stack.enter_context(pytest.MonkeyPatch.context())
         patch.setattr(signin_module, "_hasher", CHEAP_HASHER)
-        patch.setattr(signin_module, "_DUMMY_HASH", CHEAP_HASHER.hash("not a password"))
+        dummy = CHEAP_HASHER.hash("not a password")
+        patch.setattr(signin_module, "_dummy_hash", lambda: dummy)
         account = stack.enter_context(start_dovecot("alice@acme.test", "wonderland"))
         smtp = stack.enter_context(start_smtp(account))
         model = ScriptedServer(Script.model_validate(SCRIPT))

@@ -8,6 +8,7 @@ would create the same kind of session after its own checks.
 
 from __future__ import annotations
 
+import functools
 import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -31,7 +32,13 @@ MIN_PASSWORD_LENGTH = 12
 _BAD_LOGIN = "unknown user or wrong password"
 # A hash to verify against when the user does not exist, so both failures take as long.
 _hasher = PasswordHasher()
-_DUMMY_HASH = _hasher.hash(secrets.token_urlsafe(16))
+
+
+@functools.cache
+def _dummy_hash() -> str:
+    """Made at the first sign-in, not at import (argon2 takes ~0.2 s: every CLI command and
+    worker would pay it)."""
+    return _hasher.hash(secrets.token_urlsafe(16))
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -100,7 +107,7 @@ class SignIn:
         with self._db.session() as session:
             user = self._find_user(session, handle, org)
             stored = session.get(UserPassword, user.id) if user is not None else None
-            if not _verify(stored.password_hash if stored else _DUMMY_HASH, password) or (
+            if not _verify(stored.password_hash if stored else _dummy_hash(), password) or (
                 user is None or stored is None
             ):
                 if user is not None:

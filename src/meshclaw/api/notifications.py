@@ -22,7 +22,8 @@ from fastapi import APIRouter, Query
 from pydantic import BaseModel, ConfigDict, Field
 
 from meshclaw.api.deps import PROBLEM_RESPONSES, Authed, Offset, PlatformDep
-from meshclaw.notify.service import MAX_PAGE, NotificationView
+from meshclaw.notify.limits import MAX_PAGE
+from meshclaw.notify.service import NotificationView
 
 router = APIRouter(prefix="/v1/notifications", tags=["notifications"])
 

@@ -4,6 +4,11 @@ Exit codes: 0 ok, 1 run/runtime failure, 2 bad input.
 
 Commands act as the user whose API token is given by ``--token``, ``$MESHCLAW_TOKEN``
 or ``<home>/cli-token`` (written by the demo seed), against the configured store.
+
+Command modules import the platform, the store, analytics and the like inside the
+commands that use them (names for annotations under ``TYPE_CHECKING``): every command,
+worker and test subprocess imports all command modules, and ``--help`` should not take
+seconds. ``tests/test_cli_startup.py`` fails on a new heavy top-level import.
 """
 
 from __future__ import annotations
@@ -11,16 +16,17 @@ from __future__ import annotations
 import functools
 import os
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import typer
 from rich.markup import escape
 
-from meshclaw.accounts.service import Caller
 from meshclaw.cli._output import errors
-from meshclaw.config import Settings
 from meshclaw.errors import MeshClawError, UserError
-from meshclaw.platform import Platform
+
+if TYPE_CHECKING:
+    from meshclaw.accounts.service import Caller
+    from meshclaw.platform import Platform
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
 
@@ -52,6 +58,11 @@ def handle_errors(func: F) -> F:
 
 
 def open_platform() -> Platform:
+    # Imported here, not at the top: the platform (store, connectors, analytics) takes
+    # about a second to import, which `--help` and offline commands should not pay.
+    from meshclaw.config import Settings
+    from meshclaw.platform import Platform
+
     return Platform(Settings())
 
 

@@ -9,7 +9,6 @@ from decimal import Decimal
 from enum import Enum
 from typing import Any
 
-from pydantic import BaseModel
 from rich.console import Console
 
 console = Console()
@@ -17,6 +16,8 @@ errors = Console(stderr=True)
 
 
 def _default(value: Any) -> Any:
+    from pydantic import BaseModel  # here: importing Pydantic costs every start ~50 ms
+
     if isinstance(value, Decimal):
         return format(value.normalize(), "f")
     if isinstance(value, datetime):

@@ -8,9 +8,7 @@ import typer
 
 from meshclaw.cli._app import JsonOption, app, handle_errors, open_platform
 from meshclaw.cli._output import console, print_json
-from meshclaw.config import Settings
 from meshclaw.errors import NotFoundError, UserError
-from meshclaw.store.db import migrate
 
 db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
 demo_app = typer.Typer(help="Demo org.", no_args_is_help=True)
@@ -28,6 +26,9 @@ app.add_typer(user_app, name="user")
 @handle_errors
 def db_upgrade() -> None:
     """Apply Alembic migrations to the configured database."""
+    from meshclaw.config import Settings
+    from meshclaw.store.db import migrate
+
     url = Settings().resolved_database_url()
     migrate(url)
     console.print("database is at the latest schema")

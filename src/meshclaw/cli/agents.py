@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 from rich.syntax import Syntax
@@ -18,8 +19,9 @@ from meshclaw.cli._app import (
 )
 from meshclaw.cli._output import console, print_json
 from meshclaw.errors import SpecError
-from meshclaw.spec.loader import load_spec
-from meshclaw.spec.registry import AgentInfo
+
+if TYPE_CHECKING:
+    from meshclaw.spec.registry import AgentInfo
 
 agent_app = typer.Typer(
     help="Agent specs: validate, create, inspect versions.", no_args_is_help=True
@@ -45,6 +47,8 @@ def _summary(agent: AgentInfo) -> dict[str, object]:
 @handle_errors
 def validate(file: Path, json_output: bool = JsonOption) -> None:
     """Check a spec file; every problem is reported with its field path and line."""
+    from meshclaw.spec.loader import load_spec
+
     try:
         spec = load_spec(file)
     except SpecError as exc:
@@ -62,6 +66,8 @@ def validate(file: Path, json_output: bool = JsonOption) -> None:
 @handle_errors
 def create(file: Path, token: str | None = TokenOption, json_output: bool = JsonOption) -> None:
     """Create an agent from a spec file, or add a new version if it exists and changed."""
+    from meshclaw.spec.loader import load_spec
+
     spec = load_spec(file)
     with open_platform() as platform:
         agent, changed = platform.agents.save(resolve_caller(platform, token), spec)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from typing import TYPE_CHECKING
 
 import typer
 from rich.markup import escape
@@ -23,8 +24,10 @@ from meshclaw.cli._app import (
     resolve_caller,
 )
 from meshclaw.cli._output import console, print_json, to_jsonable
-from meshclaw.platform import Platform
-from meshclaw.policy.approvals import ApprovalInfo
+
+if TYPE_CHECKING:
+    from meshclaw.platform import Platform
+    from meshclaw.policy.approvals import ApprovalInfo
 
 approval_app = typer.Typer(
     help="Tool calls held for a person's approval: list, show, approve, deny.",

@@ -11,15 +11,12 @@ import sys
 from dataclasses import asdict
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 from rich.progress import Progress
 from rich.table import Table
 
-from meshclaw.audit.bundle import verify_bundle
-from meshclaw.audit.checkpoint import Verifier
-from meshclaw.audit.verify import Report, SignedNote
 from meshclaw.cli._app import (
     EXIT_FAILED,
     JsonOption,
@@ -32,6 +29,10 @@ from meshclaw.cli._app import (
 from meshclaw.cli._output import console, errors, print_json
 from meshclaw.clock import as_utc
 from meshclaw.errors import UserError
+
+if TYPE_CHECKING:
+    from meshclaw.audit.checkpoint import Verifier
+    from meshclaw.audit.verify import Report, SignedNote
 
 audit_app = typer.Typer(help="The tamper-evident audit log.", no_args_is_help=True)
 app.add_typer(audit_app, name="audit")
@@ -48,6 +49,8 @@ def _time(value: str | None, option: str) -> datetime | None:
 
 def _load_verifier(value: str) -> Verifier:
     """A verifier key given inline or as a file holding it."""
+    from meshclaw.audit.checkpoint import Verifier
+
     path = Path(value)
     if path.exists():
         return Verifier.from_vkey(path.read_text())
@@ -88,6 +91,8 @@ def _finish(report: Report, json_output: bool) -> None:
 def _held_notes(paths: list[Path]) -> list[SignedNote]:
     """Checkpoints kept outside the log: a file holds one signed note (a witness's answer,
     a ``checkpoint_dir`` file, a syslog message's text)."""
+    from meshclaw.audit.verify import SignedNote
+
     held = []
     for path in paths:
         if not path.is_file():
@@ -126,6 +131,8 @@ def verify(
     """Recompute the Merkle tree and check every signed checkpoint; name the first bad record."""
     outside = _held_notes(held)
     if bundle is not None:
+        from meshclaw.audit.bundle import verify_bundle
+
         if public_key is None:
             raise UserError("--bundle needs --public-key (from `meshclaw audit public-key`)")
         if not bundle.is_file():

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 from rich.table import Table
@@ -19,8 +19,10 @@ from meshclaw.cli._app import (
     resolve_caller,
 )
 from meshclaw.cli._output import console, errors, print_json
-from meshclaw.connectors.approvals import ToolState
 from meshclaw.errors import ConfigError
+
+if TYPE_CHECKING:
+    from meshclaw.connectors.approvals import ToolState
 
 connector_app = typer.Typer(
     help="MCP connectors: register servers, review and approve their tools.",

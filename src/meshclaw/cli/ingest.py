@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 
 from meshclaw.cli._app import JsonOption, app, handle_errors
 from meshclaw.cli._output import console, errors, print_json
 from meshclaw.errors import UserError
-from meshclaw.metering.ingest import Defaults, Format, ingest
+
+if TYPE_CHECKING:
+    from meshclaw.metering.ingest import Format
 
 
 @app.command("ingest")
@@ -36,6 +39,8 @@ def ingest_command(
 ) -> None:
     """Map OTel GenAI spans or LiteLLM spend logs onto event format v1 (malformed records
     are reported with their position, skipped and counted)."""
+    from meshclaw.metering.ingest import Defaults, ingest
+
     if fmt not in ("otel", "litellm"):
         raise UserError(f"--format: must be otel or litellm, not {fmt!r}")
     if not source.is_file():

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 from rich.markup import escape
@@ -30,9 +31,11 @@ from meshclaw.cli._app import (
 )
 from meshclaw.cli._output import console, errors, print_json
 from meshclaw.errors import UserError
-from meshclaw.events import ReadReport
-from meshclaw.integrity import DETECTORS, ScanConfig, ScanResult, scan_file
-from meshclaw.integrity.findings import FindingView
+
+if TYPE_CHECKING:
+    from meshclaw.events import ReadReport
+    from meshclaw.integrity import ScanConfig, ScanResult
+    from meshclaw.integrity.findings import FindingView
 
 integrity_app = typer.Typer(help="Integrity: detect gaming of usage metrics.", no_args_is_help=True)
 app.add_typer(integrity_app, name="integrity")
@@ -55,6 +58,8 @@ def _report_problems(report: ReadReport) -> None:
 
 
 def _scan_with_progress(path: Path, config: ScanConfig) -> ScanResult:
+    from meshclaw.integrity import DETECTORS, scan_file
+
     columns = (
         TextColumn("{task.description}"),
         BarColumn(),
@@ -118,6 +123,9 @@ def scan(
         raise UserError(f"--threshold: must be in (0, 1], not {threshold}")
     if not (0 <= cutoff_weekday <= 6 and 0 <= cutoff_hour <= 23):
         raise UserError("--cutoff-weekday must be 0..6 and --cutoff-hour 0..23")
+    # Imported here: the detectors need Polars and NumPy, which other commands do not.
+    from meshclaw.integrity import ScanConfig, scan_file
+
     config = ScanConfig(threshold=threshold, cutoff_weekday=cutoff_weekday, cutoff_hour=cutoff_hour)
     if json_output:
         result = scan_file(events, config=config)

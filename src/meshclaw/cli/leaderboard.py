@@ -12,28 +12,21 @@ import json
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 from rich.markup import escape
 from rich.progress import BarColumn, DownloadColumn, Progress, TimeRemainingColumn
 from rich.table import Table
 
-from meshclaw.analytics import (
-    Credit,
-    CreditRules,
-    Cutoff,
-    History,
-    build_report,
-    compute_credit,
-    leaderboard,
-    load_history,
-    withheld_from_findings,
-    withheld_from_scan,
-)
 from meshclaw.cli._app import JsonOption, app, handle_errors
 from meshclaw.cli._output import console, errors, print_json
 from meshclaw.errors import UserError
+
+# ``meshclaw.analytics`` (Polars) is imported inside the functions that use it, so that
+# every other command starts without it.
+if TYPE_CHECKING:
+    from meshclaw.analytics import Credit, Cutoff, History
 
 SHOWN_PROBLEMS = 10
 """Skipped lines listed on stderr (all are counted; ``report --json`` lists them)."""
@@ -63,6 +56,8 @@ HourOption = typer.Option(17, "--cutoff-hour", help="Measurement cut-off hour (U
 
 
 def _cutoff(weekday: int, hour: int) -> Cutoff:
+    from meshclaw.analytics import Cutoff
+
     if not (0 <= weekday <= 6 and 0 <= hour <= 23):
         raise UserError("--cutoff-weekday must be 0..6 and --cutoff-hour 0..23")
     return Cutoff(weekday=weekday, hour=hour)
@@ -104,11 +99,15 @@ def _progress(label: str) -> Iterator[Any]:
 def _load(events: Path, cache_dir: Path | None, no_cache: bool) -> History:
     if not events.is_file():
         raise UserError(f"no such events file: {events}")
+    from meshclaw.analytics import load_history
+
     with _progress(f"reading {events.name}") as update:
         return load_history(events, cache_dir=cache_dir, use_cache=not no_cache, progress=update)
 
 
 def _withheld(events: Path, findings: Path | None, scan: bool, cutoff: Cutoff) -> frozenset[str]:
+    from meshclaw.analytics import withheld_from_findings, withheld_from_scan
+
     withheld: set[str] = set()
     if findings is not None:
         try:
@@ -162,6 +161,8 @@ def _credit(
     weights: Path | None,
     cutoff: Cutoff,
 ) -> tuple[History, Credit]:
+    from meshclaw.analytics import CreditRules, compute_credit
+
     rules = CreditRules(
         weights=_weights(weights), cutoff=cutoff, withheld=_withheld(events, findings, scan, cutoff)
     )
@@ -193,6 +194,8 @@ def leaderboard_command(
         events, cache_dir=cache_dir, no_cache=no_cache, findings=findings, scan=scan,
         weights=weights, cutoff=_cutoff(cutoff_weekday, cutoff_hour),
     )  # fmt: skip
+    from meshclaw.analytics import leaderboard
+
     board = leaderboard(credit, top=top, by="user" if by == "user" else "team")
     if json_output:
         print(json.dumps(board.to_json()))
@@ -236,6 +239,8 @@ def report_command(
         events, cache_dir=cache_dir, no_cache=no_cache, findings=findings, scan=scan,
         weights=weights, cutoff=_cutoff(cutoff_weekday, cutoff_hour),
     )  # fmt: skip
+    from meshclaw.analytics import build_report
+
     report = build_report(history.tables, credit, history.report)
     if json_output:
         print_json(report.to_json())

@@ -9,6 +9,8 @@ notification not addressed to you is "not found" (exit 2), whoever asks.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import typer
 from rich.markup import escape
 from rich.table import Table
@@ -24,7 +26,10 @@ from meshclaw.cli._app import (
 )
 from meshclaw.cli._output import console, errors, print_json, to_jsonable
 from meshclaw.errors import NotFoundError, UserError
-from meshclaw.notify.service import MAX_PAGE, STATUSES, NotificationPage, NotificationView
+from meshclaw.notify.limits import MAX_PAGE, STATUSES
+
+if TYPE_CHECKING:
+    from meshclaw.notify.service import NotificationPage, NotificationView
 
 notifications_app = typer.Typer(
     help="Notifications: list yours (or your org's), mark them read.", no_args_is_help=True

@@ -5,20 +5,22 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import typer
 from rich.markup import escape
 from rich.table import Table
 
-from meshclaw.accounts.service import Caller
 from meshclaw.cli._app import JsonOption, TokenOption, app, handle_errors, open_platform
 from meshclaw.cli._app import resolve_caller as _resolve
 from meshclaw.cli._output import console, print_json, to_jsonable
 from meshclaw.errors import UserError
-from meshclaw.outcomes.cost import CostBy
-from meshclaw.outcomes.service import OutcomeInfo
-from meshclaw.platform import Platform
+
+if TYPE_CHECKING:
+    from meshclaw.accounts.service import Caller
+    from meshclaw.outcomes.cost import CostBy
+    from meshclaw.outcomes.service import OutcomeInfo
+    from meshclaw.platform import Platform
 
 outcomes_app = typer.Typer(help="Outcomes: verified, accepted, durable work.", no_args_is_help=True)
 analytics_app = typer.Typer(

@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 from rich.markup import escape
@@ -23,14 +23,11 @@ from meshclaw.cli._app import (
     resolve_caller,
 )
 from meshclaw.cli._output import console, print_json
-from meshclaw.connectors.base import ToolDefinition
 from meshclaw.errors import ConfigError, NotFoundError, PolicyError
-from meshclaw.policy.authorizer import AuthzRequest, Principal
-from meshclaw.policy.cedar import Explanation, PolicyStore, read_policy_file
-from meshclaw.policy.compiler import compile_spec
-from meshclaw.policy.schema import SCHEMA
-from meshclaw.spec.loader import parse_stored_spec
-from meshclaw.spec.registry import agent_resource
+
+if TYPE_CHECKING:
+    from meshclaw.connectors.base import ToolDefinition
+    from meshclaw.policy.cedar import Explanation
 
 policy_app = typer.Typer(
     help="Cedar policies: your org's own (show, set, versions), validate, explain decisions.",
@@ -43,6 +40,8 @@ app.add_typer(policy_app, name="policy")
 @handle_errors
 def validate(file: Path, json_output: bool = JsonOption) -> None:
     """Check a policy file against the schema; every problem with its policy and line."""
+    from meshclaw.policy.cedar import PolicyStore, read_policy_file
+
     issues = PolicyStore().validate(read_policy_file(file))
     if json_output:
         print_json({"valid": not issues, "errors": [vars(i) for i in issues]})
@@ -58,6 +57,8 @@ def validate(file: Path, json_output: bool = JsonOption) -> None:
 @handle_errors
 def schema(json_output: bool = JsonOption) -> None:
     """Print the Cedar schema policies are validated against."""
+    from meshclaw.policy.schema import SCHEMA
+
     if json_output:
         print_json({"schema": SCHEMA.strip()})
     else:
@@ -76,6 +77,9 @@ def show(
 ) -> None:
     """Your org's own policies and their version; or the whole set in force for your org
     (``--all``); or one agent's compiled scopes."""
+    from meshclaw.policy.compiler import compile_spec
+    from meshclaw.spec.registry import agent_resource
+
     version: int | None = None
     with open_platform() as platform:
         caller = resolve_caller(platform, token)
@@ -111,6 +115,8 @@ def set_policies(
 ) -> None:
     """Save FILE as your org's own policies (a new version; platform admins). Invalid
     policies are refused with every problem and its line; the current version stays."""
+    from meshclaw.policy.cedar import read_policy_file
+
     text = read_policy_file(file)
     with open_platform() as platform:
         caller = resolve_caller(platform, token)
@@ -236,6 +242,9 @@ def explain(
     json_output: bool = JsonOption,
 ) -> None:
     """Why a call by AGENT would be allowed, denied or held for approval, policy by policy."""
+    from meshclaw.policy.authorizer import AuthzRequest, Principal
+    from meshclaw.spec.registry import agent_resource
+
     if (tool is None) == (not model):
         raise ConfigError("give exactly one of --tool connector.tool or --model")
     args = _parse_arguments(arguments)
@@ -309,6 +318,9 @@ def why(
     The step's own arguments, the run's trigger, its provenance at that point (whether an
     earlier tool result was untrusted) and its approval, if one was granted, are used.
     """
+    from meshclaw.policy.authorizer import AuthzRequest, Principal
+    from meshclaw.spec.loader import parse_stored_spec
+
     with open_platform() as platform:
         caller = resolve_caller(platform, token)
         run = platform.runs.get(caller, run_id)

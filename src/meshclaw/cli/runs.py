@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 from rich.markup import escape
@@ -20,8 +20,10 @@ from meshclaw.cli._app import (
     resolve_caller,
 )
 from meshclaw.cli._output import console, money, print_json, to_jsonable
-from meshclaw.platform import Platform
-from meshclaw.runtime.service import RunInfo, StepInfo
+
+if TYPE_CHECKING:
+    from meshclaw.platform import Platform
+    from meshclaw.runtime.service import RunInfo, StepInfo
 
 runs_app = typer.Typer(help="Inspect and cancel runs.", no_args_is_help=True)
 app.add_typer(runs_app, name="runs")

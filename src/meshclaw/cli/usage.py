@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 import typer
 from rich.table import Table
@@ -19,8 +20,9 @@ from meshclaw.cli._app import (
 from meshclaw.cli._output import console, money, print_json
 from meshclaw.clock import as_utc
 from meshclaw.errors import UserError
-from meshclaw.metering.reprice import reprice
-from meshclaw.metering.usage import GroupBy, Period, usage_report
+
+if TYPE_CHECKING:
+    from meshclaw.metering.usage import GroupBy, Period
 
 usage_app = typer.Typer(
     help="Usage and cost. Tokens are a cost, never a measure of achievement.",
@@ -59,6 +61,8 @@ def usage(
     group: GroupBy = by  # type: ignore[assignment]
     per: Period | None = period  # type: ignore[assignment]
     start, end = _parse_time(since, "--since"), _parse_time(until, "--until")
+    from meshclaw.metering.usage import usage_report
+
     with open_platform() as platform:
         rows = usage_report(
             platform.db,
@@ -100,6 +104,8 @@ def reprice_command(
 ) -> None:
     """Re-price usage records with the current price table (platform admins; audited)."""
     start, end = _parse_time(since, "--since"), _parse_time(until, "--until")
+    from meshclaw.metering.reprice import reprice
+
     with open_platform() as platform:
         caller = resolve_caller(platform, token)
         result = reprice(

@@ -15,12 +15,11 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 from rich.table import Table
-from sqlalchemy import select
 
-from meshclaw.accounts.service import Caller
 from meshclaw.cli._app import (
     JsonOption,
     TokenOption,
@@ -31,10 +30,11 @@ from meshclaw.cli._app import (
 )
 from meshclaw.cli._output import console, print_json, to_jsonable
 from meshclaw.errors import ConfigError, PermissionDenied
-from meshclaw.platform import Platform
-from meshclaw.policy.api import ApiResource
-from meshclaw.policy.vault import Kek, read_key_file, write_key_file
-from meshclaw.store.models import User
+
+if TYPE_CHECKING:
+    from meshclaw.accounts.service import Caller
+    from meshclaw.platform import Platform
+    from meshclaw.policy.api import ApiResource
 
 vault_app = typer.Typer(
     help="Delegated credentials, encrypted at rest: put, list, delete, rotate the key.",
@@ -51,6 +51,8 @@ def _subject(
     platform: Platform, caller: Caller, handle: str | None
 ) -> tuple[str | None, ApiResource]:
     """(user id or None for the default, the resource ``credential.manage`` is asked on)."""
+    from meshclaw.policy.api import ApiResource
+
     if handle is None:
         return None, ApiResource.org(caller.org_id)
     user = platform.accounts.user_by_handle(caller.org_id, handle)
@@ -103,6 +105,11 @@ def put(
 @handle_errors
 def list_entries(token: str | None = TokenOption, json_output: bool = JsonOption) -> None:
     """References, whose they are and their field names: never the values."""
+    from sqlalchemy import select
+
+    from meshclaw.policy.api import ApiResource
+    from meshclaw.store.models import User
+
     with open_platform() as platform:
         caller = resolve_caller(platform, token)
         sees_defaults = platform.access.authorize_api(
@@ -153,6 +160,8 @@ def delete(ref: str, user: str | None = UserOption, token: str | None = TokenOpt
 @handle_errors
 def generate_key(file: Path) -> None:
     """Write a new random key-encryption key to FILE (mode 0600; never overwrites)."""
+    from meshclaw.policy.vault import Kek, write_key_file
+
     kek = Kek.generate()
     write_key_file(file, kek)
     console.print(f"wrote key {kek.id} to {file}")
@@ -178,6 +187,8 @@ def rotate(
             "vault rotate is the install operator's, not an org's: run it on the server "
             "without an API token (unset MESHCLAW_TOKEN, drop --token)"
         )
+    from meshclaw.policy.vault import read_key_file
+
     new = read_key_file(new_key_file)
     with open_platform() as platform:
         old = platform.vault.kek_id

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import os
+from typing import TYPE_CHECKING
 
 import typer
 
 from meshclaw.cli._app import EXIT_FAILED, JsonOption, app, handle_errors
 from meshclaw.cli._output import console, print_json
-from meshclaw.config import Settings
+
+if TYPE_CHECKING:
+    from meshclaw.config import Settings
 
 
 def _ping(settings: Settings, json_output: bool) -> None:
@@ -55,6 +58,7 @@ def worker(
     json_output: bool = JsonOption,
 ) -> None:
     """Execute runs from the broker (MESHCLAW_BROKER_URL) until stopped."""
+    from meshclaw.config import Settings
     from meshclaw.workers.celery_app import RUN_QUEUE, create_celery
 
     settings = Settings()
@@ -86,6 +90,7 @@ def worker(
 @handle_errors
 def scheduler() -> None:
     """Run Celery beat: the lease sweeper and the agents' cron triggers (one leader)."""
+    from meshclaw.config import Settings
     from meshclaw.platform import Platform
     from meshclaw.workers.celery_app import create_celery
     from meshclaw.workers.scheduler import run_scheduler

@@ -19,15 +19,9 @@ The whole public surface (see ``../shared/DESIGN.md``, "Event format v1"):
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 from meshclaw.events._fingerprint import fingerprint, similarity
-from meshclaw.events._frame import (
-    BLOCK_BYTES,
-    FRAME_COLUMNS,
-    iter_frames,
-    load_frame,
-    map_frames,
-    report_duplicates,
-)
 from meshclaw.events._models import (
     KINDS,
     UNDOING_VERDICTS,
@@ -49,6 +43,31 @@ from meshclaw.events._reader import (
     read_events,
     write_events,
 )
+
+if TYPE_CHECKING:
+    from meshclaw.events._frame import (
+        BLOCK_BYTES,
+        FRAME_COLUMNS,
+        iter_frames,
+        load_frame,
+        map_frames,
+        report_duplicates,
+    )
+
+_COLUMNAR = frozenset(
+    ("BLOCK_BYTES", "FRAME_COLUMNS", "iter_frames", "load_frame", "map_frames", "report_duplicates")
+)
+"""Imported on first use: the columnar reader needs Polars, which the typed reader and
+writer (every ingest worker, most CLI commands) do not."""
+
+
+def __getattr__(name: str) -> Any:
+    if name in _COLUMNAR:
+        from meshclaw.events import _frame
+
+        return getattr(_frame, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "BLOCK_BYTES",

@@ -15,13 +15,15 @@ import random
 import re
 import zlib
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
-import polars as pl
 
 from meshclaw.events._models import TextPrint
+
+if TYPE_CHECKING:
+    import polars as pl
 
 K = 16
 """Signature size: Jaccard estimates have a standard error of about 0.5/sqrt(K)."""
@@ -106,6 +108,8 @@ def minhash_series(texts: pl.Series) -> npt.NDArray[np.uint32]:
     Words are extracted and exploded by Polars; only the distinct vocabulary goes
     through CRC-32 in Python, and the signatures are one NumPy pass.
     """
+    import polars as pl  # the columnar reader's only: not at import
+
     n = texts.len()
     out = np.tile(_EMPTY, (n, 1))
     present = texts.is_not_null()

@@ -26,6 +26,7 @@ from sqlalchemy.orm import Session, aliased
 from meshclaw.accounts.service import Caller
 from meshclaw.clock import utcnow
 from meshclaw.errors import NotFoundError, UserError
+from meshclaw.notify.limits import MAX_PAGE, STATUSES
 from meshclaw.notify.models import Notification, NotificationRecipient
 from meshclaw.policy.api import ApiAuthorizer, ApiResource
 from meshclaw.store.db import Database
@@ -33,9 +34,6 @@ from meshclaw.store.models import User
 
 READ = "notification.read"
 """Cedar action: read notifications (on a ``User``: theirs; on the ``Org``: all)."""
-STATUSES = ("pending", "sent", "failed", "unsent")
-"""pending (to send), sent, failed (gave up after retries), unsent (no usable channel)."""
-MAX_PAGE = 200
 Scope = Literal["mine", "org"]
 _Query = TypeVar("_Query", bound=Select[*tuple[Any, ...]])
 

@@ -18,7 +18,8 @@ from urllib.parse import parse_qsl, urlencode
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, RedirectResponse
 
-from meshclaw.notify.service import STATUSES, NotificationPage, Scope, UnknownRecipient
+from meshclaw.notify.limits import STATUSES
+from meshclaw.notify.service import NotificationPage, Scope, UnknownRecipient
 from meshclaw.web._pages import PREFIX, FormDep, ViewerDep, query_int, render
 
 router = APIRouter()
