@@ -110,3 +110,16 @@ def test_the_typed_event_reader_does_not_load_polars() -> None:
         [sys.executable, "-c", probe], capture_output=True, text=True, cwd=ROOT, check=True
     )
     assert done.stdout.split() == ["False", "True"]
+
+
+def test_the_platform_loads_polars_and_the_mcp_sdk_only_when_used() -> None:
+    """Every command that opens the platform, and every worker, imports it: analytics
+    (Polars) is built on first use and the MCP SDK loads with the first connector."""
+    probe = (
+        "import sys, meshclaw.platform; "
+        "print(sorted(m for m in ('polars', 'numpy', 'mcp') if m in sys.modules))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, cwd=ROOT, check=True
+    )
+    assert done.stdout.strip() == "[]"

@@ -6,6 +6,7 @@ settings or opens the database.
 
 from __future__ import annotations
 
+import functools
 from datetime import datetime, timedelta
 from importlib import resources
 from pathlib import Path
@@ -14,7 +15,6 @@ from typing import TYPE_CHECKING
 from meshclaw.accounts.directory import Directory
 from meshclaw.accounts.service import Accounts, Caller
 from meshclaw.accounts.signin import SignIn
-from meshclaw.analytics.service import AnalyticsService
 from meshclaw.audit.log import build_audit
 from meshclaw.config import ProviderConfig, Settings
 from meshclaw.connectors.base import Connector
@@ -46,6 +46,7 @@ from meshclaw.store.db import Database, migrate
 from meshclaw.telemetry import build_telemetry
 
 if TYPE_CHECKING:
+    from meshclaw.analytics.service import AnalyticsService
     from meshclaw.integrity.live import LiveScan
     from meshclaw.providers.scripted import ScriptedServer
 
@@ -122,7 +123,18 @@ class Platform:
             recheck_grace=timedelta(hours=self.settings.outcomes_recheck_grace_hours),
         )
         """Outcome records, feedback, durability re-checks (``outcomes.service``)."""
-        self.analytics = AnalyticsService(
+        self.provider_configs: dict[str, ProviderConfig] = dict(self.settings.providers)
+        self._model_server: ScriptedServer | None = None  # started on demand
+
+    @functools.cached_property
+    def analytics(self) -> AnalyticsService:
+        """Leaderboards, adoption and drill-downs under privacy tiers (``analytics.service``).
+
+        Built on first use: it needs Polars, which workers and most CLI commands do not.
+        """
+        from meshclaw.analytics.service import AnalyticsService
+
+        return AnalyticsService(
             self.db,
             self.audit,
             self.access,
@@ -130,9 +142,6 @@ class Platform:
             # Open or under-review integrity findings withhold credit (pending review).
             withheld=self.findings.withheld,
         )
-        """Leaderboards, adoption and drill-downs under privacy tiers (``analytics.service``)."""
-        self.provider_configs: dict[str, ProviderConfig] = dict(self.settings.providers)
-        self._model_server: ScriptedServer | None = None  # started on demand
 
     def start_embedded_model_server(self) -> str | None:
         """Serve the scripted model as provider ``scripted`` unless one is configured."""

@@ -15,7 +15,7 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import ValidationError
 from sqlalchemy import select
@@ -27,13 +27,15 @@ from meshclaw.audit.sink import AuditRecord, AuditSink
 from meshclaw.connectors.approvals import ToolApprovals, ToolState
 from meshclaw.connectors.config import CONNECTOR_NAME, ConnectorConfig
 from meshclaw.connectors.credentials import CredentialStore
-from meshclaw.connectors.mcp import McpConnector
 from meshclaw.connectors.models import ConnectorRecord
 from meshclaw.errors import ConfigError, ConflictError, MeshClawError, NotFoundError
 from meshclaw.ids import new_id
 from meshclaw.policy.api import ApiAuthorizer, ApiResource
 from meshclaw.store.db import Database
 from meshclaw.store.models import Org
+
+if TYPE_CHECKING:  # the MCP SDK loads when a connector is first built, not at import
+    from meshclaw.connectors.mcp import McpConnector
 
 BUILTIN = ("clock", "notes")
 MANAGE = "connector.manage"
@@ -248,6 +250,8 @@ class ConnectorService:
         return None if found is None else self._build(org_id, name, found[0])
 
     def _build(self, org_id: str, name: str, config: ConnectorConfig) -> McpConnector:
+        from meshclaw.connectors.mcp import McpConnector
+
         return McpConnector(
             name,
             config,

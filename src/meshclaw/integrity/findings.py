@@ -20,7 +20,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
@@ -30,11 +30,13 @@ from meshclaw.audit.sink import AuditRecord, AuditSink
 from meshclaw.clock import utcnow
 from meshclaw.errors import ConflictError, NotFoundError, UserError
 from meshclaw.ids import new_id
-from meshclaw.integrity._scan import ScanResult
 from meshclaw.integrity.models import IntegrityFinding
 from meshclaw.policy.api import ApiAuthorizer, ApiResource
 from meshclaw.store.db import Database
 from meshclaw.store.models import AuditEvent, User
+
+if TYPE_CHECKING:  # the scan needs Polars; recording its result does not
+    from meshclaw.integrity._scan import ScanResult
 
 STATUSES = ("open", "under_review", "confirmed", "dismissed")
 PENDING = ("open", "under_review")
