@@ -55,12 +55,20 @@ class Viewer:
     platform: Platform
 
 
-def current_viewer(request: Request, platform: PlatformDep) -> Viewer:
+def _viewer(request: Request, platform: Platform) -> Viewer | None:
+    """The signed-in person looking at the page, or None."""
     signed_in = session_of(request, platform)
     if signed_in is None:
+        return None
+    return Viewer(caller=signed_in.caller, csrf_token=signed_in.csrf_token, platform=platform)
+
+
+def current_viewer(request: Request, platform: PlatformDep) -> Viewer:
+    viewer = _viewer(request, platform)
+    if viewer is None:
         path = request.url.path + (f"?{request.url.query}" if request.url.query else "")
         raise SignInRequired(path)
-    return Viewer(caller=signed_in.caller, csrf_token=signed_in.csrf_token, platform=platform)
+    return viewer
 
 
 ViewerDep = Annotated[Viewer, Depends(current_viewer)]
@@ -134,11 +142,7 @@ _TITLES = {400: "Bad request", 401: "Sign in needed", 403: "Not allowed", 404: "
 
 def error_page(request: Request, status: int, detail: str) -> HTMLResponse:
     """A user's mistake or a refusal on a page: the reason in plain words, never a trace."""
-    viewer = None
-    platform = request.app.state.platform
-    signed_in = session_of(request, platform)
-    if signed_in is not None:
-        viewer = Viewer(caller=signed_in.caller, csrf_token=signed_in.csrf_token, platform=platform)
+    viewer = _viewer(request, request.app.state.platform)
     title = _TITLES.get(status, "Something went wrong" if status >= 500 else "Error")
     if status >= 500:
         detail = "The platform failed while handling this page; the error is in the server log."
