@@ -107,6 +107,17 @@ def poller(
     return InboundPoller(world.platform, dispatch=None, owner=owner, clock=lambda: clock[0])
 
 
+def watching(world: World, slack: SlackFake) -> tuple[World, InboundPoller, list[datetime]]:
+    """The chat agent saved, a poller on a settable clock (at ``T0``), and its first tick
+    done (which only notes where the channel stands)."""
+    world = chat_world(world, slack)
+    world.save_agent(chat_agent())
+    now = [T0]
+    p = poller(world, clock=now)
+    assert p.tick() == []
+    return world, p, now
+
+
 def deliveries(world: World) -> dict[str, tuple[str, str | None]]:
     """Each message's delivery row: its status and its run."""
     with world.platform.db.session() as session:
@@ -147,11 +158,7 @@ def test_a_message_in_the_channel_starts_one_run_with_the_message(
 def test_messages_whose_runs_could_not_be_created_are_kept_and_started_when_due(
     database_url: str, make_world: Callable[..., World], slack: SlackFake
 ) -> None:
-    world = chat_world(make_world(database_url=database_url), slack)
-    world.save_agent(chat_agent())
-    now = [T0]
-    p = poller(world, clock=now)
-    assert p.tick() == []
+    world, p, now = watching(make_world(database_url=database_url), slack)
     first, second = say(slack, "first"), say(slack, "second")
     with runs_refused(world.platform.db):
         assert p.tick() == []
@@ -184,11 +191,7 @@ def test_messages_whose_runs_could_not_be_created_are_kept_and_started_when_due(
 def test_a_message_whose_run_keeps_failing_does_not_hold_back_the_next_one(
     database_url: str, make_world: Callable[..., World], slack: SlackFake
 ) -> None:
-    world = chat_world(make_world(database_url=database_url), slack)
-    world.save_agent(chat_agent())
-    now = [T0]
-    p = poller(world, clock=now)
-    assert p.tick() == []
+    world, p, now = watching(make_world(database_url=database_url), slack)
     poison = say(slack, "poison pill")
     say(slack, "a fine question")
     with runs_refused(world.platform.db, input_containing="poison"):
@@ -213,11 +216,7 @@ def test_a_message_whose_run_keeps_failing_does_not_hold_back_the_next_one(
 def test_a_message_whose_run_cannot_be_created_for_a_day_is_given_up_and_audited(
     database_url: str, make_world: Callable[..., World], slack: SlackFake
 ) -> None:
-    world = chat_world(make_world(database_url=database_url), slack)
-    world.save_agent(chat_agent())
-    now = [T0]
-    p = poller(world, clock=now)
-    assert p.tick() == []
+    world, p, now = watching(make_world(database_url=database_url), slack)
     poison = say(slack, "poison pill")
     key = f"{channel_id(slack)}/{poison}"
     with runs_refused(world.platform.db, input_containing="poison"):
