@@ -8,11 +8,13 @@ at the largest power of two smaller than ``n`` (RFC 9162 §2.1.1).
 ``Frontier`` keeps the roots of the perfect subtrees that make up a tree of any size
 (O(log n) hashes), so appending a leaf and computing the root never needs the whole log.
 
-*Tiles* are the roots of the aligned perfect subtrees of ``TILE`` leaves (leaves
-``[TILE * i, TILE * (i + 1))``), kept by the log as they complete. ``TiledTree`` builds
-any subtree root, and so any proof, from tiles for the whole-tile parts and leaf hashes
-for the rest: a proof reads about ``n / TILE`` tile hashes and fewer than ``2 * TILE``
-leaf hashes instead of all ``n`` leaf hashes.
+*Tiles* are the roots of aligned perfect subtrees, kept by the log as they complete: a
+tile of level ``L`` covers ``TILE ** (L + 1)`` leaves (level 0: leaves
+``[TILE * i, TILE * (i + 1))``; level 1: ``TILE ** 2`` leaves, the root over ``TILE``
+level-0 tiles; and so on). ``TiledTree`` builds any subtree root, and so any proof, from
+the highest-level tiles that fit and leaf hashes only at the edges: a proof or frontier
+reads fewer than ``2 * TILE`` hashes per level, O(TILE * log_TILE n) in all, instead of
+all ``n`` leaf hashes.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from dataclasses import dataclass, field
 HASH_SIZE = 32
 TILE_HEIGHT = 8
 TILE = 1 << TILE_HEIGHT
-"""Leaves per tile: the perfect subtrees whose roots the log keeps."""
+"""Leaves per level-0 tile, and tiles per tile of the level above: the log's fan-out."""
 EMPTY_ROOT = hashlib.sha256(b"").digest()
 """The root of the empty tree: SHA-256 of the empty string."""
 
@@ -54,7 +56,7 @@ class Frontier:
     hashes: list[bytes] = field(default_factory=list)
 
     def append(self, leaf_hash: bytes) -> bytes | None:
-        """Add a leaf; return the root of the tile this leaf completes, if it completes one."""
+        """Add a leaf; return the root of the level-0 tile it completes, if it completes one."""
         self.hashes.append(leaf_hash)
         n = self.size
         tile: bytes | None = None
@@ -164,24 +166,37 @@ def consistency_path(old_size: int, n: int, subtree: SubtreeRoot) -> list[bytes]
 class TiledTree:
     """Subtree roots of a log from its tiles and, for the parts no tile covers, its leaves.
 
-    ``tiles(first, last)`` returns the roots of tiles ``first..last - 1``; ``leaves(lo, hi)``
-    the hashes of leaves ``[lo, hi)``. Both are read lazily, only for what a proof needs.
+    ``tiles(level, first, last)`` returns the roots of the level-``level`` tiles
+    ``first..last - 1``; ``leaves(lo, hi)`` the hashes of leaves ``[lo, hi)``. Both are read
+    lazily, only for what a proof needs. ``height``: a level-0 tile covers ``2 ** height``
+    leaves (the log's is ``TILE_HEIGHT``; tests use small ones to reach several levels).
     """
 
     def __init__(
         self,
-        tiles: Callable[[int, int], Sequence[bytes]],
+        tiles: Callable[[int, int, int], Sequence[bytes]],
         leaves: Callable[[int, int], Sequence[bytes]],
+        *,
+        height: int = TILE_HEIGHT,
     ) -> None:
+        if height < 1:
+            raise ValueError(f"tile height must be >= 1, not {height}")
         self._tiles = tiles
         self._leaves = leaves
+        self._height = height
 
     def subtree(self, lo: int, hi: int) -> bytes:
-        """``MTH(D[lo:hi])``, splitting as RFC 9162 does until a range is whole tiles."""
+        """``MTH(D[lo:hi])``, splitting as RFC 9162 does until a range is perfect."""
         size = hi - lo
-        if size >= TILE and size & (size - 1) == 0 and lo % size == 0:
-            return root_hash(self._tiles(lo // TILE, hi // TILE))
-        if size <= TILE:
+        if size > 0 and size & (size - 1) == 0 and lo % size == 0:
+            # Perfect and aligned: the highest level whose tiles fit covers it with fewer
+            # than 2 ** height of them.
+            level = (size.bit_length() - 1) // self._height - 1
+            if level < 0:
+                return root_hash(self._leaves(lo, hi))
+            span = 1 << (self._height * (level + 1))
+            return root_hash(self._tiles(level, lo // span, hi // span))
+        if size <= 1 << self._height:
             return root_hash(self._leaves(lo, hi))
         k = _split(size)
         return hash_children(self.subtree(lo, lo + k), self.subtree(lo + k, hi))

@@ -75,11 +75,15 @@ class AuditWitnessSend(Base):
 
 
 class AuditTile(Base):
-    """The root of a complete *tile*: the perfect subtree of leaves
-    ``[TILE * tile, TILE * (tile + 1))`` (``audit.merkle.TILE``). Written in the
-    transaction of the append that completes it, so proofs read tiles instead of every
-    leaf hash; ``verify`` recomputes and compares them (``audit.tiles``)."""
+    """The root of a complete *tile* of level ``level``: the perfect subtree of the
+    ``TILE ** (level + 1)`` leaves from leaf ``tile * TILE ** (level + 1)`` on
+    (``audit.merkle.TILE``; a level-``L + 1`` tile is the root over ``TILE`` level-``L``
+    ones). Written in the transaction of the append that completes it, so proofs read a
+    few tiles per level instead of every leaf hash; ``verify`` recomputes and compares
+    them (``audit.tiles``)."""
 
     __tablename__ = "audit_tiles"
+    level: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    """0: ``TILE`` leaves, 1: ``TILE ** 2`` leaves, ..."""
     tile: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
     root: Mapped[str] = mapped_column(String(64))
