@@ -40,6 +40,7 @@ from meshclaw.audit.merkle import Frontier
 from meshclaw.audit.models import AuditCheckpoint, AuditHead
 from meshclaw.audit.signing import Checkpointer
 from meshclaw.audit.sink import AuditRecord, StoreAuditSink
+from meshclaw.audit.tiles import store_tile
 from meshclaw.clock import utcnow
 from meshclaw.config import ProviderConfig, Settings
 from meshclaw.ids import new_id
@@ -226,7 +227,9 @@ def synthesise(url: str, home: Path, n: int) -> Checkpointer:
                     outcome=r.outcome,
                     body_sha256=digest,
                 ).leaf_hash()
-                frontier.append(leaf)
+                tile = frontier.append(leaf)
+                if tile is not None:  # as the sink does: the tiles it completes are kept
+                    store_tile(session.connection(), seq, tile)
                 chunk.append(
                     {
                         "seq": seq,
