@@ -263,9 +263,10 @@ def table(results: list[Result]) -> list[str]:
     return lines
 
 
-def section(args: argparse.Namespace, results: list[Result]) -> str:
+def section(args: argparse.Namespace, results: list[Result], load: float) -> str:
+    """The benchmark's section; ``load`` is the load average before it started (its own
+    processes load the machine while it runs, so the load at the end says little)."""
     ratio = results[1].throughput / results[0].throughput if results[0].throughput else 0.0
-    load = os.getloadavg()[0]
     return "\n".join(
         [
             BEGIN,
@@ -281,7 +282,7 @@ def section(args: argparse.Namespace, results: list[Result]) -> str:
             "",
             f"Celery / embedded throughput: **{ratio:.2f}x**. Machine: {host.machine()}, "
             f"{os.cpu_count()} cores, {host.system()} {host.release()}, Python "
-            f"{host.python_version()}, load average {load:.1f} when it ended, "
+            f"{host.python_version()}, load average {load:.1f} before it started, "
             f"{datetime.now().date().isoformat()}.",
             "",
             "Reading: on one 2-core machine the worker processes compete with PostgreSQL, the "
@@ -326,6 +327,7 @@ def main() -> None:
     if missing is not None:
         print(f"scale_bench: skipped, {missing} (the figures in the file are kept)")
         return
+    load = os.getloadavg()[0]
     server = ScriptedServer(script(args.latency_ms))
     server.start()
     try:
@@ -338,7 +340,7 @@ def main() -> None:
         server.stop()
     print("\n".join(table(results)))
     if args.write and not args.quick:
-        write(args.write, section(args, results))
+        write(args.write, section(args, results, load))
 
 
 if __name__ == "__main__":
