@@ -138,7 +138,7 @@ class TelemetrySettings(BaseModel):
 
 
 class WebSettings(BaseModel):
-    """The dashboard's sign-in sessions."""
+    """The dashboard's sign-in sessions, and the platform's public address."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -148,6 +148,10 @@ class WebSettings(BaseModel):
     """Mark the session cookie ``Secure`` (set it when the platform is served over HTTPS)."""
     open_browser: bool = True
     """``meshclaw serve --demo`` opens the dashboard in a browser when one is available."""
+    public_url: str | None = Field(default=None, pattern=r"^https?://[^\s/?#]+(/[^\s?#]*)?$")
+    """Where people reach the platform (``https://meshclaw.example.com``): the base of the
+    signed feedback links the platform mails. None: ``http://<host>:<port>`` (the serve
+    address), or only the link's path when the platform listens on every interface."""
 
 
 class TriggerSettings(BaseModel):

@@ -28,7 +28,7 @@ from meshclaw.metering.limits import LimitGuard
 from meshclaw.metering.prices import PriceTable, load_price_table
 from meshclaw.notify.deliver import DeliverySummary, NotificationDelivery
 from meshclaw.notify.service import NotificationService
-from meshclaw.outcomes.links import load_link_key
+from meshclaw.outcomes.links import load_link_key, public_base
 from meshclaw.outcomes.recheck import RecheckSummary
 from meshclaw.outcomes.service import OutcomeService
 from meshclaw.policy.api import ApiAuthorizer
@@ -121,6 +121,10 @@ class Platform:
             findings=self.findings,
             link_key=lambda: load_link_key(self.settings.home / "feedback-link.key"),
             recheck_grace=timedelta(hours=self.settings.outcomes_recheck_grace_hours),
+            # Feedback links mailed to beneficiaries must open from outside: absolute.
+            public_url=public_base(
+                self.settings.web.public_url, self.settings.host, self.settings.port
+            ),
         )
         """Outcome records, feedback, durability re-checks (``outcomes.service``)."""
         self.provider_configs: dict[str, ProviderConfig] = dict(self.settings.providers)

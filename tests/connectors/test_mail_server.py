@@ -7,6 +7,7 @@ import email
 import email.policy
 import sys
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -109,6 +110,11 @@ def test_mail_tools_read_search_move_flag_send_and_reply(
             results = {key: await conn.call_tool(t, a, ctx(key)) for key, (t, a) in calls.items()}
             # The same run step again: the same Message-ID, so nothing is sent twice.
             results["send-again"] = await conn.call_tool(*calls["send"], ctx("send"))
+            # A key that is no Message-ID as it stands (the outbox's): still one message.
+            outbox = replace(ctx("note"), idempotency_key="notification:ntf_1")
+            note = ("send", {"to": ["bob@acme.test"], "subject": "Note", "body": "Hi."})
+            results["note"] = await conn.call_tool(*note, outbox)
+            results["note-again"] = await conn.call_tool(*note, outbox)
             return results
         finally:
             await conn.aclose()
@@ -137,12 +143,20 @@ def test_mail_tools_read_search_move_flag_send_and_reply(
         "duplicate": False,
     }
     assert data["send-again"]["evidence"]["duplicate"] is True
+    note_id = data["note"]["evidence"]["message_id"]
+    assert note_id.startswith("<idem_") and data["note"]["evidence"]["duplicate"] is False
+    again = data["note-again"]["evidence"]
+    assert (again["message_id"], again["duplicate"]) == (note_id, True)
 
     # What the real servers hold now.
     assert folder_subjects(account, "INBOX") == ["Lunch?"]
     assert folder_subjects(account, "Archive") == ["Invoice 42"]
-    assert folder_subjects(account, "Sent") == ["Re: Invoice 42", "Status"]
-    assert [e["to"] for e in smtp.envelopes] == [["carol@customer.test"], ["bob@acme.test"]]
+    assert folder_subjects(account, "Sent") == ["Note", "Re: Invoice 42", "Status"]
+    assert [e["to"] for e in smtp.envelopes] == [
+        ["carol@customer.test"],
+        ["bob@acme.test"],
+        ["bob@acme.test"],
+    ]
     replied = email.message_from_bytes(smtp.envelopes[0]["data"], policy=email.policy.default)
     assert replied["In-Reply-To"] == reply["in_reply_to"]
 

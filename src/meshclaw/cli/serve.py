@@ -54,6 +54,7 @@ def serve(
     from meshclaw.api.app import create_app
     from meshclaw.config import Settings
     from meshclaw.demo import DEMO_PASSWORD, seed_demo
+    from meshclaw.outcomes.links import EVERY_INTERFACE
     from meshclaw.platform import Platform
     from meshclaw.workers.dispatch import broker_dispatcher
     from meshclaw.workers.inprocess import InProcessWorker
@@ -93,6 +94,14 @@ def serve(
         gc.collect()
         gc.freeze()
         print(f"MeshClaw listening on {address}")
+        if settings.web.public_url is None:
+            if bind_host in EVERY_INTERFACE:
+                print(
+                    "  warning: set web.public_url (MESHCLAW_WEB__PUBLIC_URL): listening on "
+                    "every interface, feedback links mailed to people carry only their path"
+                )
+            else:  # links mailed to people (feedback requests) name the address bound
+                platform.outcomes.public_url = address
         for name, org in platform.connector_admin.unplaced().items():
             print(f"  warning: settings connector {name!r} names org {org!r}, which does not exist")
         print(f"  dashboard:    {address}/ui/")

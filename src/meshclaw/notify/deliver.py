@@ -10,9 +10,12 @@ An org says how it wants to be told in its settings (``notifications``)::
 Argument values are templates over ``subject``, ``body``, ``text`` (both), ``kind``,
 ``resource`` and ``recipients`` (``@handle`` list); a value that is exactly
 ``"{recipient_emails}"`` becomes the recipients' addresses as a list (for ``mail.send``'s
-``to``). Sending happens outside any request or run (the scheduler calls
-``deliver_due``), so a slow or broken chat server never slows a model call. Several
-schedulers may run: each notification is claimed with a conditional update first.
+``to``). A notification with a ``link`` for its one recipient (an outcome's feedback
+request) is mailed to that recipient's own address with ``mail.send`` instead, as the
+channel's sender (``personal_mail``). Sending happens outside any request or run (the
+scheduler calls ``deliver_due``), so a slow or broken chat server never slows a model
+call. Several schedulers may run: each notification is claimed with a conditional
+update first.
 """
 
 from __future__ import annotations
@@ -42,6 +45,9 @@ MAX_ATTEMPTS = 8
 CLAIM = timedelta(minutes=5)
 """How long a claimed notification is left to its sender before another may retry it."""
 _LIST_PLACEHOLDER = "{recipient_emails}"
+PERSONAL_TOOL = "mail.send"
+"""How a message with a link for its one recipient is sent, whatever the channel's tool:
+to that recipient's own address (a chat channel is read by others)."""
 
 
 class NotificationChannel(BaseModel):
@@ -163,13 +169,16 @@ class NotificationDelivery:
                 select(User).where(User.org_id == row.org_id, User.id.in_(row.recipients))
             )
         )
-        arguments = render(channel.arguments, row, people)
         sender = self._sender(session, row.org_id, channel.sender)
+        if row.link is None:
+            tool, arguments = channel.tool, render(channel.arguments, row, people)
+        else:
+            tool, arguments = PERSONAL_TOOL, personal_mail(session, row, people, sender)
         context = ToolContext(
             org_id=row.org_id, user_id=sender, agent_id="", run_id=row.id, step_id=row.id,
             idempotency_key=f"notification:{row.id}",
         )  # fmt: skip
-        return channel.tool, arguments, context
+        return tool, arguments, context
 
     @staticmethod
     def _sender(session: Any, org_id: str, handle: str | None) -> str:
@@ -212,6 +221,54 @@ class NotificationDelivery:
                 org_id=row.org_id, details=details,
             ),
         )  # fmt: skip
+
+
+def personal_mail(
+    session: Any, row: Notification, people: list[User], sender: str
+) -> dict[str, Any]:
+    """``mail.send`` arguments for a notification whose link answers for its recipient.
+
+    Mailed to that recipient's own address, never through the channel's template: a chat
+    channel or a fixed list of addresses is read by others, and whoever holds the link
+    answers in the recipient's name. The sender's mailbox keeps a copy of what it sends,
+    so the owner of the outcome asked about must not be the sender."""
+    (recipient,) = row.recipients
+    if recipient.startswith("external:"):
+        address = recipient.removeprefix("external:")
+    else:
+        person = next((p for p in people if p.id == recipient), None)
+        address = _address_of(person)
+        if address is None:
+            who = f"@{person.handle}" if person is not None else recipient
+            raise NotUsable(
+                f"{who} has no mail address (set their email): this message carries a link "
+                "for them alone, so it is only mailed to them"
+            )
+    if sender == _owner_of(session, row.resource):
+        raise NotUsable(
+            "notifications.sender is the owner of the outcome this link is about, whose "
+            "mailbox would keep a copy of it: set notifications.sender to a service account"
+        )
+    return {"to": [address], "subject": row.subject, "body": f"{row.body}\n\n{row.link}\n"}
+
+
+def _address_of(person: User | None) -> str | None:
+    if person is None:
+        return None
+    if person.email:
+        return person.email
+    return person.handle if "@" in person.handle else None
+
+
+def _owner_of(session: Any, resource: str) -> str | None:
+    """The owner of ``outcome:<id>``, the one resource personal links are about today."""
+    from meshclaw.outcomes.models import Outcome  # notify is below outcomes: import late
+
+    kind, _, resource_id = resource.partition(":")
+    if kind != "outcome":
+        return None
+    owner: str | None = session.scalar(select(Outcome.user_id).where(Outcome.id == resource_id))
+    return owner
 
 
 def render(template: dict[str, Any], row: Notification, people: list[User]) -> dict[str, Any]:

@@ -28,6 +28,10 @@ class Notification(Base):
     """User ids of the people it is for."""
     subject: Mapped[str] = mapped_column(String(300))
     body: Mapped[str] = mapped_column(Text)
+    link: Mapped[str | None] = mapped_column(Text)
+    """A link that answers for its one recipient (an outcome's signed feedback link):
+    mailed to that recipient's own address only, added to the body when sent, and never
+    shown in the inbox, the API or the dashboard, where others may read the message."""
     status: Mapped[str] = mapped_column(String(12), default="pending")
     """pending (to send at ``due_at``), sent, failed (gave up), unsent (no channel)."""
     attempts: Mapped[int] = mapped_column(default=0)

@@ -1,5 +1,6 @@
 """Writing to the outbox: in the caller's transaction, so a notification exists exactly
-when the event it reports committed (a soft cap crossed, an approval requested)."""
+when the event it reports committed (a soft cap crossed, an approval requested, an
+outcome recorded for someone)."""
 
 from __future__ import annotations
 
@@ -22,13 +23,20 @@ def enqueue(
     recipients: Sequence[str],
     subject: str,
     body: str,
+    link: str | None = None,
 ) -> Notification:
     """Add a notification for ``recipients`` (user ids) to the outbox, and to the inbox
-    of each recipient who is a person of the org (unread)."""
+    of each recipient who is a person of the org (unread).
+
+    ``link`` answers for its recipient (a signed feedback link): the notification is
+    then for exactly one, a user id or ``external:<address>`` (no inbox), and is mailed
+    to that address only, the link added to the body (``notify.deliver``)."""
     people = sorted(set(recipients))
+    if link is not None and len(people) != 1:
+        raise ValueError("a notification with a link is for exactly one recipient")
     row = Notification(
         id=new_id("ntf"), org_id=org_id, kind=kind, resource=resource,
-        recipients=people, subject=subject[:300], body=body,
+        recipients=people, subject=subject[:300], body=body, link=link,
     )  # fmt: skip
     session.add(row)
     # Only people of this org get an inbox row: an id from elsewhere must neither fail

@@ -4,6 +4,8 @@ A token names one outcome, one reviewer and an expiry, and is signed with HMAC-S
 under the platform's link key, so it needs no login and cannot be forged or pointed at
 another outcome or person. It carries no verdict: the page it opens offers accept and
 reject (a GET never records anything, so mail scanners that prefetch links do no harm).
+
+``public_base`` and ``feedback_url`` turn a token into the address a mailed link needs.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from meshclaw.clock import utcnow
 from meshclaw.errors import AuthError
 
 DEFAULT_TTL = timedelta(days=14)
+EVERY_INTERFACE = frozenset({"", "0.0.0.0", "::", "[::]"})
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -80,3 +83,19 @@ def verify_link(key: bytes, token: str, *, now: datetime | None = None) -> LinkC
     if (now or utcnow()) > expires:
         raise AuthError("this feedback link has expired")
     return LinkClaim(outcome_id=str(data["o"]), reviewer=str(data["r"]), expires=expires)
+
+
+def public_base(public_url: str | None, host: str, port: int) -> str | None:
+    """The base of absolute links: ``web.public_url``, else the serve address. None when
+    the platform listens on every interface: no address of its own to name, so a link
+    can only carry its path (and the operator is told to set ``web.public_url``)."""
+    if public_url:
+        return public_url.rstrip("/")
+    if host in EVERY_INTERFACE:
+        return None
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+
+def feedback_url(base: str | None, token: str) -> str:
+    """The one-click link for ``token``: absolute under ``base``, else only its path."""
+    return f"{base or ''}/v1/feedback/{token}"

@@ -6,6 +6,8 @@
    outcome claim of the agent's spec covers, the type's ``Verifier`` checks the
    connector's evidence (and, where configured, the connector's current record) and an
    ``Outcome`` is stored: ``verified`` or not, with what was checked. Idempotent per step.
+   A verified one asks each beneficiary but the owner for feedback, in the same
+   transaction: a notification with their own signed link (``outcomes.asking``).
 2. ``feedback``: a beneficiary accepts or rejects (API, CLI, or a signed one-click link);
    the owner's own acceptance is kept as evidence but never counts.
 3. ``recheck_due``: the durability re-checks and silence-acceptance the scheduler runs
@@ -37,6 +39,7 @@ from meshclaw.errors import ConflictError, NotFoundError, PermissionDenied
 from meshclaw.ids import new_id
 from meshclaw.integrity.findings import FindingsService
 from meshclaw.outcomes._rules import UNDOING, outcome_state
+from meshclaw.outcomes.asking import ask_beneficiaries, reviewers
 from meshclaw.outcomes.cost import CostBy as CostBy
 from meshclaw.outcomes.cost import CostRow as CostRow
 from meshclaw.outcomes.cost import cost_per_outcome
@@ -146,8 +149,12 @@ class OutcomeService:
         clock: Callable[[], datetime] = utcnow,
         claim_for: timedelta = CLAIM,
         recheck_grace: timedelta = RECHECK_GRACE,
+        public_url: str | None = None,
     ) -> None:
         self._db = db
+        self.public_url = public_url
+        """The base of the links mailed to beneficiaries (``links.public_base``); None:
+        they carry only their path (the platform does not know its public address)."""
         self._audit = audit
         self._access = access
         self._link_key_source = link_key
@@ -259,7 +266,8 @@ class OutcomeService:
         org_id, team_id, user_id, agent_id, run_id = run_info
         now = self._clock()
         with self._db.session() as session:
-            beneficiaries = self._directory_ids(session, org_id, verification.beneficiaries)
+            resolved = self._directory(session, org_id, verification.beneficiaries)
+            beneficiaries = list(dict.fromkeys(user for _, user in resolved))
             outcome = Outcome(
                 id=new_id("out"), org_id=org_id, team_id=team_id, user_id=user_id,
                 agent_id=agent_id, run_id=run_id,
@@ -277,6 +285,11 @@ class OutcomeService:
                 verified=outcome.verified, owner=user_id, beneficiaries=beneficiaries, feedback=()
             )
             session.add(outcome)
+            asked = reviewers(resolved, user_id) if outcome.verified else []
+            ask_beneficiaries(
+                session, outcome, asked, base_url=self.public_url,
+                sign=lambda reviewer: self.link_for(outcome.id, reviewer),
+            )  # fmt: skip
             self._audit.append(
                 session,
                 AuditRecord(
@@ -284,16 +297,22 @@ class OutcomeService:
                     outcome="verified" if outcome.verified else "unverified", org_id=org_id,
                     actor_user_id=user_id, actor_agent_id=agent_id,
                     details={"type": kind.name, "ref": outcome.ref, "step": step_id,
-                             "check": verification.detail},
+                             "check": verification.detail, "asked": len(asked)},
                 ),
             )  # fmt: skip
             session.flush()
             return _info(outcome)
 
+    @classmethod
+    def _directory_ids(cls, session: Session, org_id: str, names: Iterable[str]) -> list[str]:
+        """Handles, mail addresses or user ids -> user ids in the org, once each; others
+        are ``external``."""
+        return list(dict.fromkeys(user for _, user in cls._directory(session, org_id, names)))
+
     @staticmethod
-    def _directory_ids(session: Session, org_id: str, names: Iterable[str]) -> list[str]:
-        """Handles, mail addresses or user ids -> user ids in the org; others are
-        ``external``. Addresses match a person's ``email`` (or a handle that is one),
+    def _directory(session: Session, org_id: str, names: Iterable[str]) -> list[tuple[str, str]]:
+        """Each name, plain and lower-case, with its user id in the org or ``external``.
+        Addresses match a person's ``email`` (or a handle that is one),
         case-insensitively; ``Name <addr>`` is read as ``addr``."""
         wanted = [_plain_address(n) for n in names if n and n.strip()]
         if not wanted:
@@ -309,12 +328,7 @@ class OutcomeService:
             by_name |= {handle.lower(): user_id, user_id.lower(): user_id}
             if address:
                 by_name[address] = user_id
-        out: list[str] = []
-        for name in wanted:
-            user = by_name.get(name, "external")
-            if user not in out:
-                out.append(user)
-        return out
+        return [(name, by_name.get(name, "external")) for name in wanted]
 
     # ---- feedback ----------------------------------------------------------------------
 
@@ -345,7 +359,7 @@ class OutcomeService:
         A link answers for its reviewer to whoever holds it, so it is only ever handed to
         that reviewer: an owner who could mint one for a colleague could click it herself
         and credit her own outcome. Links to other people are sent by the platform with
-        the message it delivers (``link_for``), never returned to a person.
+        the message it delivers (``outcomes.asking``), never returned to a person.
         """
         outcome = self.get(caller, outcome_id)
         if caller.user_id not in outcome.beneficiaries or caller.user_id == outcome.owner:

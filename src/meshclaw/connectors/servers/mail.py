@@ -26,6 +26,7 @@ from __future__ import annotations
 import contextlib
 import email
 import email.policy
+import hashlib
 import smtplib
 import ssl as ssl_lib
 from collections.abc import Callable
@@ -370,9 +371,11 @@ def _text_body(message: EmailMessage) -> str:
 def _message_id(ctx: Context[Any, Any], domain: str) -> str:
     meta = ctx.request_context.meta or {}
     key = meta.get(IDEMPOTENCY_META_KEY) if isinstance(meta, dict) else None
-    if isinstance(key, str) and key.replace("_", "").isalnum():
-        return f"<{key}@{domain}>"
-    return make_msgid(domain=domain)
+    if not isinstance(key, str) or not key:
+        return make_msgid(domain=domain)
+    if not key.replace("_", "").isalnum():  # e.g. ``notification:<id>``: same key, same id
+        key = "idem_" + hashlib.sha256(key.encode()).hexdigest()[:32]
+    return f"<{key}@{domain}>"
 
 
 def _compose(
