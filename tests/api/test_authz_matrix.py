@@ -217,6 +217,16 @@ ROUTES: tuple[Row, ...] = (
     Row("GET", "/v1/runs/{run_id}/events", OWNER_OR_ADMIN),  # finished: the stream ends
     Row("POST", "/v1/hooks/{agent_id}", WEBHOOK, json={"event": "push"}),
     Row("POST", "/v1/hooks/chat/{org_id}/{connector}", WEBHOOK, json={"type": "event_callback"}),
+    # A Matrix homeserver's application-service pushes: its hs_token only, and the seeded
+    # connector is no Matrix one, so every caller is refused (txn_id, matrix_user and
+    # room_alias are filled with any seeded id: they are not read before that).
+    Row("PUT", "/v1/hooks/matrix/{org_id}/{connector}/_matrix/app/v1/transactions/{txn_id}",
+        WEBHOOK, ids={"txn_id": "run_id"}, json={"events": []}),
+    Row("GET", "/v1/hooks/matrix/{org_id}/{connector}/_matrix/app/v1/users/{matrix_user}",
+        WEBHOOK, ids={"matrix_user": "user_id"}),
+    Row("GET", "/v1/hooks/matrix/{org_id}/{connector}/_matrix/app/v1/rooms/{room_alias}",
+        WEBHOOK, ids={"room_alias": "connector"}),
+    Row("POST", "/v1/hooks/matrix/{org_id}/{connector}/_matrix/app/v1/ping", WEBHOOK, json={}),
     # approvals
     Row("GET", "/v1/approvals", SIGNED_IN),
     Row("GET", "/v1/approvals/{approval_id}", OWNER_OR_ADMIN),

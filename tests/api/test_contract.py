@@ -120,6 +120,9 @@ def _real_rows(seeded: Seeded) -> dict[str, list[str]]:
         "notification_id": [ids["notification_id"]],
         "org_id": [ids["org_id"]],
         "connector": [ids["connector"]],
+        "txn_id": ["1"],  # a Matrix homeserver's transaction id
+        "matrix_user": ["@bot:meshclaw.test"],
+        "room_alias": ["ops:meshclaw.test"],  # "#" would start the URL's fragment
     }
 
 

@@ -9,6 +9,14 @@ stops it afterwards. Users are registered through the shared-secret admin API; a
 application service (``bridge``) may act as users ``@bridge_*``. Each test makes its own
 rooms (``Synapse.room``), so tests never see each other's messages.
 
+A second application service, ``meshclaw``, is interested in the user ``@bot`` (not
+exclusively), so Synapse pushes every event of the rooms the bot is in as transactions
+(``PUT <url>/_matrix/app/v1/transactions/{txnId}``, ``Authorization: Bearer <hs_token>``).
+Its ``url`` is fixed when Synapse boots, but a MeshClaw hook URL names an org that each
+test makes anew: so the ``url`` is a ``PushRelay`` on loopback that forwards to the
+MeshClaw test server a test names (``Synapse.relay.forwarding``), and answers 200 ``{}``
+when no test does (Synapse would otherwise back off, and hold up later transactions).
+
 ``python -m tests.connectors.synapsepeer`` installs it ahead of a test run (CI).
 """
 
@@ -18,14 +26,17 @@ import contextlib
 import fcntl
 import hashlib
 import hmac
+import json
 import secrets
 import socket
 import subprocess
 import sys
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -80,12 +91,122 @@ def _free_port() -> int:
         return port
 
 
+@dataclass(frozen=True)
+class Push:
+    """One request Synapse sent the ``meshclaw`` application service, and its answer."""
+
+    method: str
+    path: str
+    """After the registration's ``url``: ``/_matrix/app/v1/transactions/7``."""
+    body: dict[str, Any]
+    status: int
+    """What Synapse was answered."""
+    answer: dict[str, Any]
+    """What MeshClaw answered (``{}`` when nothing was forwarded)."""
+
+    def events(self) -> list[str]:
+        """The ids of the events a transaction carries."""
+        return [str(e.get("event_id")) for e in self.body.get("events") or []]
+
+
+class PushRelay:
+    """The ``meshclaw`` application service's ``url``: forwards each request to ``target``
+    (a MeshClaw hook URL, ``http://…/v1/hooks/matrix/{org_id}/{connector}``) and answers
+    Synapse with MeshClaw's answer; without a target, 200 ``{}``."""
+
+    def __init__(self) -> None:
+        self.target: str | None = None
+        self.lose = 0
+        """Answers to lose: forwarded to MeshClaw, but Synapse is answered 502, so it sends
+        the same transaction again (as after a timeout or a proxy's error)."""
+        self.pushes: list[Push] = []
+        self._lock = threading.Lock()
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
+        self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._thread.start()
+
+    @contextmanager
+    def forwarding(self, target: str) -> Iterator[PushRelay]:
+        """Forward to ``target`` for the block; then answer 200 again (Synapse recovers)."""
+        self.target = target.rstrip("/")
+        try:
+            yield self
+        finally:
+            self.target, self.lose = None, 0
+
+    def wait_for(self, wanted: Callable[[Push], bool], timeout: float = 60.0) -> Push:
+        """The first push (since Synapse booted) that ``wanted`` accepts, once it came."""
+        deadline = time.monotonic() + timeout
+        while True:
+            with self._lock:
+                found = next((p for p in self.pushes if wanted(p)), None)
+            if found is not None:
+                return found
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"Synapse pushed nothing wanted within {timeout:g} s")
+            time.sleep(0.05)  # waiting for Synapse's push; bounded by the deadline
+
+    def close(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+    def _answer(self, method: str, path: str, headers: dict[str, str], body: bytes
+                ) -> tuple[int, bytes]:  # fmt: skip
+        target, answer, status, reply = self.target, {}, 200, b"{}"
+        if target is not None:
+            try:
+                got = httpx.request(method, target + path, headers=headers, content=body,
+                                    timeout=60)  # fmt: skip
+                status, reply = got.status_code, got.content
+                with contextlib.suppress(ValueError):
+                    answer = got.json()
+            except httpx.HTTPError as exc:
+                status, reply = 502, json.dumps({"error": type(exc).__name__}).encode()
+        with self._lock:
+            if self.lose and status == 200:
+                self.lose -= 1
+                status, reply = 502, b'{"error": "lost on the way back"}'
+            sent: dict[str, Any] = {}
+            with contextlib.suppress(ValueError):
+                sent = json.loads(body or b"{}")
+            self.pushes.append(Push(method, path, sent, status, answer))
+        return status, reply
+
+    def _handler(self) -> type[BaseHTTPRequestHandler]:
+        relay = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def _relay(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                keep = ("Authorization", "Content-Type")
+                headers = {k: v for k in keep if (v := self.headers.get(k)) is not None}
+                status, reply = relay._answer(self.command, self.path, headers, body)
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(reply)))
+                self.end_headers()
+                self.wfile.write(reply)
+
+            do_GET = do_PUT = do_POST = _relay
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass  # quiet: the pushes are kept in ``relay.pushes``
+
+        return Handler
+
+
 @dataclass
 class Synapse:
     url: str
     shared_secret: str
     as_token: str
     """The ``bridge`` application service's token."""
+    relay: PushRelay
+    """Where Synapse pushes the ``meshclaw`` application service's transactions."""
+    push_as_token: str
+    push_hs_token: str
+    """The ``meshclaw`` application service's tokens (``hs_token``: what Synapse sends)."""
     tokens: dict[str, str] = field(default_factory=dict)
     """Login -> access token."""
 
@@ -188,7 +309,7 @@ federation_domain_whitelist: []
 presence: {{enabled: false}}
 enable_metrics: false
 report_stats: false
-app_service_config_files: [{folder / "bridge.yaml"}]
+app_service_config_files: [{folder / "bridge.yaml"}, {folder / "meshclaw.appservice.yaml"}]
 {limits}
 rc_login:
   address: {lots}
@@ -218,6 +339,21 @@ namespaces:
 """
 
 
+def _meshclaw_appservice(url: str, as_token: str, hs_token: str) -> str:
+    """MeshClaw's registration as an operator writes it (``docs/triggers.md``)."""
+    return f"""id: meshclaw
+url: "{url}"
+as_token: "{as_token}"
+hs_token: "{hs_token}"
+sender_localpart: meshclaw
+rate_limited: false
+namespaces:
+  users: [{{exclusive: false, regex: "@bot:{SERVER_NAME.replace(".", "[.]")}"}}]
+  aliases: []
+  rooms: []
+"""
+
+
 @contextmanager
 def start_synapse(folder: Path, venv: Path = VENV, timeout: float = 120.0) -> Iterator[Synapse]:
     """Boot Synapse on an empty SQLite database under ``folder``; stop it afterwards."""
@@ -230,7 +366,12 @@ def start_synapse(folder: Path, venv: Path = VENV, timeout: float = 120.0) -> It
         check=True, capture_output=True, cwd=folder,
     )  # fmt: skip
     shared_secret, as_token, port = secrets.token_hex(16), secrets.token_hex(16), _free_port()
+    push_as_token, push_hs_token = secrets.token_hex(16), secrets.token_hex(16)
     (folder / "bridge.yaml").write_text(_bridge(as_token))
+    relay = PushRelay()
+    (folder / "meshclaw.appservice.yaml").write_text(
+        _meshclaw_appservice(relay.url, push_as_token, push_hs_token)
+    )
     extra.write_text(_config(folder, port, shared_secret))
     log = (folder / "synapse.out").open("wb")
     process = subprocess.Popen(
@@ -250,7 +391,10 @@ def start_synapse(folder: Path, venv: Path = VENV, timeout: float = 120.0) -> It
             if time.monotonic() > deadline:
                 raise TimeoutError(f"Synapse did not answer within {timeout:g} s")
             time.sleep(0.1)  # polling a starting server; bounded by the deadline
-        yield Synapse(url=url, shared_secret=shared_secret, as_token=as_token)
+        yield Synapse(
+            url=url, shared_secret=shared_secret, as_token=as_token, relay=relay,
+            push_as_token=push_as_token, push_hs_token=push_hs_token,
+        )  # fmt: skip
     finally:
         process.terminate()
         try:
@@ -259,6 +403,7 @@ def start_synapse(folder: Path, venv: Path = VENV, timeout: float = 120.0) -> It
             process.kill()
             process.wait()
         log.close()
+        relay.close()
 
 
 if __name__ == "__main__":

@@ -27,6 +27,7 @@ from meshclaw.api import connectors as connectors_api
 from meshclaw.api import directory as directory_api
 from meshclaw.api import hooks as hooks_api
 from meshclaw.api import integrity as integrity_api
+from meshclaw.api import matrix_events as matrix_events_api
 from meshclaw.api import metering as metering_api
 from meshclaw.api import notifications as notifications_api
 from meshclaw.api import ops as ops_api
@@ -121,6 +122,7 @@ def create_app(platform: Platform, worker: RunDispatcher | None = None) -> FastA
     app.include_router(connectors_api.router)
     app.include_router(metering_api.router)
     app.include_router(chat_events_api.router)
+    app.include_router(matrix_events_api.router)
     app.include_router(hooks_api.router)
     app.include_router(ops_api.router)
     app.include_router(streams_api.router)

@@ -11,9 +11,11 @@ ways still starts one run:
   ``POST /v1/hooks/chat/{org_id}/{connector}``, signed with the Slack app's signing
   secret.
 
-On a Matrix connector (``MESHCLAW_CHAT_KIND=matrix``) only polling: ``poll_matrix`` reads
-the room forward from the last event id seen (``ts`` is the event id), with the chat
-backend's own HTTP code; senders of servers outside the org's are untrusted.
+On a Matrix connector (``MESHCLAW_CHAT_KIND=matrix``): ``poll_matrix`` reads the room
+forward from the last event id seen (``ts`` is the event id), with the chat backend's own
+HTTP code, and the homeserver may push events to an application service
+(``triggers.matrix_push``); both go through ``start_matrix``, so they filter, trust and
+key a message alike. Senders of servers outside the org's are untrusted.
 
 Only people's new top-level messages count: edits, joins, bot messages (the agent's own
 replies above all) and thread replies do not; with ``mention: true`` only messages that
@@ -211,7 +213,7 @@ def matrix_wanted(
     return True
 
 
-async def _names(backend: MatrixChat, http: httpx.AsyncClient, bot: str) -> tuple[str, ...]:
+async def bot_names(backend: MatrixChat, http: httpx.AsyncClient, bot: str) -> tuple[str, ...]:
     """The bot's user id and display name (if it has one), as a mention writes them."""
     try:
         profile = await backend.call(http, "GET", f"{CLIENT}/profile/{quote(bot)}/displayname")
@@ -255,6 +257,33 @@ async def _newest(backend: MatrixChat, http: httpx.AsyncClient, room: str) -> st
     return str(page["chunk"][0]["event_id"])
 
 
+async def start_matrix(
+    inbound: Inbound,
+    watcher: Watcher,
+    backend: MatrixChat,
+    http: httpx.AsyncClient,
+    room: str,
+    event: dict[str, Any],
+    bot: str,
+    names: tuple[str, ...],
+    untrusted: bool,
+    via: str | None = None,
+) -> str | None:
+    """The run for one event of the trigger's ``room``, if the trigger wants it (None if
+    not, or if the message was acted on before). A poll and a push both come here."""
+    trigger = watcher.trigger
+    assert isinstance(trigger, ChatTrigger)
+    if not matrix_wanted(trigger, event, bot, names):
+        return None
+    sender = str(event.get("sender", ""))
+    outside = await backend.outside(http, sender)
+    message = {"ts": str(event["event_id"]), "user": sender,
+               "text": str(event["content"]["body"])}  # fmt: skip
+    key, text, details = run_input(trigger, room, message, untrusted or outside)
+    details |= {"outside_org": outside} | ({"via": via} if via else {})
+    return inbound.start(watcher, key, text, details)
+
+
 def _position(name: str, event_id: str) -> str:
     if len(event_id) > 64:  # room versions 1-2 on a very long server name
         raise TriggerProblem(f"connector {name!r}: event id {event_id[:80]!r} is too long to keep")
@@ -283,18 +312,14 @@ async def poll_matrix(
                 newest = await _newest(backend, http, room)
                 inbound.advance(watcher, epoch, _position(name, newest))
                 return []
-            names = await _names(backend, http, bot) if trigger.mention and found else (bot,)
+            names = await bot_names(backend, http, bot) if trigger.mention and found else (bot,)
             for event in found:
                 event_id = _position(name, str(event["event_id"]))
-                if matrix_wanted(trigger, event, bot, names):
-                    sender = str(event.get("sender", ""))
-                    outside = await backend.outside(http, sender)
-                    message = {"ts": event_id, "user": sender,
-                               "text": str(event["content"]["body"])}  # fmt: skip
-                    key, text, details = run_input(trigger, room, message, untrusted or outside)
-                    run_id = inbound.start(watcher, key, text, details | {"outside_org": outside})
-                    if run_id is not None:
-                        started.append(run_id)
+                run_id = await start_matrix(
+                    inbound, watcher, backend, http, room, event, bot, names, untrusted
+                )
+                if run_id is not None:
+                    started.append(run_id)
                 inbound.advance(watcher, epoch, event_id)
     except ChatError as exc:
         raise TriggerProblem(f"connector {name!r}: {exc}") from None
