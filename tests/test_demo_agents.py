@@ -9,22 +9,16 @@ checked by the platform against the connector's answers.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import mailbox
 import os
 import re
-import select
 import shlex
 import shutil
-import signal
 import subprocess
 import tempfile
-import threading
-import time
 from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -35,7 +29,7 @@ from imapclient import IMAPClient
 
 from meshclaw.demo import DEMO_TRIES, try_commands
 from meshclaw.demo_apps._mail import MAILBOX
-from tests.serve_process import MESHCLAW
+from tests.serve_process import serve_demo
 from tests.test_demo import EXAMPLES, _outcomes_of, _wait_for_run
 
 
@@ -87,59 +81,6 @@ def _tools(run: dict[str, Any]) -> list[str]:
     ]
 
 
-def _answers(url: str) -> bool:
-    try:
-        return httpx.get(url, timeout=5).status_code == 200
-    except httpx.TransportError:
-        return False
-
-
-@contextmanager
-def _serve_demo(env: dict[str, str], cwd: Path) -> Iterator[tuple[str, str]]:
-    """``meshclaw serve --demo`` on a free port: its address and *everything* it printed
-    before serving, the "try" commands after the address included (``serve_demo`` stops
-    reading at the address). Those lines are flushed before the API serves, so once
-    ``/health`` answers, a non-blocking read of the pipe gets all of them."""
-    proc = subprocess.Popen(
-        [*MESHCLAW, "serve", "--demo", "--port", "0"],
-        env=env,
-        cwd=cwd,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-    )
-    assert proc.stdout is not None
-    fd = proc.stdout.fileno()
-    printed = b""
-    try:
-        deadline = time.monotonic() + 90
-        while not (found := re.search(rb"listening on (http://\S+)", printed)):
-            left = deadline - time.monotonic()
-            if left <= 0 or not select.select([fd], [], [], left)[0]:
-                pytest.fail("server did not start:\n" + printed.decode(errors="replace"))
-            chunk = os.read(fd, 65536)
-            if not chunk:
-                pytest.fail("server exited:\n" + printed.decode(errors="replace"))
-            printed += chunk
-        address = found.group(1).decode()
-        while not _answers(f"{address}/health"):
-            time.sleep(0.1)  # polling the server's start, bounded by the test's timeout
-        os.set_blocking(fd, False)
-        with contextlib.suppress(BlockingIOError):
-            while chunk := os.read(fd, 65536):
-                printed += chunk
-        os.set_blocking(fd, True)
-        # Keep the pipe drained, so later output never blocks the server.
-        threading.Thread(target=lambda: proc.stdout and proc.stdout.read(), daemon=True).start()
-        yield address, printed.decode()
-    finally:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            raise
-
-
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Demo]:
     root = tmp_path_factory.mktemp("demo")
@@ -153,7 +94,8 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Demo]:
     # As root, dovecot's user cannot reach pytest's tmp_path: the maildirs go elsewhere.
     digest = hashlib.sha256(str((home / "demo-apps" / "mail").resolve()).encode()).hexdigest()
     try:
-        with _serve_demo(env, root) as (address, output):
+        with serve_demo(env, root) as (address, lines):
+            output = "".join(lines)
             token = (home / "cli-token").read_text().strip()
             headers = {"Authorization": f"Bearer {token}"}
             with httpx.Client(base_url=address, headers=headers, timeout=30) as http:
