@@ -408,3 +408,22 @@ def test_synapse_reaches_meshclaw_with_the_registration(
     assert "duration_ms" in pinged.json()
     ping = synapse.relay.wait_for(lambda p: p.path == f"{APP}/ping")
     assert ping.status == 200 and ping.body == {"transaction_id": "setup-check"}
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_a_pushed_event_id_too_long_to_keep_refuses_the_trigger_as_a_poll_would(
+    make_world: Callable[..., World],
+    synapse: Synapse,  # noqa: F811
+) -> None:
+    world = push_world(make_world(), synapse)
+    name, room = new_room(synapse)
+    world.save_agent(matrix_agent(name))
+    event = message(room, "hi") | {"event_id": "$" + "x" * 80, "sender": synapse.user_id("carol")}
+    with TestClient(create_app(world.platform)) as client:
+        answer = client.put(f"{hook(world)}{APP}/transactions/long", json={"events": [event]},
+                            headers=bearer(synapse.push_hs_token))  # fmt: skip
+    assert (answer.status_code, answer.json()) == (200, {"runs": []})
+    assert chat_runs(world) == []
+    (reason,) = refusals(world)
+    assert "is too long to keep" in reason

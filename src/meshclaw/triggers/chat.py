@@ -275,10 +275,10 @@ async def start_matrix(
     assert isinstance(trigger, ChatTrigger)
     if not matrix_wanted(trigger, event, bot, names):
         return None
+    event_id = _position(trigger.connector, str(event["event_id"]))  # a push's too
     sender = str(event.get("sender", ""))
     outside = await backend.outside(http, sender)
-    message = {"ts": str(event["event_id"]), "user": sender,
-               "text": str(event["content"]["body"])}  # fmt: skip
+    message = {"ts": event_id, "user": sender, "text": str(event["content"]["body"])}
     key, text, details = run_input(trigger, room, message, untrusted or outside)
     details |= {"outside_org": outside} | ({"via": via} if via else {})
     return inbound.start(watcher, key, text, details)
