@@ -77,6 +77,20 @@ def test_marking_read_unread_and_all(
         assert refused.exit_code == 2 and "or pass --all" in flat(refused.stderr)
 
 
+def test_marking_all_read_up_to_the_newest_listed(
+    world_cli: WorldCli, world: World, ids: dict[str, str]
+) -> None:
+    # Listed newest first: alice_new, both, alice_old. Up to "both": the newest stays.
+    done = ok_json(world_cli("notifications", "read", "--all", "--through", ids["both"], "--json"))
+    assert done == {"marked": 2, "unread": 1}
+    unread = ok_json(world_cli("notifications", "list", "--unread", "--json"))
+    assert [n["id"] for n in unread["notifications"]] == [ids["alice_new"]]
+    stray = world_cli("notifications", "read", "--all", "--through", ids["bob"])
+    assert stray.exit_code == 2 and "addressed to you" in flat(stray.stderr)
+    alone = world_cli("notifications", "read", ids["alice_new"], "--through", ids["both"])
+    assert alone.exit_code == 2 and "--through goes with --all" in flat(alone.stderr)
+
+
 def test_the_org_view_and_its_recipient_filter(
     world_cli: WorldCli, world: World, ids: dict[str, str]
 ) -> None:

@@ -104,16 +104,24 @@ def list_notifications(
 def mark_read(
     ids: list[str] = typer.Argument(None, help="Notification ids (yours).", show_default=False),
     all_: bool = typer.Option(False, "--all", help="Mark every notification of yours read."),
+    through: str | None = typer.Option(
+        None,
+        "--through",
+        help="With --all: only up to this notification of yours (the newest you listed), "
+        "so what arrived since stays unread.",
+    ),
     token: str | None = TokenOption,
     json_output: bool = JsonOption,
 ) -> None:
-    """Mark notifications of yours read (``--all``: every one)."""
+    """Mark notifications of yours read (``--all``: every one, or up to ``--through``)."""
     if bool(ids) == all_:
         raise UserError("name the notifications to mark read, or pass --all (not both)")
+    if through is not None and not all_:
+        raise UserError("--through goes with --all")
     if all_:
         with open_platform() as platform:
             caller = resolve_caller(platform, token)
-            marked = platform.notifications.mark_all_read(caller)
+            marked = platform.notifications.mark_all_read(caller, through=through)
             left = platform.notifications.unread_count(caller) or 0
         if json_output:
             print_json({"marked": marked, "unread": left})
