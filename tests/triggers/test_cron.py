@@ -263,3 +263,25 @@ def test_a_refused_minute_is_settled_not_retried_and_holds_nothing_back(
     assert [tick(m) for m in range(1, 12)] == [0, 0, 0, 0, 1, 0, 0, 0, 0, 1, 0]
     assert fired_minutes(world, nightly) == [(0, False), (5, True), (10, True)]
     assert len(cron_runs(world)) == 2 and dropped_records(world) == []
+
+
+def test_a_run_that_cannot_be_handed_to_a_worker_stays_queued_and_the_tick_goes_on(
+    make_world: Callable[..., World],
+) -> None:
+    """The broker is down: each minute's run is still created once (queued, for the lease
+    sweeper to send on), and the tick does not stop at the first one."""
+    world = make_world()
+    world.save_agent(CRON_AGENT)
+    world.save_agent(EVERY_MINUTE)
+    sent: list[str] = []
+
+    def broker_down(run_id: str) -> None:
+        sent.append(run_id)
+        raise ConnectionError("broker unreachable")
+
+    now = [T0]
+    leader = CronFirer(world.platform, dispatch=broker_down, owner="a", clock=lambda: now[0])
+    started = leader.tick()
+    assert len(started) == 2 and sorted(started) == sorted(sent)  # both agents' 09:00
+    assert {r.status for r in cron_runs(world)} == {"queued"}
+    assert leader.tick() == []  # once each

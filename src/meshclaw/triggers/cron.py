@@ -32,7 +32,7 @@ from datetime import datetime, timedelta
 
 from celery.schedules import crontab
 from sqlalchemy import insert, or_, select, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from meshclaw.audit.sink import AuditRecord
@@ -290,8 +290,12 @@ class CronFirer:
                 )
             )  # fmt: skip
 
-        if self._fired(agent_id, trigger, at):
-            return None  # this minute already fired (another scheduler)
+        try:
+            if self._fired(agent_id, trigger, at):
+                return None  # this minute already fired (another scheduler)
+        except SQLAlchemyError:
+            log.exception("cron trigger of agent %s: the store did not answer", agent_id)
+            raise _Retry from None
         caller = self._platform.accounts.caller_for(owner)
         try:
             info = self._platform.runs.create(
@@ -311,6 +315,9 @@ class CronFirer:
             log.exception("cron trigger of agent %s could not start a run", agent_id)
             raise _Retry from None
         if self._dispatch is not None:
-            self._dispatch(info.id)
+            try:
+                self._dispatch(info.id)
+            except Exception:  # the run is queued: the lease sweeper sends it on later
+                log.exception("cron run %s was created but not handed to a worker", info.id)
         log.info("cron %r of agent %s fired run %s", trigger.schedule, agent_id, info.id)
         return info.id
