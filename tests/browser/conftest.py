@@ -116,6 +116,19 @@ class Live:
         result: dict[str, Any] = wait_until(reached, f"run {run_id} to be {statuses}", timeout)
         return result
 
+    def wait_for_outcome(self, run_id: str, timeout: float = 30.0) -> dict[str, Any]:
+        """The outcome of ``run_id`` (as its owner): recorded and verified just after the run
+        ends (the executor's ``on_finish``), so a client may see the run end first."""
+        client = self.api("alice")
+
+        def recorded() -> dict[str, Any] | None:
+            found = [o for o in client.get("/v1/outcomes").json() if o["run_id"] == run_id]
+            assert len(found) <= 1, found
+            return found[0] if found else None
+
+        outcome: dict[str, Any] = wait_until(recorded, f"the outcome of run {run_id}", timeout)
+        return outcome
+
     def team_id(self, name: str) -> str:
         with self.platform.db.session() as session:
             team_id: str = session.scalars(select(Team.id).where(Team.name == name)).one()

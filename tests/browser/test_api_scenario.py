@@ -23,7 +23,10 @@ def _team_score(live: Live, handle: str, team_name: str) -> float:
 
 
 def _mails_to_beneficiary(live: Live) -> list[dict[str, Any]]:
-    return [e for e in live.smtp.envelopes if BENEFICIARY in e["to"]]
+    """The agent's reports to the beneficiary (not the platform's feedback requests)."""
+    return [
+        e for e in live.smtp.envelopes if BENEFICIARY in e["to"] and SUBJECT.encode() in e["data"]
+    ]
 
 
 def test_a_held_mail_is_approved_sent_verified_and_accepted_by_its_recipient(live: Live) -> None:
@@ -56,7 +59,7 @@ def test_a_held_mail_is_approved_sent_verified_and_accepted_by_its_recipient(liv
     assert envelope["from"] == "alice@acme.test"
 
     # The mail server's evidence made a verified outcome whose beneficiary is fiona.
-    (outcome,) = [o for o in alice.get("/v1/outcomes").json() if o["run_id"] == run_id]
+    outcome = live.wait_for_outcome(run_id)
     assert (outcome["type"], outcome["verified"], outcome["state"]) == (
         "mail_sent", True, "unaccepted",
     )  # fmt: skip

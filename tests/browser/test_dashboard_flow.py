@@ -215,7 +215,7 @@ def test_build_run_approve_accept_chart_leaderboard_and_review(
     expect(held).to_contain_text("ok")
     alice.check_page()
     shoot(alice, "run-trace", at=page.get_by_role("heading", name=re.compile(r"^3\. Model turn")))
-    (outcome,) = [o for o in live.api("alice").get("/v1/outcomes").json() if o["run_id"] == run_id]
+    outcome = live.wait_for_outcome(run_id)
     assert outcome["verified"] and outcome["state"] == "unaccepted"
 
     # -- insights before fiona's verdict -------------------------------------------------
