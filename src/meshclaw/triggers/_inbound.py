@@ -181,6 +181,55 @@ def connector_settings(
         ) from None
 
 
+def hook_secret(
+    platform: Platform, org_id: str, config: ConnectorConfig, field: str
+) -> bytes | None:
+    """A secret a pushing app proves itself with (Slack's ``signing_secret``, a homeserver's
+    ``hs_token``): the field of the connector's credential (the org's default entry); None
+    when there is none."""
+    if config.credentials is None:
+        return None
+    try:
+        credential = platform.connector_admin.credentials.resolve(config.credentials, org_id=org_id)
+        return credential.field(field).encode() or None
+    except ConfigError:
+        return None
+
+
+def audit_refused_push(
+    platform: Platform,
+    org_id: str | None,
+    connector: str,
+    reason: str,
+    remote: str | None,
+    via: str | None = None,
+) -> None:
+    """``chat_event.refused``: a push (Slack event, Matrix transaction) was not taken."""
+    details = {"reason": reason, "remote": remote, "via": via}
+    with platform.db.session() as session:
+        platform.audit.append(
+            session,
+            AuditRecord(
+                action="chat_event.refused",
+                resource=f"connector:{connector}"[:300],
+                outcome="denied",
+                org_id=org_id,
+                details={k: v for k, v in details.items() if v},
+            ),
+        )
+
+
+def chat_watchers(
+    platform: Platform, org_id: str, connector: str
+) -> list[tuple[Watcher, ChatTrigger]]:
+    """The org's chat triggers on ``connector``, with their watchers."""
+    return [
+        (w, w.trigger)
+        for w in watchers(platform, org_id=org_id)
+        if isinstance(w.trigger, ChatTrigger) and w.trigger.connector == connector
+    ]
+
+
 class Inbound:
     """Watermarks, problems and run starts of chat and mail triggers."""
 

@@ -36,16 +36,22 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
-from meshclaw.audit.sink import AuditRecord
 from meshclaw.clock import utcnow
 from meshclaw.connectors.config import ConnectorConfig
 from meshclaw.connectors.servers._chat_matrix import MatrixChat, is_message
 from meshclaw.connectors.servers.chat import ChatError
-from meshclaw.errors import AuthError, ConfigError, UserError
+from meshclaw.errors import AuthError, UserError
 from meshclaw.platform import Platform
 from meshclaw.spec.models import ChatTrigger
 from meshclaw.triggers._deliveries import TriggerProblem
-from meshclaw.triggers._inbound import Inbound, Watcher, read_grant_problem, watchers
+from meshclaw.triggers._inbound import (
+    Inbound,
+    Watcher,
+    audit_refused_push,
+    chat_watchers,
+    hook_secret,
+    read_grant_problem,
+)
 from meshclaw.triggers.chat import bot_names, chat_settings, start_matrix
 
 log = logging.getLogger(__name__)
@@ -78,7 +84,9 @@ class MatrixPushReceiver:
         config = self._matrix_config(org_id, connector)
 
         def refuse(reason: str) -> AuthError:
-            self._audit(org_id if config else None, connector, reason, remote)
+            audit_refused_push(
+                self._platform, org_id if config else None, connector, reason, remote, VIA
+            )
             return AuthError(f"matrix transaction refused: {reason}", challenge=_CHALLENGE)
 
         if config is None:
@@ -86,7 +94,7 @@ class MatrixPushReceiver:
         scheme, _, token = (authorization or "").strip().partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
             raise refuse("missing the homeserver's token (Authorization: Bearer <hs_token>)")
-        expected = self._hs_token(org_id, config)
+        expected = hook_secret(self._platform, org_id, config, "hs_token")
         if expected is None:
             raise refuse("the connector's credential has no hs_token")
         if not hmac.compare_digest(expected, token.strip().encode()):
@@ -98,10 +106,7 @@ class MatrixPushReceiver:
         events = _messages(body)
         started: list[str] = []
         if events:
-            for watcher in watchers(self._platform, org_id=org_id):
-                trigger = watcher.trigger
-                if not isinstance(trigger, ChatTrigger) or trigger.connector != connector:
-                    continue
+            for watcher, trigger in chat_watchers(self._platform, org_id, connector):
                 try:
                     started += asyncio.run(self._deliver(watcher, trigger, events))
                 except TriggerProblem as exc:
@@ -147,31 +152,6 @@ class MatrixPushReceiver:
         if found is None or found[0].env.get("MESHCLAW_CHAT_KIND") != "matrix":
             return None
         return found[0]
-
-    def _hs_token(self, org_id: str, config: ConnectorConfig) -> bytes | None:
-        if config.credentials is None:
-            return None
-        try:
-            credential = self._platform.connector_admin.credentials.resolve(
-                config.credentials, org_id=org_id
-            )
-            return credential.field("hs_token").encode() or None
-        except ConfigError:
-            return None
-
-    def _audit(self, org_id: str | None, connector: str, reason: str, remote: str | None) -> None:
-        details = {"reason": reason, "remote": remote, "via": VIA}
-        with self._platform.db.session() as session:
-            self._platform.audit.append(
-                session,
-                AuditRecord(
-                    action="chat_event.refused",
-                    resource=f"connector:{connector}"[:300],
-                    outcome="denied",
-                    org_id=org_id,
-                    details={k: v for k, v in details.items() if v},
-                ),
-            )
 
 
 def _messages(body: bytes) -> list[dict[str, Any]]:

@@ -26,17 +26,18 @@ from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from meshclaw.audit.sink import AuditRecord
 from meshclaw.clock import utcnow
-from meshclaw.errors import AuthError, ConfigError, UserError
+from meshclaw.errors import AuthError, UserError
 from meshclaw.platform import Platform
 from meshclaw.spec.models import ChatTrigger
 from meshclaw.triggers._deliveries import TriggerProblem
 from meshclaw.triggers._inbound import (
     Inbound,
     Watcher,
+    audit_refused_push,
+    chat_watchers,
+    hook_secret,
     read_grant_problem,
-    watchers,
 )
 from meshclaw.triggers.chat import channel_id, chat_client, run_input, wanted
 
@@ -74,13 +75,13 @@ class SlackEventReceiver:
         remote: str | None = None,
     ) -> dict[str, Any]:
         """Verify a delivery and act on it; ``AuthError`` (audited) if refused."""
-        known = self._platform.connector_admin.configs(org_id).get(connector) is not None
+        found = self._platform.connector_admin.configs(org_id).get(connector)
 
         def refuse(reason: str) -> AuthError:
-            self._audit(org_id if known else None, connector, reason, remote)
+            audit_refused_push(self._platform, org_id if found else None, connector, reason, remote)
             return AuthError(f"chat event refused: {reason}", challenge=_CHALLENGE)
 
-        if not known:
+        if found is None:
             raise refuse("no such chat connector")
         timestamp, signature = headers.get(TIMESTAMP, ""), headers.get(SIGNATURE, "")
         if not (timestamp and signature):
@@ -93,7 +94,7 @@ class SlackEventReceiver:
             raise refuse("the timestamp is not Unix seconds") from None
         if abs(self._clock() - sent_at) > WINDOW:
             raise refuse("the timestamp is outside the accepted window")
-        secret = self._signing_secret(org_id, connector)
+        secret = hook_secret(self._platform, org_id, found[0], "signing_secret")
         if secret is None:
             raise refuse("the connector's credential has no signing_secret")
         if not hmac.compare_digest(sign(secret, timestamp, body), signature):
@@ -121,10 +122,7 @@ class SlackEventReceiver:
         self, org_id: str, connector: str, event: dict[str, Any], bot: str | None
     ) -> list[str]:
         started: list[str] = []
-        for watcher in watchers(self._platform, org_id=org_id):
-            trigger = watcher.trigger
-            if not isinstance(trigger, ChatTrigger) or trigger.connector != connector:
-                continue
+        for watcher, trigger in chat_watchers(self._platform, org_id, connector):
             try:
                 run_id = self._one(watcher, trigger, event, bot)
             except TriggerProblem as exc:
@@ -149,28 +147,3 @@ class SlackEventReceiver:
             raise TriggerProblem(refused)
         key, text, details = run_input(trigger, channel, event, untrusted)
         return self._inbound.start(watcher, key, text, details | {"via": "events_api"})
-
-    def _signing_secret(self, org_id: str, connector: str) -> bytes | None:
-        found = self._platform.connector_admin.configs(org_id).get(connector)
-        if found is None or found[0].credentials is None:
-            return None
-        try:
-            credential = self._platform.connector_admin.credentials.resolve(
-                found[0].credentials, org_id=org_id
-            )
-            return credential.field("signing_secret").encode() or None
-        except ConfigError:
-            return None
-
-    def _audit(self, org_id: str | None, connector: str, reason: str, remote: str | None) -> None:
-        with self._platform.db.session() as session:
-            self._platform.audit.append(
-                session,
-                AuditRecord(
-                    action="chat_event.refused",
-                    resource=f"connector:{connector}"[:300],
-                    outcome="denied",
-                    org_id=org_id,
-                    details={k: v for k, v in {"reason": reason, "remote": remote}.items() if v},
-                ),
-            )
