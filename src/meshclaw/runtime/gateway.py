@@ -310,8 +310,8 @@ class Gateway:
         action = f"tool.{definition.action}"
         resource = f"tool:{call.name}"
         # Judge and send the call the server will run, its schema's defaults included.
-        call = replace(call, arguments=definition.with_defaults(call.arguments))
         policy_context = definition.policy_context(call.arguments)
+        call = replace(call, arguments=policy_context["arguments"])
         targets = policy_context["targets"]
         decision = self._authorize(ctx, action, resource, policy_context)
         if decision.needs_approval and self._approvals is not None:
