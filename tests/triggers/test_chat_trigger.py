@@ -25,6 +25,7 @@ from meshclaw.triggers.models import InboundDelivery, InboundWatermark
 from meshclaw.triggers.slack_events import sign
 from tests.conftest import World, agent_yaml
 from tests.triggers.storedown import runs_refused
+from tests.triggers.test_matrix_trigger import add_matrix_chat
 from tests.triggers.together import tick_together
 
 TOKEN, BOT, SIGNING_SECRET = "xoxb-meshclaw-bot", "UBOT0001", "8f742231b10e8888abcd99yyyzzz85a5"
@@ -326,20 +327,7 @@ def test_a_slack_event_for_a_matrix_connector_is_refused_with_the_reason(
     # A Matrix connector's triggers poll their room (tests/triggers/test_matrix_trigger.py);
     # Slack's Events API does not reach them, even signed with the vault's secret.
     world = make_world()
-    world.platform.connector_admin.add(
-        world.admin,
-        "chat",
-        {
-            "command": sys.executable,
-            "args": ["-m", "meshclaw.connectors.servers", "chat"],
-            "env": {"MESHCLAW_CHAT_KIND": "matrix", "MESHCLAW_CHAT_BASE_URL": "http://127.0.0.1:9"},
-            "credentials": "chat",
-            "credential_env": {"MESHCLAW_CHAT_TOKEN": "token"},
-        },
-    )
-    world.platform.vault.put(
-        "chat", {"token": TOKEN, "signing_secret": SIGNING_SECRET}, org_id=world.alice.org_id
-    )
+    add_matrix_chat(world, "http://127.0.0.1:9", {"token": TOKEN, "signing_secret": SIGNING_SECRET})
     world.save_agent(chat_agent())
     payload = {
         "type": "event_callback",

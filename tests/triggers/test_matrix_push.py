@@ -31,6 +31,7 @@ from tests.conftest import World
 from tests.connectors.conftest import synapse  # noqa: F401  (the homeserver fixture)
 from tests.connectors.synapsepeer import CLIENT, Push, Synapse
 from tests.triggers.test_matrix_trigger import (
+    add_matrix_chat,
     chat_runs,
     edit,
     matrix_agent,
@@ -64,19 +65,8 @@ def fired(world: World) -> list[dict[str, Any]]:
 def offline_world(make_world: Callable[..., World], hs_token: str | None = HS_TOKEN) -> World:
     """The org's Matrix chat connector on a homeserver that does not answer."""
     world = make_world()
-    world.platform.connector_admin.add(
-        world.admin,
-        "chat",
-        {
-            "command": sys.executable,
-            "args": ["-m", "meshclaw.connectors.servers", "chat"],
-            "env": {"MESHCLAW_CHAT_KIND": "matrix", "MESHCLAW_CHAT_BASE_URL": "http://127.0.0.1:9"},
-            "credentials": "chat",
-            "credential_env": {"MESHCLAW_CHAT_TOKEN": "token"},
-        },
-    )
     fields = {"token": "syt_bot"} | ({"hs_token": hs_token} if hs_token else {})
-    world.platform.vault.put("chat", fields, org_id=world.alice.org_id)
+    add_matrix_chat(world, "http://127.0.0.1:9", fields)
     return world
 
 

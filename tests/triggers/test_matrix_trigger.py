@@ -29,21 +29,27 @@ def matrix_agent(room: str, *, mention: bool = False) -> str:
     return agent_yaml(tools=tools).replace("budget:", f"triggers:\n{trigger}budget:")
 
 
-def matrix_world(world: World, synapse: Synapse, **env: str) -> World:  # noqa: F811
-    """``world`` with the org's chat connector on Synapse, acting as ``bot``."""
+def add_matrix_chat(world: World, base_url: str, credential: dict[str, str], **env: str) -> None:
+    """The org's chat connector ``chat`` on the homeserver at ``base_url`` (Matrix backend),
+    its credential (``token``, and what else a test needs) in the org's vault."""
     world.platform.connector_admin.add(
         world.admin,
         "chat",
         {
             "command": sys.executable,
             "args": ["-m", "meshclaw.connectors.servers", "chat"],
-            "env": {"MESHCLAW_CHAT_KIND": "matrix", "MESHCLAW_CHAT_BASE_URL": synapse.url}
+            "env": {"MESHCLAW_CHAT_KIND": "matrix", "MESHCLAW_CHAT_BASE_URL": base_url}
             | {f"MESHCLAW_CHAT_{k.upper()}": v for k, v in env.items()},
             "credentials": "chat",
             "credential_env": {"MESHCLAW_CHAT_TOKEN": "token"},
         },
     )
-    world.platform.vault.put("chat", {"token": synapse.tokens["bot"]}, org_id=world.alice.org_id)
+    world.platform.vault.put("chat", credential, org_id=world.alice.org_id)
+
+
+def matrix_world(world: World, synapse: Synapse, **env: str) -> World:  # noqa: F811
+    """``world`` with the org's chat connector on Synapse, acting as ``bot``."""
+    add_matrix_chat(world, synapse.url, {"token": synapse.tokens["bot"]}, **env)
     return world
 
 
