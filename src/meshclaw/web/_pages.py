@@ -95,7 +95,17 @@ def render(
     status_code: int = 200,
     **context: Any,
 ) -> HTMLResponse:
-    """Render a page with what the layout needs (who is signed in, the nav, CSRF)."""
+    """Render a page with what the layout needs (who is signed in, the nav, CSRF).
+
+    The nav's unread count is one indexed COUNT per page (None: not theirs to read), unless
+    the page counted already (``unread_notifications`` in ``context``); not on a server
+    error's page, which must render even when the store failed."""
+    if "unread_notifications" not in context:
+        context["unread_notifications"] = (
+            viewer.platform.notifications.unread_count(viewer.caller)
+            if viewer and status_code < 500
+            else None
+        )
     return templates.TemplateResponse(
         request,
         template,
@@ -105,13 +115,6 @@ def render(
             "csrf": viewer.csrf_token if viewer else "",
             "prefix": PREFIX,
             "path": request.url.path,
-            # The nav's unread count: one indexed COUNT per page (None: not theirs to read).
-            # Not on a server error's page, which must render even when the store failed.
-            "unread_notifications": (
-                viewer.platform.notifications.unread_count(viewer.caller)
-                if viewer and status_code < 500
-                else None
-            ),
             **context,
         },
         status_code=status_code,

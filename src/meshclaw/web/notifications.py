@@ -111,6 +111,7 @@ def notifications_page(
         filters=filters,
         errors=errors,
         inbox=inbox,
+        unread_notifications=inbox.count if inbox is not None else None,  # counted once
         scopes=SCOPES if service.may_read_org(viewer.caller) else None,
         statuses=STATUS_CHOICES,
         sizes=PAGE_SIZES,
