@@ -267,7 +267,7 @@ class OutcomeService:
         now = self._clock()
         with self._db.session() as session:
             resolved = self._directory(session, org_id, verification.beneficiaries)
-            beneficiaries = list(dict.fromkeys(user for _, user in resolved))
+            beneficiaries = _user_ids(resolved)
             outcome = Outcome(
                 id=new_id("out"), org_id=org_id, team_id=team_id, user_id=user_id,
                 agent_id=agent_id, run_id=run_id,
@@ -307,7 +307,7 @@ class OutcomeService:
     def _directory_ids(cls, session: Session, org_id: str, names: Iterable[str]) -> list[str]:
         """Handles, mail addresses or user ids -> user ids in the org, once each; others
         are ``external``."""
-        return list(dict.fromkeys(user for _, user in cls._directory(session, org_id, names)))
+        return _user_ids(cls._directory(session, org_id, names))
 
     @staticmethod
     def _directory(session: Session, org_id: str, names: Iterable[str]) -> list[tuple[str, str]]:
@@ -566,3 +566,8 @@ def _resource(outcome: Outcome) -> ApiResource:
         beneficiaries=tuple(str(b) for b in outcome.beneficiaries or ()),
         team_id=outcome.team_id,
     )  # fmt: skip
+
+
+def _user_ids(resolved: Iterable[tuple[str, str]]) -> list[str]:
+    """The user ids (or ``external``) of ``_directory``'s pairs, once each, in order."""
+    return list(dict.fromkeys(user for _, user in resolved))
