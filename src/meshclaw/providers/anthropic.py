@@ -33,6 +33,7 @@ from meshclaw.providers.base import (
     ToolCall,
     Usage,
     parse_tool_arguments,
+    status_error,
 )
 
 DEFAULT_MAX_TOKENS = 4096
@@ -106,10 +107,9 @@ def _error(exc: anthropic.AnthropicError) -> ProviderError:
     if isinstance(exc, anthropic.APIConnectionError | anthropic.APITimeoutError):
         return ProviderUnavailable(f"Anthropic unreachable: {type(exc).__name__}", retryable=True)
     if isinstance(exc, anthropic.APIStatusError):
-        status = exc.status_code
-        retryable = status in (408, 429) or status >= 500  # 529: overloaded
-        return ProviderError(
-            f"Anthropic answered HTTP {status}: {exc.message}", status=status, retryable=retryable
+        # A request timeout (408) is worth another try too; 529 (overloaded) is a 5xx.
+        return status_error(
+            "Anthropic", exc.status_code, exc.message, retryable_statuses=(408, 429)
         )
     return ProviderError(f"Anthropic error: {type(exc).__name__}: {exc}", retryable=False)
 

@@ -7,9 +7,11 @@ format. Tool names are MeshClaw's ``connector.tool`` everywhere above this layer
 from __future__ import annotations
 
 import json
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Collection
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
+
+from meshclaw.errors import ProviderError
 
 Role = Literal["system", "user", "assistant", "tool"]
 
@@ -44,6 +46,31 @@ def parse_tool_arguments(raw: str) -> dict[str, Any]:
     except json.JSONDecodeError:
         return {}
     return value if isinstance(value, dict) else {}
+
+
+def status_error(
+    vendor: str,
+    status: int | None,
+    message: str,
+    *,
+    retryable_statuses: Collection[int] = (429,),
+    code: str | None = None,
+    retryable: bool = False,
+) -> ProviderError:
+    """A vendor's error answer as a ``ProviderError``: "<vendor> answered HTTP <status>:
+    <message>" (``code``, e.g. Bedrock's exception name, goes before the status).
+
+    Retryable when ``retryable`` already says so (a vendor's own error code), for any 5xx,
+    and for ``retryable_statuses`` (rate limits; Anthropic adds 408). Only the vendor's
+    message goes in, never the SDK exception's text, which can carry request headers.
+    """
+    retryable = retryable or (
+        status is not None and (status in retryable_statuses or status >= 500)
+    )
+    answered = f"{code} (HTTP {status})" if code is not None else f"HTTP {status}"
+    return ProviderError(
+        f"{vendor} answered {answered}: {message}", status=status, retryable=retryable
+    )
 
 
 @dataclass(frozen=True, kw_only=True)

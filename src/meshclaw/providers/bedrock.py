@@ -37,6 +37,7 @@ from meshclaw.providers.base import (
     ToolCall,
     Usage,
     parse_tool_arguments,
+    status_error,
 )
 
 if TYPE_CHECKING:
@@ -102,10 +103,14 @@ def _error(exc: Exception) -> ProviderError:
         error = exc.response.get("Error", {})
         code = str(error.get("Code", "Unknown"))
         status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0) or None
-        retryable = code in _RETRYABLE_CODES or (status is not None and status >= 500)
-        detail = error.get("Message", "")
-        return ProviderError(
-            f"Bedrock answered {code} (HTTP {status}): {detail}", status=status, retryable=retryable
+        # Bedrock names its retryable errors (throttling included): the code decides.
+        return status_error(
+            "Bedrock",
+            status,
+            error.get("Message", ""),
+            retryable_statuses=(),
+            code=code,
+            retryable=code in _RETRYABLE_CODES,
         )
     if isinstance(
         exc,

@@ -21,6 +21,7 @@ from meshclaw.providers.base import (
     ToolCall,
     Usage,
     parse_tool_arguments,
+    status_error,
 )
 
 WIRE_SEPARATOR = "__"
@@ -85,12 +86,8 @@ def _error(exc: openai.OpenAIError) -> ProviderError:
             f"model server unreachable: {type(exc).__name__}", retryable=True
         )
     if isinstance(exc, openai.APIStatusError):
-        status = exc.status_code
         detail = exc.message if isinstance(exc.message, str) else ""
-        retryable = status == 429 or status >= 500
-        return ProviderError(
-            f"provider answered HTTP {status}: {detail}", status=status, retryable=retryable
-        )
+        return status_error("provider", exc.status_code, detail)
     return ProviderError(f"provider error: {type(exc).__name__}: {exc}", retryable=False)
 
 

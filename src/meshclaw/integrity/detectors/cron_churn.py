@@ -16,8 +16,8 @@ from __future__ import annotations
 import polars as pl
 
 from meshclaw.integrity._history import History
-from meshclaw.integrity._stats import Finding, peer_z, strength
-from meshclaw.integrity.detectors._common import iso, r3, sample
+from meshclaw.integrity._stats import Finding, strength
+from meshclaw.integrity.detectors._common import iso, outlying_groups, r3, run_groups, sample
 
 NAME = "cron_churn"
 MIN_AGENT_RUNS = 10
@@ -31,26 +31,22 @@ def detect(h: History) -> list[Finding]:
     if cron.height == 0:
         return []
     hour, weekday = pl.col("ts").dt.hour(), pl.col("ts").dt.weekday()
-    agents = (
-        cron.group_by("user", "agent")
-        .agg(
-            pl.len().alias("runs"),
-            (pl.col("outcomes") > 0).mean().alias("outcome_share"),
-            (pl.col("ts").diff().dt.total_seconds() / 60).median().alias("interval_min"),
-            ((hour < 8) | (hour >= 19) | (weekday >= 6)).mean().alias("off_hours"),
-            pl.col("ts").min().alias("first"),
-            pl.col("ts").max().alias("last"),
-            pl.col("run"),
-        )
-        .filter((pl.col("runs") >= MIN_AGENT_RUNS) & (pl.col("outcome_share") <= MAX_OUTCOME_SHARE))
-    )
-    per = agents.group_by("user").agg(pl.col("runs").sum().alias("churn"))
-    z = peer_z(h.users, per, "churn", min_peers=h.config.min_peers, floor_abs=3.0)
+    agents = run_groups(
+        cron,
+        "agent",
+        (pl.col("ts").diff().dt.total_seconds() / 60).median().alias("interval_min"),
+        ((hour < 8) | (hour >= 19) | (weekday >= 6)).mean().alias("off_hours"),
+    ).filter((pl.col("runs") >= MIN_AGENT_RUNS) & (pl.col("outcome_share") <= MAX_OUTCOME_SHARE))
     findings = []
-    for row in z.filter((pl.col("z") >= Z) & (pl.col("churn") >= MIN_RUNS)).iter_rows(named=True):
-        mine = agents.filter(pl.col("user") == row["user"]).sort(
-            ["runs", "agent"], descending=[True, False]
-        )
+    for row, mine in outlying_groups(
+        h,
+        agents,
+        "churn",
+        z=Z,
+        min_runs=MIN_RUNS,
+        order=["runs", "agent"],
+        descending=[True, False],
+    ):
         findings.append(
             Finding(
                 detector=NAME,
@@ -71,7 +67,7 @@ def detect(h: History) -> list[Finding]:
                             "last": iso(a["last"]),
                             "example_runs": sample(a["run"]),
                         }
-                        for a in mine.head(3).iter_rows(named=True)
+                        for a in mine
                     ],
                 },
             )

@@ -24,8 +24,8 @@ import numpy as np
 import polars as pl
 
 from meshclaw.integrity._history import History
-from meshclaw.integrity._stats import Finding, peer_z, strength
-from meshclaw.integrity.detectors._common import iso, r3, sample
+from meshclaw.integrity._stats import Finding, strength
+from meshclaw.integrity.detectors._common import iso, outlying_groups, r3, run_groups, sample
 
 NAME = "repeated_tasks"
 SIMILAR = 0.6
@@ -98,31 +98,25 @@ def detect(h: History) -> list[Finding]:
     half = len(spans) // 2
     with ThreadPoolExecutor(max_workers=2) as pool:
         list(pool.map(cluster, [spans[:half], spans[half:]]))
-    clusters = (
-        runs.select("user", "run", "ts", "outcomes")
-        .with_columns(pl.Series("c", roots))
-        .group_by("user", "c")
-        .agg(
-            pl.len().alias("size"),
-            (pl.col("outcomes") > 0).mean().alias("outcome_share"),
-            pl.col("ts").min().alias("first"),
-            pl.col("ts").max().alias("last"),
-            pl.col("ts").dt.date().n_unique().alias("days"),
-            pl.col("run"),
-        )
-        .filter(
-            (pl.col("size") >= MIN_CLUSTER)
-            & (pl.col("outcome_share") <= MAX_OUTCOME_SHARE)
-            & (pl.col("days") >= MIN_DAYS)
-        )
+    clusters = run_groups(
+        runs.select("user", "run", "ts", "outcomes").with_columns(pl.Series("c", roots)),
+        "c",
+        pl.col("ts").dt.date().n_unique().alias("days"),
+    ).filter(
+        (pl.col("runs") >= MIN_CLUSTER)
+        & (pl.col("outcome_share") <= MAX_OUTCOME_SHARE)
+        & (pl.col("days") >= MIN_DAYS)
     )
-    values = clusters.group_by("user").agg(pl.col("size").sum().alias("repeats"))
-    z = peer_z(h.users, values, "repeats", min_peers=h.config.min_peers, floor_abs=3.0)
     findings = []
-    for row in z.filter((pl.col("z") >= Z) & (pl.col("repeats") >= MIN_RUNS)).iter_rows(named=True):
-        mine = clusters.filter(pl.col("user") == row["user"]).sort(
-            ["size", "first", "c"], descending=[True, False, False]
-        )
+    for row, mine in outlying_groups(
+        h,
+        clusters,
+        "repeats",
+        z=Z,
+        min_runs=MIN_RUNS,
+        order=["runs", "first", "c"],
+        descending=[True, False, False],
+    ):
         findings.append(
             Finding(
                 detector=NAME,
@@ -135,14 +129,14 @@ def detect(h: History) -> list[Finding]:
                     "similarity_threshold": SIMILAR,
                     "clusters": [
                         {
-                            "runs": r["size"],
+                            "runs": r["runs"],
                             "days": r["days"],
                             "share_with_outcome": r3(r["outcome_share"]),
                             "first": iso(r["first"]),
                             "last": iso(r["last"]),
                             "example_runs": sample(r["run"]),
                         }
-                        for r in mine.head(3).iter_rows(named=True)
+                        for r in mine
                     ],
                 },
             )
