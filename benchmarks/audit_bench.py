@@ -5,9 +5,14 @@ canonicalisation, leaf hash, frontier update, a signed checkpoint every 1,000 re
 against a baseline measured in the same run: the unhashed insert the sink did before the
 log was hashed. Verify: a log of N records is synthesised with the real hashing code
 (bulk inserts, not timed), then ``AuditLog.verify`` recomputes everything and is timed.
+Proofs: a log of N records with its tiles (as the sink writes them) is synthesised, then
+inclusion and consistency proofs at random places are built as ``AuditLog`` builds them
+(one query: every tile and edge-leaf range planned first) and, for comparison, reading
+each range as it is reached (one query per range, as before); time, queries and rows.
 
     .venv/bin/python benchmarks/audit_bench.py                      # prints only
     .venv/bin/python benchmarks/audit_bench.py --verify-n 1000000   # the issue's 1 M target
+    .venv/bin/python benchmarks/audit_bench.py --proofs-only --proof-n 10000000
     .venv/bin/python benchmarks/audit_bench.py --write docs/benchmarks.md
 """
 
@@ -18,6 +23,7 @@ import asyncio
 import json
 import os
 import platform as host
+import random
 import resource
 import statistics
 import tempfile
@@ -30,13 +36,24 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import create_engine, insert, text
+from sqlalchemy import create_engine, event, insert, text
 from sqlalchemy.orm import Session
 
 from meshclaw.accounts.service import Caller
-from meshclaw.audit.canonical import Body, Header, body_hash, format_ts, new_salt
+from meshclaw.audit import tiles
+from meshclaw.audit.canonical import Body, Header, body_hash, format_ts, header_json, new_salt
+from meshclaw.audit.checkpoint import Checkpoint
 from meshclaw.audit.log import AuditLog
-from meshclaw.audit.merkle import Frontier
+from meshclaw.audit.merkle import (
+    TILE,
+    TILE_HEIGHT,
+    Frontier,
+    consistency_path,
+    hash_leaf,
+    inclusion_path,
+    verify_consistency,
+    verify_inclusion,
+)
 from meshclaw.audit.models import AuditCheckpoint, AuditHead
 from meshclaw.audit.signing import Checkpointer
 from meshclaw.audit.sink import AuditRecord, StoreAuditSink
@@ -248,8 +265,6 @@ def synthesise(url: str, home: Path, n: int) -> Checkpointer:
                     }
                 )
                 if seq % cp.every == 0 or seq == n:
-                    from meshclaw.audit.checkpoint import Checkpoint
-
                     note = cp.signer.sign(
                         Checkpoint(origin=cp.origin, size=seq, root=frontier.root())
                     )
@@ -304,6 +319,187 @@ def bench_verify(url: str, home: Path, n: int, workers: int) -> dict[str, float]
 
 def _verify_into(log: AuditLog, workers: int, result: list[Any]) -> None:
     result.append(log.verify(workers=workers))
+
+
+# -- proofs: one query each, whatever the log's size ------------------------------------
+
+
+def synthesise_tiled(url: str, home: Path, n: int) -> list[tuple[int, bytes]]:
+    """N records with their tiles and a checkpoint every 1,000, as the sink writes them,
+    but sharing one body (only headers are hashed one by one: 10 M records in minutes).
+    Returns the signed (size, root)s."""
+    migrate(url)
+    cp = checkpointer(home)
+    db = Database(url)
+    frontier = Frontier()
+    signed: list[tuple[int, bytes]] = []
+    r = record(0)
+    salt = new_salt()
+    digest = body_hash(
+        Body(
+            actor_user_id=r.actor_user_id,
+            actor_agent_id=r.actor_agent_id,
+            resource=r.resource,
+            details=r.details,
+            salt=salt,
+        )
+    )
+    base = utcnow() - timedelta(days=30)
+    try:
+        with db.session() as session:
+            conn = session.connection()
+            rows: list[dict[str, Any]] = []
+            notes: list[dict[str, Any]] = []
+            for seq in range(1, n + 1):
+                ts = base + timedelta(microseconds=seq * 50)
+                eid = f"aud_{seq:026d}"
+                # System records (no org): any auditor may prove them.
+                leaf = hash_leaf(header_json(seq, eid, format_ts(ts), None, r.action, "ok", digest))
+                if (tile := frontier.append(leaf)) is not None:
+                    store_tile(conn, seq, tile)
+                rows.append(
+                    {
+                        "seq": seq,
+                        "id": eid,
+                        "ts": ts,
+                        "org_id": None,
+                        "actor_user_id": r.actor_user_id,
+                        "actor_agent_id": r.actor_agent_id,
+                        "action": r.action,
+                        "resource": r.resource,
+                        "outcome": "ok",
+                        "details": r.details,
+                        "salt": salt,
+                        "body_sha256": digest,
+                        "leaf_hash": leaf.hex(),
+                    }
+                )
+                if seq % cp.every == 0 or seq == n:
+                    root = frontier.root()
+                    signed.append((seq, root))
+                    notes.append(
+                        {
+                            "size": seq,
+                            "root_hash": root.hex(),
+                            "origin": cp.origin,
+                            "key_id": cp.signer.verifier.key_id.hex(),
+                            "note": cp.signer.sign(
+                                Checkpoint(origin=cp.origin, size=seq, root=root)
+                            ),
+                            "created_at": utcnow(),
+                        }
+                    )
+                if len(rows) == 10_000 or seq == n:
+                    session.execute(insert(AuditEvent), rows)
+                    rows = []
+            for start in range(0, len(notes), 5_000):
+                session.execute(insert(AuditCheckpoint), notes[start : start + 5_000])
+            session.execute(
+                text("UPDATE audit_head SET size=:s, frontier=:f, root=:r WHERE id=1"),
+                {"s": n, "f": json.dumps(frontier.to_hex()), "r": frontier.root().hex()},
+            )
+    finally:
+        db.dispose()
+    return signed
+
+
+def bench_proofs(url: str, home: Path, n: int, samples: int) -> dict[str, dict[str, float]]:
+    """Per proof kind and way of reading: median and p95 ms, queries and rows (max)."""
+    signed = synthesise_tiled(url, home, n)
+    roots = dict(signed)
+    sizes = [size for size, _ in signed[:-1]]
+    rng = random.Random(6)
+    # The same proofs both ways, against the whole signed log: at the edges (the first and
+    # last leaf; the first and last signed size) and at random places.
+    places = {
+        "inclusion": [0, n - 1, *(rng.randrange(n) for _ in range(samples - 2))],
+        "consistency": [sizes[0], sizes[-1], *(rng.choice(sizes) for _ in range(samples - 2))],
+    }
+    db = Database(url)
+    statements: list[str] = []
+
+    def count(conn: object, cursor: object, statement: str, *args: object) -> None:
+        statements.append(statement)
+
+    event.listen(db.engine, "before_cursor_execute", count)
+    out: dict[str, dict[str, float]] = {}
+    try:
+        for kind, where in places.items():
+            got: dict[str, list[tuple[float, int, int]]] = {"one query": [], "lazy": []}
+            for i, at in enumerate(where):
+                compute = partial(
+                    inclusion_path if kind == "inclusion" else consistency_path, at, n
+                )
+                results: dict[str, list[bytes]] = {}
+                for way in ("one query", "lazy") if i % 2 else ("lazy", "one query"):  # ABBA
+                    with db.session() as session:
+                        tree = tiles.tree(session)
+                        session.connection()  # not the proof's: the session's own setup
+                        statements.clear()
+                        start = time.perf_counter()
+                        proof = tree.run(compute) if way == "one query" else compute(tree.subtree)
+                        elapsed = time.perf_counter() - start
+                        rows = sum(last - first for _, first, last in tree.last_reads)
+                        got[way].append((elapsed, len(statements), rows))
+                        results[way] = proof
+                if results["one query"] != results["lazy"]:
+                    raise SystemExit(f"{kind} proof at {at}: the two ways differ")
+                if not _verifies(kind, at, n, results["one query"], roots, db):
+                    raise SystemExit(f"{kind} proof at {at} does not verify against the roots")
+            for way, samples_ in got.items():
+                times = sorted(t for t, _, _ in samples_)
+                out[f"{kind} {way}"] = {
+                    "median_ms": statistics.median(times) * 1000,
+                    "p95_ms": times[max(0, round(len(times) * 0.95) - 1)] * 1000,
+                    "queries": max(q for _, q, _ in samples_),
+                    "rows_median": statistics.median(r for _, _, r in samples_),
+                    "rows_max": max(r for _, _, r in samples_),
+                }
+    finally:
+        db.dispose()
+    return out
+
+
+def _verifies(
+    kind: str, at: int, n: int, proof: list[bytes], roots: dict[int, bytes], db: Database
+) -> bool:
+    """The proof checked against the signed roots (not timed)."""
+    if kind == "consistency":
+        return verify_consistency(at, n, roots[at], roots[n], proof)
+    with db.session() as session:
+        leaf = session.scalar(
+            text("SELECT leaf_hash FROM audit_events WHERE seq = :s"), {"s": at + 1}
+        )
+    return verify_inclusion(at, n, bytes.fromhex(str(leaf)), proof, roots[n])
+
+
+def _proof_rows(engine: str, n: int, got: dict[str, dict[str, float]]) -> list[list[str]]:
+    levels = max(0, (n.bit_length() - 1) // TILE_HEIGHT)
+    rows = []
+    for kind in ("inclusion", "consistency"):
+        one, lazy = got[f"{kind} one query"], got[f"{kind} lazy"]
+        rows.append(
+            [
+                f"{engine}, {n:,} records ({levels} tile level{'s' if levels != 1 else ''}), "
+                f"{kind}",
+                f"{one['median_ms']:.1f} / {one['p95_ms']:.1f}",
+                f"{one['queries']:.0f}",
+                f"{one['rows_median']:,.0f} / {one['rows_max']:,.0f}",
+                f"{lazy['median_ms']:.1f} / {lazy['p95_ms']:.1f}",
+                f"{lazy['queries']:.0f}",
+            ]
+        )
+    return rows
+
+
+PROOF_HEADERS = [
+    "proofs (one log, random places)",
+    "one query: ms median / p95",
+    "queries",
+    "rows median / max",
+    "a query per range: ms median / p95",
+    "queries (max)",
+]
 
 
 # -- the audit write's share of one agent step ------------------------------------------
@@ -485,19 +681,34 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--verify-workers", type=int, default=os.cpu_count() or 1, help="processes for verify"
     )
-    parser.add_argument("--verify-only", action="store_true", help="skip append and step")
+    parser.add_argument("--proof-n", type=int, default=1_000_000, help="log size for proofs")
+    parser.add_argument(
+        "--proof-pg-n",
+        type=int,
+        default=1_000_000,
+        help="log size for proofs on PostgreSQL (0: skip)",
+    )
+    parser.add_argument("--proof-samples", type=int, default=200, help="proofs per kind and way")
+    parser.add_argument("--verify-only", action="store_true", help="only verify")
+    parser.add_argument("--proofs-only", action="store_true", help="only proofs")
     parser.add_argument("--write", type=Path, metavar="FILE", help="rewrite FILE's audit section")
     args = parser.parse_args(argv)
-    if args.verify_only and args.write:
-        parser.error("--write needs every measurement (drop --verify-only)")
+    if (args.verify_only or args.proofs_only) and args.write:
+        parser.error("--write needs every measurement (drop --verify-only/--proofs-only)")
+    if args.verify_only and args.proofs_only:
+        parser.error("--verify-only and --proofs-only exclude each other")
+    if args.proof_n < 2_000 or 0 < args.proof_pg_n < 2_000:
+        parser.error("proof logs need at least 2,000 records (two signed sizes)")
 
     load_before = os.getloadavg()[0]
     rows: list[list[str]] = []
     lines: list[str] = []
     step: dict[str, float] = {}
+    ver: dict[str, float] = {}
+    proof_rows: list[list[str]] = []
     with tempfile.TemporaryDirectory() as tmp:
         home = Path(tmp)
-        if not args.verify_only:
+        if not (args.verify_only or args.proofs_only):
             sq = bench_append(f"sqlite:///{home / 'append.db'}", home, args.append_n, args.rounds)
             rows.append(_append_row("SQLite, 1 writer", sq))
             with PgDatabase() as pg:
@@ -516,9 +727,19 @@ def main(argv: list[str] | None = None) -> int:
                         [f"PostgreSQL, {args.writers} writers", f"{par:,.0f}", "", "", "", "", ""]
                     )
             step = bench_step(home, args.step_reps)
-        ver = bench_verify(
-            f"sqlite:///{home / 'verify.db'}", home, args.verify_n, args.verify_workers
-        )
+        if not args.proofs_only:
+            ver = bench_verify(
+                f"sqlite:///{home / 'verify.db'}", home, args.verify_n, args.verify_workers
+            )
+        if not args.verify_only:
+            got = bench_proofs(
+                f"sqlite:///{home / 'proofs.db'}", home, args.proof_n, args.proof_samples
+            )
+            proof_rows += _proof_rows("SQLite", args.proof_n, got)
+            with PgDatabase() as pg:
+                if pg is not None and args.proof_pg_n:
+                    got = bench_proofs(pg, home, args.proof_pg_n, args.proof_samples)
+                    proof_rows += _proof_rows("PostgreSQL", args.proof_pg_n, got)
     load = max(load_before, os.getloadavg()[0])
     scale = 1_000_000 / args.verify_n
     headers = [
@@ -539,21 +760,33 @@ def main(argv: list[str] | None = None) -> int:
             f"write adds **{step['overhead'] * 100:+.1f}% wall, "
             f"{step['cpu_overhead'] * 100:+.1f}% CPU** per step (target < 5%)."
         )
-    lines += [
-        f"`audit verify` (SQLite) of {args.verify_n:,} records and {ver['checkpoints']:.0f} "
-        f"checkpoints: one pass **{ver['serial_wall']:.1f} s wall, {ver['serial_cpu']:.1f} s "
-        f"CPU**; {args.verify_workers} processes **{ver['parallel_wall']:.1f} s wall, "
-        f"{ver['parallel_cpu']:.1f} s CPU** (all processes; "
-        f"{ver['parallel_workers_cpu']:.1f} s in the workers), "
-        f"{ver['serial_wall'] / ver['parallel_wall']:.2f} times faster (wall)"
-        + (
-            ""
-            if scale == 1
-            else f"; linear extrapolation to 1,000,000 records: one pass "
-            f"{ver['serial_wall'] * scale:.0f} s wall, {args.verify_workers} processes "
-            f"{ver['parallel_wall'] * scale:.0f} s wall"
+    if ver:
+        lines.append(
+            f"`audit verify` (SQLite) of {args.verify_n:,} records and {ver['checkpoints']:.0f} "
+            f"checkpoints: one pass **{ver['serial_wall']:.1f} s wall, {ver['serial_cpu']:.1f} s "
+            f"CPU**; {args.verify_workers} processes **{ver['parallel_wall']:.1f} s wall, "
+            f"{ver['parallel_cpu']:.1f} s CPU** (all processes; "
+            f"{ver['parallel_workers_cpu']:.1f} s in the workers), "
+            f"{ver['serial_wall'] / ver['parallel_wall']:.2f} times faster (wall)"
+            + (
+                ""
+                if scale == 1
+                else f"; linear extrapolation to 1,000,000 records: one pass "
+                f"{ver['serial_wall'] * scale:.0f} s wall, {args.verify_workers} processes "
+                f"{ver['parallel_wall'] * scale:.0f} s wall"
+            )
+            + " (target < 30 s)."
         )
-        + " (target < 30 s).",
+    if proof_rows:
+        lines.append(
+            f"Proofs: {args.proof_samples} of each kind per log, at the edges and at random "
+            "places, against the whole log; *one query*: as `AuditLog` builds them (every "
+            "tile and edge-leaf range planned first, then read at once); *a query per "
+            "range*: each range read as it is reached (as before). Rows: tile roots plus "
+            f"leaf hashes read (fewer than {2 * TILE} per level). Each proof is checked "
+            "against the signed roots."
+        )
+    lines += [
         f"Load average during the run: {load:.1f} on {os.cpu_count()} CPUs"
         + (
             " — the machine was shared, so wall times are inflated and CPU times are the "
@@ -562,10 +795,16 @@ def main(argv: list[str] | None = None) -> int:
             else "."
         ),
     ]
-    print("| " + " | ".join(headers) + " |")
-    for row in rows:
-        print("| " + " | ".join(row) + " |")
-    for line in lines:
+    tables: list[str] = []
+    for heads, body in ((headers, rows), (PROOF_HEADERS, proof_rows)):
+        if body:
+            tables += [
+                "| " + " | ".join(heads) + " |",
+                "|---|" + "---:|" * (len(heads) - 1),
+                *("| " + " | ".join(r) + " |" for r in body),
+                "",
+            ]
+    for line in tables + lines:
         print(line)
     if args.write:
         section = (
@@ -580,10 +819,7 @@ def main(argv: list[str] | None = None) -> int:
                     "insert the sink did before the log was hashed; *bare insert*: one Core "
                     "insert, no lock, no hashing.",
                     "",
-                    "| " + " | ".join(headers) + " |",
-                    "|---|" + "---:|" * (len(headers) - 1),
-                    *("| " + " | ".join(r) + " |" for r in rows),
-                    "",
+                    *tables,
                     *(f"{line}  " for line in lines),
                     "",
                     f"Machine: {host.machine()}, {os.cpu_count()} CPUs, Python "

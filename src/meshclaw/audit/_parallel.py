@@ -7,9 +7,13 @@ order, and compares roots with the signed checkpoints (``verify.verify_checked``
 findings are the serial pass's, to the record: a run that stops early (a bad record, a
 gap) ends the log there exactly as the serial pass would.
 
+Exported bundles are checked the same way (``bundle.verify_bundle``): each worker parses
+and checks byte ranges of the file. ``run_jobs`` is the part both share.
+
 Workers are fresh interpreters (``python -m meshclaw.audit._parallel``) that get their
-ranges on stdin and write each checked run to stdout as it is done (a pickle: parent and
-child are the same code). Not ``multiprocessing``: forking a process that runs threads
+jobs on stdin (module-level functions and their arguments) and write each result to
+stdout as it is done (a pickle: parent and child are the same code). Not
+``multiprocessing``: forking a process that runs threads
 (the API's, the embedded worker's) can copy a held lock into the child, and its
 ``spawn`` and ``forkserver`` children import the parent's main module (the whole CLI or
 server) before doing anything; these import only the audit code.
@@ -24,7 +28,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import IO, Any
@@ -34,7 +38,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session
 
 from meshclaw.audit._rows import record_views
-from meshclaw.audit.verify import CHUNK, Checked, Problem, RecordView, check_records
+from meshclaw.audit.verify import CHUNK, Checked, RecordView, check_records, sequence_problem
 from meshclaw.errors import RuntimeFailure
 from meshclaw.store.db import Database
 from meshclaw.store.models import AuditEvent
@@ -88,6 +92,10 @@ def ranges(session: Session, *, workers: int, size: int | None = None) -> list[t
     return [(lo, min(lo + step - 1, top)) for lo in range(1, top + 1, step)]
 
 
+Job = tuple[Callable[..., Any], tuple[Any, ...]]
+"""A module-level function and its arguments, run in a worker process."""
+
+
 @dataclass
 class _Worker:
     process: subprocess.Popen[bytes]
@@ -107,7 +115,7 @@ def _read_results(stream: IO[bytes], results: queue.Queue[Any]) -> None:
         results.put(("error", f"{type(exc).__name__}: {exc}"))
 
 
-def _start(url: str, spans: list[tuple[int, int]]) -> _Worker:
+def _start(jobs: list[Job]) -> _Worker:
     env = dict(os.environ)
     src = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     env["PYTHONPATH"] = os.pathsep.join(p for p in (src, env.get("PYTHONPATH")) if p)
@@ -122,47 +130,31 @@ def _start(url: str, spans: list[tuple[int, int]]) -> _Worker:
     threading.Thread(
         target=_read_results, args=(process.stdout, results), daemon=True, name="verify-reader"
     ).start()
-    pickle.dump((url, spans), process.stdin)
+    pickle.dump(jobs, process.stdin)
     process.stdin.close()
     return _Worker(process, results)
 
 
-def checked_runs(
-    url: str, spans: list[tuple[int, int]], workers: int, *, cpu: list[float] | None = None
-) -> Iterator[Checked]:
-    """The runs of ``spans``, checked in ``workers`` processes, yielded in log order.
+def run_jobs(
+    jobs: list[Job], workers: int, *, cpu: list[float] | None = None
+) -> Generator[Any, None, None]:
+    """The results of ``jobs``, run in ``workers`` processes, yielded in the jobs' order.
 
-    ``cpu`` receives the CPU seconds the workers used (for benchmarks).
+    Job ``i`` goes to worker ``i % workers``, so results arrive nearly in order. Stopping
+    early (closing the generator) kills the workers. ``cpu`` receives the CPU seconds
+    the workers used (for benchmarks).
     """
-    count = max(1, min(workers, len(spans)))
-    pool = [_start(url, spans[w::count]) for w in range(count)]
+    count = max(1, min(workers, len(jobs)))
+    pool = [_start(jobs[w::count]) for w in range(count)]
     try:
-        expected = 1
-        for i in range(len(spans)):
+        for i in range(len(jobs)):
             worker = pool[i % count]
             kind, value = worker.results.get()
-            if kind != "run":
+            if kind != "done":
                 raise VerifyWorkerError(f"audit verify worker failed: {value or 'exited early'}")
-            run, first_seen, used = value
+            result, used = value
             worker.cpu += used
-            if run.first != expected:
-                # The run before ended short of its range: records are missing there, up
-                # to the first record found in this range or a later one.
-                if first_seen is None:
-                    continue
-                yield Checked(
-                    first=expected,
-                    problem=Problem(
-                        kind="sequence",
-                        seq=expected,
-                        message=f"records seq {expected}..{first_seen - 1} are missing (deleted)",
-                    ),
-                )
-                return
-            yield run
-            if run.problem is not None:
-                return
-            expected = run.first + run.count
+            yield result
     finally:
         for worker in pool:
             if worker.process.poll() is None:
@@ -174,19 +166,45 @@ def checked_runs(
             cpu.append(sum(w.cpu for w in pool))
 
 
+def checked_runs(
+    url: str, spans: list[tuple[int, int]], workers: int, *, cpu: list[float] | None = None
+) -> Iterator[Checked]:
+    """The runs of ``spans``, checked in ``workers`` processes, yielded in log order.
+
+    ``cpu`` receives the CPU seconds the workers used (for benchmarks).
+    """
+    results = run_jobs([(check_range, (url, lo, hi, lo)) for lo, hi in spans], workers, cpu=cpu)
+    try:
+        expected = 1
+        for run, first_seen in results:
+            if run.first != expected:
+                # The run before ended short of its range: records are missing there, up
+                # to the first record found in this range or a later one.
+                if first_seen is None:
+                    continue
+                yield Checked(first=expected, problem=sequence_problem(expected, first_seen))
+                return
+            yield run
+            if run.problem is not None:
+                return
+            expected = run.first + run.count
+    finally:
+        results.close()
+
+
 def _serve() -> int:
-    """Worker side: read (url, spans) from stdin, write one pickled result per span."""
-    url, spans = pickle.load(sys.stdin.buffer)
+    """Worker side: read the jobs from stdin, write one pickled result per job."""
+    jobs: list[Job] = pickle.load(sys.stdin.buffer)
     out = sys.stdout.buffer
-    for lo, hi in spans:
+    for fn, args in jobs:
         start = time.process_time()
         try:
-            run, first_seen = check_range(url, lo, hi, lo)
+            result = fn(*args)
         except Exception as exc:
             pickle.dump(("error", f"{type(exc).__name__}: {exc}"), out)
             out.flush()
             return 1
-        pickle.dump(("run", (run, first_seen, time.process_time() - start)), out)
+        pickle.dump(("done", (result, time.process_time() - start)), out)
         out.flush()
     return 0
 

@@ -402,9 +402,9 @@ class AuditLog:
             if org is None or org[0] not in (None, caller.org_id):
                 raise NotFoundError(f"no audit record seq {seq} in this org's log")
             cp = self._checkpoint_at(session, size, seq)
-            tree = self._tree(session)
-            proof = inclusion_path(seq - 1, cp.size, tree.subtree)
-            leaf_hash = tree.subtree(seq - 1, seq)
+            proof, leaf_hash = self._tree(session).run(
+                lambda subtree: (inclusion_path(seq - 1, cp.size, subtree), subtree(seq - 1, seq))
+            )
             self._record(session, caller, "audit.prove", {"seq": seq, "size": cp.size})
             return {
                 "seq": seq,
@@ -427,7 +427,7 @@ class AuditLog:
         with self._db.session() as session:
             new = self._checkpoint_at(session, new_size, new_size)
             old = self._checkpoint_at(session, old_size, old_size) if old_size else None
-            proof = consistency_path(old_size, new_size, self._tree(session).subtree)
+            proof = self._tree(session).run(partial(consistency_path, old_size, new_size))
             return {
                 "old_size": old_size,
                 "new_size": new_size,

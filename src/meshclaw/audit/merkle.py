@@ -14,14 +14,16 @@ tile of level ``L`` covers ``TILE ** (L + 1)`` leaves (level 0: leaves
 level-0 tiles; and so on). ``TiledTree`` builds any subtree root, and so any proof, from
 the highest-level tiles that fit and leaf hashes only at the edges: a proof or frontier
 reads fewer than ``2 * TILE`` hashes per level, O(TILE * log_TILE n) in all, instead of
-all ``n`` leaf hashes.
+all ``n`` leaf hashes; ``TiledTree.run`` works out every tile and leaf range a proof needs
+before reading any, so a store answers a whole proof in one query.
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 HASH_SIZE = 32
 TILE_HEIGHT = 8
@@ -163,13 +165,51 @@ def consistency_path(old_size: int, n: int, subtree: SubtreeRoot) -> list[bytes]
     return path
 
 
+def frontier_path(size: int, subtree: SubtreeRoot) -> Frontier:
+    """The frontier of a tree's first ``size`` leaves, with subtree roots from ``subtree``."""
+    hashes: list[bytes] = []
+    lo = 0
+    for bit in reversed(range(size.bit_length())):
+        if size & (1 << bit):
+            hashes.append(subtree(lo, lo + (1 << bit)))
+            lo += 1 << bit
+    return Frontier(size=size, hashes=hashes)
+
+
+LEAVES = -1
+"""The level of a ``Read`` of leaf hashes rather than tile roots."""
+
+Read = tuple[int, int, int]
+"""``(level, first, last)``: the roots of the level-``level`` tiles ``first..last - 1``,
+or with level ``LEAVES`` the hashes of the leaves ``[first, last)``."""
+
+Fetched = Mapping[tuple[int, int], bytes]
+"""What a batch of reads found, by ``(level, index)``: a tile root or (``LEAVES``) a leaf hash."""
+
+T = TypeVar("T")
+
+
+def merge_reads(reads: Iterable[Read]) -> list[Read]:
+    """The same reads with overlapping or adjacent ranges of a level made one."""
+    merged: list[Read] = []
+    for level, first, last in sorted(reads):
+        if merged and merged[-1][0] == level and first <= merged[-1][2]:
+            merged[-1] = (level, merged[-1][1], max(last, merged[-1][2]))
+        elif first < last:
+            merged.append((level, first, last))
+    return merged
+
+
 class TiledTree:
     """Subtree roots of a log from its tiles and, for the parts no tile covers, its leaves.
 
     ``tiles(level, first, last)`` returns the roots of the level-``level`` tiles
-    ``first..last - 1``; ``leaves(lo, hi)`` the hashes of leaves ``[lo, hi)``. Both are read
-    lazily, only for what a proof needs. ``height``: a level-0 tile covers ``2 ** height``
-    leaves (the log's is ``TILE_HEIGHT``; tests use small ones to reach several levels).
+    ``first..last - 1``; ``leaves(lo, hi)`` the hashes of leaves ``[lo, hi)``. ``subtree``
+    reads them lazily, one range at a time. ``run`` computes a whole proof with every range
+    it needs read at once, through ``fetch`` (a store answers all of them in one query;
+    without ``fetch``, each range is read with ``tiles`` and ``leaves``). ``height``: a
+    level-0 tile covers ``2 ** height`` leaves (the log's is ``TILE_HEIGHT``; tests use
+    small ones to reach several levels).
     """
 
     def __init__(
@@ -178,14 +218,59 @@ class TiledTree:
         leaves: Callable[[int, int], Sequence[bytes]],
         *,
         height: int = TILE_HEIGHT,
+        fetch: Callable[[Sequence[Read]], Fetched] | None = None,
     ) -> None:
         if height < 1:
             raise ValueError(f"tile height must be >= 1, not {height}")
         self._tiles = tiles
         self._leaves = leaves
         self._height = height
+        self._fetch = fetch or self._fetch_each
+        self.last_reads: list[Read] = []
+        """The ranges the last ``run`` fetched (for tests and benchmarks)."""
 
     def subtree(self, lo: int, hi: int) -> bytes:
+        """``MTH(D[lo:hi])``, reading each tile and leaf range as it is reached."""
+        return self._root(lo, hi, self._read)
+
+    def run(self, compute: Callable[[SubtreeRoot], T]) -> T:
+        """``compute(subtree)`` with every tile and leaf range it needs read in one fetch.
+
+        ``compute`` is called twice: first with placeholder roots, only to learn which
+        subtrees it asks for (RFC 9162's proofs choose their subtrees from the sizes and
+        the index alone, never from hash values), then with the real roots, built from
+        what one ``fetch`` of all those ranges returned.
+        """
+        wanted: list[Read] = []
+
+        def plan(level: int, first: int, last: int) -> Sequence[bytes]:
+            wanted.append((level, first, last))
+            return ()
+
+        compute(lambda lo, hi: self._root(lo, hi, plan))
+        self.last_reads = merge_reads(wanted)
+        got = self._fetch(self.last_reads)
+
+        def read(level: int, first: int, last: int) -> Sequence[bytes]:
+            return [got[level, i] for i in range(first, last)]
+
+        return compute(lambda lo, hi: self._root(lo, hi, read))
+
+    def frontier(self, size: int) -> Frontier:
+        """The frontier of the tree's first ``size`` leaves (read in one fetch)."""
+        return self.run(lambda subtree: frontier_path(size, subtree))
+
+    def _read(self, level: int, first: int, last: int) -> Sequence[bytes]:
+        return self._leaves(first, last) if level == LEAVES else self._tiles(level, first, last)
+
+    def _fetch_each(self, reads: Sequence[Read]) -> Fetched:
+        got: dict[tuple[int, int], bytes] = {}
+        for level, first, last in reads:
+            hashes = self._read(level, first, last)
+            got.update(zip(((level, i) for i in range(first, last)), hashes, strict=True))
+        return got
+
+    def _root(self, lo: int, hi: int, read: Callable[[int, int, int], Sequence[bytes]]) -> bytes:
         """``MTH(D[lo:hi])``, splitting as RFC 9162 does until a range is perfect."""
         size = hi - lo
         if size > 0 and size & (size - 1) == 0 and lo % size == 0:
@@ -193,23 +278,13 @@ class TiledTree:
             # than 2 ** height of them.
             level = (size.bit_length() - 1) // self._height - 1
             if level < 0:
-                return root_hash(self._leaves(lo, hi))
+                return root_hash(read(LEAVES, lo, hi))
             span = 1 << (self._height * (level + 1))
-            return root_hash(self._tiles(level, lo // span, hi // span))
+            return root_hash(read(level, lo // span, hi // span))
         if size <= 1 << self._height:
-            return root_hash(self._leaves(lo, hi))
+            return root_hash(read(LEAVES, lo, hi))
         k = _split(size)
-        return hash_children(self.subtree(lo, lo + k), self.subtree(lo + k, hi))
-
-    def frontier(self, size: int) -> Frontier:
-        """The frontier of the tree's first ``size`` leaves."""
-        hashes: list[bytes] = []
-        lo = 0
-        for bit in reversed(range(size.bit_length())):
-            if size & (1 << bit):
-                hashes.append(self.subtree(lo, lo + (1 << bit)))
-                lo += 1 << bit
-        return Frontier(size=size, hashes=hashes)
+        return hash_children(self._root(lo, lo + k, read), self._root(lo + k, hi, read))
 
 
 def verify_inclusion(

@@ -7,7 +7,8 @@ The append that completes a tile writes its root in the same transaction
 (``store_tile``), and with it the root of every higher-level tile it completes. An
 inclusion or consistency proof, a witness's consistency proof or a bundle's frontier then
 reads fewer than ``2 * TILE`` tile roots per level plus as many leaf hashes at the edges
-(``tree``): O(TILE * log_TILE n) rows instead of every leaf hash of the log. Tiles are a
+(``tree``): O(TILE * log_TILE n) rows instead of every leaf hash of the log, all of them in
+one query (``TiledTree.run`` plans the ranges first; ``_Stored.fetch``). Tiles are a
 cache of what the leaves already fix: a wrong tile yields proofs that fail against the
 signed checkpoints (never one that passes), and ``verify`` recomputes every tile of every
 level from the leaves and reports the first that differs.
@@ -15,13 +16,14 @@ level from the leaves and reports the first that differs.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import cast
 
-from sqlalchemy import Table, select
+from sqlalchemy import Integer, Select, Table, and_, literal_column, or_, select, union_all
 from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
-from meshclaw.audit.merkle import TILE, TiledTree, root_hash
+from meshclaw.audit.merkle import LEAVES, TILE, Read, TiledTree, root_hash
 from meshclaw.audit.models import AuditTile
 from meshclaw.audit.verify import Problem
 from meshclaw.errors import ConflictError
@@ -49,9 +51,9 @@ def store_tile(conn: Connection, size: int, root: bytes) -> None:
 
 
 def tree(session: Session) -> TiledTree:
-    """Subtree roots of the stored log, read lazily from its tiles and leaves."""
+    """Subtree roots of the stored log from its tiles and leaves (``run``: in one query)."""
     stored = _Stored(session.connection())
-    return TiledTree(stored.tiles, stored.leaves)
+    return TiledTree(stored.tiles, stored.leaves, fetch=stored.fetch)
 
 
 class _Stored:
@@ -75,6 +77,43 @@ class _Stored:
             for t in range(first, last)
         ]
 
+    def fetch(self, reads: Sequence[Read]) -> dict[tuple[int, int], bytes]:
+        """Every tile root and leaf hash of ``reads``, in one statement: the tiles' and
+        the leaves' ranges as one OR each (index range scans on both engines), joined
+        with UNION ALL."""
+        tile_ranges = [
+            and_(AuditTile.level == level, AuditTile.tile >= first, AuditTile.tile < last)
+            for level, first, last in reads
+            if level != LEAVES
+        ]
+        leaf_ranges = [
+            and_(AuditEvent.seq > first, AuditEvent.seq <= last)
+            for level, first, last in reads
+            if level == LEAVES
+        ]
+        parts: list[Select[int, int, str]] = []
+        if tile_ranges:
+            parts.append(
+                select(AuditTile.level, AuditTile.tile, AuditTile.root).where(or_(*tile_ranges))
+            )
+        if leaf_ranges:
+            parts.append(
+                select(
+                    literal_column(str(LEAVES), Integer), AuditEvent.seq - 1, AuditEvent.leaf_hash
+                ).where(or_(*leaf_ranges))
+            )
+        if not parts:
+            return {}
+        stmt = parts[0] if len(parts) == 1 else union_all(*parts)
+        got = {(int(level), int(i)): bytes.fromhex(h) for level, i, h in self._conn.execute(stmt)}
+        for level, first, last in reads:
+            missing = [i for i in range(first, last) if (level, i) not in got]
+            if missing and level == LEAVES:
+                raise _short(first, last, last - first - len(missing))
+            for t in missing:  # as in `tiles`: rebuilt, and `verify` reports it
+                got[level, t] = self._rebuild(level, t)
+        return got
+
     def _rebuild(self, level: int, tile: int) -> bytes:
         first, last = tile * TILE, (tile + 1) * TILE
         below = self.tiles(level - 1, first, last) if level else self.leaves(first, last)
@@ -88,10 +127,12 @@ class _Stored:
             .order_by(AuditEvent.seq)
         ).all()
         if len(hashes) != hi - lo:
-            raise ConflictError(
-                f"the store holds {len(hashes)} of records {lo + 1}..{hi}: run `audit verify`"
-            )
+            raise _short(lo, hi, len(hashes))
         return [bytes.fromhex(h) for h in hashes]
+
+
+def _short(lo: int, hi: int, found: int) -> ConflictError:
+    return ConflictError(f"the store holds {found} of records {lo + 1}..{hi}: run `audit verify`")
 
 
 def check(session: Session, size: int) -> Problem | None:

@@ -273,6 +273,15 @@ class Checked:
         return len(self.leaves) // 32
 
 
+def sequence_problem(expected: int, found: int) -> Problem:
+    """Record ``found`` stands where record ``expected`` belongs."""
+    if found > expected:
+        msg = f"records seq {expected}..{found - 1} are missing (deleted)"
+    else:
+        msg = f"found seq {found} where seq {expected} belongs: reordered or duplicated"
+    return Problem(kind="sequence", seq=expected, message=msg)
+
+
 def check_records(records: Iterable[RecordView], first: int) -> Checked:
     """Check ``records``, expected to be seq ``first``, ``first + 1``, ...; stop at a bad one."""
     out = Checked(first=first)
@@ -280,11 +289,7 @@ def check_records(records: Iterable[RecordView], first: int) -> Checked:
     expected = first
     for rec in records:
         if rec.seq != expected:
-            if rec.seq > expected:
-                msg = f"records seq {expected}..{rec.seq - 1} are missing (deleted)"
-            else:
-                msg = f"found seq {rec.seq} where seq {expected} belongs: reordered or duplicated"
-            out.problem = Problem(kind="sequence", seq=expected, message=msg)
+            out.problem = sequence_problem(expected, rec.seq)
             break
         leaf = _check_record(rec)
         if isinstance(leaf, Problem):

@@ -42,6 +42,7 @@ import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from typing import Any
 
 import httpx
@@ -350,7 +351,7 @@ class Witnesses:
         proof: list[bytes] = []
         if 0 < old < size:
             with self._db.session() as session:
-                proof = consistency_path(old, size, tiles.tree(session).subtree)
+                proof = tiles.tree(session).run(partial(consistency_path, old, size))
         lines = "".join(base64.b64encode(h).decode() + "\n" for h in proof)
         return f"old {old}\n{lines}\n{note}".encode()
 
