@@ -163,6 +163,10 @@ class TriggerSettings(BaseModel):
     """How long a chat or mail message whose run could not be created is retried (back-off
     from 1 minute, doubling, at most hourly) before it is given up, audited
     ``trigger.abandoned``; 0 gives up at the first failure."""
+    matrix_txn_retention_hours: float = Field(default=72.0, gt=0, le=24 * 365)
+    """How long a processed Matrix push transaction id is remembered (``triggers.matrix_push``):
+    the homeserver sending it again within it is answered at once; after it, it is processed
+    again."""
 
 
 def _config_file() -> Path:

@@ -2,10 +2,13 @@
 application-service transactions to a MeshClaw server on loopback (through
 ``synapsepeer.PushRelay``, as its registration's ``url``), and each new message of a
 person starts one run, once — however often the transaction comes, and whether a poll
-reads the message too. The route's refusals and bad bodies are checked without Synapse."""
+reads the message too. A transaction processed before is answered from its row without a
+walk; one that failed half-way is processed again. The route's refusals and bad bodies,
+and the pruning of old transaction rows, are checked without Synapse."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import secrets
 import socket
@@ -14,6 +17,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import quote
 
@@ -27,6 +31,9 @@ from meshclaw.api import matrix_events
 from meshclaw.api.app import create_app
 from meshclaw.platform import Platform
 from meshclaw.store.models import AuditEvent
+from meshclaw.triggers import matrix_push
+from meshclaw.triggers.matrix_push import MatrixPushReceiver, prune_transactions
+from meshclaw.triggers.models import MatrixTransaction
 from tests.conftest import World
 from tests.connectors.conftest import synapse  # noqa: F401  (the homeserver fixture)
 from tests.connectors.synapsepeer import CLIENT, Push, Synapse
@@ -38,7 +45,9 @@ from tests.triggers.test_matrix_trigger import (
     matrix_world,
     new_room,
     poller,
+    profile_name,
     refusals,
+    room_name,
 )
 
 HS_TOKEN = "hs-5f0c1d2e3a4b"
@@ -57,6 +66,12 @@ def audited(world: World, action: str) -> list[AuditEvent]:
 
 def fired(world: World) -> list[dict[str, Any]]:
     return [dict(e.details) for e in audited(world, "trigger.fired")]
+
+
+def transactions(world: World) -> list[MatrixTransaction]:
+    with world.platform.db.session() as session:
+        query = select(MatrixTransaction).order_by(MatrixTransaction.received_at)
+        return list(session.scalars(query).all())
 
 
 # -- the route, without a homeserver ----------------------------------------------------
@@ -221,6 +236,48 @@ def test_the_user_and_room_queries_say_not_here_and_a_ping_is_answered(
     assert (ping.status_code, ping.json()) == (200, {})
 
 
+def test_old_transaction_rows_are_pruned_and_their_ids_then_processed_again(
+    database_url: str, make_world: Callable[..., World]
+) -> None:
+    world = offline_world(lambda: make_world(database_url=database_url))
+    org = world.alice.org_id
+    start = datetime(2026, 11, 2, 9, 0, tzinfo=UTC)
+    now = [start]
+    receiver = MatrixPushReceiver(world.platform, clock=lambda: now[0])
+    old, kept, long = "41", "42", "t" * 300  # a homeserver may choose ids of any length
+    long_key = "sha256:" + hashlib.sha256(long.encode()).hexdigest()
+    bodies = {
+        t: json.dumps({"events": [message(), {"type": "m.typing", "content": {}}]}).encode()
+        for t in (old, kept, long)
+    }
+
+    def push(txn: str, connector: str = "chat") -> list[str]:
+        return receiver.transaction(org, connector, txn, bodies[txn])
+
+    def rows() -> dict[tuple[str, str], MatrixTransaction]:
+        return {(r.connector, r.txn_id): r for r in transactions(world)}
+
+    assert push(old) == []  # no trigger wants it, but it was processed to its end
+    now[0] = start + timedelta(hours=71)
+    assert push(kept) == [] and push(long) == [] and push(long) == []
+    assert push(kept, connector="other") == []  # ids are per registration: another row
+    nothing = b'{"events": [{"type": "m.typing", "content": {}}]}'
+    assert receiver.transaction(org, "chat", "43", nothing) == []  # no message: no row
+    assert {k: (r.events, r.runs, r.resends) for k, r in rows().items()} == {
+        ("chat", old): (2, 0, 0), ("chat", kept): (2, 0, 0), ("chat", long_key): (2, 0, 1),
+        ("other", kept): (2, 0, 0),
+    }  # fmt: skip
+
+    # The default retention is 72 hours: the first is a minute past it, the others not.
+    assert prune_transactions(world.platform, start + timedelta(hours=72, minutes=1)) == 1
+    assert set(rows()) == {("chat", kept), ("chat", long_key), ("other", kept)}
+    now[0] = start + timedelta(hours=72, minutes=2)
+    assert push(old) == []  # forgotten: processed again (a new row), not counted as a resend
+    again = rows()[("chat", old)]
+    assert (again.received_at, again.resends) == (now[0], 0)
+    assert prune_transactions(world.platform, now[0]) == 0
+
+
 # -- pushed by the real Synapse ---------------------------------------------------------
 
 
@@ -326,6 +383,86 @@ def test_a_transaction_synapse_sends_again_starts_nothing_new(
     assert first.path == again.path and first.path.startswith(f"{APP}/transactions/")
     (run,) = chat_runs(world)
     assert first.answer == {"runs": [run.id]} and again.answer == {"runs": []}
+    (row,) = [r for r in transactions(world) if r.txn_id == first.path.rsplit("/", 1)[1]]
+    assert (row.connector, row.runs, row.resends) == ("chat", 1, 1)  # answered from its row
+    assert row.events == len(first.body["events"])
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_a_transaction_processed_before_is_answered_from_its_row_without_a_walk(
+    database_url: str,
+    make_world: Callable[..., World],
+    synapse: Synapse,  # noqa: F811
+) -> None:
+    world = push_world(make_world(database_url=database_url), synapse)
+    name, room = new_room(synapse)
+    world.save_agent(matrix_agent(name))
+    with pushed_to(world, synapse):
+        asked = synapse.send("carol", room, "Is the wiki down?")
+        first = answered(synapse, asked)
+    (run,) = chat_runs(world)
+    assert first.answer == {"runs": [run.id]}
+    txn = first.path.rsplit("/", 1)[1]
+    # The bot's token is revoked: a walk of the transaction would now ask the homeserver,
+    # be refused, and mark the trigger refused.
+    credential_fields = {"token": "syt_revoked", "hs_token": synapse.push_hs_token}
+    world.platform.vault.put("chat", credential_fields, org_id=world.alice.org_id)
+    path, headers = hook(world) + first.path, bearer(synapse.push_hs_token)
+    with TestClient(create_app(world.platform)) as client:
+        resent = client.put(path, json=first.body, headers=headers)  # as the homeserver would
+        assert (resent.status_code, resent.json()) == (200, {"runs": []})
+        assert refusals(world) == []  # not walked
+        (row,) = [r for r in transactions(world) if r.txn_id == txn]
+        assert (row.runs, row.resends) == (1, 1)
+        # The same id with another message is no resend (a homeserver restored from a
+        # backup counts again): it is walked, and refused now.
+        other = message(room, "and the tracker?") | {"sender": synapse.user_id("carol")}
+        reused = client.put(path, json={"events": [other]}, headers=headers)
+        assert (reused.status_code, reused.json()) == (200, {"runs": []})
+    (reason,) = refusals(world)
+    assert reason.endswith("refused the access token")
+    (row,) = [r for r in transactions(world) if r.txn_id == txn]
+    assert (row.runs, row.resends, row.events) == (0, 0, 1)  # the row is the new one's
+    assert len(chat_runs(world)) == 1
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_a_transaction_that_failed_half_way_is_processed_when_synapse_sends_it_again(
+    database_url: str,
+    make_world: Callable[..., World],
+    synapse: Synapse,  # noqa: F811
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    world = push_world(make_world(database_url=database_url), synapse)
+    name, room = new_room(synapse)
+    agents = {
+        world.save_agent(matrix_agent(name)),
+        world.save_agent(matrix_agent(name).replace("name: helper", "name: helper-two")),
+    }
+    real = matrix_push.start_matrix
+    calls: list[str] = []
+
+    async def failing_once(inbound: Any, watcher: Any, *args: Any, **kwargs: Any) -> str | None:
+        calls.append(watcher.agent_id)
+        if len(calls) == 2:  # the first try's second trigger: the store fails there
+            raise RuntimeError("the store went away")
+        return await real(inbound, watcher, *args, **kwargs)
+
+    monkeypatch.setattr(matrix_push, "start_matrix", failing_once)
+    with pushed_to(world, synapse):
+        asked = synapse.send("carol", room, "Who is on call tonight?")
+        retried = answered(synapse, asked)  # Synapse retries after its back-off (2 s)
+    failed = answered(synapse, asked, status=500)
+    assert failed.path == retried.path
+    done, failed_at = calls[:2]
+    assert {done, failed_at} == agents and sorted(calls[2:]) == sorted(agents)  # walked again
+    runs = {r.agent_id: r.id for r in chat_runs(world)}
+    assert set(runs) == agents  # one run each: the first try's is not started twice
+    assert retried.answer == {"runs": [runs[failed_at]]}
+    (row,) = [r for r in transactions(world) if r.txn_id == failed.path.rsplit("/", 1)[1]]
+    assert (row.runs, row.resends) == (1, 0)  # recorded once, by the try that got through
 
 
 @pytest.mark.slow
@@ -377,6 +514,27 @@ def test_pushed_messages_follow_the_mention_rule_and_outside_senders_stay_untrus
         data["note"] == f"read the message with chat.read_thread (channel {room}, ts {mentioned})"
     )
     assert fired(world)[0]["outside_org"] is True
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_a_pushed_mention_by_the_bots_name_in_the_room_starts_a_run(
+    make_world: Callable[..., World],
+    synapse: Synapse,  # noqa: F811
+) -> None:
+    world = push_world(make_world(), synapse)
+    name, room = new_room(synapse)
+    world.save_agent(matrix_agent(name, mention=True))
+    profile_name(synapse, "Helpdesk Bot", room)
+    room_name(synapse, room, "Ops Helper")
+    with pushed_to(world, synapse):
+        by_profile_name = synapse.send("carol", room, "helpdesk bot, anyone there?")
+        by_room_name = synapse.send("carol", room, "Ops Helper: the build is red")
+        pushes = [answered(synapse, e) for e in (by_profile_name, by_room_name)]
+    (run,) = chat_runs(world)
+    assert json.loads(run.input)["ts"] == by_room_name
+    one_each = {push.path: push for push in pushes}.values()  # both may come in one
+    assert [run.id] == [r for push in one_each for r in push.answer["runs"]]
 
 
 @pytest.mark.slow

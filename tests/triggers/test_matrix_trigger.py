@@ -1,12 +1,14 @@
 """Chat triggers on a Matrix room, against a real Synapse (``tests.connectors.synapsepeer``):
 each new message of a person starts one run, once; the bot's own messages, thread replies
-and edits do not; a ``mention`` trigger wants the bot named."""
+and edits do not; a ``mention`` trigger wants the bot named (by its id, ``m.mentions``, or
+the display name it has in that room, else its profile's)."""
 
 from __future__ import annotations
 
 import json
 import secrets
 import sys
+import time
 from collections.abc import Callable
 from urllib.parse import quote
 
@@ -85,6 +87,27 @@ def edit(synapse: Synapse, login: str, room: str, target: str, text: str) -> str
     return str(synapse.call(login, "PUT", path, json=content)["event_id"])
 
 
+def profile_name(synapse: Synapse, name: str, room: str) -> None:  # noqa: F811
+    """The bot's global display name, once Synapse has copied it into ``room`` (it does so
+    for every joined room, after answering: a room name set before would be overwritten)."""
+    bot = synapse.user_id("bot")
+    synapse.call("bot", "PUT", f"{CLIENT}/profile/{quote(bot)}/displayname",
+                 json={"displayname": name})  # fmt: skip
+    member = f"{CLIENT}/rooms/{quote(room)}/state/m.room.member/{quote(bot)}"
+    deadline = time.monotonic() + 30
+    while synapse.call("bot", "GET", member).get("displayname") != name:
+        assert time.monotonic() < deadline, f"Synapse did not copy the name into {room}"
+        time.sleep(0.05)  # waiting for Synapse's background update; bounded by the deadline
+
+
+def room_name(synapse: Synapse, room: str, name: str) -> None:  # noqa: F811
+    """The bot's display name in ``room`` only: its ``m.room.member`` state event ("" for
+    none: Synapse would fill a missing one in from the profile)."""
+    bot = synapse.user_id("bot")
+    synapse.call("bot", "PUT", f"{CLIENT}/rooms/{quote(room)}/state/m.room.member/{quote(bot)}",
+                 json={"membership": "join", "displayname": name})  # fmt: skip
+
+
 def test_a_message_in_the_room_starts_one_run_with_the_message(
     database_url: str,
     make_world: Callable[..., World],
@@ -158,6 +181,28 @@ def test_a_mention_trigger_starts_only_for_messages_that_mention_the_bot(
     assert sorted(json.loads(r.input)["ts"] for r in chat_runs(world)) == sorted(
         [by_id, by_name, by_pill]
     )
+
+
+def test_a_mention_by_name_is_by_the_bots_name_in_that_room_else_its_profile_name(
+    make_world: Callable[..., World],
+    synapse: Synapse,  # noqa: F811
+) -> None:
+    world = matrix_world(make_world(), synapse)
+    name, room = new_room(synapse)
+    world.save_agent(matrix_agent(name, mention=True))
+    profile_name(synapse, "Helpdesk Bot", room)
+    room_name(synapse, room, "Ops Helper")  # what people in this room see it called
+    p = poller(world)
+    assert p.tick() == []
+    synapse.send("carol", room, "helpdesk bot, anyone there?")  # not its name here
+    by_room_name = synapse.send("carol", room, "ops helper, is the VPN down?")
+    (first,) = p.tick()
+    room_name(synapse, room, "")  # no name in the room: the profile's is the one shown
+    synapse.send("carol", room, "ops helper?")
+    by_profile_name = synapse.send("carol", room, "Helpdesk Bot: still down for me")
+    (second,) = p.tick()
+    by_run = {r.id: json.loads(r.input)["ts"] for r in chat_runs(world)}
+    assert by_run == {first: by_room_name, second: by_profile_name}
 
 
 def test_a_sender_of_another_server_is_untrusted_and_its_text_stays_out_of_the_input(

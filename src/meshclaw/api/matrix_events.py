@@ -55,7 +55,8 @@ async def _body(request: Request) -> bytes:
 async def matrix_transaction(
     org_id: str, connector: str, txn_id: str, request: Request, platform: PlatformDep
 ) -> MatrixTransactionOut:
-    """Events the homeserver pushes: each new message starts the chat triggers' runs once."""
+    """Events the homeserver pushes: each new message starts the chat triggers' runs once;
+    a ``txn_id`` processed before is answered from its row (``matrix_transactions``)."""
     receiver = await _verified(org_id, connector, request, platform)
     body = await _body(request)
     runs = await run_in_threadpool(receiver.transaction, org_id, connector, txn_id, body)

@@ -213,8 +213,22 @@ def matrix_wanted(
     return True
 
 
-async def bot_names(backend: MatrixChat, http: httpx.AsyncClient, bot: str) -> tuple[str, ...]:
-    """The bot's user id and display name (if it has one), as a mention writes them."""
+async def bot_names(
+    backend: MatrixChat, http: httpx.AsyncClient, bot: str, room: str
+) -> tuple[str, ...]:
+    """The bot's user id and the display name people see for it in ``room``, as a mention
+    there writes it: its name in the room (its ``m.room.member`` event, which a per-room
+    name changes), else its profile's (if it has one)."""
+    member = f"{CLIENT}/rooms/{quote(room)}/state/m.room.member/{quote(bot)}"
+    try:
+        state = await backend.call(http, "GET", member)
+    except ChatError as exc:
+        if "M_NOT_FOUND" not in str(exc):
+            raise
+        state = {}  # no member event (a room the bot was only invited to, say)
+    name = state.get("displayname")
+    if isinstance(name, str) and name.strip():
+        return (bot, name)
     try:
         profile = await backend.call(http, "GET", f"{CLIENT}/profile/{quote(bot)}/displayname")
     except ChatError as exc:
@@ -312,7 +326,9 @@ async def poll_matrix(
                 newest = await _newest(backend, http, room)
                 inbound.advance(watcher, epoch, _position(name, newest))
                 return []
-            names = await bot_names(backend, http, bot) if trigger.mention and found else (bot,)
+            names: tuple[str, ...] = (bot,)
+            if trigger.mention and found:
+                names = await bot_names(backend, http, bot, room)
             for event in found:
                 event_id = _position(name, str(event["event_id"]))
                 run_id = await start_matrix(

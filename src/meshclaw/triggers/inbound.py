@@ -28,6 +28,7 @@ from meshclaw.triggers._deliveries import TriggerProblem
 from meshclaw.triggers._inbound import Inbound, read_grant_problem, watchers
 from meshclaw.triggers.chat import poll_chat
 from meshclaw.triggers.mail import poll_mail
+from meshclaw.triggers.matrix_push import prune_transactions
 
 log = logging.getLogger(__name__)
 
@@ -73,4 +74,8 @@ class InboundPoller:
             self._inbound.deliveries.abandon_overdue()
         except Exception:  # the store blinked: the next tick gives them up
             log.exception("giving up overdue chat and mail messages")
+        try:
+            prune_transactions(self._platform, self._inbound.clock())
+        except Exception:  # the store blinked: the next tick prunes them
+            log.exception("pruning old Matrix push transactions")
         return started

@@ -1,5 +1,6 @@
-"""Tables of the trigger machinery: leader leases, cron firings, webhook nonces, and the
-watermarks and deliveries (with their pending retries) of chat and mail triggers."""
+"""Tables of the trigger machinery: leader leases, cron firings, webhook nonces, the
+watermarks and deliveries (with their pending retries) of chat and mail triggers, and the
+Matrix transactions a homeserver pushed."""
 
 from __future__ import annotations
 
@@ -97,3 +98,31 @@ class InboundDelivery(Base):
     """What its ``trigger.fired`` record will keep, while ``pending``."""
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     """When it started its run, or first failed to (the retries count from here)."""
+
+
+class MatrixTransaction(Base):
+    """A Matrix application-service transaction processed to its end (``triggers.matrix_push``):
+    the homeserver sending the same ``txnId`` again is answered at once, without a walk.
+
+    Transaction ids are the homeserver's, per registration, and one registration names one
+    org's connector: the key is (org, connector, txn id). Kept for
+    ``triggers.matrix_txn_retention_hours`` (the scheduler's inbound tick prunes older rows)."""
+
+    __tablename__ = "matrix_transactions"
+    __table_args__ = (UniqueConstraint("org_id", "connector", "txn_id"),)
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    org_id: Mapped[str] = mapped_column(String(40))
+    connector: Mapped[str] = mapped_column(String(63))
+    txn_id: Mapped[str] = mapped_column(String(200))
+    """The homeserver's ``txnId`` (``sha256:<hex>`` of it when longer than 200 characters)."""
+    digest: Mapped[str] = mapped_column(String(64))
+    """SHA-256 of its events' ids: the same id with other events (a homeserver restored from
+    a backup counts again) is a new transaction, not a resend."""
+    events: Mapped[int]
+    """How many events it carried (all kinds, not only messages)."""
+    runs: Mapped[int]
+    """How many runs it started."""
+    resends: Mapped[int] = mapped_column(default=0, server_default="0")
+    """How many times it came again and was answered from this row."""
+    received_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+    """When it was processed (the retention counts from here)."""
