@@ -37,13 +37,13 @@ def _wait_for_run(http: httpx.Client, run_id: str) -> dict[str, Any]:
 
 
 def _outcomes_of(http: httpx.Client, run_id: str) -> list[dict[str, Any]]:
-    """The run's outcomes, once recorded (verification reads the tracker after the run)."""
+    """The run's outcomes, once the run says they are recorded (``outcomes_settled_at``:
+    verification reads the tracker after the run's end)."""
     deadline = time.monotonic() + 30
-    while True:
-        found = [o for o in http.get("/v1/outcomes").json() if o["run_id"] == run_id]
-        if found or time.monotonic() > deadline:
-            return found
+    while not http.get(f"/v1/runs/{run_id}").json()["outcomes_settled_at"]:
+        assert time.monotonic() < deadline, f"the outcomes of {run_id} were never recorded"
         time.sleep(0.1)  # polling the API, bounded by the deadline
+    return [o for o in http.get("/v1/outcomes").json() if o["run_id"] == run_id]
 
 
 def _ticket(home: Path, output: list[str], number: int) -> dict[str, Any]:

@@ -6,7 +6,8 @@ settings or opens the database.
 
 from __future__ import annotations
 
-import functools
+import logging
+import threading
 from datetime import datetime, timedelta
 from importlib import resources
 from pathlib import Path
@@ -16,6 +17,7 @@ from meshclaw.accounts.directory import Directory
 from meshclaw.accounts.service import Accounts, Caller
 from meshclaw.accounts.signin import SignIn
 from meshclaw.audit.log import build_audit
+from meshclaw.clock import utcnow
 from meshclaw.config import ProviderConfig, Settings
 from meshclaw.connectors.base import Connector
 from meshclaw.connectors.builtin import ClockConnector, NotesConnector
@@ -40,7 +42,7 @@ from meshclaw.policy.vault import Vault, VaultCredentialStore, load_kek
 from meshclaw.providers.registry import ProviderRegistry
 from meshclaw.runtime.executor import RunExecutor
 from meshclaw.runtime.gateway import Gateway, RetryPolicy
-from meshclaw.runtime.service import RunService
+from meshclaw.runtime.service import SETTLE_GRACE, RunService
 from meshclaw.spec.registry import AgentRegistry
 from meshclaw.store.db import Database, migrate
 from meshclaw.telemetry import build_telemetry
@@ -49,6 +51,8 @@ if TYPE_CHECKING:
     from meshclaw.analytics.service import AnalyticsService
     from meshclaw.integrity.live import LiveScan
     from meshclaw.providers.scripted import ScriptedServer
+
+log = logging.getLogger(__name__)
 
 SCRIPTED = "scripted"
 
@@ -129,13 +133,26 @@ class Platform:
         """Outcome records, feedback, durability re-checks (``outcomes.service``)."""
         self.provider_configs: dict[str, ProviderConfig] = dict(self.settings.providers)
         self._model_server: ScriptedServer | None = None  # started on demand
+        self._analytics: AnalyticsService | None = None
+        self._analytics_lock = threading.Lock()
 
-    @functools.cached_property
+    @property
     def analytics(self) -> AnalyticsService:
         """Leaderboards, adoption and drill-downs under privacy tiers (``analytics.service``).
 
         Built on first use: it needs Polars, which workers and most CLI commands do not.
+        Exactly once, also when API threads ask at the same time (``cached_property``
+        has no lock since Python 3.12): it holds per-process caches that must be one.
         """
+        service = self._analytics
+        if service is None:
+            with self._analytics_lock:
+                service = self._analytics
+                if service is None:
+                    service = self._analytics = self._build_analytics()
+        return service
+
+    def _build_analytics(self) -> AnalyticsService:
         from meshclaw.analytics.service import AnalyticsService
 
         return AnalyticsService(
@@ -208,12 +225,43 @@ class Platform:
         delegated credential, metered and audited (``RunExecutor.reader_for_ended_run``).
         ``now``: what is due as of then (default: the clock's now)."""
         org_id = None if caller is None else self.outcomes.authorize_recheck(caller)
+        try:  # the same schedule settles runs left unsettled (no entry of its own)
+            await self.settle_outcomes(org_id)
+        except Exception:  # the store blinked: the re-checks may still get through
+            log.exception("settling runs left unsettled failed")
         gateway = self.build_gateway()
         try:
             reader = self.executor(gateway).reader_for_ended_run
             return await self.outcomes.recheck_due(org_id=org_id, reader=reader, now=now)
         finally:
             await gateway.aclose()
+
+    async def settle_outcomes(
+        self, org_id: str | None = None, *, now: datetime | None = None, limit: int = 100
+    ) -> list[str]:
+        """Record the outcomes of ended runs left unsettled ``SETTLE_GRACE`` after their
+        end (their worker died between the run's end and its outcomes, a run cancelled
+        while it waited for an approval, one the lease sweeper gave up on) and mark them
+        settled; the runs settled. Part of the outcome re-check schedule
+        (``recheck_outcomes``); ``now`` (default: the clock's) only says which are due."""
+        ended_before = (now or utcnow()) - SETTLE_GRACE
+        run_ids = self.runs.unsettled(ended_before=ended_before, org_id=org_id, limit=limit)
+        if not run_ids:
+            return []
+        settled = []
+        gateway = self.build_gateway()
+        try:
+            executor = self.executor(gateway)
+            for run_id in run_ids:
+                try:
+                    if await executor.settle_ended(run_id):
+                        settled.append(run_id)
+                except Exception:  # stays unsettled, tried again next time; others go on
+                    log.exception("run %s: settling its outcomes failed", run_id)
+        finally:
+            await gateway.aclose()
+        log.info("settled the outcomes of %d run(s) left unsettled", len(settled))
+        return settled
 
     def scan_integrity(
         self, org_id: str | None = None, *, caller: Caller | None = None, weeks: int = 4

@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import httpx
 import pytest
@@ -117,17 +117,19 @@ class Live:
         return result
 
     def wait_for_outcome(self, run_id: str, timeout: float = 30.0) -> dict[str, Any]:
-        """The outcome of ``run_id`` (as its owner): recorded and verified just after the run
-        ends (the executor's ``on_finish``), so a client may see the run end first."""
+        """The one outcome of ``run_id`` (as its owner), once the run says its outcomes are
+        recorded (``outcomes_settled_at``: they are verified just after the run's end)."""
         client = self.api("alice")
 
-        def recorded() -> dict[str, Any] | None:
-            found = [o for o in client.get("/v1/outcomes").json() if o["run_id"] == run_id]
-            assert len(found) <= 1, found
-            return found[0] if found else None
+        def settled() -> dict[str, Any] | None:
+            run: dict[str, Any] = client.get(f"/v1/runs/{run_id}").raise_for_status().json()
+            return run if run["outcomes_settled_at"] else None
 
-        outcome: dict[str, Any] = wait_until(recorded, f"the outcome of run {run_id}", timeout)
-        return outcome
+        run = wait_until(settled, f"the outcomes of run {run_id} to be recorded", timeout)
+        assert run["outcomes_error"] is None, run["outcomes_error"]
+        outcomes = client.get("/v1/outcomes").raise_for_status().json()
+        (outcome,) = [o for o in outcomes if o["run_id"] == run_id]
+        return cast(dict[str, Any], outcome)
 
     def team_id(self, name: str) -> str:
         with self.platform.db.session() as session:

@@ -2,15 +2,41 @@
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import datetime
 from decimal import Decimal
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, get_type_hints
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, create_model, model_validator
+
+from meshclaw.runtime.service import RunInfo, StepInfo
 
 
 class _Out(BaseModel):
     model_config = ConfigDict(from_attributes=True)
+
+
+def _fields_of(record: type[Any]) -> type[_Out]:
+    """A response model with a service dataclass's fields (names, types, defaults), so the
+    API says what the service returns without a copy to keep in step. Subclass it to
+    name the schema: ``/openapi.json`` shows the subclass alone, with every field."""
+    hints = get_type_hints(record)
+    fields: dict[str, Any] = {
+        f.name: (hints[f.name], ... if f.default is dataclasses.MISSING else f.default)
+        for f in dataclasses.fields(record)
+    }
+    return create_model(f"_{record.__name__}Fields", __base__=_Out, **fields)
+
+
+if TYPE_CHECKING:  # what mypy sees: the fields are only read through validation
+
+    class _StepFields(_Out): ...
+
+    class _RunFields(_Out): ...
+
+else:
+    _StepFields = _fields_of(StepInfo)
+    _RunFields = _fields_of(RunInfo)
 
 
 class AgentCreate(BaseModel):
@@ -56,39 +82,17 @@ class RunCreate(BaseModel):
     trigger: Literal["api", "manual"] = "api"
 
 
-class StepOut(_Out):
-    seq: int
-    kind: str
-    name: str
-    status: str
-    decision: str | None
-    error: str | None
-    request: dict[str, Any]
-    response: dict[str, Any] | None
-    cost_usd: Decimal
-    started_at: datetime
-    ended_at: datetime | None
+class StepOut(_StepFields):
+    """One model turn or tool call of a run: ``runtime.service.StepInfo``, field for field."""
 
 
-class RunOut(_Out):
-    id: str
-    agent_id: str
-    agent_name: str
-    agent_version: int
-    user_id: str
-    trigger: str
-    status: str
-    input: str
-    output: str | None
-    error: str | None
-    step_count: int
-    created_at: datetime
-    started_at: datetime | None
-    ended_at: datetime | None
-    input_tokens: int
-    output_tokens: int
-    cost_usd: Decimal
+class RunOut(_RunFields):
+    """A run: ``runtime.service.RunInfo``, field for field. ``outcomes_settled_at`` is when
+    its outcomes were recorded after its end (null until then): read the run's outcomes
+    once it is set. ``outcomes_error``: why recording them failed."""
+
     steps: list[StepOut] | None = None
+    """With ``GET /v1/runs/{id}``: every step."""
 
 
 class UsageRowOut(_Out):

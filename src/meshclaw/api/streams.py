@@ -6,7 +6,10 @@ A run's steps and status changes as they happen, until it finishes:
 * ``step``: a step (the body of ``GET /v1/runs/{id}/steps``), when it appears and again
   whenever its status changes (a tool call ``running`` -> ``ok``, a held call
   ``waiting_approval`` -> ``ok``);
-* ``end``: the run finished (``succeeded``, ``failed``, ``cancelled``); the stream closes.
+* ``end``: the run finished (``succeeded``, ``failed``, ``cancelled``) *and* its outcomes
+  are recorded (``outcomes_settled_at``, with ``outcomes_error`` if that failed), so the
+  run's outcomes can be read now; the stream closes. The finished status itself comes
+  first as a ``status`` event, a moment earlier.
 
 Every event's ``id`` is a resume point: the highest step number up to which every step
 has reached its final state. A client that reconnects with ``Last-Event-ID`` (browsers do
@@ -73,15 +76,17 @@ class RunFollower:
             self.cost,
         )
         open_steps = any(s not in _FINAL_STEP for s in self.sent.values())
-        if changed or (open_steps and run.status == "running"):
+        # Once settled, a last look: recording the outcomes may have added verification
+        # reads (steps after the run's end).
+        if changed or (open_steps and run.status == "running") or run.settled:
             steps = self.platform.runs.steps(self.caller, self.run_id, self.cursor)
             events.extend(self._step_events(steps))
         if run.status != self.status:
             events.append(self._event("status", _status(run)))
         self.status, self.step_count, self.cost = run.status, run.step_count, str(run.cost_usd)
-        if run.finished:
+        if run.settled:  # nothing about the run changes any more
             events.append(self._event("end", _status(run) | {"output": run.output}))
-        return events, run.finished
+        return events, run.settled
 
     def _step_events(self, steps: list[StepInfo]) -> list[ServerSentEvent]:
         """Steps new or changed since last sent, in order, each with its resume point."""
@@ -113,6 +118,8 @@ def _status(run: RunInfo) -> dict[str, Any]:
         "output_tokens": run.output_tokens,
         "cost_usd": str(run.cost_usd),
         "error": run.error,
+        "outcomes_settled_at": run.outcomes_settled_at and run.outcomes_settled_at.isoformat(),
+        "outcomes_error": run.outcomes_error,
     }
 
 
@@ -136,7 +143,8 @@ async def run_events(
     after: Annotated[int | None, Query(ge=0, description="Resume after this step.")] = None,
     last_event_id: Annotated[str | None, Header(max_length=40)] = None,
 ) -> AsyncIterator[ServerSentEvent]:
-    """Server-sent events of a run: ``status``, ``step`` and a final ``end``."""
+    """Server-sent events of a run: ``status``, ``step`` and a final ``end`` once the
+    run has finished and its outcomes are recorded."""
     follower = RunFollower(
         platform=platform,
         caller=caller,

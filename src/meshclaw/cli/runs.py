@@ -149,6 +149,18 @@ def _print_summary(info: RunInfo) -> None:
         console.print(f"[red]{escape(info.error)}[/red]", highlight=False)
     if info.status == "waiting_approval":
         console.print("a tool call waits for approval: see `meshclaw approval list`")
+    if info.finished:
+        console.print(_outcomes_line(info), highlight=False)
+
+
+def _outcomes_line(info: RunInfo) -> str:
+    """Whether the ended run's outcomes can be read yet (``meshclaw outcomes list``)."""
+    if info.outcomes_settled_at is None:
+        return "outcomes: recording… (the run has ended; they are being verified)"
+    when = info.outcomes_settled_at.isoformat(timespec="seconds")
+    if info.outcomes_error:
+        return f"[red]outcomes: recording failed at {when}: {escape(info.outcomes_error)}[/red]"
+    return f"outcomes: recorded {when}"
 
 
 @runs_app.command("list")

@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterable
 from sqlalchemy.orm import Session
 
 from meshclaw.clock import utcnow
+from meshclaw.dashboard_paths import outcome_page
 from meshclaw.notify.outbox import enqueue
 from meshclaw.outcomes.links import DEFAULT_TTL, feedback_url
 from meshclaw.outcomes.models import Outcome
@@ -25,8 +26,6 @@ from meshclaw.store.models import Agent, User
 
 KIND = "outcome.feedback_request"
 """The notification kind of a feedback request."""
-_PAGE = "/ui/insights/outcomes/{id}"
-"""The dashboard's page of one outcome, where a person of the org can also answer."""
 
 
 def reviewers(resolved: Iterable[tuple[str, str]], owner: str) -> list[str]:
@@ -75,7 +74,8 @@ def ask_beneficiaries(
         if reviewer.startswith("external:"):
             how = "Answer with the one-click link below (no sign-in)."
         else:
-            page = f"{base_url or ''}{_PAGE.format(id=outcome.id)}"
+            # The outcome's dashboard page, where a person of the org can also answer.
+            page = outcome_page(outcome.id, base_url=base_url)
             how = (
                 f"Answer on its page in MeshClaw ({page}), or with the one-click link that "
                 "ends the mailed copy of this message (no sign-in)."

@@ -3,6 +3,12 @@
 Cancellation is cooperative across processes: ``RunService.cancel`` sets a flag in the
 store, and a watcher here polls it and cancels the loop task, which interrupts any
 model or tool call in flight. The wall-clock limit comes from ``spec.budget``.
+
+After the run's end is written, its outcomes are recorded (``on_finish``: verification
+reads the connectors, so it cannot share the end's transaction), and then the run is
+marked *settled* (``runs.outcomes_settled_at``, with ``outcomes_error`` if recording
+failed): a client that sees a run settled reads all of its outcomes. A run whose process
+died in between stays unsettled until ``settle_ended`` (the scheduled sweep) records them.
 """
 
 from __future__ import annotations
@@ -14,6 +20,7 @@ from dataclasses import dataclass, replace
 from typing import Any, Protocol, cast
 
 from sqlalchemy import Table, bindparam, func, select
+from sqlalchemy.exc import IntegrityError
 
 from meshclaw.audit.sink import AuditRecord, AuditSink
 from meshclaw.clock import utcnow
@@ -65,6 +72,17 @@ _END_LEASED_RUN = _END_RUN.where(
     _RUNS.c.attempts == bindparam("b_attempt"),
     _RUNS.c.status == "running",
 )
+# Once only: whoever settles an ended run first (its executor, or the sweep) says how.
+_SETTLE = (
+    _RUNS.update()
+    .where(
+        _RUNS.c.id == bindparam("b_run"),
+        _RUNS.c.ended_at.is_not(None),
+        _RUNS.c.outcomes_settled_at.is_(None),
+    )
+    .values(outcomes_settled_at=bindparam("b_at"), outcomes_error=bindparam("b_error"))
+)
+_ERROR_CHARS = 2000
 
 ToolReader = Callable[[str, dict[str, Any]], Awaitable[ToolResult]]
 """Call a tool in an ended run's context, through the gateway (authorised, metered, audited):
@@ -167,18 +185,57 @@ class RunExecutor:
                 lease_task.cancel()
         if not self._finish(ctx, end):
             return RunEnd(status="lost", error="lease lost to another worker")
-        if self._on_finish is not None and end.status != "waiting_approval":
+        if end.status != "waiting_approval":  # a paused run has not ended
             gateway = self._gateway
 
             async def read(tool: str, arguments: dict[str, Any]) -> ToolResult:
                 call = ToolCall(id=f"verify-{ctx.run_id}-{tool}", name=tool, arguments=arguments)
                 return await gateway.invoke_tool(ctx, call)
 
+            # A worker shut down here (CancelledError), or a store that failed even to
+            # say so, leaves the run unsettled: the sweep records its outcomes later.
             try:
-                await self._on_finish(ctx.run_id, read)
-            except Exception:  # the run's record stands; outcomes can be recorded again
-                log.exception("run %s: recording its outcomes failed", ctx.run_id)
+                await self._settle(ctx.run_id, read)
+            except Exception:  # the run's end stands; it is what the caller gets
+                log.exception("run %s: settling its outcomes failed", ctx.run_id)
         return end
+
+    async def settle_ended(self, run_id: str) -> bool:
+        """Record the outcomes of an ended run left unsettled, then mark it settled (the
+        sweep, ``Platform.settle_outcomes``). Verification reads go through
+        ``reader_for_ended_run`` (read tools only, as steps ``verify-<n>`` of the run).
+        Recording skips outcomes already stored, so a run settled half-way before its
+        process died is finished, not doubled. False if it was not settled here."""
+        try:
+            read = await self.reader_for_ended_run(run_id, "verify")
+        except MeshClawError as exc:  # no agent version, a spec that no longer loads
+            return self._mark_settled(run_id, f"{type(exc).__name__}: {exc}")
+        return await self._settle(run_id, read)
+
+    async def _settle(self, run_id: str, read: ToolReader) -> bool:
+        """Record the ended run's outcomes (``on_finish``) and mark it settled, also when
+        recording failed (with why: a client waiting for the outcomes stops waiting)."""
+        error = None
+        if self._on_finish is not None:
+            try:
+                await self._on_finish(run_id, read)
+            except IntegrityError:
+                # Another recorder stored the same outcome meanwhile (the sweep and a slow
+                # executor): that one settles the run.
+                log.warning("run %s: its outcomes are being recorded elsewhere", run_id)
+                return False
+            except Exception as exc:  # the run's record stands; say why there are none
+                log.exception("run %s: recording its outcomes failed", run_id)
+                error = f"{type(exc).__name__}: {exc}"
+        return self._mark_settled(run_id, error)
+
+    def _mark_settled(self, run_id: str, error: str | None) -> bool:
+        values = {"b_run": run_id, "b_at": utcnow(), "b_error": error and error[:_ERROR_CHARS]}
+        with self._db.session() as session:
+            settled = bool(session.connection().execute(_SETTLE, values).rowcount)
+        if not settled:
+            log.info("run %s: its outcomes were already settled", run_id)
+        return settled
 
     async def reader_for_ended_run(self, run_id: str, label: str) -> ToolReader:
         """A read-only ``ToolReader`` in an ended run's context, for reads after its end

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -17,6 +17,7 @@ from meshclaw.clock import utcnow
 from meshclaw.errors import ConflictError, NotFoundError
 from meshclaw.ids import new_id
 from meshclaw.metering.prices import from_nano
+from meshclaw.outcomes.models import Outcome
 from meshclaw.policy.api import ApiResource
 from meshclaw.spec.registry import AgentRegistry, agent_resource
 from meshclaw.store.db import Database
@@ -24,6 +25,10 @@ from meshclaw.store.models import Agent, AgentVersion, Run, RunStep, UsageRecord
 
 TRIGGERS = ("manual", "cron", "webhook", "chat", "mail", "api")
 FINISHED = ("succeeded", "failed", "cancelled")
+SETTLE_GRACE = timedelta(minutes=10)
+"""How long after its end a run's own executor has to settle its outcomes before the
+sweep (``Platform.settle_outcomes``) takes it for left behind: far longer than recording
+takes (a few verification reads), so the two never race in practice."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -45,10 +50,22 @@ class RunInfo:
     input_tokens: int
     output_tokens: int
     cost_usd: Decimal
+    outcomes_settled_at: datetime | None = None
+    """When the ended run's outcomes were recorded: from then on every outcome it
+    produced can be read (with its feedback requests queued). None while it runs, and for
+    a moment after its end; a run whose worker died in that moment is settled later by
+    the sweep (``Platform.settle_outcomes``)."""
+    outcomes_error: str | None = None
+    """Why recording the outcomes failed; the run is settled all the same."""
 
     @property
     def finished(self) -> bool:
         return self.status in FINISHED
+
+    @property
+    def settled(self) -> bool:
+        """Finished, and its outcomes recorded: nothing about the run changes any more."""
+        return self.finished and self.outcomes_settled_at is not None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -164,6 +181,9 @@ class RunService:
                     utcnow(),
                     "cancelled while waiting for approval" if waiting else "cancelled before start",
                 )
+                if not self._wrote(session, run.id):
+                    run.outcomes_settled_at = run.ended_at  # no write: no outcome to record
+                # Else the sweep records the outcomes of its writes before the approval.
             run.cancel_requested = True
             self._audit.append(
                 session,
@@ -181,6 +201,42 @@ class RunService:
     def get(self, caller: Caller, run_id: str) -> RunInfo:
         with self._db.session() as session:
             return self._info(session, self._find(session, caller, run_id))
+
+    def outcome_ids(self, caller: Caller, run_id: str) -> list[str]:
+        """The ids of the outcomes the run recorded, oldest first, if the caller may read
+        the run; whether they may read each outcome is ``OutcomeService.get``'s to say."""
+        with self._db.session() as session:
+            self._find(session, caller, run_id)
+            return list(
+                session.scalars(
+                    select(Outcome.id)
+                    .where(Outcome.run_id == run_id)
+                    .order_by(Outcome.created_at, Outcome.id)
+                )
+            )
+
+    def unsettled(
+        self, *, ended_before: datetime, org_id: str | None = None, limit: int = 100
+    ) -> list[str]:
+        """Ended runs (of the org, or every org) whose outcomes were still not settled
+        before ``ended_before``: their executor died between the run's end and its
+        outcomes, the run was cancelled while waiting for an approval, or the lease
+        sweeper gave up on it. Oldest first; the partial index holds only unsettled runs."""
+        query = (
+            select(Run.id)
+            .where(  # an end time means a finished status; no status test, which
+                # would lead SQLite to the status index instead of the partial one
+                Run.outcomes_settled_at.is_(None),
+                Run.ended_at.is_not(None),
+                Run.ended_at < ended_before,
+            )
+            .order_by(Run.ended_at)
+            .limit(limit)
+        )
+        if org_id is not None:
+            query = query.where(Run.org_id == org_id)
+        with self._db.session() as session:
+            return list(session.scalars(query))
 
     def find(
         self,
@@ -245,6 +301,19 @@ class RunService:
         if not self._agents.access.authorize_api(caller, action, run_resource(run)).allowed:
             raise NotFoundError(f"no run {run_id!r}")
         return run
+
+    @staticmethod
+    def _wrote(session: Session, run_id: str) -> bool:
+        """Whether the run made a tool call that went through (only those can be writes
+        with outcomes; reads cannot be told apart here, and are rare before a hold)."""
+        return (
+            session.scalar(
+                select(RunStep.id)
+                .where(RunStep.run_id == run_id, RunStep.kind == "tool", RunStep.status == "ok")
+                .limit(1)
+            )
+            is not None
+        )
 
     def _sees_whole_org(self, caller: Caller) -> bool:
         """Whether the policy lets ``caller`` read runs of agents owned by others."""
@@ -316,6 +385,8 @@ class RunService:
                     input_tokens=inp,
                     output_tokens=out_tokens,
                     cost_usd=from_nano(nano),
+                    outcomes_settled_at=run.outcomes_settled_at,
+                    outcomes_error=run.outcomes_error,
                 )
             )
         return out

@@ -22,6 +22,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -154,6 +155,14 @@ class Run(Base):
         # Newest first, of the org or of one owner (``RunService.find``): index order.
         Index("ix_runs_org_user_created", "org_id", "user_id", "created_at", "id"),
         Index("ix_runs_org_created", "org_id", "created_at", "id"),
+        # The few runs whose outcomes are not settled yet, for the sweep that settles
+        # those left behind (``RunService.unsettled``); settled runs stay out of it.
+        Index(
+            "ix_runs_outcomes_unsettled",
+            "ended_at",
+            sqlite_where=text("outcomes_settled_at IS NULL"),
+            postgresql_where=text("outcomes_settled_at IS NULL"),
+        ),
     )
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
     org_id: Mapped[str] = mapped_column(ForeignKey("orgs.id"), index=True)
@@ -183,6 +192,12 @@ class Run(Base):
     Queued: when the sweeper sends the run to the broker again."""
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     """How many times a scale-out worker claimed the run (a crash loop is cut off)."""
+    outcomes_settled_at: Mapped[datetime | None]
+    """When recording the ended run's outcomes finished (``RunExecutor``): from then on
+    every outcome its writes produced is stored, with its feedback requests. None while
+    the run is live, and for a moment after its end."""
+    outcomes_error: Mapped[str | None] = mapped_column(Text)
+    """Why recording the outcomes failed (settled all the same: nothing more comes)."""
 
 
 class RunStep(Base):

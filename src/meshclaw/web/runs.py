@@ -2,7 +2,9 @@
 
 The run page works without JavaScript (reload it to see new steps). With JavaScript,
 ``static/app.js`` follows ``GET /v1/runs/{id}/events`` (server-sent events) and reloads
-the trace fragment (``/ui/runs/{id}/trace``) whenever a step or the status changes.
+the trace fragment (``/ui/runs/{id}/trace``) whenever a step or the status changes, and
+once more at the stream's ``end``, when the run's outcomes are recorded: the fragment
+shows "recording…" between the run's end and then, and the outcomes after.
 """
 
 from __future__ import annotations
@@ -12,8 +14,11 @@ from urllib.parse import urlencode
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
-from meshclaw.errors import ConflictError
-from meshclaw.web._pages import PREFIX, FormDep, ViewerDep, render
+from meshclaw.dashboard_paths import outcome_page
+from meshclaw.errors import ConflictError, NotFoundError
+from meshclaw.outcomes.service import OutcomeInfo
+from meshclaw.runtime.service import RunInfo
+from meshclaw.web._pages import PREFIX, FormDep, Viewer, ViewerDep, render
 from meshclaw.web._trace import trace_steps
 
 router = APIRouter()
@@ -77,6 +82,8 @@ def run_page(
         viewer,
         run=run,
         steps=trace_steps(steps),
+        outcomes=_outcomes(viewer, run),
+        outcome_page=outcome_page,
         flash=_NOTES.get(note or ""),
     )
 
@@ -86,9 +93,32 @@ def run_trace(request: Request, viewer: ViewerDep, run_id: str) -> HTMLResponse:
     """The live part of the run page, as an HTML fragment for ``app.js``."""
     run = viewer.platform.runs.get(viewer.caller, run_id)
     steps = viewer.platform.runs.steps(viewer.caller, run_id)
-    response = render(request, "runs_trace.html", viewer, run=run, steps=trace_steps(steps))
+    response = render(
+        request,
+        "runs_trace.html",
+        viewer,
+        run=run,
+        steps=trace_steps(steps),
+        outcomes=_outcomes(viewer, run),
+        outcome_page=outcome_page,
+    )
     response.headers["Cache-Control"] = "no-store"
     return response
+
+
+def _outcomes(viewer: Viewer, run: RunInfo) -> tuple[list[OutcomeInfo], int]:
+    """The settled run's outcomes that the viewer may read (``outcome.read``: an admin
+    who reads someone's run does not always read their outcomes), and how many others
+    it has; none before it is settled."""
+    if not run.settled:
+        return [], 0
+    found, hidden = [], 0
+    for outcome_id in viewer.platform.runs.outcome_ids(viewer.caller, run.id):
+        try:
+            found.append(viewer.platform.outcomes.get(viewer.caller, outcome_id))
+        except NotFoundError:
+            hidden += 1
+    return found, hidden
 
 
 @router.post("/runs/{run_id}/cancel")
