@@ -89,6 +89,12 @@ def test_auditor_pages_proves_verifies_and_exports(
     )
     assert cons.status_code == 200 and cons.json()["proof"]
 
+    # past the end of the log: a 400 naming the end, and no export recorded or signed
+    signed_before = len(client.get("/v1/audit/checkpoints", headers=h).json())
+    past = client.get("/v1/audit/export", params={"since_seq": 10**6}, headers=h)
+    assert past.status_code == 400 and "past the end of the log" in past.json()["detail"]
+    assert len(client.get("/v1/audit/checkpoints", headers=h).json()) == signed_before
+
     export = client.get("/v1/audit/export", params={"since_seq": 3}, headers=h)
     assert export.status_code == 200
     bundle = tmp_path / "b.jsonl"

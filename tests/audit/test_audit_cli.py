@@ -86,6 +86,8 @@ def test_export_then_verify_offline_with_only_the_public_key(
         cli, tmp_path, "audit", "export", "--since-seq", "3", "-o", "part.jsonl", token=token
     )
     assert part.exit_code == 0, part.output
+    past = _run(cli, tmp_path, "audit", "export", "--since-seq", "999999", token=token)
+    assert past.exit_code == 2 and "past the end of the log" in past.stderr
 
     fresh = tmp_path / "auditor-laptop"
     fresh.mkdir()

@@ -586,6 +586,15 @@ class AuditLog:
         """
         self._require(caller, "audit.read")
         with self._db.session() as session:
+            head = lock_head(session)
+            # head + 1 is this export's own record: where an auditor's next incremental
+            # export starts when nothing else happened. Past it is a mistake, not an
+            # empty bundle with a fresh signature.
+            if since_seq is not None and since_seq > head.size + 1:
+                raise UserError(
+                    f"since_seq {since_seq} is past the end of the log "
+                    f"({head.size} records; the next is {head.size + 1})"
+                )
             self._record(
                 session,
                 caller,

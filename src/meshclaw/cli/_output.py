@@ -41,3 +41,17 @@ def print_json(value: Any) -> None:
 
 def money(value: Decimal) -> str:
     return f"${value:.6f}"
+
+
+def print_code(text: str, lexer: str) -> None:
+    """Policy text, a spec or a diff: highlighted on a terminal, verbatim when piped.
+
+    Rich crops code to the console's width, which is 80 columns when stdout is not a
+    terminal; a policy copied from a pipe must be the whole policy.
+    """
+    if console.is_terminal:
+        from rich.syntax import Syntax  # here: only a terminal needs the highlighter
+
+        console.print(Syntax(text, lexer, background_color="default"))
+    else:
+        print(text)

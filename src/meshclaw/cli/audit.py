@@ -137,7 +137,10 @@ def verify(
             raise UserError("--bundle needs --public-key (from `meshclaw audit public-key`)")
         if not bundle.is_file():
             raise UserError(f"--bundle: no file {bundle}")
-        _finish(verify_bundle(bundle, _load_verifier(public_key), outside), json_output)
+        _finish(
+            verify_bundle(bundle, _load_verifier(public_key), outside, workers=workers),
+            json_output,
+        )
         return
     with open_platform() as platform:
         caller = resolve_caller(platform, token)

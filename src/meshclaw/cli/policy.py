@@ -11,7 +11,6 @@ from typing import TYPE_CHECKING, Any
 
 import typer
 from rich.markup import escape
-from rich.syntax import Syntax
 from rich.table import Table
 
 from meshclaw.cli._app import (
@@ -22,11 +21,12 @@ from meshclaw.cli._app import (
     open_platform,
     resolve_caller,
 )
-from meshclaw.cli._output import console, print_json
+from meshclaw.cli._output import console, print_code, print_json
 from meshclaw.errors import ConfigError, NotFoundError, PolicyError
 
 if TYPE_CHECKING:
     from meshclaw.connectors.base import ToolDefinition
+    from meshclaw.platform import Platform
     from meshclaw.policy.cedar import Explanation
 
 policy_app = typer.Typer(
@@ -62,7 +62,7 @@ def schema(json_output: bool = JsonOption) -> None:
     if json_output:
         print_json({"schema": SCHEMA.strip()})
     else:
-        console.print(Syntax(SCHEMA.strip(), "rust", background_color="default"))
+        print_code(SCHEMA.strip(), "rust")
 
 
 @policy_app.command("show")
@@ -99,7 +99,7 @@ def show(
         if not text.strip():
             console.print("(none: only the built-in and install-wide policies apply)")
             return
-    console.print(Syntax(text.strip(), "rust", background_color="default"))
+    print_code(text.strip(), "rust")
 
 
 @policy_app.command("set")
@@ -175,7 +175,7 @@ def diff(
     if json_output:
         print_json({"old": old, "new": new, "diff": text})
     else:
-        console.print(Syntax(text or "(no difference)", "diff", background_color="default"))
+        print_code(text or "(no difference)", "diff")
 
 
 def _parse_arguments(raw: str) -> dict[str, Any]:
@@ -223,7 +223,7 @@ def _print_explanation(explanation: Explanation) -> None:
     for policy_id, text in explanation.policy_texts.items():
         if text:
             console.print(f"\n[bold]{escape(policy_id)}[/bold]")
-            console.print(Syntax(text, "rust", background_color="default"))
+            print_code(text, "rust")
 
 
 @policy_app.command("explain")
@@ -264,23 +264,7 @@ def explain(
                 f"model:{info.spec.model.provider}/{info.spec.model.model}",
             )
         else:
-            connector, _, name = tool.partition(".")
-            connectors = platform.connectors()
-
-            async def list_tools() -> dict[str, ToolDefinition]:
-                try:
-                    return await connectors.tools(
-                        connector, org_id=info.org_id, user_id=info.owner_id
-                    )
-                finally:
-                    await connectors.aclose()
-
-            definitions = asyncio.run(list_tools())
-            definition = definitions.get(name)
-            if definition is None:
-                raise NotFoundError(
-                    f"no tool {tool!r} (connectors: {', '.join(connectors.names(info.org_id))})"
-                )
+            definition = _tool_definition(platform, tool, org_id=info.org_id, user_id=info.owner_id)
             action, resource = f"tool.{definition.action}", f"tool:{tool}"
             context |= definition.policy_context(args)
         explanation = platform.authorizer.explain(
@@ -303,6 +287,42 @@ def explain(
         _print_explanation(explanation)
     if not explanation.decision.allowed:
         raise typer.Exit(1)
+
+
+def _tool_definition(platform: Platform, tool: str, *, org_id: str, user_id: str) -> ToolDefinition:
+    """The definition of ``connector.tool`` as the agent's owner sees it.
+
+    A tool the connector hides because an admin has not approved it (or its definition changed
+    since) is named as such: "no tool" would send the reader looking for a typo.
+    """
+    connector, _, name = tool.partition(".")
+    connectors = platform.connectors()
+
+    async def list_tools() -> dict[str, ToolDefinition]:
+        try:
+            return await connectors.tools(connector, org_id=org_id, user_id=user_id)
+        finally:
+            await connectors.aclose()
+
+    definition = asyncio.run(list_tools()).get(name)
+    if definition is not None:
+        return definition
+    state = next(
+        (s for s in platform.connector_admin.approvals(org_id).states(connector) if s.tool == name),
+        None,
+    )
+    if state is not None and state.status == "pending":
+        raise NotFoundError(
+            f"{tool} is not approved yet, so agents cannot see or call it: an admin must run "
+            f"`meshclaw connector approve {connector} --tool {name}`"
+        )
+    if state is not None and state.status == "changed":
+        raise NotFoundError(
+            f"{tool} is blocked: its definition changed since it was approved; "
+            f"an admin must review it (`meshclaw connector tools {connector}`) and re-approve it"
+        )
+    known = ", ".join(connectors.names(org_id))
+    raise NotFoundError(f"no tool {tool!r} (connectors: {known})")
 
 
 @policy_app.command("why")
@@ -343,20 +363,9 @@ def why(
         if target.kind == "model":
             action, resource = "model.invoke", f"model:{spec.model.provider}/{target.name}"
         else:
-            connector, _, name = target.name.partition(".")
-            connectors = platform.connectors()
-
-            async def list_tools() -> dict[str, ToolDefinition]:
-                try:
-                    return await connectors.tools(
-                        connector, org_id=info.org_id, user_id=info.owner_id
-                    )
-                finally:
-                    await connectors.aclose()
-
-            definition = asyncio.run(list_tools()).get(name)
-            if definition is None:
-                raise NotFoundError(f"tool {target.name!r} is no longer available")
+            definition = _tool_definition(
+                platform, target.name, org_id=info.org_id, user_id=info.owner_id
+            )
             args = (target.request or {}).get("arguments") or {}
             action, resource = f"tool.{definition.action}", f"tool:{target.name}"
             context |= definition.policy_context(args)
