@@ -11,24 +11,20 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from meshclaw.connectors.fakes._jira_jql import JqlError, Query, matches, parse
-from meshclaw.connectors.fakes.jira import (
-    API,
-    CATEGORIES,
+from meshclaw.connectors.fakes._jira_http import (
     GONE,
-    JiraIssue,
-    JiraState,
-    JiraUser,
-    _error,
     api_url,
     body_of,
     caller,
     count,
+    error,
     expansions,
     refused,
     role,
     wanted_fields,
 )
+from meshclaw.connectors.fakes._jira_jql import JqlError, Query, matches, parse
+from meshclaw.connectors.fakes._jira_state import API, CATEGORIES, JiraIssue, JiraState, JiraUser
 
 
 def _sort_key(name: str, issue: JiraIssue) -> tuple[str, int]:
@@ -43,7 +39,7 @@ def search_routes(state: JiraState) -> list[Route]:
         try:
             query = parse(jql)
         except JqlError as exc:
-            return _error(400, str(exc))
+            return error(400, str(exc))
         for clause in query.clauses:
             value = clause.value or ""
             known: list[str] = []
@@ -60,7 +56,7 @@ def search_routes(state: JiraState) -> list[Route]:
                 and known
                 and value.lower() not in {k.lower() for k in known}
             ):
-                return _error(400, f"The value '{value}' does not exist for the field "
+                return error(400, f"The value '{value}' does not exist for the field "
                                    f"'{clause.field}'.")  # fmt: skip
         return query
 
@@ -80,22 +76,22 @@ def search_routes(state: JiraState) -> list[Route]:
 
     async def search_jql(request: Request) -> JSONResponse:
         if state.flavor != "cloud":
-            return _error(404, "null for uri: " + str(request.url))
+            return error(404, "null for uri: " + str(request.url))
         user = caller(state, request)
         if user is None:
             return refused()
         given = await params(request)
         if given is None:
-            return _error(400, "Can not deserialize the request body.")
+            return error(400, "Can not deserialize the request body.")
         query = query_of(str(given.get("jql") or ""))
         if isinstance(query, JSONResponse):
             return query
         if not query.bounded:
-            return _error(400, "Unbounded JQL queries are not allowed here. Please add a search "
+            return error(400, "Unbounded JQL queries are not allowed here. Please add a search "
                                "restriction to your query.")  # fmt: skip
         limit = count(given.get("maxResults"), 50)
         if limit is None:
-            return _error(400, "maxResults: not a number")
+            return error(400, "maxResults: not a number")
         limit = max(1, min(limit, 5000))
         token = str(given.get("nextPageToken") or "")
         start = int(token.removeprefix("page-")) if token.startswith("page-") else 0
@@ -114,7 +110,7 @@ def search_routes(state: JiraState) -> list[Route]:
 
     async def approximate_count(request: Request) -> JSONResponse:
         if state.flavor != "cloud":
-            return _error(404, "null for uri: " + str(request.url))
+            return error(404, "null for uri: " + str(request.url))
         user = caller(state, request)
         if user is None:
             return refused()
@@ -125,19 +121,19 @@ def search_routes(state: JiraState) -> list[Route]:
 
     async def search_legacy(request: Request) -> JSONResponse:
         if state.flavor == "cloud":
-            return _error(410, GONE)
+            return error(410, GONE)
         user = caller(state, request)
         if user is None:
             return refused()
         given = await params(request)
         if given is None:
-            return _error(400, "Can not deserialize the request body.")
+            return error(400, "Can not deserialize the request body.")
         query = query_of(str(given.get("jql") or ""))
         if isinstance(query, JSONResponse):
             return query
         start, limit = count(given.get("startAt"), 0), count(given.get("maxResults"), 50)
         if start is None or limit is None:
-            return _error(400, "startAt and maxResults must be numbers")
+            return error(400, "startAt and maxResults must be numbers")
         start, limit = max(0, start), max(0, min(limit, 1000))
         found = run(user, query)
         wanted = wanted_fields(given.get("fields"), None)

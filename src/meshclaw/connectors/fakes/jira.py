@@ -32,22 +32,8 @@ from __future__ import annotations
 from starlette.applications import Starlette
 
 from meshclaw._loopback import ServedFake
-from meshclaw.connectors.fakes._jira_http import GONE as GONE
-from meshclaw.connectors.fakes._jira_http import HIDDEN as HIDDEN
-from meshclaw.connectors.fakes._jira_http import api_url as api_url
-from meshclaw.connectors.fakes._jira_http import body_of as body_of
-from meshclaw.connectors.fakes._jira_http import caller as caller
-from meshclaw.connectors.fakes._jira_http import count as count
-from meshclaw.connectors.fakes._jira_http import error
-from meshclaw.connectors.fakes._jira_http import expansions as expansions
-from meshclaw.connectors.fakes._jira_http import refused as refused
-from meshclaw.connectors.fakes._jira_http import role as role
-from meshclaw.connectors.fakes._jira_http import visible as visible
-from meshclaw.connectors.fakes._jira_http import wanted_fields as wanted_fields
 from meshclaw.connectors.fakes._jira_issues import issue_routes
-from meshclaw.connectors.fakes._jira_state import API as API
-from meshclaw.connectors.fakes._jira_state import CATEGORIES as CATEGORIES
-from meshclaw.connectors.fakes._jira_state import Flavor as Flavor
+from meshclaw.connectors.fakes._jira_search import search_routes
 from meshclaw.connectors.fakes._jira_state import (
     JiraIssue,
     JiraProject,
@@ -57,19 +43,11 @@ from meshclaw.connectors.fakes._jira_state import (
     default_transitions,
 )
 
-# The helpers above are re-exported (``x as x``) for ``_jira_search``, which imports them
-# from here.
 __all__ = ["JiraFake", "JiraIssue", "JiraProject", "JiraState", "JiraTransition", "JiraUser",
            "default_transitions"]  # fmt: skip
 
-_error = error
-"""The old name, which ``_jira_search`` imports from here."""
-
 
 def _app(state: JiraState) -> Starlette:
-    # Imported here: ``_jira_search`` imports its helpers from this module.
-    from meshclaw.connectors.fakes._jira_search import search_routes
-
     return Starlette(routes=[*issue_routes(state), *search_routes(state)])
 
 
