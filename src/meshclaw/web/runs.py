@@ -9,6 +9,7 @@ shows "recording…" between the run's end and then, and the outcomes after.
 
 from __future__ import annotations
 
+from typing import Any
 from urllib.parse import urlencode
 
 from fastapi import APIRouter, Request
@@ -74,36 +75,28 @@ def run_list(
 def run_page(
     request: Request, viewer: ViewerDep, run_id: str, note: str | None = None
 ) -> HTMLResponse:
-    run = viewer.platform.runs.get(viewer.caller, run_id)
-    steps = viewer.platform.runs.steps(viewer.caller, run_id)
-    return render(
-        request,
-        "runs_view.html",
-        viewer,
-        run=run,
-        steps=trace_steps(steps),
-        outcomes=_outcomes(viewer, run),
-        outcome_page=outcome_page,
-        flash=_NOTES.get(note or ""),
-    )
+    context = _run_context(viewer, run_id)
+    return render(request, "runs_view.html", viewer, **context, flash=_NOTES.get(note or ""))
 
 
 @router.get("/runs/{run_id}/trace", response_class=HTMLResponse)
 def run_trace(request: Request, viewer: ViewerDep, run_id: str) -> HTMLResponse:
     """The live part of the run page, as an HTML fragment for ``app.js``."""
-    run = viewer.platform.runs.get(viewer.caller, run_id)
-    steps = viewer.platform.runs.steps(viewer.caller, run_id)
-    response = render(
-        request,
-        "runs_trace.html",
-        viewer,
-        run=run,
-        steps=trace_steps(steps),
-        outcomes=_outcomes(viewer, run),
-        outcome_page=outcome_page,
-    )
+    response = render(request, "runs_trace.html", viewer, **_run_context(viewer, run_id))
     response.headers["Cache-Control"] = "no-store"
     return response
+
+
+def _run_context(viewer: Viewer, run_id: str) -> dict[str, Any]:
+    """What the run page and its live fragment both show: the run, its trace, its outcomes."""
+    run = viewer.platform.runs.get(viewer.caller, run_id)
+    steps = viewer.platform.runs.steps(viewer.caller, run_id)
+    return {
+        "run": run,
+        "steps": trace_steps(steps),
+        "outcomes": _outcomes(viewer, run),
+        "outcome_page": outcome_page,
+    }
 
 
 def _outcomes(viewer: Viewer, run: RunInfo) -> tuple[list[OutcomeInfo], int]:
