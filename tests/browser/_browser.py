@@ -20,7 +20,8 @@ TIMEOUT_MS = 20_000
 """Generous: CI machines are shared and a run's first mail call starts an MCP server."""
 expect.set_options(timeout=TIMEOUT_MS)
 # What every page must offer, checked in the page itself (axe-core is not installed: a
-# CDN or npm download is not an option here). Returns a list of problems, empty if fine.
+# CDN or npm download is not an option here): labels, names, alt texts, one h1, text
+# contrast, no sideways scrolling. Returns a list of problems, empty if fine.
 _A11Y_CHECK = r"""() => {
   const problems = [];
   const visible = (el) => !!(el.offsetWidth || el.offsetHeight || el.getClientRects().length);
@@ -54,6 +55,64 @@ _A11Y_CHECK = r"""() => {
   const ids = {};
   for (const el of document.querySelectorAll("[id]")) ids[el.id] = (ids[el.id] || 0) + 1;
   for (const [id, n] of Object.entries(ids)) if (n > 1) problems.push(`id ${id} used ${n} times`);
+
+  // Text contrast (WCAG 2 AA): 4.5:1, or 3:1 for large text, against the colour behind the
+  // text (translucent layers blended; text over an image cannot be judged here, skipped).
+  const rgba = (c) => {
+    const m = /^rgba?\(([^)]+)\)$/.exec(c);
+    if (!m) return null;
+    const p = m[1].split(/[\s,\/]+/).filter(Boolean).map(Number);
+    return { r: p[0], g: p[1], b: p[2], a: p.length > 3 ? p[3] : 1 };
+  };
+  const over = (top, under) => {
+    const mix = (k) => top[k] * top.a + under[k] * (1 - top.a);
+    return { r: mix("r"), g: mix("g"), b: mix("b"), a: 1 };
+  };
+  const luminance = ({ r, g, b }) => {
+    const lin = (v) => (v /= 255) <= 0.03928 ? v / 12.92 : Math.pow((v + 0.055) / 1.055, 2.4);
+    return 0.2126 * lin(r) + 0.7152 * lin(g) + 0.0722 * lin(b);
+  };
+  const behind = (el) => {
+    const layers = [];
+    for (let e = el; e; e = e.parentElement) {
+      const style = getComputedStyle(e);
+      if (style.backgroundImage !== "none") return null;
+      const c = rgba(style.backgroundColor);
+      if (c && c.a > 0) { layers.push(c); if (c.a >= 1) break; }
+    }
+    const white = { r: 255, g: 255, b: 255, a: 1 };
+    return layers.reverse().reduce((under, top) => over(top, under), white);
+  };
+  for (const el of document.querySelectorAll("body *")) {
+    const own = [...el.childNodes].filter((n) => n.nodeType === 3).map((n) => n.textContent)
+      .join("").trim();
+    if (!own || !visible(el) || el.closest(".visually-hidden, .skip, :disabled, script, style")) {
+      continue;
+    }
+    const style = getComputedStyle(el);
+    const back = behind(el), front = rgba(style.color);
+    if (!back || !front || style.visibility === "hidden") continue;
+    const [hi, lo] = [luminance(over(front, back)), luminance(back)].sort((a, b) => b - a);
+    const ratio = (hi + 0.05) / (lo + 0.05);
+    const size = parseFloat(style.fontSize), bold = parseInt(style.fontWeight, 10) >= 700;
+    const need = size >= 24 || (bold && size >= 18.66) ? 3 : 4.5;
+    if (ratio < need - 0.005) {
+      problems.push(`contrast ${ratio.toFixed(2)}:1 < ${need}:1 for "${own.slice(0, 40)}"`);
+    }
+  }
+
+  // Nothing wider than the window (a wide table or code block scrolls inside its own box).
+  const width = document.documentElement.clientWidth;
+  if (document.documentElement.scrollWidth > width + 1) {
+    const wide = [...document.querySelectorAll("body *")]
+      .filter((el) => el.getBoundingClientRect().right > width + 1
+        && (!el.parentElement.closest(".table-wrap, pre, .chart")
+          || ["absolute", "fixed"].includes(getComputedStyle(el).position)))
+      .slice(0, 4)
+      .map((el) => `${el.outerHTML.slice(0, 70)} (${el.getBoundingClientRect().right}px)`);
+    const page = document.documentElement.scrollWidth;
+    problems.push(`page ${page}px wide in a ${width}px window: ${wide}`);
+  }
   return problems;
 }"""
 
