@@ -20,6 +20,7 @@ from jinja2 import Environment, FileSystemLoader, select_autoescape
 
 from meshclaw.accounts.service import Caller
 from meshclaw.api.deps import PlatformDep, check_csrf, session_of
+from meshclaw.dashboard_paths import outcome_page
 from meshclaw.platform import Platform
 
 PREFIX = "/ui"
@@ -163,4 +164,5 @@ def money(value: Decimal | float | int | None) -> str:
 
 
 _env.filters["money"] = money
+_env.globals["outcome_page"] = outcome_page  # links to an outcome, from any page
 _env.filters["when"] = lambda d: d.strftime("%Y-%m-%d %H:%M UTC") if d else "\N{EN DASH}"

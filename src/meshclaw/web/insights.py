@@ -12,12 +12,14 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
+from meshclaw import dashboard_paths
 from meshclaw.analytics.boards import handles
 from meshclaw.analytics.series import PERIODS, UsageSeries
+from meshclaw.dashboard_paths import OUTCOME_PAGE
 from meshclaw.errors import UserError
 from meshclaw.outcomes.service import OutcomeInfo
 from meshclaw.web import charts
-from meshclaw.web._pages import PREFIX, FormDep, Viewer, ViewerDep, render
+from meshclaw.web._pages import FormDep, Viewer, ViewerDep, render
 
 router = APIRouter()
 
@@ -67,7 +69,7 @@ def insights(
     )
 
 
-@router.get("/insights/outcomes/{outcome_id}", response_class=HTMLResponse)
+@router.get(OUTCOME_PAGE, response_class=HTMLResponse)
 def outcome_page(
     request: Request, viewer: ViewerDep, outcome_id: str, recorded: str | None = None
 ) -> HTMLResponse:
@@ -80,7 +82,7 @@ def outcome_page(
     return _outcome(request, viewer, outcome, flash=flash)
 
 
-@router.post("/insights/outcomes/{outcome_id}/feedback", response_class=HTMLResponse)
+@router.post(OUTCOME_PAGE + "/feedback", response_class=HTMLResponse)
 def give_feedback(request: Request, viewer: ViewerDep, form: FormDep, outcome_id: str) -> Response:
     verdict = form.get("verdict", "")
     note = form.get("note", "").strip()
@@ -98,7 +100,7 @@ def give_feedback(request: Request, viewer: ViewerDep, form: FormDep, outcome_id
             return _outcome(
                 request, viewer, outcome, status_code=exc.http_status, refusal=str(exc), note=note
             )
-        target = f"{PREFIX}/insights/outcomes/{outcome_id}?recorded={verdict}"
+        target = f"{dashboard_paths.outcome_page(outcome_id)}?recorded={verdict}"
         return RedirectResponse(target, status_code=303)
     outcome = outcomes.get(viewer.caller, outcome_id)
     return _outcome(request, viewer, outcome, status_code=422, errors=errors, note=note)

@@ -15,7 +15,6 @@ from urllib.parse import urlencode
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
-from meshclaw.dashboard_paths import outcome_page
 from meshclaw.errors import ConflictError, NotFoundError
 from meshclaw.outcomes.service import OutcomeInfo
 from meshclaw.runtime.service import RunInfo
@@ -95,7 +94,6 @@ def _run_context(viewer: Viewer, run_id: str) -> dict[str, Any]:
         "run": run,
         "steps": trace_steps(steps),
         "outcomes": _outcomes(viewer, run),
-        "outcome_page": outcome_page,
     }
 
 
