@@ -62,6 +62,23 @@ def test_record_review_and_audit(world: Any) -> None:
     ]  # fmt: skip
 
 
+def test_a_confirmed_finding_keeps_the_credit_withheld(world: Any) -> None:
+    """Confirming is the reviewer agreeing with the finding: the credit stays withheld (and
+    the platform agrees with the offline path); only dismissing restores it."""
+    from meshclaw.analytics import withheld_from_findings
+
+    service: FindingsService = world.platform.findings
+    scan = result(("u7", [("self_accepted", {"example_outcomes": ["o1"]})]), ("u9", []))
+    service.record(world.admin, scan, source="scan:events.jsonl")
+    [finding] = service.queue(world.admin)
+    confirmed = service.move(world.admin, finding.id, "confirm", reason="accepted own tickets")
+    assert confirmed.status == "confirmed"
+    assert service.withheld(world.admin.org_id) == {"u7"}
+    assert service.queue(world.admin) == []  # no longer waiting for a reviewer
+    offline = {"users": [{"user": "u7", "flagged": True, "status": "confirmed"}]}
+    assert withheld_from_findings(offline) == service.withheld(world.admin.org_id)
+
+
 def test_a_dismissed_pattern_is_raised_again_only_with_new_evidence(world: Any) -> None:
     service: FindingsService = world.platform.findings
     first = result(("u7", [("cron_churn", {"agents": [{"agent": "ag-1", "runs": 40}]})]))

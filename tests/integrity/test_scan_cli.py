@@ -77,6 +77,8 @@ def test_table_lists_flagged_people_with_their_detectors(history_file: Path) -> 
 def test_bad_input_exits_2(tmp_path: Path) -> None:
     code, _, err = invoke("integrity", "scan", str(tmp_path / "missing.jsonl"), "--json")
     assert code == 2 and "no such file" in err
+    code, _, err = invoke("integrity", "scan", str(tmp_path))
+    assert code == 2 and "is a directory: pass one event file" in err
     (tmp_path / "e.jsonl").write_text("")
     code, _, err = invoke("integrity", "scan", str(tmp_path / "e.jsonl"), "--threshold", "0")
     assert code == 2 and "--threshold" in err

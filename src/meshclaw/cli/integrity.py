@@ -117,6 +117,8 @@ def scan(
     token: str | None = TokenOption,
 ) -> None:
     """Scan a history for gaming patterns; every person gets a score and evidence."""
+    if events.is_dir():
+        raise UserError(f"{events} is a directory: pass one event file (JSON Lines)")
     if not events.is_file():
         raise UserError(f"{events}: no such file")
     if not 0.0 < threshold <= 1.0:

@@ -40,7 +40,11 @@ if TYPE_CHECKING:  # the scan needs Polars; recording its result does not
 
 STATUSES = ("open", "under_review", "confirmed", "dismissed")
 PENDING = ("open", "under_review")
-"""Statuses that withhold credit."""
+"""Statuses awaiting a reviewer's decision (the review queue)."""
+WITHHOLDING = (*PENDING, "confirmed")
+"""Statuses that withhold the person's credit: pending review, or confirmed by a reviewer
+(only a dismissal restores it; the offline path, ``analytics.withheld_from_findings``,
+agrees)."""
 READ = "integrity.read"
 REVIEW = "integrity.review"
 MAX_PAGE = 200
@@ -427,11 +431,12 @@ class FindingsService:
             row.evidence, row.updated_at = {**(row.evidence or {}), **notes}, utcnow()
 
     def withheld(self, org_id: str) -> frozenset[str]:
-        """People whose credit is withheld: they have a finding open or under review."""
+        """People whose credit is withheld: a finding about them is open, under review or
+        confirmed. Only dismissing every such finding restores the credit."""
         with self._db.session() as session:
             rows = session.scalars(
                 select(IntegrityFinding.subject).where(
-                    IntegrityFinding.org_id == org_id, IntegrityFinding.status.in_(PENDING)
+                    IntegrityFinding.org_id == org_id, IntegrityFinding.status.in_(WITHHOLDING)
                 )
             ).all()
             return frozenset(rows)
