@@ -131,6 +131,29 @@ def test_forged_stale_and_replayed_deliveries_are_refused_and_audited(
     assert len(recorder.sent) == 1  # only the one good delivery started a run
 
 
+def test_a_delivery_whose_run_could_not_start_can_be_retried(
+    world: World, client: TestClient, recorder: Recorder
+) -> None:
+    """The nonce is spent only when the run is created: a delivery refused because the run
+    could not start (here an org policy forbids runs) is taken again when retried."""
+    agent_id = world.save_agent(HOOK_AGENT)
+    url = f"/v1/hooks/{agent_id}"
+    body = b'{"ref": "deploy 44"}'
+    delivery = headers(body)
+    freeze = '@id("org.freeze")\nforbid (principal, action == Action::"run.start", resource);\n'
+    world.platform.org_policies.save(world.admin, freeze, note="change freeze")
+    refused = client.post(url, content=body, headers=delivery)
+    assert refused.status_code == 403, refused.text
+    assert recorder.sent == []
+
+    world.platform.org_policies.save(world.admin, "", note="freeze over")
+    retried = client.post(url, content=body, headers=delivery)
+    assert retried.status_code == 202, retried.text
+    assert recorder.sent == [retried.json()["id"]]
+    again = client.post(url, content=body, headers=delivery)
+    assert again.status_code == 401 and "replayed" in again.json()["detail"]
+
+
 def test_secret_references_resolve_from_env_files_and_names(tmp_path: Path) -> None:
     (tmp_path / "secrets").mkdir()
     (tmp_path / "secrets" / "named").write_text("from-name\n")

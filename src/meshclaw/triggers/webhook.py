@@ -107,7 +107,13 @@ class WebhookReceiver:
             raise refuse("replayed nonce")
         caller = self._platform.accounts.caller_for(target.owner)
         text = body.decode("utf-8", errors="replace")
-        info = self._platform.runs.create(caller, target.agent_id, text, trigger="webhook")
+        try:
+            info = self._platform.runs.create(caller, target.agent_id, text, trigger="webhook")
+        except BaseException:
+            # No run was created: the sender's retry of this delivery must not be taken
+            # for a replay.
+            self._forget(target.agent_id, nonce)
+            raise
         self._audit(agent_id, target, "ok", {"run_id": info.id, "remote": remote})
         if self._dispatch is not None:
             self._dispatch(info.id)
@@ -130,6 +136,14 @@ class WebhookReceiver:
         except IntegrityError:
             return False
         return True
+
+    def _forget(self, agent_id: str, nonce: str) -> None:
+        with self._db.session() as session:
+            session.execute(
+                delete(WebhookNonce).where(
+                    WebhookNonce.agent_id == agent_id, WebhookNonce.nonce == nonce
+                )
+            )
 
     def _target(self, agent_id: str) -> _Target | None:
         with self._db.session() as session:
