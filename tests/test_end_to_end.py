@@ -126,9 +126,17 @@ def test_cli_run_follow_exit_codes(env: dict[str, str], tmp_path: Path) -> None:
     first = json.loads(lines[0])
     assert (first["seq"], first["kind"]) == (1, "model")
 
-    # The script has two turns; a third run turn finds it exhausted: the run fails (exit 1).
-    exhausted = cli(env, tmp_path, "run", "e2e-agent", "--input", "again")
-    assert exhausted.returncode == 0, exhausted.stdout  # each run starts at turn 0 again
+    # Each run starts at the script's first turn again: a second run succeeds too.
+    again = cli(env, tmp_path, "run", "e2e-agent", "--input", "again")
+    assert again.returncode == 0, again.stdout
+
+    # A run that fails exits 1: one model turn allowed, and the script's first turn is a
+    # tool call, so the run stops at its step limit.
+    spec.write_text(SPEC.replace("e2e-agent", "e2e-short").replace("max_steps: 5", "max_steps: 1"))
+    assert cli(env, tmp_path, "agent", "create", str(spec)).returncode == 0
+    failed = cli(env, tmp_path, "run", "e2e-short", "--input", "time?")
+    assert failed.returncode == 1, (failed.stdout, failed.stderr)
+    assert "failed" in failed.stdout
 
     missing = cli(env, tmp_path, "run", "no-such-agent")
     assert missing.returncode == 2

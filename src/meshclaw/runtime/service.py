@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session
 from meshclaw.accounts.service import Caller
 from meshclaw.audit.sink import AuditRecord, AuditSink
 from meshclaw.clock import utcnow
-from meshclaw.errors import ConflictError, NotFoundError
+from meshclaw.errors import ConflictError, NotFoundError, UserError
 from meshclaw.ids import new_id
 from meshclaw.metering.prices import from_nano
 from meshclaw.outcomes.models import Outcome
@@ -25,6 +25,8 @@ from meshclaw.store.models import Agent, AgentVersion, Run, RunStep, UsageRecord
 
 TRIGGERS = ("manual", "cron", "webhook", "chat", "mail", "api")
 FINISHED = ("succeeded", "failed", "cancelled")
+STATUSES = ("queued", "running", "waiting_approval", *FINISHED)
+"""Every status a run can be in."""
 SETTLE_GRACE = timedelta(minutes=10)
 """How long after its end a run's own executor has to settle its outcomes before the
 sweep (``Platform.settle_outcomes``) takes it for left behind: far longer than recording
@@ -249,6 +251,8 @@ class RunService:
         mine: bool = False,
     ) -> list[RunInfo]:
         """Runs of the caller's own agents (admins: the whole org, unless ``mine``)."""
+        if status is not None and status not in STATUSES:
+            raise UserError(f"unknown run status {status!r}: one of {', '.join(STATUSES)}")
         with self._db.session() as session:
             query = select(Run).where(Run.org_id == caller.org_id)
             if mine or not self._sees_whole_org(caller):

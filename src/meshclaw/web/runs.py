@@ -17,7 +17,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from meshclaw.errors import ConflictError, NotFoundError
 from meshclaw.outcomes.service import OutcomeInfo
-from meshclaw.runtime.service import RunInfo
+from meshclaw.runtime.service import STATUSES, RunInfo
 from meshclaw.web._pages import PREFIX, FormDep, Viewer, ViewerDep, render
 from meshclaw.web._trace import trace_steps
 
@@ -25,7 +25,6 @@ router = APIRouter()
 
 PAGE_SIZE = 25
 MAX_PAGE = 10_000
-STATUSES = ("queued", "running", "waiting_approval", "succeeded", "failed", "cancelled")
 _NOTES = {
     "cancel": "Cancellation requested: the run stops at its next step.",
     "finished": "The run had already finished; there was nothing to cancel.",
