@@ -663,3 +663,71 @@ def test_ingest_cli_jobs(
     )
     assert failed.exit_code == 1
     assert "ingest worker mapping" in failed.stderr and "Traceback" not in failed.output
+
+
+BAD_INT = {"key": "n", "value": {"intValue": "x"}}
+
+
+def _otlp_with(resource_span: Any) -> dict[str, Any]:
+    """The OTLP document above plus one malformed resourceSpans entry after it."""
+    return {"resourceSpans": [*OTLP["resourceSpans"], resource_span]}
+
+
+@pytest.mark.parametrize(
+    ("document", "where", "message"),
+    [
+        ({"resourceSpans": {"spans": []}}, "resourceSpans", "expected a list, got dict"),
+        (_otlp_with("not an object"), "resourceSpans[1]", "expected an object, got str"),
+        (_otlp_with({"resource": []}), "resourceSpans[1].resource", "must be an object"),
+        (
+            _otlp_with({"resource": {"attributes": {"service.name": "x"}}}),
+            "resourceSpans[1].resource",
+            "attributes must be a list",
+        ),
+        (
+            _otlp_with({"resource": {"attributes": [{"key": "a", "value": "plain"}]}}),
+            "resourceSpans[1].resource",
+            "value must be an object",
+        ),
+        (_otlp_with({"scopeSpans": "x"}), "resourceSpans[1].scopeSpans", "expected a list"),
+        (_otlp_with({"scopeSpans": [7]}), "resourceSpans[1].scopeSpans[0]", "expected an object"),
+        (
+            _otlp_with({"scopeSpans": [{"spans": {"a": 1}}]}),
+            "resourceSpans[1].scopeSpans[0].spans",
+            "expected a list, got dict",
+        ),
+        (
+            _otlp_with({"scopeSpans": [{"spans": [None]}]}),
+            "resourceSpans[1].scopeSpans[0].spans[0]",
+            "expected an object, got NoneType",
+        ),
+        (
+            _otlp_with({"scopeSpans": [{"spans": [_span("z9", "chat", {}, attributes=5)]}]}),
+            "resourceSpans[1].scopeSpans[0].spans[0]",
+            "attributes must be a list",
+        ),
+        (
+            _otlp_with({"scopeSpans": [{"spans": [_span("z9", "c", {}, attributes=[BAD_INT])]}]}),
+            "resourceSpans[1].scopeSpans[0].spans[0]",
+            "bad attribute value",
+        ),
+    ],
+)
+def test_otlp_structure_errors_are_reported_at_their_path_and_the_rest_ingests(
+    tmp_path: Path, document: dict[str, Any], where: str, message: str
+) -> None:
+    """Malformed structure at any level above or inside a span is one reported problem
+    with its JSON path (and line, in JSON Lines); nothing valid around it is lost."""
+    source, dest = tmp_path / "traces.json", tmp_path / "events.jsonl"
+    source.write_text(json.dumps(document))
+    report = ingest(source, "otel", dest, Defaults(org="acme"))
+    problem = next(p for p in report.problems if message in p)
+    assert problem.startswith(f"{where}:"), report.problems
+    whole = "resourceSpans" in document and isinstance(document["resourceSpans"], list)
+    assert report.events == (3 if whole else 0)  # the good spans before it still count
+
+    lines = tmp_path / "traces.jsonl"
+    lines.write_text(json.dumps(OTLP) + "\n" + json.dumps(document) + "\n")
+    report = ingest(lines, "otel", tmp_path / "more.jsonl", Defaults(org="acme"))
+    assert any(p.startswith(f"line 2: {where}:") and message in p for p in report.problems)
+    assert report.events == (6 if whole else 3)

@@ -30,22 +30,62 @@ _TRIGGERS = {"manual", "cron", "webhook", "chat", "mail", "api"}
 _INFERENCE = {"chat", "text_completion", "generate_content", "completion"}
 
 
-def _any_value(value: dict[str, Any]) -> Any:
-    if "stringValue" in value:
-        return value["stringValue"]
-    if "intValue" in value:
-        return int(value["intValue"])  # OTLP JSON carries 64-bit integers as strings
-    if "doubleValue" in value:
-        return float(value["doubleValue"])
-    if "boolValue" in value:
-        return bool(value["boolValue"])
-    if "arrayValue" in value:
-        return [_any_value(v) for v in value["arrayValue"].get("values", [])]
+def _any_value(value: Any) -> Any:
+    if not isinstance(value, dict):
+        raise _Skip(f"an attribute value must be an object, not {type(value).__name__}")
+    try:
+        if "stringValue" in value:
+            return value["stringValue"]
+        if "intValue" in value:
+            return int(value["intValue"])  # OTLP JSON carries 64-bit integers as strings
+        if "doubleValue" in value:
+            return float(value["doubleValue"])
+        if "boolValue" in value:
+            return bool(value["boolValue"])
+        if "arrayValue" in value:
+            array = value["arrayValue"]
+            values = array.get("values", []) if isinstance(array, dict) else None
+            if not isinstance(values, list):
+                raise _Skip("arrayValue.values must be a list")
+            return [_any_value(v) for v in values]
+    except (TypeError, ValueError) as exc:
+        raise _Skip(f"bad attribute value {value!r}: {exc}") from None
     return None
 
 
-def _attributes(items: list[dict[str, Any]] | None) -> dict[str, Any]:
-    return {a["key"]: _any_value(a.get("value", {})) for a in items or [] if "key" in a}
+def _attributes(items: Any) -> dict[str, Any]:
+    if items is None:
+        return {}
+    if not isinstance(items, list):
+        raise _Skip(f"attributes must be a list, not {type(items).__name__}")
+    attributes = {}
+    for n, item in enumerate(items):
+        if not isinstance(item, dict) or not isinstance(item.get("key"), str):
+            raise _Skip(f"attributes[{n}] must be an object with a string key")
+        attributes[item["key"]] = _any_value(item.get("value", {}))
+    return attributes
+
+
+def _listed(container: dict[str, Any], key: str, within: str, report: IngestReport) -> list[Any]:
+    """``container[key]``, a list in OTLP (absent: empty); anything else is a problem
+    reported at ``within`` + ``key`` (its JSON path), and what it held is skipped, not
+    the rest of the file."""
+    value = container.get(key)
+    if value is None:
+        return []
+    if isinstance(value, list):
+        return value
+    report.records += 1
+    report.problem(f"{within}{key}", f"expected a list, got {type(value).__name__}")
+    return []
+
+
+def _is_object(value: Any, where: str, report: IngestReport) -> bool:
+    if isinstance(value, dict):
+        return True
+    report.records += 1
+    report.problem(where, f"expected an object, got {type(value).__name__}")
+    return False
 
 
 def _nanos(value: Any) -> datetime:
@@ -95,14 +135,31 @@ def _otlp_documents(path: Path, report: IngestReport) -> Iterator[tuple[str, dic
 
 def _spans(path: Path, report: IngestReport) -> Iterator[_Span]:
     for prefix, doc in _otlp_documents(path, report):
-        for i, rs in enumerate(doc.get("resourceSpans") or []):
-            resource = _attributes((rs.get("resource") or {}).get("attributes"))
-            for j, ss in enumerate(
-                rs.get("scopeSpans") or rs.get("instrumentationLibrarySpans") or []
-            ):
-                for k, raw in enumerate(ss.get("spans") or []):
-                    where = f"{prefix}resourceSpans[{i}].scopeSpans[{j}].spans[{k}]"
+        for i, rs in enumerate(_listed(doc, "resourceSpans", prefix, report)):
+            at = f"{prefix}resourceSpans[{i}]"
+            if not _is_object(rs, at, report):
+                continue
+            try:
+                held = rs.get("resource", {})
+                if not isinstance(held, dict):
+                    raise _Skip(f"resource must be an object, not {type(held).__name__}")
+                resource = _attributes(held.get("attributes"))
+            except _Skip as exc:
+                report.records += 1
+                report.problem(f"{at}.resource", str(exc))
+                continue
+            # ``instrumentationLibrarySpans``: the name before OTLP 0.15.
+            scopes = "scopeSpans" if "scopeSpans" in rs else "instrumentationLibrarySpans"
+            for j, ss in enumerate(_listed(rs, scopes, f"{at}.", report)):
+                at_scope = f"{at}.{scopes}[{j}]"
+                if not _is_object(ss, at_scope, report):
+                    continue
+                for k, raw in enumerate(_listed(ss, "spans", f"{at_scope}.", report)):
+                    where = f"{at_scope}.spans[{k}]"
+                    if not _is_object(raw, where, report):
+                        continue
                     try:
+                        status = raw.get("status", {})
                         yield _Span(
                             where=where,
                             trace_id=str(raw["traceId"]),
@@ -112,7 +169,8 @@ def _spans(path: Path, report: IngestReport) -> Iterator[_Span]:
                             end=_nanos(raw.get("endTimeUnixNano", raw["startTimeUnixNano"])),
                             attrs=_attributes(raw.get("attributes")),
                             resource=resource,
-                            error=(raw.get("status") or {}).get("code") in (2, "STATUS_CODE_ERROR"),
+                            error=isinstance(status, dict)
+                            and status.get("code") in (2, "STATUS_CODE_ERROR"),
                         )
                     except (KeyError, TypeError, _Skip) as exc:
                         report.records += 1
