@@ -62,11 +62,14 @@ def test_cli_usage_by_period_and_reprice(ran_world: World) -> None:
         "MESHCLAW_TOKEN": admin_token,
     }
     runner = CliRunner()
-    result = runner.invoke(app, ["usage", "--by", "team", "--period", "week", "--json"], env=env)
+    result = runner.invoke(app, ["usage", "--by", "agent", "--period", "week", "--json"], env=env)
     assert result.exit_code == 0, result.output
     body = json.loads(result.stdout)
     assert body["period"] == "week"
-    assert body["rows"][0]["key"] == "eng" and body["rows"][0]["model_calls"] == 2
+    assert body["rows"][0]["key"] == "helper" and body["rows"][0]["model_calls"] == 2
+    # alice's team has one person, fewer than k: its row would be hers, so it is left out
+    teams = runner.invoke(app, ["usage", "--by", "team", "--json"], env=env)
+    assert teams.exit_code == 0 and json.loads(teams.stdout)["rows"] == []
     bad = runner.invoke(app, ["usage", "--period", "year"], env=env)
     assert bad.exit_code == 2
     dry = runner.invoke(app, ["usage", "reprice", "--dry-run", "--json"], env=env)

@@ -18,7 +18,13 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, Literal
 
+from sqlalchemy.orm import Session
+
 from meshclaw.accounts.service import Caller
+from meshclaw.analytics.models import AnalyticsView
+from meshclaw.audit.sink import AuditRecord, AuditSink
+from meshclaw.clock import utcnow
+from meshclaw.ids import new_id
 from meshclaw.policy.api import ApiAuthorizer, ApiResource
 
 DEFAULT_K = 5
@@ -52,3 +58,31 @@ def individual_boards(org_settings: Mapping[str, Any] | None) -> bool:
     """Whether the org allows individual leaderboards (people still opt in one by one)."""
     analytics = (org_settings or {}).get("analytics") or {}
     return bool(analytics.get("individual_boards", False))
+
+
+def record_person_view(
+    session: Session,
+    audit: AuditSink,
+    caller: Caller,
+    subject_id: str,
+    reason: str,
+    *,
+    what: str,
+) -> None:
+    """Record that ``caller`` looked at ``subject_id``'s ``what`` (their numbers, their
+    usage): in the trail the person reads ("who looked at my numbers") and in the audit
+    log, in the caller's transaction."""
+    session.add(
+        AnalyticsView(
+            id=new_id("anv"), org_id=caller.org_id, viewer_id=caller.user_id,
+            subject_id=subject_id, reason=reason, created_at=utcnow(),
+        )
+    )  # fmt: skip
+    audit.append(
+        session,
+        AuditRecord(
+            action="analytics.view_person", resource=f"user:{subject_id}", outcome="ok",
+            org_id=caller.org_id, actor_user_id=caller.user_id,
+            details={"reason": reason, "what": what},
+        ),
+    )  # fmt: skip

@@ -31,12 +31,11 @@ from meshclaw.analytics.privacy import (
     authorize,
     individual_boards,
     k_of,
+    record_person_view,
 )
 from meshclaw.audit.sink import AuditRecord, AuditSink
-from meshclaw.clock import utcnow
 from meshclaw.errors import ConflictError, NotFoundError, PermissionDenied
 from meshclaw.events import ReadReport
-from meshclaw.ids import new_id
 from meshclaw.metering.usage import visibility
 from meshclaw.outcomes.cost import CostBy, CostRow
 from meshclaw.outcomes.service import OutcomeService
@@ -350,21 +349,8 @@ class AnalyticsService:
         )
         if not own:
             with self._db.session() as session:
-                session.add(
-                    AnalyticsView(
-                        id=new_id("anv"), org_id=caller.org_id, viewer_id=caller.user_id,
-                        subject_id=user_id, reason=reason.strip() if reason else "",
-                        created_at=utcnow(),
-                    )
-                )  # fmt: skip
-                self._audit.append(
-                    session,
-                    AuditRecord(
-                        action="analytics.view_person", resource=f"user:{user_id}",
-                        outcome="ok", org_id=caller.org_id, actor_user_id=caller.user_id,
-                        details={"reason": reason},
-                    ),
-                )  # fmt: skip
+                reason = (reason or "").strip()
+                record_person_view(session, self._audit, caller, user_id, reason, what="numbers")
         out = report.to_json()
         out.pop("input")
         for week in out["weeks"]:

@@ -18,6 +18,7 @@ from starlette.routing import Mount, compile_path
 
 from meshclaw import __version__
 from meshclaw.accounts.directory import InvalidFields
+from meshclaw.analytics.usage_views import usage_view
 from meshclaw.api import analytics as analytics_api
 from meshclaw.api import approvals as approvals_api
 from meshclaw.api import audit as audit_api
@@ -47,7 +48,7 @@ from meshclaw.api.schemas import (
     VersionOut,
 )
 from meshclaw.errors import AuthError, MeshClawError, SpecError, UserError
-from meshclaw.metering.usage import GroupBy, Period, usage_report
+from meshclaw.metering.usage import GroupBy, Period
 from meshclaw.platform import Platform
 from meshclaw.spec.loader import parse_spec, validate_spec
 from meshclaw.spec.registry import AgentInfo
@@ -264,26 +265,34 @@ def create_app(platform: Platform, worker: RunDispatcher | None = None) -> FastA
     @app.get("/v1/usage", tags=["usage"])
     def usage(
         who: Authed,
-        group_by: GroupBy = "user",
+        group_by: GroupBy | None = None,
         since: Timestamp | None = None,
         until: Timestamp | None = None,
         period: Period | None = None,
+        user: Annotated[str | None, Query(max_length=200)] = None,
+        reason: Annotated[str | None, Query(max_length=500)] = None,
     ) -> UsageOut:
         """Tokens and cost (per day, week or month with ``period``). Tokens are a cost,
-        never a measure of achievement."""
-        rows = usage_report(
+        never a measure of achievement. ``group_by`` defaults to ``user`` for one's own
+        usage, else ``team``. Someone else's usage is an individual drill-down: ``user``
+        (handle or id) and a ``reason``, recorded where they see it; per-person rows of a
+        team or the org are refused, and teams smaller than the org's k are left out."""
+        view = usage_view(
             platform.db,
+            platform.access,
+            platform.audit,
             who,
             group_by=group_by,
             since=since,
             until=until,
             period=period,
-            access=platform.access,
+            user=user,
+            reason=reason,
         )
         return UsageOut(
-            group_by=group_by,
+            group_by=view.group_by,
             period=period,
-            rows=[UsageRowOut.model_validate(r) for r in rows],
+            rows=[UsageRowOut.model_validate(r) for r in view.rows],
         )
 
     return app

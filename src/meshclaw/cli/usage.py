@@ -44,8 +44,14 @@ def _parse_time(value: str | None, option: str) -> datetime | None:
 @handle_errors
 def usage(
     ctx: typer.Context,
-    by: str = typer.Option("user", "--by", help="user, team, agent or model."),
+    by: str | None = typer.Option(
+        None, "--by", help="user, team, agent or model (default: user for your own, else team)."
+    ),
     period: str | None = typer.Option(None, "--period", help="day, week or month."),
+    user: str | None = typer.Option(
+        None, "--user", help="One person (handle). Someone else's: needs --reason, recorded."
+    ),
+    reason: str | None = typer.Option(None, "--reason", help="Why you look at their usage."),
     since: str | None = typer.Option(None, help="ISO 8601 start (UTC if no zone)."),
     until: str | None = typer.Option(None, help="ISO 8601 end, exclusive."),
     token: str | None = TokenOption,
@@ -54,31 +60,34 @@ def usage(
     """Usage and cost. Tokens are a cost, never a measure of achievement."""
     if ctx.invoked_subcommand is not None:
         return
-    if by not in ("user", "team", "agent", "model"):
+    if by not in (None, "user", "team", "agent", "model"):
         raise UserError(f"--by: must be user, team, agent or model, not {by!r}")
     if period not in (None, "day", "week", "month"):
         raise UserError(f"--period: must be day, week or month, not {period!r}")
-    group: GroupBy = by  # type: ignore[assignment]
+    group: GroupBy | None = by  # type: ignore[assignment]
     per: Period | None = period  # type: ignore[assignment]
     start, end = _parse_time(since, "--since"), _parse_time(until, "--until")
-    from meshclaw.metering.usage import usage_report
+    from meshclaw.analytics.usage_views import usage_view
 
     with open_platform() as platform:
-        rows = usage_report(
+        view = usage_view(
             platform.db,
+            platform.access,
+            platform.audit,
             resolve_caller(platform, token),
             group_by=group,
             since=start,
             until=end,
             period=per,
-            access=platform.access,
+            user=user,
+            reason=reason,
         )
     if json_output:
-        print_json({"group_by": by, "period": period, "rows": rows})
+        print_json({"group_by": view.group_by, "period": period, "rows": view.rows})
         return
     columns = ["model calls", "tool calls", "input", "output", "cached", "reasoning", "cost"]
-    table = Table(*(["period"] if period else []), by, *columns)
-    for r in rows:
+    table = Table(*(["period"] if period else []), view.group_by, *columns)
+    for r in view.rows:
         table.add_row(
             *([r.period or ""] if period else []),
             r.key,
