@@ -90,6 +90,9 @@ class AuditSettings(BaseModel):
     verify_workers: int = Field(default=0, ge=0, le=64)
     """Processes ``audit verify`` checks records with (0: one per CPU for logs of 50,000
     records or more; 1: a single pass). The findings are the same."""
+    token_use_interval_seconds: float = Field(default=3600.0, ge=0, le=30 * 24 * 3600)
+    """An API token's use is recorded (``token.use``) on its first use and then at most
+    once per this many seconds (0: every request); a revoked token's every use is."""
 
     @field_validator("syslog")
     @classmethod

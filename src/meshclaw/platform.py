@@ -75,7 +75,12 @@ class Platform:
         built-ins, the operator's install-wide ``policy_file`` and each org's own."""
         self.access = ApiAuthorizer(self.policies)
         self.audit, self.audit_log = build_audit(self.db, self.settings, self.access)
-        self.accounts = Accounts(self.db, self.audit)
+        self.access.record_refusals(self.db, self.audit)
+        self.accounts = Accounts(
+            self.db,
+            self.audit,
+            token_use_interval=timedelta(seconds=self.settings.audit.token_use_interval_seconds),
+        )
         self.signin = SignIn(
             self.db, self.audit, ttl=timedelta(hours=self.settings.web.session_hours)
         )

@@ -6,13 +6,13 @@ import hashlib
 import re
 import secrets
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from meshclaw.audit.sink import AuditRecord, AuditSink
-from meshclaw.clock import utcnow
+from meshclaw.clock import as_utc, utcnow
 from meshclaw.errors import AuthError, ConflictError, NotFoundError, UserError
 from meshclaw.ids import new_id
 from meshclaw.store.db import Database
@@ -112,9 +112,12 @@ class TokenInfo:
 
 
 class Accounts:
-    def __init__(self, db: Database, audit: AuditSink) -> None:
+    def __init__(
+        self, db: Database, audit: AuditSink, *, token_use_interval: timedelta = timedelta(hours=1)
+    ) -> None:
         self._db = db
         self._audit = audit
+        self._token_use_interval = token_use_interval
 
     def create_org(self, name: str) -> Org:
         with self._db.session() as session:
@@ -230,13 +233,35 @@ class Accounts:
             token = session.scalar(
                 select(ApiToken).where(ApiToken.token_hash == hash_token(secret))
             )
-            if token is None or token.revoked_at is not None:
+            if token is None:
                 raise AuthError("invalid or revoked API token")
             user = session.get(User, token.user_id)
-            if user is None:
-                raise AuthError("token owner no longer exists")
-            token.last_used_at = utcnow()
+            if token.revoked_at is not None:
+                self._record_token_use(session, token, "token.refused")
+            if user is None or token.revoked_at is not None:
+                raise AuthError("invalid or revoked API token")
+            now, last = utcnow(), token.last_used_at
+            if last is None or now - as_utc(last) >= self._token_use_interval:
+                self._record_token_use(session, token, "token.use")
+            token.last_used_at = now
             return caller_of(user)
+
+    def _record_token_use(self, session: Session, token: ApiToken, action: str) -> None:
+        """A token's use (its id and name, never its secret) in the audit log. A refused
+        use is committed although the request fails."""
+        self._audit.append(
+            session,
+            AuditRecord(
+                action=action,
+                resource=f"token:{token.id}",
+                outcome="ok" if action == "token.use" else "denied",
+                org_id=token.org_id,
+                actor_user_id=token.user_id,
+                details={"name": token.name},
+            ),
+        )
+        if action != "token.use":
+            session.commit()  # the AuthError that follows must not roll the record back
 
     def caller_for(self, user: User) -> Caller:
         return caller_of(user)

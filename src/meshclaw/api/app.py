@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
+from http import HTTPStatus
 from typing import Annotated, Any
 
 from fastapi import FastAPI, Query, Request, routing
@@ -70,6 +71,14 @@ def _problem(
     return JSONResponse(
         body.model_dump(exclude_none=True), status, headers=headers, media_type=PROBLEM
     )
+
+
+def _title(status: int) -> str:
+    """A problem's title: the status's reason phrase ("Forbidden"), for people to read."""
+    try:
+        return HTTPStatus(status).phrase
+    except ValueError:
+        return "Error"
 
 
 def _agent_out(agent: AgentInfo, changed: bool | None = None) -> AgentOut:
@@ -155,7 +164,7 @@ def create_app(platform: Platform, worker: RunDispatcher | None = None) -> FastA
             return error_page(request, status, str(exc))
         # RFC 9110 §11.6.1: a 401 names the scheme that would succeed.
         challenge = {"WWW-Authenticate": exc.challenge} if isinstance(exc, AuthError) else None
-        return _problem(status, type(exc).__name__, str(exc), headers=challenge)
+        return _problem(status, _title(status), str(exc), headers=challenge)
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
@@ -177,7 +186,9 @@ def create_app(platform: Platform, worker: RunDispatcher | None = None) -> FastA
             page = error_page(request, exc.status_code, str(exc.detail))
             page.headers.update(headers)
             return page
-        return _problem(exc.status_code, "HTTP error", str(exc.detail), headers=headers or None)
+        return _problem(
+            exc.status_code, _title(exc.status_code), str(exc.detail), headers=headers or None
+        )
 
     @app.get("/health", tags=["meta"])
     def health() -> dict[str, str]:

@@ -39,6 +39,9 @@ if TYPE_CHECKING:  # the MCP SDK loads when a connector is first built, not at i
 
 BUILTIN = ("clock", "notes")
 MANAGE = "connector.manage"
+READ = "connector.read"
+PROBE = "connector.test"
+"""Probing a server (``test``, refreshing tools) connects with the caller's credential."""
 Source = Literal["settings", "store"]
 
 
@@ -221,7 +224,8 @@ class ConnectorService:
         self.approvals(caller.org_id).forget(name)
 
     def list_connectors(self, caller: Caller) -> list[ConnectorInfo]:
-        """The caller's org's connectors (never another org's)."""
+        """The caller's org's connectors (never another org's; ``connector.read``)."""
+        self._access.require(caller, READ, ApiResource.org(caller.org_id), message="connectors:")
         org_id = caller.org_id
         return [self._info(org_id, n, c, src) for n, (c, src) in self.configs(org_id).items()]
 
@@ -272,8 +276,11 @@ class ConnectorService:
     async def tools(self, caller: Caller, name: str, *, refresh: bool = True) -> list[ToolState]:
         """The tools recorded for a connector; ``refresh`` lists the server's tools first.
 
-        The server is asked with the caller's delegated credential (else the default).
+        The server is asked with the caller's delegated credential (else the default):
+        ``connector.test``; reading what is recorded is ``connector.read``.
         """
+        action = PROBE if refresh else READ
+        self._access.require(caller, action, ApiResource.org(caller.org_id), message="tools:")
         connector = self.build(caller.org_id, name)
         if refresh:
             try:
@@ -298,7 +305,9 @@ class ConnectorService:
         )
 
     async def test(self, caller: Caller, name: str) -> ProbeReport:
-        """Connect, list the tools, and report how it went (never raises for a bad server)."""
+        """Connect, list the tools, and report how it went (never raises for a bad server;
+        ``connector.test``: the probe uses the caller's delegated credential)."""
+        self._access.require(caller, PROBE, ApiResource.org(caller.org_id), message="probe:")
         connector = self.build(caller.org_id, name)
         started = time.perf_counter()
         try:

@@ -9,6 +9,7 @@ entry point. Resources are described with ``ApiResource``'s constructors.
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -30,6 +31,10 @@ from meshclaw.policy.schema import API_ACTIONS
 
 if TYPE_CHECKING:
     from meshclaw.accounts.service import Caller
+    from meshclaw.audit.sink import AuditSink
+    from meshclaw.store.db import Database
+
+log = logging.getLogger(__name__)
 
 ResourceKind = Literal["Agent", "Run", "Team", "User", "Org", "Outcome"]
 
@@ -177,6 +182,14 @@ class ApiAuthorizer:
         self.store = store
         self._roles = cedarpy.Entities.from_json_str(json.dumps(ROLE_ENTITIES))
         self._entities: _Lru[tuple[Any, ...], cedarpy.Entities] = _Lru(2048)
+        self._record: tuple[Database, AuditSink] | None = None
+
+    def record_refusals(self, db: Database, audit: AuditSink) -> None:
+        """From now on, append to the audit log every refusal ``require`` raises
+        (``api.denied``) and every policy engine error (``policy.error``; the action is
+        refused). ``authorize_api`` alone is a question, not a refusal: services ask it to
+        find what someone may see (the org? their team?) and are not recorded."""
+        self._record = (db, audit)
 
     def authorize_api(
         self, caller: Caller, action: str, resource: ApiResource, *, drill_down: bool = False
@@ -195,9 +208,32 @@ class ApiAuthorizer:
         """The decision if allowed; else ``PermissionDenied`` with ``message`` and the reason."""
         decision = self.authorize_api(caller, action, resource, drill_down=drill_down)
         if not decision.allowed:
+            self._append(caller, "api.denied", action, resource, decision.reason)
             head = f"{message} " if message else ""
             raise PermissionDenied(f"{head}({action} denied: {decision.reason})")
         return decision
+
+    def _append(
+        self, caller: Caller, what: str, action: str, resource: ApiResource, reason: str
+    ) -> None:
+        if self._record is None:
+            return
+        from meshclaw.audit.sink import AuditRecord  # here: the audit package imports this one
+
+        db, audit = self._record
+        record = AuditRecord(
+            action=what,
+            resource=f"{resource.kind}:{resource.id}"[:300],
+            outcome="denied",
+            org_id=caller.org_id,
+            actor_user_id=caller.user_id,
+            details={"action": action, "reason": reason[:1000]},
+        )
+        try:
+            with db.session() as session:
+                audit.append(session, record)
+        except Exception:  # the refusal stands; the missing record is logged loudly
+            log.exception("could not record %s of %s by %s", what, action, caller.user_id)
 
     def explain(
         self, caller: Caller, action: str, resource: ApiResource, *, drill_down: bool = False
@@ -207,8 +243,10 @@ class ApiAuthorizer:
             return Explanation(decision=Decision(allowed=False, reason=reason))
         try:
             return self._explain(caller, action, resource, drill_down)
-        except Exception as exc:  # fail closed
+        except Exception as exc:  # fail closed, and say so where operators look
             reason = f"policy engine error: {type(exc).__name__}: {exc}"
+            log.error("%s on %s:%s refused: %s", action, resource.kind, resource.id, reason)
+            self._append(caller, "policy.error", action, resource, reason)
             return Explanation(decision=Decision(allowed=False, reason=reason))
 
     def _explain(

@@ -189,6 +189,16 @@ when { resource == principal };
 @id("role.employee.price.read")
 permit (principal in Role::"employee", action == Action::"price.read", resource);
 
+// The org's connectors, their tools and approval states: everyone may read them (agent
+// builders pick tools from them) and probe them with their own delegated credential.
+// ``connector.manage`` (add, remove, approve) is the platform admin's.
+@id("role.employee.connector.read")
+permit (
+  principal in Role::"employee",
+  action in [Action::"connector.read", Action::"connector.test"],
+  resource
+);
+
 @id("role.team_admin.directory.team")
 permit (principal in Role::"team_admin", action == Action::"directory.read", resource)
 when { resource is Team && principal in resource };

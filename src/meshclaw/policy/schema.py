@@ -64,6 +64,8 @@ API_ACTIONS = (
     "directory.manage",
     "price.read",
     "connector.manage",
+    "connector.read",
+    "connector.test",
     "analytics.view_org",
     "analytics.manage",
     "budget.read",
@@ -159,7 +161,7 @@ action "directory.read" appliesTo { principal: [User], resource: [Org, Team], co
 action "directory.manage" appliesTo {
   principal: [User], resource: [Org, User], context: ApiContext
 };
-action "price.read", "connector.manage" appliesTo {
+action "price.read", "connector.manage", "connector.read", "connector.test" appliesTo {
   principal: [User], resource: [Org], context: ApiContext
 };
 action "outcome.recheck", "outcome.weight" appliesTo {
