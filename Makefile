@@ -22,8 +22,27 @@ run: $(STAMP)
 # its own database, queue and ports. `make test TEST_WORKERS=0` runs them in one process.
 TEST_WORKERS ?= auto
 
-test: $(STAMP)
+test: $(STAMP) test-deps
 	$(BIN)/python -m pytest -n $(TEST_WORKERS)
+
+# What the connector tests run against, installed once (again only when its pins change):
+# third-party MCP servers from npm and a Synapse in its own virtualenv. Without npm or the
+# package index the step says so and those tests skip with a reason (with CI=true, fail).
+NPM_STAMP := tests/connectors/thirdparty/node_modules/.installed
+SYNAPSE_STAMP := tests/.cache/synapse-venv/.installed
+
+.PHONY: test-deps
+test-deps: $(NPM_STAMP) $(SYNAPSE_STAMP)
+
+$(NPM_STAMP): tests/connectors/thirdparty/package-lock.json
+	@if command -v npm >/dev/null 2>&1; then \
+	  npm ci --prefix tests/connectors/thirdparty --no-audit --no-fund --loglevel=error \
+	    && touch $@; \
+	else echo "note: npm not found: the third-party MCP server tests will skip"; fi
+
+$(SYNAPSE_STAMP): tests/connectors/synapse-requirements.txt $(STAMP)
+	@$(BIN)/python -m tests.connectors.synapsepeer && touch $@ \
+	  || echo "note: Synapse could not be installed: the Matrix tests will skip"
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks
