@@ -91,7 +91,7 @@ class Platform:
         """Each org's own policies, versioned (``policy.org_policies``)."""
         self.approvals = Approvals(self.db, self.audit, self.access)
         key_file = self.settings.vault_key_file or self.settings.home / "vault.key"
-        self.vault = Vault(self.db, lambda: load_kek(key_file))
+        self.vault = Vault(self.db, lambda: load_kek(key_file, create=self.vault.is_empty))
         """Delegated credentials, encrypted at rest; the key is read on first use."""
         self.runs = RunService(self.db, self.agents, self.audit)
         self.connector_admin = ConnectorService(

@@ -20,7 +20,7 @@ from meshclaw.audit.keys import load_or_create_signing_key
 from meshclaw.audit.merkle import Frontier
 from meshclaw.audit.models import AuditCheckpoint
 from meshclaw.clock import utcnow
-from meshclaw.errors import ConflictError
+from meshclaw.errors import ConfigError, ConflictError
 
 if TYPE_CHECKING:
     from meshclaw.audit.witness import Witnesses
@@ -43,11 +43,39 @@ class Checkpointer:
         self.directory = directory
         self.witnesses = witnesses
         """Each new checkpoint is queued for these (sent after commit)."""
+        self._key_checked = False
 
     @cached_property
     def signer(self) -> Signer:
         """Loaded (or created, mode 0600) on first use, not at start-up."""
         return Signer(self.origin, load_or_create_signing_key(self.key_path))
+
+    def _check_key(self, session: Session) -> None:
+        """Refuse to sign with a key other than the one that signed the log so far.
+
+        Checkpoints signed by two keys would not verify with the install's public key:
+        a process started on another host without the install's key must stop here
+        (before creating a key of its own), not fork the log's signatures."""
+        if self._key_checked:
+            return
+        last = session.scalar(
+            select(AuditCheckpoint.key_id).order_by(AuditCheckpoint.size.desc()).limit(1)
+        )
+        if last is not None:
+            if not self.key_path.exists():
+                raise ConfigError(
+                    f"no audit signing key at {self.key_path}, and the log's checkpoints are "
+                    f"signed by key {last[:16]}: give every process the install's key "
+                    "(audit.signing_key; docs/deploy.md) instead of a new one"
+                )
+            mine = self.signer.verifier.key_id.hex()
+            if mine != last:
+                raise ConfigError(
+                    f"the audit signing key at {self.key_path} (key {mine[:16]}) is not the "
+                    f"key that signed the log's checkpoints ({last[:16]}): every process "
+                    "must sign with the same key (audit.signing_key; docs/deploy.md)"
+                )
+        self._key_checked = True
 
     def due(self, size: int) -> bool:
         return self.every > 0 and size % self.every == 0
@@ -65,6 +93,7 @@ class Checkpointer:
                     "the log has forked"
                 )
             return existing
+        self._check_key(session)
         note = self.signer.sign(Checkpoint(origin=self.origin, size=frontier.size, root=root))
         row = AuditCheckpoint(
             size=frontier.size,

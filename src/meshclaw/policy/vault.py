@@ -117,12 +117,23 @@ def read_key_file(path: Path) -> Kek:
     return Kek.parse(path.read_text(), str(path))
 
 
-def load_kek(key_file: Path, *, create: bool = True) -> Kek:
-    """The KEK: ``$MESHCLAW_VAULT_KEY``, else the key file (created if missing and allowed)."""
+def load_kek(key_file: Path, *, create: bool | Callable[[], bool] = True) -> Kek:
+    """The KEK: ``$MESHCLAW_VAULT_KEY``, else the key file (created if missing and allowed).
+
+    ``create`` may be a question asked only when the file is missing: the platform allows
+    a new key only while the store holds no entry, so a second host started without the
+    install's key fails here, clearly, instead of writing entries no other host can open.
+    """
     from_env = os.environ.get(KEY_ENV)
     if from_env:
         return Kek.parse(from_env, f"${KEY_ENV}")
-    if create and not key_file.exists():
+    if not key_file.exists():
+        if not (create() if callable(create) else create):
+            raise ConfigError(
+                f"no vault key at {key_file}, and the store already holds vault entries "
+                f"wrapped by the install's key: give every process that key "
+                f"(${KEY_ENV} or vault_key_file; docs/deploy.md) instead of a new one"
+            )
         write_key_file(key_file, Kek.generate())
     return read_key_file(key_file)
 
@@ -163,6 +174,11 @@ class Vault:
         self._db = db
         self._kek_source = kek
         self._loaded: Kek | None = kek if isinstance(kek, Kek) else None
+
+    def is_empty(self) -> bool:
+        """Whether no org holds any entry (a new key may then be made)."""
+        with self._db.session() as session:
+            return session.scalar(select(VaultEntry.ref).limit(1)) is None
 
     @property
     def _kek(self) -> Kek:
