@@ -118,6 +118,12 @@ class Seeded:
             return self._outcome(n)
         if kind == "finding":
             return self._finding(n)
+        if kind in ("agent", "archived_agent"):
+            spec = parse_spec(SPEC.replace("name: helper", f"name: fresh-agent-{n}"))
+            agent, _ = self.platform.agents.save(owner, spec)
+            if kind == "archived_agent":
+                self.platform.agents.archive(owner, agent.id)
+            return agent.id
         if kind == "connector":
             name = f"fresh{n}"
             self.platform.connector_admin.add(

@@ -207,6 +207,8 @@ ROUTES: tuple[Row, ...] = (
     Row("POST", "/v1/agents", AGENT_WRITE, json={"spec_yaml": SPEC}),
     Row("GET", "/v1/agents/{name}", ORG_MEMBERS, ids=AGENT),
     Row("GET", "/v1/agents/{name}/versions", ORG_MEMBERS, ids=AGENT),
+    Row("POST", "/v1/agents/{name}/archive", RUN_START, fresh={"name": "agent"}),
+    Row("POST", "/v1/agents/{name}/restore", RUN_START, fresh={"name": "archived_agent"}),
     Row("GET", "/v1/agents/{name}/diff", ORG_MEMBERS, ids=AGENT, query={"old": "1", "new": "2"}),
     # runs
     Row("POST", "/v1/runs", RUN_START, json={"agent": "{agent_id}", "input": "hi"}),
@@ -332,6 +334,9 @@ ROUTES: tuple[Row, ...] = (
     Row("GET", "/ui/agents/{name}/edit", ORG_PAGE, ids=AGENT),
     Row("POST", "/ui/agents/{name}/edit", AGENT_OWNER_FORM, ids=AGENT, form=AGENT_FORM),
     Row("POST", "/ui/agents/{name}/runs", AGENT_OWNER_FORM, ids=AGENT, form={"input": "hi"}),
+    Row("POST", "/ui/agents/{name}/archive", AGENT_OWNER_FORM, fresh={"name": "agent"}, form={}),
+    Row("POST", "/ui/agents/{name}/restore", AGENT_OWNER_FORM, fresh={"name": "archived_agent"},
+        form={}),
     Row("GET", "/ui/runs", PAGE),
     Row("GET", "/ui/runs/{run_id}", OWNER_OR_ADMIN_PAGE),
     Row("GET", "/ui/runs/{run_id}/trace", OWNER_OR_ADMIN_PAGE),

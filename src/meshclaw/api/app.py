@@ -91,6 +91,7 @@ def _agent_out(agent: AgentInfo, changed: bool | None = None) -> AgentOut:
         created_at=agent.created_at,
         spec=agent.spec.model_dump(mode="json"),
         changed=changed,
+        archived_at=agent.archived_at,
     )
 
 
@@ -208,9 +209,14 @@ def create_app(platform: Platform, worker: RunDispatcher | None = None) -> FastA
         who: Authed,
         limit: Annotated[int, Query(ge=1, le=500)] = 100,
         offset: Offset = 0,
+        include_archived: bool = False,
     ) -> list[AgentOut]:
-        """The agents you may read, by name: ``offset`` skips, ``limit`` caps the page."""
-        return [_agent_out(a) for a in platform.agents.list_agents(who, limit=limit, offset=offset)]
+        """The agents you may read, by name: ``offset`` skips, ``limit`` caps the page;
+        archived ones only with ``include_archived``."""
+        agents = platform.agents.list_agents(
+            who, limit=limit, offset=offset, include_archived=include_archived
+        )
+        return [_agent_out(a) for a in agents]
 
     @app.post("/v1/agents", tags=["agents"], status_code=201)
     def create_agent(body: AgentCreate, who: Authed) -> AgentOut:
@@ -227,9 +233,27 @@ def create_app(platform: Platform, worker: RunDispatcher | None = None) -> FastA
     def get_agent(name: str, who: Authed) -> AgentOut:
         return _agent_out(platform.agents.get(who, name))
 
+    @app.post("/v1/agents/{name}/archive", tags=["agents"])
+    def archive_agent(name: str, who: Authed) -> AgentOut:
+        """Archive the agent: no new runs, its triggers stop; nothing is deleted (its runs,
+        outcomes, versions and audit records stay). 409 if already archived."""
+        return _agent_out(platform.agents.archive(who, name))
+
+    @app.post("/v1/agents/{name}/restore", tags=["agents"])
+    def restore_agent(name: str, who: Authed) -> AgentOut:
+        """Undo an archive: the agent runs and its triggers fire again."""
+        return _agent_out(platform.agents.restore(who, name))
+
     @app.get("/v1/agents/{name}/versions", tags=["agents"])
-    def agent_versions(name: str, who: Authed) -> list[VersionOut]:
-        return [VersionOut.model_validate(v) for v in platform.agents.versions(who, name)]
+    def agent_versions(
+        name: str,
+        who: Authed,
+        limit: Annotated[int, Query(ge=1, le=500)] = 100,
+        offset: Offset = 0,
+    ) -> list[VersionOut]:
+        """The agent's versions, oldest first: ``offset`` skips, ``limit`` caps the page."""
+        versions = platform.agents.versions(who, name, limit=limit, offset=offset)
+        return [VersionOut.model_validate(v) for v in versions]
 
     @app.get("/v1/agents/{name}/diff", tags=["agents"])
     def agent_diff(

@@ -64,6 +64,8 @@ class AgentOut(_Out):
     spec: dict[str, Any]
     changed: bool | None = None
     """On create/update: whether a new version was stored."""
+    archived_at: datetime | None = None
+    """When it was archived (it starts no runs; ``POST .../restore`` undoes it)."""
 
 
 class VersionOut(_Out):

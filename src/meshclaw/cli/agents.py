@@ -6,7 +6,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import typer
-from rich.syntax import Syntax
 from rich.table import Table
 
 from meshclaw.cli._app import (
@@ -17,7 +16,7 @@ from meshclaw.cli._app import (
     open_platform,
     resolve_caller,
 )
-from meshclaw.cli._output import console, print_json
+from meshclaw.cli._output import console, print_code, print_json
 from meshclaw.errors import SpecError
 
 if TYPE_CHECKING:
@@ -40,6 +39,7 @@ def _summary(agent: AgentInfo) -> dict[str, object]:
         "tools": [t.name for t in agent.spec.tools],
         "outcomes": [o.type for o in agent.spec.outcomes],
         "created_at": agent.created_at,
+        "archived_at": agent.archived_at,
     }
 
 
@@ -81,23 +81,53 @@ def create(file: Path, token: str | None = TokenOption, json_output: bool = Json
 
 @agent_app.command("list")
 @handle_errors
-def list_agents(token: str | None = TokenOption, json_output: bool = JsonOption) -> None:
-    """Agents in your org."""
+def list_agents(
+    include_archived: bool = typer.Option(False, "--all", help="Archived agents too."),
+    token: str | None = TokenOption,
+    json_output: bool = JsonOption,
+) -> None:
+    """Agents in your org (archived ones with --all)."""
     with open_platform() as platform:
-        agents = platform.agents.list_agents(resolve_caller(platform, token))
+        agents = platform.agents.list_agents(
+            resolve_caller(platform, token), include_archived=include_archived
+        )
     if json_output:
         print_json([_summary(a) for a in agents])
         return
     table = Table("name", "owner", "version", "model", "tools")
     for a in agents:
         table.add_row(
-            a.name,
+            a.name + (" (archived)" if a.archived_at else ""),
             a.owner_handle,
             str(a.version),
             f"{a.spec.model.provider}/{a.spec.model.model}",
             ", ".join(t.name for t in a.spec.tools),
         )
     console.print(table)
+
+
+@agent_app.command("archive")
+@handle_errors
+def archive(name: str, token: str | None = TokenOption, json_output: bool = JsonOption) -> None:
+    """Archive an agent: no new runs, its triggers stop; its history stays (restore undoes)."""
+    with open_platform() as platform:
+        agent = platform.agents.archive(resolve_caller(platform, token), name)
+    if json_output:
+        print_json(_summary(agent))
+    else:
+        console.print(f"archived [bold]{agent.name}[/bold] (meshclaw agent restore {agent.name})")
+
+
+@agent_app.command("restore")
+@handle_errors
+def restore(name: str, token: str | None = TokenOption, json_output: bool = JsonOption) -> None:
+    """Restore an archived agent: it runs and its triggers fire again."""
+    with open_platform() as platform:
+        agent = platform.agents.restore(resolve_caller(platform, token), name)
+    if json_output:
+        print_json(_summary(agent))
+    else:
+        console.print(f"restored [bold]{agent.name}[/bold]")
 
 
 @agent_app.command("show")
@@ -121,15 +151,23 @@ def show(
     console.print(
         f"[bold]{agent.name}[/bold] v{row.version} of {agent.version} (owner {agent.owner_handle})"
     )
-    console.print(Syntax(row.spec_yaml, "yaml"))
+    print_code(row.spec_yaml, "yaml")
 
 
 @agent_app.command("versions")
 @handle_errors
-def versions(name: str, token: str | None = TokenOption, json_output: bool = JsonOption) -> None:
-    """Every version of an agent, oldest first."""
+def versions(
+    name: str,
+    limit: int = typer.Option(100, min=1, max=500, help="At most this many."),
+    offset: int = typer.Option(0, min=0, help="Skip this many (oldest first)."),
+    token: str | None = TokenOption,
+    json_output: bool = JsonOption,
+) -> None:
+    """The versions of an agent, oldest first (--offset and --limit page through them)."""
     with open_platform() as platform:
-        rows = platform.agents.versions(resolve_caller(platform, token), name)
+        rows = platform.agents.versions(
+            resolve_caller(platform, token), name, limit=limit, offset=offset
+        )
     if json_output:
         print_json([{k: v for k, v in vars(r).items() if k != "spec_yaml"} for r in rows])
         return
@@ -159,4 +197,4 @@ def diff(
     if json_output:
         print_json({"agent": name, "old": old, "new": new, "diff": text})
     else:
-        console.print(Syntax(text or "(no differences)\n", "diff"))
+        print_code(text or "(no differences)", "diff")

@@ -117,6 +117,10 @@ class RunService:
             agent_resource(agent),
             message=f"agent {agent.name!r} belongs to someone else",
         )
+        if agent.archived_at is not None:
+            raise ConflictError(
+                f"agent {agent.name!r} is archived: it starts no runs until it is restored"
+            )
         _, version = self._agents.version(caller, agent.id, agent.version)
         run = Run(
             id=new_id("run"),

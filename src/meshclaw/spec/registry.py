@@ -16,7 +16,8 @@ from sqlalchemy.orm import Session
 
 from meshclaw.accounts.service import Caller
 from meshclaw.audit.sink import AuditRecord, AuditSink
-from meshclaw.errors import NotFoundError, SpecError, SpecIssue
+from meshclaw.clock import utcnow
+from meshclaw.errors import ConflictError, NotFoundError, SpecError, SpecIssue
 from meshclaw.ids import new_id
 from meshclaw.policy.api import ApiAuthorizer, ApiResource
 from meshclaw.policy.cedar import PolicyStore
@@ -39,6 +40,8 @@ class AgentInfo:
     """The latest version."""
     created_at: datetime
     spec: AgentSpec
+    archived_at: datetime | None = None
+    """Set when archived: no new runs, its triggers stop; its history stays readable."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -99,6 +102,11 @@ class AgentRegistry:
                 action = "agent.create"
             else:
                 self._check_can_edit(caller, agent)
+                if agent.archived_at is not None:
+                    raise ConflictError(
+                        f"agent {agent.name!r} is archived: restore it first "
+                        f"(meshclaw agent restore {agent.name}) to change it"
+                    )
                 latest = self._version_row(session, agent.id, agent.latest_version)
                 if latest.spec_hash == digest:
                     return self._info(session, agent), False
@@ -131,22 +139,55 @@ class AgentRegistry:
 
     def get(self, caller: Caller, name_or_id: str) -> AgentInfo:
         with self._db.session() as session:
-            agent = self._find(session, caller, name_or_id)
-            if not self._access.authorize_api(caller, "agent.read", agent_resource(agent)).allowed:
-                raise NotFoundError(f"no agent {name_or_id!r}")
+            return self._info(session, self._readable(session, caller, name_or_id))
+
+    def archive(self, caller: Caller, name_or_id: str) -> AgentInfo:
+        """Archive an agent (``agent.update``: its owner or a platform admin): it starts no
+        new runs and its triggers stop; nothing is deleted (its runs, outcomes, versions
+        and audit records stay). A run already queued or running goes on."""
+        return self._set_archived(caller, name_or_id, archived=True)
+
+    def restore(self, caller: Caller, name_or_id: str) -> AgentInfo:
+        """Undo ``archive``: the agent runs and its triggers fire again."""
+        return self._set_archived(caller, name_or_id, archived=False)
+
+    def _set_archived(self, caller: Caller, name_or_id: str, *, archived: bool) -> AgentInfo:
+        with self._db.session() as session:
+            agent = self._readable(session, caller, name_or_id)
+            self._check_can_edit(caller, agent)
+            if (agent.archived_at is not None) == archived:
+                state = "archived" if archived else "not archived"
+                raise ConflictError(f"agent {agent.name!r} is already {state}")
+            agent.archived_at = utcnow() if archived else None
+            self._audit.append(
+                session,
+                AuditRecord(
+                    action="agent.archive" if archived else "agent.restore",
+                    resource=f"agent:{agent.id}",
+                    outcome="ok",
+                    org_id=caller.org_id,
+                    actor_user_id=caller.user_id,
+                    details={"name": agent.name},
+                ),
+            )
             return self._info(session, agent)
 
     def list_agents(
-        self, caller: Caller, *, limit: int | None = None, offset: int = 0
+        self,
+        caller: Caller,
+        *,
+        limit: int | None = None,
+        offset: int = 0,
+        include_archived: bool = False,
     ) -> list[AgentInfo]:
         """The agents ``caller`` may read, by name; ``offset``/``limit`` count readable ones
-        (each is authorised, so the page is cut after the policy, not in SQL)."""
+        (each is authorised, so the page is cut after the policy, not in SQL). Archived
+        agents only with ``include_archived``."""
         with self._db.session() as session:
-            agents = session.scalars(
-                select(Agent)
-                .where(Agent.org_id == caller.org_id, Agent.archived_at.is_(None))
-                .order_by(Agent.name)
-            )
+            query = select(Agent).where(Agent.org_id == caller.org_id).order_by(Agent.name)
+            if not include_archived:
+                query = query.where(Agent.archived_at.is_(None))
+            agents = session.scalars(query)
             readable = (
                 a
                 for a in agents
@@ -155,13 +196,18 @@ class AgentRegistry:
             end = None if limit is None else offset + limit
             return [self._info(session, a) for a in itertools.islice(readable, offset, end)]
 
-    def versions(self, caller: Caller, name_or_id: str) -> list[VersionInfo]:
+    def versions(
+        self, caller: Caller, name_or_id: str, *, limit: int | None = None, offset: int = 0
+    ) -> list[VersionInfo]:
+        """The agent's versions, oldest first; ``offset`` skips, ``limit`` caps the page."""
         with self._db.session() as session:
-            agent = self._find(session, caller, name_or_id)
+            agent = self._readable(session, caller, name_or_id)
             rows = session.scalars(
                 select(AgentVersion)
                 .where(AgentVersion.agent_id == agent.id)
                 .order_by(AgentVersion.version)
+                .offset(offset)
+                .limit(limit)
             ).all()
             return [
                 VersionInfo(
@@ -177,7 +223,7 @@ class AgentRegistry:
     def version(self, caller: Caller, name_or_id: str, version: int) -> tuple[str, AgentVersion]:
         """(agent id, version row) for a specific version."""
         with self._db.session() as session:
-            agent = self._find(session, caller, name_or_id)
+            agent = self._readable(session, caller, name_or_id)
             return agent.id, self._version_row(session, agent.id, version)
 
     def diff(self, caller: Caller, name_or_id: str, old: int, new: int) -> str:
@@ -212,6 +258,14 @@ class AgentRegistry:
             agent_resource(agent),
             message=f"agent {agent.name!r} belongs to someone else",
         )
+
+    def _readable(self, session: Session, caller: Caller, name_or_id: str) -> Agent:
+        """The agent, if ``caller`` may read it (``agent.read``); else not found, as if
+        it did not exist: its specs and versions are the owner's business."""
+        agent = self._find(session, caller, name_or_id)
+        if not self._access.authorize_api(caller, "agent.read", agent_resource(agent)).allowed:
+            raise NotFoundError(f"no agent {name_or_id!r}")
+        return agent
 
     @staticmethod
     def _find(session: Session, caller: Caller, name_or_id: str) -> Agent:
@@ -249,4 +303,5 @@ class AgentRegistry:
             version=agent.latest_version,
             created_at=agent.created_at,
             spec=parse_stored_spec(latest.spec_yaml),
+            archived_at=agent.archived_at,
         )

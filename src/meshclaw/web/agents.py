@@ -25,9 +25,10 @@ MAX_INPUT = 20_000
 
 
 @router.get("/agents", response_class=HTMLResponse)
-def agent_list(request: Request, viewer: ViewerDep) -> HTMLResponse:
-    agents = viewer.platform.agents.list_agents(viewer.caller)
-    return render(request, "agents.html", viewer, agents=agents)
+def agent_list(request: Request, viewer: ViewerDep, archived: str | None = None) -> HTMLResponse:
+    show_archived = archived == "1"
+    agents = viewer.platform.agents.list_agents(viewer.caller, include_archived=show_archived)
+    return render(request, "agents.html", viewer, agents=agents, show_archived=show_archived)
 
 
 @router.get("/agents/new", response_class=HTMLResponse)
@@ -49,12 +50,28 @@ def agent_page(
     new: str | None = None,
     saved: str | None = None,
 ) -> HTMLResponse:
-    flash = None
-    if saved == "unchanged":
-        flash = "Nothing changed: the spec is the same as the latest version."
-    elif saved is not None:
-        flash = "Saved as a new version."
+    flash = _SAVED.get(saved) if saved is not None else None
     return _agent_view(request, viewer, name, old, new, flash=flash)
+
+
+_SAVED = {
+    "unchanged": "Nothing changed: the spec is the same as the latest version.",
+    "new": "Saved as a new version.",
+    "archived": "Archived: it starts no runs and its triggers stop. Its history stays.",
+    "restored": "Restored: it runs again and its triggers fire.",
+}
+
+
+@router.post("/agents/{name}/archive")
+def archive_agent(request: Request, viewer: ViewerDep, name: str, _: FormDep) -> Response:
+    agent = viewer.platform.agents.archive(viewer.caller, name)
+    return RedirectResponse(f"{PREFIX}/agents/{agent.name}?saved=archived", status_code=303)
+
+
+@router.post("/agents/{name}/restore")
+def restore_agent(request: Request, viewer: ViewerDep, name: str, _: FormDep) -> Response:
+    agent = viewer.platform.agents.restore(viewer.caller, name)
+    return RedirectResponse(f"{PREFIX}/agents/{agent.name}?saved=restored", status_code=303)
 
 
 @router.get("/agents/{name}/edit", response_class=HTMLResponse)
