@@ -386,13 +386,17 @@ class AnalyticsService:
             rows = [r for r in rows if sizes.get(r.key, 0) >= k]
         return rows
 
-    def views_of(self, caller: Caller) -> list[ViewRecord]:
-        """Who looked at the caller's numbers, newest first."""
+    def views_of(
+        self, caller: Caller, *, limit: int | None = None, offset: int = 0
+    ) -> list[ViewRecord]:
+        """Who looked at the caller's numbers, newest first; ``offset`` skips."""
         with self._db.session() as session:
             rows = session.scalars(
                 select(AnalyticsView)
                 .where(AnalyticsView.subject_id == caller.user_id)
-                .order_by(AnalyticsView.created_at.desc())
+                .order_by(AnalyticsView.created_at.desc(), AnalyticsView.id.desc())
+                .offset(offset)
+                .limit(limit)
             ).all()
             return [
                 ViewRecord(

@@ -9,7 +9,7 @@ from fastapi import APIRouter, Query
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt
 
 from meshclaw.analytics.service import ViewRecord
-from meshclaw.api.deps import Authed, PlatformDep
+from meshclaw.api.deps import Authed, Offset, PlatformDep
 
 router = APIRouter(tags=["analytics"])
 
@@ -67,9 +67,14 @@ def person(
 
 
 @router.get("/v1/analytics/views")
-def views(platform: PlatformDep, who: Authed) -> list[ViewRecord]:
-    """Who looked at my numbers, when and why."""
-    return platform.analytics.views_of(who)
+def views(
+    platform: PlatformDep,
+    who: Authed,
+    limit: Annotated[int, Query(ge=1, le=500)] = 100,
+    offset: Offset = 0,
+) -> list[ViewRecord]:
+    """Who looked at my numbers, when and why; newest first, ``offset`` skips."""
+    return platform.analytics.views_of(who, limit=limit, offset=offset)
 
 
 @router.put("/v1/analytics/opt-in")

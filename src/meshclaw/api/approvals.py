@@ -8,13 +8,13 @@ audited with who made it. Approving the last pending call of a run queues it aga
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel, ConfigDict, Field
 
 from meshclaw.accounts.service import Caller
-from meshclaw.api.deps import Authed, PlatformDep
+from meshclaw.api.deps import Authed, Offset, PlatformDep
 from meshclaw.platform import Platform
 from meshclaw.policy.approvals import ApprovalInfo
 
@@ -51,9 +51,15 @@ def _out(info: ApprovalInfo) -> ApprovalOut:
 
 
 @router.get("")
-def list_pending(platform: PlatformDep, caller: Authed) -> list[ApprovalOut]:
-    """Pending approvals the caller may decide, oldest first."""
-    return [_out(a) for a in platform.approvals.pending(caller)]
+def list_pending(
+    platform: PlatformDep,
+    caller: Authed,
+    limit: Annotated[int, Query(ge=1, le=500)] = 100,
+    offset: Offset = 0,
+) -> list[ApprovalOut]:
+    """Pending approvals the caller may decide, oldest first: ``offset`` skips, ``limit``
+    caps the page."""
+    return [_out(a) for a in platform.approvals.pending(caller, limit=limit, offset=offset)]
 
 
 @router.get("/{approval_id}")

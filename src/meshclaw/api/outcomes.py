@@ -14,7 +14,7 @@ from fastapi import APIRouter, Query
 from fastapi.responses import HTMLResponse
 from pydantic import BaseModel, ConfigDict, Field, Strict
 
-from meshclaw.api.deps import Authed, PlatformDep
+from meshclaw.api.deps import Authed, Offset, PlatformDep
 from meshclaw.errors import PermissionDenied
 from meshclaw.outcomes.cost import CostRow
 from meshclaw.outcomes.recheck import RecheckSummary
@@ -60,9 +60,13 @@ def list_outcomes(
     to_review: bool = False,
     state: Annotated[str | None, Query(max_length=40)] = None,
     limit: Annotated[int, Query(ge=1, le=MAX_OUTCOMES)] = 100,
+    offset: Offset = 0,
 ) -> list[OutcomeInfo]:
-    """Your outcomes, or (``to_review``) those addressed to you that you can accept."""
-    return platform.outcomes.list_outcomes(who, to_review=to_review, state=state, limit=limit)
+    """Your outcomes, or (``to_review``) those addressed to you that you can accept; newest
+    first, ``offset`` skips, ``limit`` caps the page."""
+    return platform.outcomes.list_outcomes(
+        who, to_review=to_review, state=state, limit=limit, offset=offset
+    )
 
 
 @router.get("/v1/outcomes/{outcome_id}")

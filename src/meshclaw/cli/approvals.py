@@ -57,10 +57,17 @@ def _print(info: ApprovalInfo) -> None:
 
 @approval_app.command("list")
 @handle_errors
-def list_pending(token: str | None = TokenOption, json_output: bool = JsonOption) -> None:
+def list_pending(
+    limit: int = typer.Option(100, "--limit", min=1, max=500),
+    offset: int = typer.Option(0, "--offset", min=0, help="Skip this many (oldest first)."),
+    token: str | None = TokenOption,
+    json_output: bool = JsonOption,
+) -> None:
     """Pending approvals you may decide, oldest first."""
     with open_platform() as platform:
-        pending = platform.approvals.pending(resolve_caller(platform, token))
+        pending = platform.approvals.pending(
+            resolve_caller(platform, token), limit=limit, offset=offset
+        )
     if json_output:
         print_json(to_jsonable(pending))
         return

@@ -52,14 +52,17 @@ def _outcome_table(rows: list[OutcomeInfo]) -> Table:
 def list_command(
     to_review: bool = typer.Option(False, "--to-review", help="Outcomes addressed to you."),
     state: str | None = typer.Option(None, "--state", help="credited, unaccepted, ..."),
-    limit: int = typer.Option(100, "--limit", min=1),
+    limit: int = typer.Option(100, "--limit", min=1, max=500),
+    offset: int = typer.Option(0, "--offset", min=0, help="Skip this many (newest first)."),
     token: str | None = TokenOption,
     json_output: bool = JsonOption,
 ) -> None:
-    """Your outcomes, or the ones waiting for your verdict."""
+    """Your outcomes, or the ones waiting for your verdict, newest first."""
     rows = _with(
         token,
-        lambda p, c: p.outcomes.list_outcomes(c, to_review=to_review, state=state, limit=limit),
+        lambda p, c: p.outcomes.list_outcomes(
+            c, to_review=to_review, state=state, limit=limit, offset=offset
+        ),
     )
     if json_output:
         print_json(to_jsonable(rows))
@@ -271,9 +274,14 @@ def person_command(
 
 @analytics_app.command("views")
 @handle_errors
-def views_command(token: str | None = TokenOption, json_output: bool = JsonOption) -> None:
-    """Who looked at my numbers, when and why."""
-    rows = _with(token, lambda p, c: p.analytics.views_of(c))
+def views_command(
+    limit: int = typer.Option(100, "--limit", min=1, max=500),
+    offset: int = typer.Option(0, "--offset", min=0, help="Skip this many (newest first)."),
+    token: str | None = TokenOption,
+    json_output: bool = JsonOption,
+) -> None:
+    """Who looked at my numbers, when and why, newest first."""
+    rows = _with(token, lambda p, c: p.analytics.views_of(c, limit=limit, offset=offset))
     if json_output:
         print_json(to_jsonable(rows))
         return

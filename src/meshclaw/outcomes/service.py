@@ -516,8 +516,10 @@ class OutcomeService:
         to_review: bool = False,
         state: str | None = None,
         limit: int = 100,
+        offset: int = 0,
     ) -> list[OutcomeInfo]:
-        """The caller's own outcomes, or (``to_review``) those addressed to them."""
+        """The caller's own outcomes, or (``to_review``) those addressed to them; newest
+        first (ties by id, so pages never skip or repeat one), ``offset`` skips."""
         with self._db.session() as session:
             query = select(Outcome).where(Outcome.org_id == caller.org_id)
             if not to_review:
@@ -534,7 +536,8 @@ class OutcomeService:
                 )
             if state is not None:
                 query = query.where(Outcome.state == state)
-            query = query.order_by(Outcome.created_at.desc(), Outcome.id.desc()).limit(limit)
+            query = query.order_by(Outcome.created_at.desc(), Outcome.id.desc())
+            query = query.offset(offset).limit(limit)
             return [_info(r) for r in session.scalars(query)]
 
     # ---- weights and cost --------------------------------------------------------------

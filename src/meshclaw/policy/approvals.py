@@ -222,8 +222,12 @@ class Approvals:
 
     # -- the approver's side ---------------------------------------------------------------
 
-    def pending(self, caller: Caller) -> list[ApprovalInfo]:
-        """Pending approvals the caller may decide, oldest first."""
+    def pending(
+        self, caller: Caller, *, limit: int | None = None, offset: int = 0
+    ) -> list[ApprovalInfo]:
+        """Pending approvals the caller may decide, oldest first; ``offset``/``limit``
+        count the ones the caller may decide (each is authorised, so the page is cut after
+        the policy)."""
         with self._db.session() as session:
             rows = session.execute(
                 select(Approval, Run)
@@ -235,11 +239,13 @@ class Approvals:
                 )
                 .order_by(Approval.requested_at, Approval.id)
             ).all()
-            return [
-                _info(approval)
+            decidable = (
+                approval
                 for approval, run in rows
                 if self._access.authorize_api(caller, "approval.grant", _run_resource(run)).allowed
-            ]
+            )
+            end = None if limit is None else offset + limit
+            return [_info(a) for a in itertools.islice(decidable, offset, end)]
 
     def get(self, caller: Caller, approval_id: str) -> ApprovalInfo:
         with self._db.session() as session:
