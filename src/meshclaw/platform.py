@@ -191,7 +191,8 @@ class Platform:
         connector registry of its own that is closed afterwards."""
         connectors = self.connectors()
         try:
-            return await NotificationDelivery(self.db, connectors, self.audit).deliver_due()
+            delivery = NotificationDelivery(self.db, connectors, self.audit, self.access)
+            return await delivery.deliver_due()
         finally:
             await connectors.aclose()
 

@@ -21,6 +21,7 @@ update first.
 from __future__ import annotations
 
 import string
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -28,19 +29,28 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from sqlalchemy import select, update
 
+from meshclaw.accounts.service import caller_of
 from meshclaw.audit.sink import AuditRecord, AuditSink
 from meshclaw.clock import utcnow
 from meshclaw.connectors.base import ToolContext
 from meshclaw.connectors.registry import ConnectorRegistry
+from meshclaw.metering.usage import builtin_access
 from meshclaw.notify.models import Notification
+from meshclaw.policy.api import ApiAuthorizer, ApiResource
+from meshclaw.policy.arguments import summarize_arguments
 from meshclaw.store.db import Database
 from meshclaw.store.models import Org, User
 
 MESSAGING_TOOLS = frozenset({"chat.post_message", "mail.send"})
 """The tools a channel may use: the built-in chat and mail servers' senders, under the
 connector names they are registered with by default. Notifications are the platform's
-own messages, sent outside any run (so not through the gateway's per-agent policy):
-only a tool that delivers a message qualifies, never one that changes a system."""
+own messages, sent outside any run, so not through the gateway (no agent, no spec, no
+run to meter): only a tool that delivers a message qualifies, never one that changes a
+system, and each send is a Cedar decision of its own (``notify.send``, on the sender's
+behalf: the built-in policy refuses addresses outside the org that are not the message's
+own recipient; an org policy may refuse more)."""
+NOTIFY = "notify.send"
+_ADDRESS_ARGUMENTS = ("to", "cc", "bcc")
 MAX_ATTEMPTS = 8
 CLAIM = timedelta(minutes=5)
 """How long a claimed notification is left to its sender before another may retry it."""
@@ -86,10 +96,17 @@ def backoff(attempts: int) -> timedelta:
 
 
 class NotificationDelivery:
-    def __init__(self, db: Database, connectors: ConnectorRegistry, audit: AuditSink) -> None:
+    def __init__(
+        self,
+        db: Database,
+        connectors: ConnectorRegistry,
+        audit: AuditSink,
+        access: ApiAuthorizer | None = None,
+    ) -> None:
         self._db = db
         self._connectors = connectors
         self._audit = audit
+        self._access = access or builtin_access()
 
     async def deliver_due(
         self, *, now: datetime | None = None, limit: int = 100
@@ -129,6 +146,11 @@ class NotificationDelivery:
             except NotUsable as exc:
                 row.status, row.last_error = "unsent", str(exc)
                 self._record(session, row, "notification.unsent", str(exc))
+                return "unsent"
+            refusal = self._refusal(session, row, tool, arguments, context.user_id)
+            if refusal is not None:
+                row.status, row.last_error = "unsent", refusal
+                self._record(session, row, "notification.denied", refusal)
                 return "unsent"
         try:
             await self._send(tool, arguments, context)
@@ -179,6 +201,28 @@ class NotificationDelivery:
             idempotency_key=f"notification:{row.id}",
         )  # fmt: skip
         return tool, arguments, context
+
+    def _refusal(
+        self, session: Any, row: Notification, tool: str, arguments: dict[str, Any], sender: str
+    ) -> str | None:
+        """Why policy refuses this send (``notify.send``), or None if it may go."""
+        person = session.get(User, sender)
+        assert person is not None  # ``_sender`` found them in this session
+        outside = outside_addresses(session, row, arguments)
+        decision = self._access.authorize_api(
+            caller_of(person),
+            NOTIFY,
+            ApiResource.tool(qualified=tool, org_id=row.org_id),
+            context={
+                "kind": row.kind,
+                "outside_org": bool(outside),
+                "arguments_summary": summarize_arguments(arguments),
+            },
+        )
+        if decision.allowed:
+            return None
+        where = f" ({len(outside)} address(es) outside the org)" if outside else ""
+        return f"refused by policy{where}: {decision.reason}"
 
     @staticmethod
     def _sender(session: Any, org_id: str, handle: str | None) -> str:
@@ -250,6 +294,39 @@ def personal_mail(
             "mailbox would keep a copy of it: set notifications.sender to a service account"
         )
     return {"to": [address], "subject": row.subject, "body": f"{row.body}\n\n{row.link}\n"}
+
+
+def outside_addresses(session: Any, row: Notification, arguments: dict[str, Any]) -> list[str]:
+    """Mail addresses in the arguments (``to``, ``cc``, ``bcc``) outside the org: a domain
+    no person of the org has an address at, and not the message's own outside recipient
+    (an outcome's beneficiary outside the org is asked for feedback at their address)."""
+    domains = {
+        email.rsplit("@", 1)[1].lower()
+        for email in session.scalars(
+            select(User.email).where(User.org_id == row.org_id, User.email.is_not(None))
+        )
+        if email and "@" in email
+    }
+    own = {r.removeprefix("external:").lower() for r in row.recipients if r.startswith("external:")}
+    found = []
+    for key in _ADDRESS_ARGUMENTS:
+        for address in _strings(arguments.get(key)):
+            normal = address.strip().lower()
+            if "@" in normal and normal not in own and normal.rsplit("@", 1)[1] not in domains:
+                found.append(address)
+    return found
+
+
+def _strings(value: Any) -> Iterator[str]:
+    """Every string in a value, however nested (a template may put a list in a list)."""
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, list | tuple):
+        for item in value:
+            yield from _strings(item)
+    elif isinstance(value, dict):
+        for item in value.values():
+            yield from _strings(item)
 
 
 def _address_of(person: User | None) -> str | None:

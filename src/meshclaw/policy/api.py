@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -36,7 +37,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-ResourceKind = Literal["Agent", "Run", "Team", "User", "Org", "Outcome"]
+ResourceKind = Literal["Agent", "Run", "Team", "User", "Org", "Outcome", "Tool"]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -121,6 +122,12 @@ class ApiResource:
     def org(cls, org_id: str) -> ApiResource:
         return cls(kind="Org", id=org_id, org_id=org_id)
 
+    @classmethod
+    def tool(cls, *, qualified: str, org_id: str, kind: str = "write") -> ApiResource:
+        """A connector tool (``connector.tool``) the platform itself calls; ``kind`` read or
+        write."""
+        return cls(kind="Tool", id=qualified, org_id=org_id, name=kind)
+
     def entities(self) -> list[dict[str, Any]]:
         org = _ref("Org", self.org_id)
         out = [entity("Org", self.org_id, {})]
@@ -148,6 +155,18 @@ class ApiResource:
                 "type": self.name,
                 "beneficiaries": [_ref("User", b) for b in self.beneficiaries],
             } | team
+        elif self.kind == "Tool":
+            connector, _, tool = self.id.partition(".")
+            return [
+                *out,
+                entity("Connector", connector, {"org": org}),
+                entity(
+                    "Tool",
+                    self.id,
+                    {"org": org, "connector": connector, "name": tool, "kind": self.name},
+                    [("Connector", connector)],
+                ),
+            ]
         elif self.kind == "Team":
             return [
                 *out[:1],
@@ -192,9 +211,19 @@ class ApiAuthorizer:
         self._record = (db, audit)
 
     def authorize_api(
-        self, caller: Caller, action: str, resource: ApiResource, *, drill_down: bool = False
+        self,
+        caller: Caller,
+        action: str,
+        resource: ApiResource,
+        *,
+        drill_down: bool = False,
+        context: Mapping[str, Any] | None = None,
     ) -> Decision:
-        return self.explain(caller, action, resource, drill_down=drill_down).decision
+        """``context``: what an action's context type adds to ``drill_down`` (the schema's
+        ``NotifyContext`` for ``notify.send``)."""
+        return self.explain(
+            caller, action, resource, drill_down=drill_down, context=context
+        ).decision
 
     def require(
         self,
@@ -236,13 +265,21 @@ class ApiAuthorizer:
             log.exception("could not record %s of %s by %s", what, action, caller.user_id)
 
     def explain(
-        self, caller: Caller, action: str, resource: ApiResource, *, drill_down: bool = False
+        self,
+        caller: Caller,
+        action: str,
+        resource: ApiResource,
+        *,
+        drill_down: bool = False,
+        context: Mapping[str, Any] | None = None,
     ) -> Explanation:
         if action not in API_ACTIONS:
             reason = f"unknown API action {action!r}"
             return Explanation(decision=Decision(allowed=False, reason=reason))
         try:
-            return self._explain(caller, action, resource, drill_down)
+            return self._explain(
+                caller, action, resource, {"drill_down": drill_down, **(context or {})}
+            )
         except Exception as exc:  # fail closed, and say so where operators look
             reason = f"policy engine error: {type(exc).__name__}: {exc}"
             log.error("%s on %s:%s refused: %s", action, resource.kind, resource.id, reason)
@@ -250,7 +287,7 @@ class ApiAuthorizer:
             return Explanation(decision=Decision(allowed=False, reason=reason))
 
     def _explain(
-        self, caller: Caller, action: str, resource: ApiResource, drill_down: bool
+        self, caller: Caller, action: str, resource: ApiResource, context: dict[str, Any]
     ) -> Explanation:
         # The caller's org's set: another org's policies never decide for this caller.
         loaded = self.store.for_org(caller.org_id)
@@ -261,7 +298,7 @@ class ApiAuthorizer:
                 "principal": {"type": "User", "id": caller.user_id},
                 "action": {"type": "Action", "id": action},
                 "resource": {"type": resource.kind, "id": resource.id},
-                "context": {"drill_down": drill_down},
+                "context": context,
             },
             loaded.handle,
             entities,
@@ -273,7 +310,7 @@ class ApiAuthorizer:
         check = Check(
             action=action,
             resource=f"{resource.kind}::{resource.id}",
-            context={"drill_down": drill_down},
+            context=context,
             allowed=result.allowed and not errors,
             policies=policies,
             errors=errors,

@@ -189,6 +189,16 @@ when { resource == principal };
 @id("role.employee.price.read")
 permit (principal in Role::"employee", action == Action::"price.read", resource);
 
+// -- the platform's own messages (approval requests, budget alerts, feedback links) -----
+// Sent on a person's delegated credential through the org's chosen channel tool, outside
+// any run: allowed, except to anyone outside the org (an org policy may forbid more).
+@id("platform.notify")
+permit (principal, action == Action::"notify.send", resource);
+
+@id("platform.notify.inside-org")
+forbid (principal, action == Action::"notify.send", resource)
+when { context.outside_org };
+
 // The org's connectors, their tools and approval states: everyone may read them (agent
 // builders pick tools from them) and probe them with their own delegated credential.
 // ``connector.manage`` (add, remove, approve) is the platform admin's.

@@ -76,8 +76,10 @@ API_ACTIONS = (
     "outcome.read",
     "outcome.feedback",
     "notification.read",
+    "notify.send",
 )
-"""Actions a person takes through the API or CLI."""
+"""Actions a person takes through the API or CLI (``notify.send``: the platform sends its
+own message, an approval request or an alert, on a person's delegated credential)."""
 
 RUN_ACTIONS = ("model.invoke", "tool.read", "tool.write", "tool.argument")
 """Actions an agent takes inside a run, through the gateway."""
@@ -122,6 +124,13 @@ type ArgumentContext = {
 };
 
 type ApiContext = { drill_down: Bool };
+
+type NotifyContext = {
+  drill_down: Bool,
+  kind: String,
+  outside_org: Bool,
+  arguments_summary: String,
+};
 
 action "model.invoke" appliesTo { principal: [Agent], resource: [Model], context: RunContext };
 action "tool.read", "tool.write" appliesTo {
@@ -169,6 +178,9 @@ action "outcome.recheck", "outcome.weight" appliesTo {
 };
 action "outcome.read", "outcome.feedback" appliesTo {
   principal: [User], resource: [Outcome], context: ApiContext
+};
+action "notify.send" appliesTo {
+  principal: [User], resource: [Tool], context: NotifyContext
 };
 action "notification.read" appliesTo {
   principal: [User], resource: [User, Org], context: ApiContext
