@@ -20,10 +20,18 @@ run: $(STAMP)
 
 # Tests run in parallel (pytest-xdist), one process per core by default: every test has
 # its own database, queue and ports. `make test TEST_WORKERS=0` runs them in one process.
+# Then, in CI (CI=true) or with TEST_POSTGRES=1, the store-dependent tests (every test
+# whose platform `make_world` builds) run once more on PostgreSQL: ~6 more minutes here,
+# so a local run leaves it out to stay under 15 minutes.
 TEST_WORKERS ?= auto
+TEST_POSTGRES ?= $(if $(filter true,$(CI)),1,0)
 
 test: $(STAMP) test-deps
 	$(BIN)/python -m pytest -n $(TEST_WORKERS)
+	@if [ "$(TEST_POSTGRES)" = 1 ]; then \
+	  echo "store-dependent tests again, on PostgreSQL (MESHCLAW_TEST_STORE=postgresql)"; \
+	  MESHCLAW_TEST_STORE=postgresql $(BIN)/python -m pytest -n $(TEST_WORKERS); \
+	fi
 
 # What the connector tests run against, installed once (again only when its pins change):
 # third-party MCP servers from npm and a Synapse in its own virtualenv. Without npm or the

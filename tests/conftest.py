@@ -68,6 +68,46 @@ def pg_url(pg_admin_url: str) -> Iterator[str]:
         admin.dispose()
 
 
+TEST_STORE = os.environ.get("MESHCLAW_TEST_STORE", "sqlite")
+"""The store ``make_world`` builds its platforms on: ``sqlite`` (a file under the test's
+tmp dir) or ``postgresql`` (a fresh database per test, copied from a migrated template).
+``make test`` runs the store-dependent tests once more with ``postgresql``."""
+
+
+@pytest.fixture(scope="session")
+def pg_template(pg_admin_url: str) -> Iterator[str]:
+    """A migrated, empty PostgreSQL database that per-test databases are copied from
+    (``CREATE DATABASE ... TEMPLATE``: a file copy, much faster than migrating each)."""
+    from meshclaw.store.db import migrate
+
+    name = f"meshclaw_tpl_{uuid.uuid4().hex[:12]}"
+    admin = create_engine(pg_admin_url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    try:
+        migrate(pg_admin_url.rsplit("/", 1)[0] + f"/{name}")
+        yield name
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+@pytest.fixture
+def pg_world_url(pg_admin_url: str, pg_template: str) -> Iterator[str]:
+    """A fresh PostgreSQL database with every migration applied, dropped afterwards."""
+    name = f"meshclaw_test_{uuid.uuid4().hex[:12]}"
+    admin = create_engine(pg_admin_url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}" TEMPLATE "{pg_template}"'))
+    try:
+        yield pg_admin_url.rsplit("/", 1)[0] + f"/{name}"
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
 def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     """Each store test runs on both engines."""
@@ -159,10 +199,16 @@ def agent_yaml(
 
 
 @pytest.fixture
-def make_world(tmp_path: Path) -> Iterator[Callable[..., World]]:
+def make_world(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Callable[..., World]]:
     platforms: list[Platform] = []
+    # The test's PostgreSQL database, made now so that it is dropped only after every
+    # platform (and any worker thread a fixture built on them) is closed.
+    store = request.getfixturevalue("pg_world_url") if TEST_STORE == "postgresql" else None
+    if store is not None:
+        _STORES[tmp_path] = store
 
     def build(model_url: str | None = None, database_url: str | None = None) -> World:
+        database_url = database_url or store
         providers = {}
         if model_url is not None:
             providers["scripted"] = ProviderConfig(base_url=model_url, timeout_seconds=10)
@@ -191,3 +237,29 @@ def make_world(tmp_path: Path) -> Iterator[Callable[..., World]]:
     yield build
     for platform in platforms:
         platform.close()
+    _STORES.pop(tmp_path, None)
+
+
+_STORES: dict[Path, str] = {}
+
+
+def store_url_of(tmp_path: Path) -> str | None:
+    """The database of the world ``make_world`` built under ``tmp_path``, for a CLI run
+    against it (``MESHCLAW_DATABASE_URL``): None on SQLite, whose file is under the home."""
+    return _STORES.get(tmp_path)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """With ``MESHCLAW_TEST_STORE=postgresql``, only the tests whose platform is built by
+    ``make_world`` run (the store-dependent ones; those taking ``database_url`` already run
+    on both engines in the SQLite pass)."""
+    if TEST_STORE != "postgresql":
+        return
+    kept, dropped = [], []
+    for item in items:
+        names = getattr(item, "fixturenames", ())
+        on_world = "make_world" in names and "database_url" not in names
+        (kept if on_world else dropped).append(item)
+    if dropped:
+        config.hook.pytest_deselected(items=dropped)
+        items[:] = kept

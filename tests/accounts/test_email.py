@@ -17,7 +17,7 @@ from meshclaw.cli.main import app as cli
 from meshclaw.config import Settings
 from meshclaw.errors import ConflictError, UserError
 from meshclaw.platform import Platform
-from tests.conftest import World
+from tests.conftest import World, store_url_of
 
 
 @pytest.fixture
@@ -104,14 +104,15 @@ def meshclaw(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Callable[..., R
     env: dict[str, Any] = {
         "MESHCLAW_HOME": str(tmp_path / "var"),
         "MESHCLAW_EMBEDDED_MODEL_SERVER": "false",
-        "MESHCLAW_DATABASE_URL": None,
         "MESHCLAW_BROKER_URL": None,
         "MESHCLAW_CONFIG": None,
         "MESHCLAW_TOKEN": None,
     }
 
     def invoke(*args: str) -> Result:
-        return CliRunner().invoke(cli, list(args), env=env)
+        # Asked now, not when the fixture was made: the world may be built after it.
+        store = {"MESHCLAW_DATABASE_URL": store_url_of(tmp_path)}
+        return CliRunner().invoke(cli, list(args), env=env | store)
 
     return invoke
 

@@ -20,7 +20,7 @@ from meshclaw.errors import ConflictError, PermissionDenied
 from meshclaw.ids import new_id
 from meshclaw.outcomes.models import Outcome
 from meshclaw.store.models import AuditEvent, Org
-from tests.conftest import World, agent_yaml
+from tests.conftest import World, agent_yaml, store_url_of
 
 
 @dataclass
@@ -212,7 +212,7 @@ def test_cli_commands(org5: Org5, tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     env = {
         "MESHCLAW_HOME": str(tmp_path / "var"),
         "MESHCLAW_EMBEDDED_MODEL_SERVER": "false",
-        "MESHCLAW_DATABASE_URL": None,
+        "MESHCLAW_DATABASE_URL": store_url_of(tmp_path),
         "MESHCLAW_CONFIG": None,
     }
 

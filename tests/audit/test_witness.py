@@ -275,7 +275,8 @@ def test_verify_flags_a_log_rewritten_after_it_was_witnessed(
         app,
         ["audit", "verify", "--no-witnesses", "--held", str(held), "--json"],
         env={"MESHCLAW_HOME": str(world.platform.settings.home), "MESHCLAW_TOKEN": token,
-             "MESHCLAW_EMBEDDED_MODEL_SERVER": "false", "MESHCLAW_DATABASE_URL": None,
+             "MESHCLAW_EMBEDDED_MODEL_SERVER": "false",
+             "MESHCLAW_DATABASE_URL": world.platform.settings.database_url,
              "MESHCLAW_CONFIG": None, "MESHCLAW_AUDIT__CHECKPOINT_SECONDS": "0"},
     )  # fmt: skip
     assert result.exit_code == 1, result.output

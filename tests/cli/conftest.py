@@ -10,7 +10,7 @@ from typer.testing import CliRunner, Result
 
 from meshclaw.accounts.service import Caller
 from meshclaw.cli.main import app
-from tests.conftest import World
+from tests.conftest import World, store_url_of
 
 WorldCli = Callable[..., Result]
 
@@ -31,7 +31,7 @@ def world_cli(world: World, tmp_path: Path) -> WorldCli:
         base = {
             "MESHCLAW_HOME": str(tmp_path / "var"),  # the world's store
             "MESHCLAW_EMBEDDED_MODEL_SERVER": "false",
-            "MESHCLAW_DATABASE_URL": None,
+            "MESHCLAW_DATABASE_URL": store_url_of(tmp_path),
             "MESHCLAW_CONFIG": None,
             "MESHCLAW_TOKEN": token,
         }

@@ -16,8 +16,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from sqlalchemy import select
 
 from meshclaw.providers.scripted import ScriptedServer
+from meshclaw.store.all_models import Base
 from tests.conftest import World, agent_yaml
 
 ACCEPTED_SECRET = "leak-canary-accepted-7f3a9c"
@@ -84,6 +86,9 @@ def test_no_secret_reaches_logs_store_trace_audit_or_the_model(
     auditor = accounts.create_user(world.alice.org_id, "dana", role="auditor")
     bundle = io.StringIO()
     platform.audit_log.export(accounts.caller_for(auditor), bundle)
+    with platform.db.session() as session:  # every row of every table, on either engine
+        tables = {t.name: session.execute(select(t)).all() for t in Base.metadata.sorted_tables}
+    stored = repr(tables)
     platform.close()  # flush the store and its WAL to disk before reading the files
     out, err = capfd.readouterr()
     log_text = "\n".join(
@@ -97,9 +102,10 @@ def test_no_secret_reaches_logs_store_trace_audit_or_the_model(
         assert secret not in log_text, "a log record holds a credential"
         assert secret not in out and secret not in err, "stdout/stderr holds a credential"
         assert secret not in trace, "the run trace holds a credential"
+        assert secret not in stored, "a row of the store holds a credential"
         assert secret not in bundle.getvalue(), "the audit log holds a credential"
         assert secret not in model_requests, "the model was sent a credential"
         home = platform.settings.home
         assert _files_holding(home, secret.encode()) == [], "a file under home holds it"
     assert caplog.records, "nothing was logged: the search above would prove nothing"
-    assert any(p.suffix in {".db", ".sqlite"} for p in platform.settings.home.rglob("*"))
+    assert len(tables["vault_entries"]) == 2  # the secrets are in the store, encrypted

@@ -25,7 +25,7 @@ from meshclaw.providers.scripted import ScriptedServer
 from meshclaw.store.models import AgentVersion, AuditEvent, Run
 from meshclaw.workers.celery_app import celery_config
 from meshclaw.workers.inprocess import InProcessWorker
-from tests.conftest import World, agent_yaml
+from tests.conftest import World, agent_yaml, store_url_of
 
 NOW = utcnow().replace(microsecond=0) - timedelta(hours=1)
 """The runs are in the three weeks before this, so a scan "now" covers them too."""
@@ -174,7 +174,8 @@ def test_scan_live_through_the_cli(
     monkeypatch.chdir(tmp_path)
     env = {
         "MESHCLAW_HOME": str(tmp_path / "var"), "MESHCLAW_EMBEDDED_MODEL_SERVER": "false",
-        "MESHCLAW_DATABASE_URL": None, "MESHCLAW_CONFIG": None, "MESHCLAW_TOKEN": None,
+        "MESHCLAW_DATABASE_URL": store_url_of(tmp_path), "MESHCLAW_CONFIG": None,
+        "MESHCLAW_TOKEN": None,
     }  # fmt: skip
     runner = CliRunner()
 

@@ -22,7 +22,7 @@ from meshclaw.policy.approvals import Approvals, HeldCall
 from meshclaw.policy.authorizer import Decision
 from meshclaw.providers.scripted import ScriptedServer
 from meshclaw.store.models import AuditEvent, RunStep
-from tests.conftest import FAST_RETRY, World
+from tests.conftest import FAST_RETRY, World, store_url_of
 
 Start = Callable[[dict[str, Any]], ScriptedServer]
 
@@ -370,7 +370,7 @@ def test_approvals_on_the_command_line(
         "MESHCLAW_HOME": str(tmp_path / "var"),  # the world's store
         "MESHCLAW_EMBEDDED_MODEL_SERVER": "false",
         "MESHCLAW_PROVIDERS": json.dumps({"scripted": {"base_url": server.base_url}}),
-        "MESHCLAW_DATABASE_URL": None,
+        "MESHCLAW_DATABASE_URL": store_url_of(tmp_path),
         "MESHCLAW_CONFIG": None,
         "MESHCLAW_TOKEN": token,
     }

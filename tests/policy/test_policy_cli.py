@@ -13,7 +13,7 @@ from meshclaw.cli.main import app
 from meshclaw.errors import PermissionDenied
 from meshclaw.providers.scripted import ScriptedServer
 from tests.cli.test_agent_cli import Invoke, flat, home, meshclaw, ok_json, seeded
-from tests.conftest import World, agent_yaml
+from tests.conftest import World, agent_yaml, store_url_of
 
 __all__ = ["home", "meshclaw", "seeded"]  # fixtures used by the tests below
 
@@ -159,6 +159,7 @@ def test_the_install_policy_file_is_the_operators_and_applies_to_every_org(
     )
     settings = Settings(
         home=world.platform.settings.home,
+        database_url=world.platform.settings.database_url,
         embedded_model_server=False,
         policy_file=policy_file,
     )
@@ -207,7 +208,7 @@ def test_why_explains_a_recorded_step_under_todays_policies(
     env = {
         "MESHCLAW_HOME": str(tmp_path / "var"),
         "MESHCLAW_EMBEDDED_MODEL_SERVER": "false",
-        "MESHCLAW_DATABASE_URL": None,
+        "MESHCLAW_DATABASE_URL": store_url_of(tmp_path),
         "MESHCLAW_CONFIG": None,
         "MESHCLAW_TOKEN": world.platform.accounts.issue_token(world.alice.user_id, "cli"),
     }

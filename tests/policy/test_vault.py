@@ -24,7 +24,7 @@ from meshclaw.policy.vault import (
     read_key_file,
     write_key_file,
 )
-from tests.conftest import World
+from tests.conftest import World, store_url_of
 
 SECRET = "s3cr3t-app-password"
 
@@ -171,7 +171,7 @@ def test_vault_cli(world: World, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
         env = {
             "MESHCLAW_HOME": str(tmp_path / "var"),
             "MESHCLAW_EMBEDDED_MODEL_SERVER": "false",
-            "MESHCLAW_DATABASE_URL": None,
+            "MESHCLAW_DATABASE_URL": store_url_of(tmp_path),
             "MESHCLAW_CONFIG": None,
             "MESHCLAW_TOKEN": token,
         }

@@ -29,7 +29,7 @@ from meshclaw.errors import ConfigError
 from meshclaw.platform import Platform
 from meshclaw.policy.vault import KEY_ENV, Kek, Vault, VaultCredentialStore, load_kek
 from meshclaw.store.db import alembic_config, make_engine, migrate
-from tests.conftest import World
+from tests.conftest import World, store_url_of
 from tests.policy.two_orgs import TwoOrgs, two_orgs
 
 ACME_SECRET = "acme-mail-secret-1"
@@ -104,7 +104,7 @@ def meshclaw(orgs: TwoOrgs, tmp_path: Path) -> Iterator[Callable[..., Result]]:
         env = {
             "MESHCLAW_HOME": str(tmp_path / "var"),
             "MESHCLAW_EMBEDDED_MODEL_SERVER": "false",
-            "MESHCLAW_DATABASE_URL": None,
+            "MESHCLAW_DATABASE_URL": store_url_of(tmp_path),
             "MESHCLAW_CONFIG": None,
             "MESHCLAW_TOKEN": accounts.issue_token(caller.user_id, "cli"),
         }
