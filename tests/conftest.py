@@ -6,6 +6,7 @@ import asyncio
 import os
 import uuid
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -53,19 +54,32 @@ def pg_admin_url() -> str:
     return PG_ADMIN_URL
 
 
-@pytest.fixture
-def pg_url(pg_admin_url: str) -> Iterator[str]:
-    """A fresh, empty PostgreSQL database for one test, dropped afterwards."""
-    name = f"meshclaw_test_{uuid.uuid4().hex[:12]}"
-    admin = create_engine(pg_admin_url, isolation_level="AUTOCOMMIT")
+@contextmanager
+def _database(admin_url: str, prefix: str, template: str | None = None) -> Iterator[str]:
+    """A new PostgreSQL database (a copy of ``template`` if given); its name is yielded
+    and it is dropped afterwards, connections and all."""
+    name = f"{prefix}_{uuid.uuid4().hex[:12]}"
+    copy = f' TEMPLATE "{template}"' if template else ""
+    admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
     with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
+        conn.execute(text(f'CREATE DATABASE "{name}"{copy}'))
     try:
-        yield pg_admin_url.rsplit("/", 1)[0] + f"/{name}"
+        yield name
     finally:
         with admin.connect() as conn:
             conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
         admin.dispose()
+
+
+def _url_of(admin_url: str, name: str) -> str:
+    return admin_url.rsplit("/", 1)[0] + f"/{name}"
+
+
+@pytest.fixture
+def pg_url(pg_admin_url: str) -> Iterator[str]:
+    """A fresh, empty PostgreSQL database for one test, dropped afterwards."""
+    with _database(pg_admin_url, "meshclaw_test") as name:
+        yield _url_of(pg_admin_url, name)
 
 
 TEST_STORE = os.environ.get("MESHCLAW_TEST_STORE", "sqlite")
@@ -80,32 +94,16 @@ def pg_template(pg_admin_url: str) -> Iterator[str]:
     (``CREATE DATABASE ... TEMPLATE``: a file copy, much faster than migrating each)."""
     from meshclaw.store.db import migrate
 
-    name = f"meshclaw_tpl_{uuid.uuid4().hex[:12]}"
-    admin = create_engine(pg_admin_url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    try:
-        migrate(pg_admin_url.rsplit("/", 1)[0] + f"/{name}")
+    with _database(pg_admin_url, "meshclaw_tpl") as name:
+        migrate(_url_of(pg_admin_url, name))
         yield name
-    finally:
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
 
 
 @pytest.fixture
 def pg_world_url(pg_admin_url: str, pg_template: str) -> Iterator[str]:
     """A fresh PostgreSQL database with every migration applied, dropped afterwards."""
-    name = f"meshclaw_test_{uuid.uuid4().hex[:12]}"
-    admin = create_engine(pg_admin_url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}" TEMPLATE "{pg_template}"'))
-    try:
-        yield pg_admin_url.rsplit("/", 1)[0] + f"/{name}"
-    finally:
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
+    with _database(pg_admin_url, "meshclaw_test", template=pg_template) as name:
+        yield _url_of(pg_admin_url, name)
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
@@ -255,7 +253,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     on both engines in the SQLite pass)."""
     if TEST_STORE != "postgresql":
         return
-    kept, dropped = [], []
+    kept: list[pytest.Item] = []
+    dropped: list[pytest.Item] = []
     for item in items:
         names = getattr(item, "fixturenames", ())
         on_world = "make_world" in names and "database_url" not in names

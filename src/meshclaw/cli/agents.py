@@ -110,22 +110,25 @@ def list_agents(
 @handle_errors
 def archive(name: str, token: str | None = TokenOption, json_output: bool = JsonOption) -> None:
     """Archive an agent: no new runs, its triggers stop; its history stays (restore undoes)."""
-    with open_platform() as platform:
-        agent = platform.agents.archive(resolve_caller(platform, token), name)
-    if json_output:
-        print_json(_summary(agent))
-    else:
-        console.print(f"archived [bold]{agent.name}[/bold] (meshclaw agent restore {agent.name})")
+    _set_archived(name, True, token, json_output)
 
 
 @agent_app.command("restore")
 @handle_errors
 def restore(name: str, token: str | None = TokenOption, json_output: bool = JsonOption) -> None:
     """Restore an archived agent: it runs and its triggers fire again."""
+    _set_archived(name, False, token, json_output)
+
+
+def _set_archived(name: str, archived: bool, token: str | None, json_output: bool) -> None:
     with open_platform() as platform:
-        agent = platform.agents.restore(resolve_caller(platform, token), name)
+        caller = resolve_caller(platform, token)
+        registry = platform.agents
+        agent = registry.archive(caller, name) if archived else registry.restore(caller, name)
     if json_output:
         print_json(_summary(agent))
+    elif archived:
+        console.print(f"archived [bold]{agent.name}[/bold] (meshclaw agent restore {agent.name})")
     else:
         console.print(f"restored [bold]{agent.name}[/bold]")
 
