@@ -14,6 +14,7 @@ from meshclaw.analytics import (
     leaderboard,
     load_history,
 )
+from meshclaw.integrity.scope import Withholding
 from tests.analytics._history import Org
 
 
@@ -122,7 +123,8 @@ def test_type_weights_and_withheld_credit(tmp_path: Path) -> None:
     org.feedback(org.outcome("alice", type="deploy"), "bob", "accepted")
     org.feedback(org.outcome("bob", beneficiary="alice"), "alice", "accepted")
     history = load_history(org.write(tmp_path / "h.jsonl"), use_cache=False)
-    rules = CreditRules(weights={"deploy": 3.0}, default_weight=0.5, withheld=frozenset({"bob"}))
+    held = frozenset({Withholding.everything("bob")})
+    rules = CreditRules(weights={"deploy": 3.0}, default_weight=0.5, withheld=held)
     board = leaderboard(compute_credit(history.tables, rules))
     assert [(e.id, e.score, e.pending) for e in board.entries] == [
         ("alice", 3.0, 0.0),

@@ -11,6 +11,7 @@ from polars.testing import assert_frame_equal
 
 from meshclaw.analytics._history import OutcomeHistory
 from meshclaw.clock import utcnow
+from meshclaw.integrity.scope import Withholding
 from tests.analytics._insights import InsightsOrg, insights_org
 from tests.conftest import World
 
@@ -73,6 +74,6 @@ def test_credit_is_reused_until_history_or_rules_change(
     assert after_revert is not first
     assert after_revert.outcomes["status"].to_list() == ["undone"]
 
-    analytics.withheld = lambda org_id: frozenset({alice.user_id})  # a finding opens
+    analytics.withheld = lambda org_id: frozenset({Withholding.everything(alice.user_id)})
     _, withheld = analytics.credit(alice.org_id, activity=False)
     assert withheld is not after_revert

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +14,7 @@ from meshclaw.errors import ConflictError, PermissionDenied, UserError
 from meshclaw.events import ReadReport
 from meshclaw.integrity import Finding, ScanResult, UserResult
 from meshclaw.integrity.findings import FindingsService, evidence_ids
+from meshclaw.integrity.scope import Period, Withholding
 from meshclaw.store.models import AuditEvent
 
 
@@ -39,7 +41,8 @@ def test_record_review_and_audit(world: Any) -> None:
     assert (summary.opened, summary.updated, summary.suppressed) == (1, 0, 0)
     [finding] = service.queue(world.admin)
     assert (finding.subject, finding.detector, finding.status) == ("u7", "no_outcome_runs", "open")
-    assert service.withheld(world.admin.org_id) == {"u7"}
+    # No scope recorded with this evidence: all of u7's credit waits.
+    assert service.withheld(world.admin.org_id) == {Withholding.everything("u7")}
     # The same scan again updates the open finding instead of duplicating it.
     assert service.record(world.admin, scan, source="scan:events.jsonl").updated == 1
     moved = service.move(world.admin, finding.id, "start")
@@ -73,7 +76,7 @@ def test_a_confirmed_finding_keeps_the_credit_withheld(world: Any) -> None:
     [finding] = service.queue(world.admin)
     confirmed = service.move(world.admin, finding.id, "confirm", reason="accepted own tickets")
     assert confirmed.status == "confirmed"
-    assert service.withheld(world.admin.org_id) == {"u7"}
+    assert service.withheld(world.admin.org_id) == {Withholding.everything("u7", confirmed=True)}
     assert service.queue(world.admin) == []  # no longer waiting for a reviewer
     offline = {"users": [{"user": "u7", "flagged": True, "status": "confirmed"}]}
     assert withheld_from_findings(offline) == service.withheld(world.admin.org_id)
@@ -120,3 +123,102 @@ def test_evidence_ids_collects_what_a_reviewer_can_open(tmp_path: Path) -> None:
         "share": 0.5,
     }
     assert evidence_ids(evidence) == {"r1", "r2", "r3", "ag-1", "u1", "u2"}
+
+
+def _at(day: int, hour: int = 0) -> datetime:
+    return datetime(2026, 1, day, hour, tzinfo=UTC)
+
+
+def _scope(*periods: tuple[datetime, datetime]) -> dict[str, Any]:
+    return {"periods": [Period(a, b).to_json() for a, b in periods]}
+
+
+def test_withholding_covers_only_what_each_finding_concerns(world: Any) -> None:
+    """Each finding holds back its own scope: open ones pending review, a confirmed one
+    confirmed, a dismissed one nothing; a refreshed finding keeps the period it held."""
+    service: FindingsService = world.platform.findings
+    org = world.admin.org_id
+    week1, week3 = (_at(5), _at(12)), (_at(19), _at(26))
+    scan = result(
+        ("u7", [("no_outcome_runs", {"example_runs": ["r1"], "scope": _scope(week1)})]),
+        ("u8", [("split_tasks", {"example_runs": ["r2"], "scope": _scope(week3)})]),
+    )
+    service.record(world.admin, scan, source="scan:weeks 1-3")
+    assert service.withheld(org) == {
+        Withholding(user="u7", periods=(Period(*week1),)),
+        Withholding(user="u8", periods=(Period(*week3),)),
+    }
+    # A later scan of the same pattern refreshes u7's finding: both periods stay held.
+    later = result(("u7", [("no_outcome_runs", {"example_runs": ["r1"], "scope": _scope(week3)})]))
+    assert service.record(world.admin, later, source="scan:week 3").updated == 1
+    u7 = Withholding(user="u7", periods=(Period(*week1), Period(*week3)))
+    assert u7 in service.withheld(org)
+    by_subject = {f.subject: f for f in service.queue(world.admin)}
+    service.move(world.admin, by_subject["u7"].id, "confirm", reason="empty runs, checked")
+    service.move(world.admin, by_subject["u8"].id, "dismiss", reason="release week")
+    assert service.withheld(org) == {
+        Withholding(user="u7", periods=u7.periods, confirmed=True),
+    }
+
+
+def test_a_failing_recheck_withholds_only_its_outcome(world: Any) -> None:
+    service: FindingsService = world.platform.findings
+    org = world.admin.org_id
+    with world.platform.db.session() as session:
+        service.open_for_platform(
+            session, org_id=org, subject="u7", detector="recheck_failing",
+            evidence={"outcome": "out_1", "type": "deploy", "run": "run_1"},
+            source="outcome.recheck:out_1",
+        )  # fmt: skip
+    assert service.withheld(org) == {Withholding(user="u7", outcomes=frozenset({"out_1"}))}
+
+
+def test_platform_and_offline_agree_on_a_real_scan(world: Any, tmp_path: Path) -> None:
+    """The same scan, recorded on the platform and read from its JSON offline, withholds
+    the same credit, before and after review; every finding carries the period the scan
+    saw of its person."""
+    from meshclaw.analytics import withheld_from_findings, withheld_from_scan
+    from meshclaw.events import write_events
+    from meshclaw.integrity import scan_file
+    from tests.integrity.builder import Org
+    from tests.integrity.test_detectors import GAMERS, build
+
+    org = Org(seed=3)
+    build(org)
+    path = tmp_path / "events.jsonl"
+    write_events(path, org.rows)
+    scan = scan_file(path)
+    flagged = {u.user: u for u in scan.users if u.flagged}
+    assert GAMERS["cron_churn"].user in flagged
+    for user in flagged.values():
+        mine = [r["ts"] for r in org.rows if r["user"] == user.user]
+        first, last = min(mine), max(mine)
+        for finding in user.findings:
+            periods = finding.evidence["scope"]["periods"]
+            if finding.detector != "deadline_burst":
+                assert periods[0]["from"] == first and periods[-1]["until"] > last
+    offline = withheld_from_scan(scan)
+    assert offline == withheld_from_findings(scan.to_json())
+    assert all(w.periods and not w.confirmed for w in offline)
+    service: FindingsService = world.platform.findings
+    service.record(world.admin, scan, source="scan:events.jsonl")
+    assert service.withheld(world.admin.org_id) == offline
+
+    # Review: confirm one person's findings, dismiss another's; the JSON marked the same.
+    queue = service.queue(world.admin)
+    first_user, second_user = sorted({f.subject for f in queue})[:2]
+    for f in queue:
+        if f.subject == first_user:
+            service.move(world.admin, f.id, "confirm", reason="checked")
+        elif f.subject == second_user:
+            service.move(world.admin, f.id, "dismiss", reason="checked")
+    doc = scan.to_json()
+    for entry in doc["users"]:
+        if entry["user"] == first_user:
+            entry["status"] = "confirmed"
+        elif entry["user"] == second_user:
+            entry["status"] = "dismissed"
+    reviewed = service.withheld(world.admin.org_id)
+    assert reviewed == withheld_from_findings(doc)
+    assert {w.user for w in reviewed if w.confirmed} == {first_user}
+    assert second_user not in {w.user for w in reviewed}

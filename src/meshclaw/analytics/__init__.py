@@ -8,8 +8,8 @@ Tokens are a cost, never a credit. The public surface:
   ``unverified``, ``self``, ``unaccepted``, ``undone``, ``duplicate``) and points; the
   rules and the diminishing-returns formula are in ``analytics._credit``'s docstring.
 - ``leaderboard(credit, top=N, by="user"|"team")`` and ``build_report(...)``.
-- ``withheld_from_scan`` / ``withheld_from_findings``: the integrity seam; people an open
-  finding concerns have their credit shown as pending review.
+- ``withheld_from_scan`` / ``withheld_from_findings``: the integrity seam; the credit an
+  open finding concerns (``integrity.scope``) is shown as pending review.
 """
 
 from __future__ import annotations

@@ -34,10 +34,12 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import polars as pl
 
 from meshclaw.analytics._load import Tables, tables_from_frame
+from meshclaw.integrity.scope import Withholding
 from meshclaw.outcomes._rules import NOT_A_PERSON as NOT_A_PERSON
 from meshclaw.outcomes._rules import UNDOING as UNDOING
 
@@ -87,9 +89,10 @@ class CreditRules:
     """Weight per outcome type (admin-set); types not listed weigh ``default_weight``."""
     default_weight: float = 1.0
     cutoff: Cutoff = field(default_factory=Cutoff)
-    withheld: frozenset[str] = frozenset()
-    """People whose credit an open integrity finding concerns: their points are
-    ``pending`` (shown as "pending review"), not score, until a reviewer decides."""
+    withheld: frozenset[Withholding] = frozenset()
+    """The credit integrity findings concern (``integrity.scope``): outcomes an open or
+    under-review finding covers are ``pending`` (shown as "pending review"), not score;
+    those a confirmed finding covers are neither (``held`` says which)."""
 
 
 @dataclass(kw_only=True)
@@ -98,8 +101,9 @@ class Credit:
 
     outcomes: pl.DataFrame
     """One row per outcome: ``OUTCOME_COLUMNS`` plus ``accepted``, ``durable``,
-    ``status`` (one of ``STATUSES``), ``week``, ``points`` (counted in the score) and
-    ``pending`` (withheld pending review)."""
+    ``status`` (one of ``STATUSES``), ``week``, ``points`` (counted in the score),
+    ``pending`` (withheld pending review) and ``held`` (``"pending_review"`` or
+    ``"confirmed"`` when an integrity finding covers it, else null)."""
     unknown_feedback: pl.DataFrame
     """Feedback whose ``outcome`` is not in the history: ``line``, ``id``, ``outcome``."""
     cutoff: Cutoff = field(default_factory=Cutoff)
@@ -225,12 +229,57 @@ def _points(table: pl.LazyFrame, rules: CreditRules) -> pl.LazyFrame:
     group = pl.struct("user", "type", "week", credited).hash()
     k = pl.col("value").rank("ordinal", descending=True).over(group).cast(pl.Float64)
     raw = pl.when(credited).then(weight * pl.col("value") / k.sqrt()).otherwise(0.0)
-    withheld = pl.col("user").is_in(list(rules.withheld))
+    held = pl.col("held").is_not_null()
+    pending = pl.col("held") == "pending_review"
     return (
-        table.with_columns(raw.alias("_raw"))
+        _held(table, rules.withheld)
+        .with_columns(raw.alias("_raw"))
         .with_columns(
-            pl.when(withheld).then(0.0).otherwise(pl.col("_raw")).alias("points"),
-            pl.when(withheld).then(pl.col("_raw")).otherwise(0.0).alias("pending"),
+            pl.when(held).then(0.0).otherwise(pl.col("_raw")).alias("points"),
+            pl.when(pending).then(pl.col("_raw")).otherwise(0.0).alias("pending"),
         )
         .drop("_raw")
+    )
+
+
+_SCOPE_SCHEMA: dict[str, Any] = {
+    "user": pl.String,
+    "_outcome": pl.String,
+    "_from": pl.Datetime("us", "UTC"),
+    "_until": pl.Datetime("us", "UTC"),
+    "_confirmed": pl.Boolean,
+}
+
+
+def _held(table: pl.LazyFrame, withheld: frozenset[Withholding]) -> pl.LazyFrame:
+    """``held`` per outcome: ``"confirmed"`` when a confirmed finding covers it,
+    ``"pending_review"`` when only open ones do, null when none does
+    (``Withholding.covers``, as a join on the person)."""
+    if not withheld:
+        return table.with_columns(pl.lit(None, dtype=pl.String).alias("held"))
+    rows = [
+        (w.user, outcome, p.start if p else None, p.until if p else None, w.confirmed)
+        for w in withheld
+        for outcome in (sorted(w.outcomes) if w.outcomes is not None else [None])
+        for p in (w.periods if w.periods is not None else [None])
+    ]
+    scopes = pl.LazyFrame(rows, schema=_SCOPE_SCHEMA, orient="row")
+    covered = (
+        table.select("id", "line", "user", "ts")
+        .join(scopes, on="user", how="inner")
+        .filter(
+            (pl.col("_outcome").is_null() | (pl.col("_outcome") == pl.col("id")))
+            & (pl.col("_from").is_null() | (pl.col("ts") >= pl.col("_from")))
+            & (pl.col("_until").is_null() | (pl.col("ts") < pl.col("_until")))
+        )
+        .group_by("id", "line")
+        .agg(
+            pl.when(pl.col("_confirmed").any())
+            .then(pl.lit("confirmed"))
+            .otherwise(pl.lit("pending_review"))
+            .alias("held")
+        )
+    )
+    return table.join(
+        covered, on=["id", "line"], how="left", nulls_equal=True, maintain_order="left"
     )

@@ -1,7 +1,8 @@
 """Leaderboards: people (or teams) ranked by accepted, durable outcome points.
 
-The score is the sum of ``points`` (``analytics._credit``); credit withheld by an open
-integrity finding is ``pending`` and not in the score. Only people with credit (scored
+The score is the sum of ``points`` (``analytics._credit``); credit an open integrity
+finding concerns is ``pending`` and not in the score, and credit a confirmed finding
+concerns is in neither (``integrity.scope``). Only people with credit (scored
 or pending) appear. Ties are broken by id so the order is stable.
 """
 
@@ -25,9 +26,10 @@ class Entry:
     """A user id, or a team id on a team board."""
     score: float
     pending: float
-    """Points withheld pending integrity review."""
+    """Points withheld pending integrity review (an open or under-review finding)."""
     outcomes: int
-    """Credited outcomes behind the score (pending ones included)."""
+    """Credited outcomes behind the score (pending ones included; those a confirmed
+    finding holds back are not)."""
 
 
 @dataclass(kw_only=True)
@@ -49,7 +51,8 @@ def leaderboard(credit: Credit, *, top: int | None = None, by: By = "user") -> L
         raise ValueError("top must be >= 0")
     table = (
         credit.outcomes.lazy()
-        .filter(pl.col("status") == "credited")
+        # A confirmed finding's credit is neither score nor pending: not behind the row.
+        .filter((pl.col("status") == "credited") & (pl.col("held") != "confirmed").fill_null(True))
         .group_by(by)
         .agg(
             pl.col("points").sum().alias("score"),

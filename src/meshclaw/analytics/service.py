@@ -36,6 +36,7 @@ from meshclaw.analytics.privacy import (
 from meshclaw.audit.sink import AuditRecord, AuditSink
 from meshclaw.errors import ConflictError, NotFoundError, PermissionDenied
 from meshclaw.events import ReadReport
+from meshclaw.integrity.scope import Withholding
 from meshclaw.metering.usage import visibility
 from meshclaw.outcomes.cost import CostBy, CostRow
 from meshclaw.outcomes.service import OutcomeService
@@ -44,8 +45,9 @@ from meshclaw.store.db import Database
 from meshclaw.store.models import Org, Team, UsageRecord, User
 
 NANO = 1_000_000_000
-Withheld = Callable[[str], frozenset[str]]
-"""org id -> people whose credit an open integrity finding concerns (the integrity seam)."""
+Withheld = Callable[[str], frozenset[Withholding]]
+"""org id -> the credit integrity findings concern (the integrity seam:
+``FindingsService.withheld``, scoped as ``integrity.scope`` says)."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -56,7 +58,7 @@ class ViewRecord:
     created_at: datetime
 
 
-def _no_findings(org_id: str) -> frozenset[str]:
+def _no_findings(org_id: str) -> frozenset[Withholding]:
     return frozenset()
 
 

@@ -27,6 +27,7 @@ from meshclaw.errors import UserError
 # every other command starts without it.
 if TYPE_CHECKING:
     from meshclaw.analytics import Credit, Cutoff, History
+    from meshclaw.integrity.scope import Withholding
 
 SHOWN_PROBLEMS = 10
 """Skipped lines listed on stderr (all are counted; ``report --json`` lists them)."""
@@ -41,10 +42,10 @@ NoCacheOption = typer.Option(
 FindingsOption = typer.Option(
     None,
     "--findings",
-    help="Integrity scan result (JSON); flagged people's credit is shown as pending review.",
+    help="Integrity scan result (JSON); the credit its findings concern is withheld.",
 )
 ScanOption = typer.Option(
-    False, "--scan", help="Run the integrity scan now and withhold flagged people's credit."
+    False, "--scan", help="Run the integrity scan now and withhold the credit it flags."
 )
 WeightsOption = typer.Option(
     None, "--weights", help='JSON file of outcome type weights, e.g. {"deploy": 2.0}.'
@@ -105,10 +106,12 @@ def _load(events: Path, cache_dir: Path | None, no_cache: bool) -> History:
         return load_history(events, cache_dir=cache_dir, use_cache=not no_cache, progress=update)
 
 
-def _withheld(events: Path, findings: Path | None, scan: bool, cutoff: Cutoff) -> frozenset[str]:
+def _withheld(
+    events: Path, findings: Path | None, scan: bool, cutoff: Cutoff
+) -> frozenset[Withholding]:
     from meshclaw.analytics import withheld_from_findings, withheld_from_scan
 
-    withheld: set[str] = set()
+    withheld: set[Withholding] = set()
     if findings is not None:
         try:
             withheld |= withheld_from_findings(json.loads(findings.read_text()))

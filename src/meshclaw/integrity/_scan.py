@@ -4,13 +4,18 @@ Combination: a person's score is ``1 - prod(1 - strength)`` over the detectors t
 found something about them (each strength is in [0.5, 1]), so one confident finding
 already reaches the threshold (``ScanConfig.threshold``, 0.5) and independent findings
 reinforce each other. Everyone in the history gets a result, most with score 0.
+
+Each finding's evidence also says which credit it concerns (``"scope"``: the period the
+scan saw of the person, or a deadline burst's weeks; ``integrity.scope``), which is what
+the boards withhold while it is open.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +32,7 @@ from meshclaw.integrity._history import (
 )
 from meshclaw.integrity._stats import Finding
 from meshclaw.integrity.detectors import DETECTORS
+from meshclaw.integrity.scope import SCOPE, scan_scope
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -109,8 +115,11 @@ def scan_history(
             by_user.setdefault(finding.user, []).append(finding)
         timings[name] = time.perf_counter() - t
     results = []
-    for user in history.users["user"].to_list():
-        findings = sorted(by_user.get(user, []), key=lambda f: (-f.strength, f.detector))
+    for user, first, last in history.users.select("user", "first_ts", "last_ts").iter_rows():
+        findings = sorted(
+            (_scoped(f, first, last) for f in by_user.get(user, [])),
+            key=lambda f: (-f.strength, f.detector),
+        )
         score = combine(findings)
         results.append(
             UserResult(user=user, flagged=score >= config.threshold, score=score, findings=findings)
@@ -119,6 +128,12 @@ def scan_history(
     return ScanResult(
         users=results, report=report or ReadReport(), threshold=config.threshold, timings=timings
     )
+
+
+def _scoped(finding: Finding, first: datetime, last: datetime) -> Finding:
+    """The finding with the credit it concerns in its evidence (``integrity.scope``)."""
+    scope = scan_scope(finding.detector, finding.evidence, first, last)
+    return replace(finding, evidence={**finding.evidence, SCOPE: scope})
 
 
 def scan_file(

@@ -12,7 +12,9 @@ finding about yourself. A finding the caller may not read is "not found". Every
 recorded finding and every move is an ``AuditRecord`` appended in the same transaction.
 A dismissed pattern is not raised again for the same person and detector unless the new
 evidence names runs, outcomes or agents the dismissed one did not (new evidence). While
-a finding is open or under review the credit it concerns is withheld (``withheld``).
+a finding is open or under review the credit it concerns is withheld pending review, and
+a confirmed finding keeps it withheld; only a dismissal restores it (``withheld``). What
+credit a finding concerns is its scope (``integrity.scope``), recorded in its evidence.
 """
 
 from __future__ import annotations
@@ -31,6 +33,8 @@ from meshclaw.clock import utcnow
 from meshclaw.errors import ConflictError, NotFoundError, UserError
 from meshclaw.ids import new_id
 from meshclaw.integrity.models import IntegrityFinding
+from meshclaw.integrity.scope import RECHECK_FAILING as RECHECK_FAILING
+from meshclaw.integrity.scope import Withholding, lenient_withholding, merge_scope
 from meshclaw.policy.api import ApiAuthorizer, ApiResource
 from meshclaw.store.db import Database
 from meshclaw.store.models import AuditEvent, User
@@ -42,9 +46,9 @@ STATUSES = ("open", "under_review", "confirmed", "dismissed")
 PENDING = ("open", "under_review")
 """Statuses awaiting a reviewer's decision (the review queue)."""
 WITHHOLDING = (*PENDING, "confirmed")
-"""Statuses that withhold the person's credit: pending review, or confirmed by a reviewer
-(only a dismissal restores it; the offline path, ``analytics.withheld_from_findings``,
-agrees)."""
+"""Statuses that withhold the credit a finding concerns: pending review, or confirmed by
+a reviewer (only a dismissal restores it; the offline path,
+``analytics.withheld_from_findings``, agrees)."""
 READ = "integrity.read"
 REVIEW = "integrity.review"
 MAX_PAGE = 200
@@ -60,10 +64,9 @@ MOVE_TO = {target: action for action, (_, target) in _MOVES.items()}
 """The move that leads to each reviewed status (``under_review`` is ``start``, ...)."""
 _ID_KEYS = ("example", "agent", "ref", "group", "members")
 
-
-RECHECK_FAILING = "recheck_failing"
-"""Raised by the platform, not by a scan: an outcome's durability re-check kept failing
-past its grace (``outcomes.recheck``), so its owner's credit waits for a reviewer."""
+# RECHECK_FAILING: raised by the platform, not by a scan: an outcome's durability re-check
+# kept failing past its grace (``outcomes.recheck``), so that outcome's credit waits for a
+# reviewer.
 PLATFORM_DETECTORS = (RECHECK_FAILING,)
 """Finding kinds besides the scan detectors (``integrity.detectors.DETECTORS``)."""
 
@@ -207,7 +210,8 @@ class FindingsService:
                 pending = [r for r in rows if r.status in PENDING]
                 if pending:
                     row = pending[0]
-                    row.evidence, row.strength = finding.evidence, finding.strength
+                    row.evidence = merge_scope(row.evidence, finding.evidence)
+                    row.strength = finding.strength
                     row.score, row.updated_at = person.score, utcnow()
                     updated += 1
                     continue
@@ -430,16 +434,24 @@ class FindingsService:
         if row is not None:
             row.evidence, row.updated_at = {**(row.evidence or {}), **notes}, utcnow()
 
-    def withheld(self, org_id: str) -> frozenset[str]:
-        """People whose credit is withheld: a finding about them is open, under review or
-        confirmed. Only dismissing every such finding restores the credit."""
+    def withheld(self, org_id: str) -> frozenset[Withholding]:
+        """The credit withheld in the org: what each open, under-review or confirmed
+        finding concerns (``integrity.scope``; pending review unless confirmed). Dismissing
+        a finding restores its part."""
         with self._db.session() as session:
-            rows = session.scalars(
-                select(IntegrityFinding.subject).where(
-                    IntegrityFinding.org_id == org_id, IntegrityFinding.status.in_(WITHHOLDING)
-                )
+            rows = session.execute(
+                select(
+                    IntegrityFinding.subject,
+                    IntegrityFinding.detector,
+                    IntegrityFinding.evidence,
+                    IntegrityFinding.status,
+                ).where(IntegrityFinding.org_id == org_id, IntegrityFinding.status.in_(WITHHOLDING))
             ).all()
-            return frozenset(rows)
+        return frozenset(
+            held
+            for subject, detector, evidence, status in rows
+            if (held := lenient_withholding(subject, detector, evidence, status)) is not None
+        )
 
     def _reads_org(self, caller: Caller) -> bool:
         """Whether the caller may read every finding of their org (the whole queue)."""

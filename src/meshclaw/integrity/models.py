@@ -17,7 +17,9 @@ class IntegrityFinding(Base):
 
     ``status`` moves open -> under_review -> confirmed | dismissed (a reason is required
     for the last two); every move is audited. While a finding is open or under review the
-    credit it concerns is withheld from leaderboards (pending review).
+    credit it concerns (its scope, in ``evidence["scope"]``: ``integrity.scope``) is
+    withheld from leaderboards (pending review); confirmed, it stays withheld; dismissed,
+    it is restored.
     """
 
     __tablename__ = "integrity_findings"
