@@ -57,3 +57,11 @@ def ingest_command(
         f"{report.events} events written to {output} from {report.records} records; "
         f"{report.skipped} malformed skipped, {report.ignored} non-GenAI spans ignored"
     )
+    if report.unattributed:
+        errors.print(
+            f"[yellow]{report.unattributed} spans mapped without their trace's invoke_agent "
+            "span[/yellow] (it came more than 20,000 spans later): their agent, user and "
+            "team come from the span itself or the options",
+            highlight=False,
+            soft_wrap=True,
+        )

@@ -37,6 +37,9 @@ class IngestReport:
     """Records that could not be mapped (``problems`` lists the first ones)."""
     ignored: int = 0
     """Spans that are not GenAI operations (HTTP, database, ...)."""
+    unattributed: int = 0
+    """OTel spans mapped without their trace's ``invoke_agent`` span, which came too far
+    after them in the file (``_ingest_otel.WAITING``); 0 for LiteLLM."""
     problems: list[str] = field(default_factory=list)
 
     def problem(self, where: str, message: str) -> None:
