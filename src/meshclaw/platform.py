@@ -27,6 +27,7 @@ from meshclaw.connectors.service import ConnectorService
 from meshclaw.integrity.findings import FindingsService
 from meshclaw.metering.budgets import BudgetService
 from meshclaw.metering.limits import LimitGuard
+from meshclaw.metering.price_book import PriceBook
 from meshclaw.metering.prices import PriceTable, load_price_table
 from meshclaw.notify.deliver import DeliverySummary, NotificationDelivery
 from meshclaw.notify.service import NotificationService
@@ -108,7 +109,10 @@ class Platform:
             errlog_dir=self.settings.home / "logs",
         )
         self.prices: PriceTable = load_price_table(self.settings.price_table)
-        self.directory = Directory(self.db, self.audit, self.access, prices=lambda: self.prices)
+        """The install's price table file; an org's table is ``price_book.for_org``."""
+        self.price_book = PriceBook(self.prices, self.db, self.audit, self.access)
+        """The file plus each org's own effective-dated prices (``price.write``)."""
+        self.directory = Directory(self.db, self.audit, self.access, prices=lambda: self.price_book)
         """People, teams and roles as admins manage them; the price table in force."""
         self.telemetry = build_telemetry(self.settings.telemetry)
         """GenAI spans (OTLP export when configured) and the Prometheus registry."""
@@ -211,7 +215,7 @@ class Platform:
             authorizer=authorizer or self.authorizer,
             budget=self.budget_guard,
             telemetry=self.telemetry,
-            prices=self.prices,
+            prices=self.price_book,
             audit=self.audit,
             retry=retry,
             approvals=self.approvals,

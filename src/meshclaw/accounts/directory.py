@@ -32,7 +32,7 @@ from meshclaw.accounts.service import ROLES, Caller, email_owner, email_problem
 from meshclaw.audit.sink import AuditRecord, AuditSink
 from meshclaw.errors import ConflictError, NotFoundError, PermissionDenied, UserError
 from meshclaw.ids import new_id
-from meshclaw.metering.prices import ModelPrice, PriceTable
+from meshclaw.metering.prices import ModelPrice, PriceSource
 from meshclaw.policy.api import ApiAuthorizer, ApiResource
 from meshclaw.store.db import Database
 from meshclaw.store.models import Team, User
@@ -191,7 +191,7 @@ class Directory:
         audit: AuditSink,
         access: ApiAuthorizer,
         *,
-        prices: Callable[[], PriceTable],
+        prices: Callable[[], PriceSource],
     ) -> None:
         self._db = db
         self._audit = audit
@@ -300,7 +300,7 @@ class Directory:
         """The price table as it applies on ``day`` (default today, UTC): for each
         provider and model the entry in force, then the entries scheduled for later."""
         self._access.require(caller, PRICE_READ, ApiResource.org(caller.org_id))
-        table = self._prices()
+        table = self._prices().for_org(caller.org_id)
         day = day or datetime.now(UTC).date()
         latest: dict[tuple[str, str], ModelPrice] = {}
         scheduled = []

@@ -1,4 +1,8 @@
-"""``/v1/budgets`` (budgets and rate limits), ``/v1/usage/reprice``, and ``/metrics``."""
+"""``/v1/budgets`` (budgets and rate limits), ``/v1/usage/reprice``, the org's own prices
+(``POST /v1/prices``, ``/v1/prices/entries``, ``/v1/prices/export``) and ``/metrics``.
+
+``GET /v1/prices`` (the table in force on a day) is the directory's (``api.directory``).
+"""
 
 from __future__ import annotations
 
@@ -6,15 +10,24 @@ import hashlib
 import hmac
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Request, Response
+from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from prometheus_client import CONTENT_TYPE_LATEST
-from pydantic import BaseModel, ConfigDict, StrictBool
+from pydantic import BaseModel, ConfigDict, Field, StrictBool
 
-from meshclaw.api.deps import SESSION_COOKIE, Authed, PlatformDep, Timestamp, current_caller
+from meshclaw.api.deps import (
+    SESSION_COOKIE,
+    Authed,
+    Day,
+    Offset,
+    PlatformDep,
+    Timestamp,
+    current_caller,
+)
 from meshclaw.clock import as_utc
 from meshclaw.errors import NotFoundError
 from meshclaw.metering.budgets import BudgetInfo
+from meshclaw.metering.price_book import PriceEntryInfo
 from meshclaw.metering.reprice import RepriceResult, reprice
 from meshclaw.platform import Platform
 from meshclaw.policy.api import ApiResource
@@ -47,6 +60,25 @@ class RepriceIn(BaseModel):
     dry_run: StrictBool = False
 
 
+class PriceIn(BaseModel):
+    """A price from ``effective_from`` on, USD per million tokens as decimal text
+    (``"2.50"``: exact, never a binary float)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    provider: str = Field(max_length=100)
+    model: str = Field(max_length=200)
+    """A model name, or a glob like ``claude-*``."""
+    input: str = Field(max_length=40)
+    output: str = Field(max_length=40)
+    cached_input: str | None = Field(default=None, max_length=40)
+    """Default: the input price."""
+    cache_write: str | None = Field(default=None, max_length=40)
+    """Default: the input price."""
+    effective_from: Day
+    """First UTC day the price applies."""
+
+
 @router.get("/v1/budgets")
 def list_budgets(platform: PlatformDep, who: Authed) -> list[BudgetInfo]:
     """Budgets the caller manages or that apply to them, with the current window's state."""
@@ -65,13 +97,45 @@ def delete_budget(budget_id: str, platform: PlatformDep, who: Authed) -> Respons
     return Response(status_code=204)
 
 
+@router.post("/v1/prices", tags=["metering"], status_code=201)
+def add_price(body: PriceIn, platform: PlatformDep, who: Authed) -> PriceEntryInfo:
+    """Add a price to the org's table from ``effective_from`` on (platform admins;
+    audited). Nothing is replaced: the latest entry in force wins, older ones stay for
+    history; ``POST /v1/usage/reprice`` re-prices calls already made."""
+    return platform.price_book.add(who, body.model_dump())
+
+
+@router.get("/v1/prices/entries", tags=["metering"])
+def price_entries(
+    platform: PlatformDep,
+    who: Authed,
+    limit: Annotated[int, Query(ge=1, le=500)] = 100,
+    offset: Offset = 0,
+) -> list[PriceEntryInfo]:
+    """The prices the org's admins added, newest first (ties by id), with who added them:
+    ``offset`` skips, ``limit`` caps the page."""
+    return platform.price_book.entries(who, limit=limit, offset=offset)
+
+
+@router.get("/v1/prices/export", tags=["metering"], response_class=Response)
+def export_prices(platform: PlatformDep, who: Authed) -> Response:
+    """The org's whole price table as a price table file (YAML): the file's entries and
+    the org's, history included; ``price_table`` can load it as it is."""
+    table = platform.price_book.export(who)
+    return Response(
+        table.to_yaml(),
+        media_type="application/yaml",
+        headers={"Content-Disposition": 'attachment; filename="prices.yaml"'},
+    )
+
+
 @router.post("/v1/usage/reprice")
 def reprice_usage(body: RepriceIn, platform: PlatformDep, who: Authed) -> RepriceResult:
-    """Re-price history with the current price table (platform admins; audited)."""
+    """Re-price history with the org's price table (platform admins; audited)."""
     return reprice(
         platform.db,
         platform.audit,
-        platform.prices,
+        platform.price_book,
         who,
         since=as_utc(body.since) if body.since else None,
         until=as_utc(body.until) if body.until else None,

@@ -120,7 +120,7 @@ def reprice_command(
         result = reprice(
             platform.db,
             platform.audit,
-            platform.prices,
+            platform.price_book,
             caller,
             since=start,
             until=end,

@@ -7,6 +7,12 @@ A table has a ``version`` (recorded on every usage record it priced) and entries
 optional ``effective_from`` dates (UTC midnight): a call is priced by the entry in force
 when it was made, so a table can hold a vendor's price history and ``meshclaw usage
 reprice`` can re-price old records correctly after a change.
+
+The file is the install's table; a platform admin may add effective-dated entries for
+their own org (``meshclaw.metering.price_book``): the org's table is the file's entries
+with the org's in front (they win a tie), under a version that counts them. Whoever
+prices a call asks a ``PriceSource`` for the table of the call's org; a plain table is
+one (the same for every org).
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ from functools import cached_property
 from importlib import resources
 from io import StringIO
 from pathlib import Path
+from typing import Any, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from ruamel.yaml import YAML
@@ -30,6 +37,8 @@ MILLION = Decimal(1_000_000)
 NANO = Decimal("1e-9")
 LOOKUP_CACHE = 4096
 """Price look-ups remembered per table (provider, model and UTC day)."""
+MAX_VERSION = 40
+"""Longest version a usage record keeps (``usage_records.price_version``)."""
 
 
 class ModelPrice(BaseModel):
@@ -53,12 +62,41 @@ class ModelPrice(BaseModel):
     def sort_key(self) -> date:
         return self.effective_from or date.min
 
+    def to_yaml_data(self) -> dict[str, Any]:
+        """The entry as the file writes it: prices as text (exact), unset ones left out."""
+        data: dict[str, Any] = {"provider": self.provider, "model": self.model}
+        for name in ("input", "cached_input", "cache_write", "output"):
+            value = getattr(self, name)
+            if value is not None:
+                data[name] = str(value)
+        if self.effective_from is not None:
+            data["effective_from"] = self.effective_from
+        return data
+
 
 class PriceTable(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     version: str
     prices: list[ModelPrice]
+
+    def for_org(self, org_id: str) -> PriceTable:
+        """A plain table is every org's (``PriceSource``)."""
+        return self
+
+    def layered(self, entries: list[ModelPrice], *, version: str) -> PriceTable:
+        """This table with ``entries`` in front: at the same ``effective_from`` they win
+        over the file's, and their globs are tried first."""
+        return PriceTable(version=version, prices=[*entries, *self.prices])
+
+    def to_yaml(self) -> str:
+        """The table as a price table file (``load_price_table`` reads it back equal)."""
+        out = StringIO()
+        yaml = YAML(typ="safe", pure=True)
+        yaml.default_flow_style = False
+        yaml.sort_base_mapping_type_on_output = False  # type: ignore[assignment]
+        yaml.dump({"version": self.version, "prices": [p.to_yaml_data() for p in self.prices]}, out)
+        return out.getvalue()
 
     @cached_property
     def lookups(self) -> dict[tuple[str, str, date], ModelPrice | None]:
@@ -127,6 +165,13 @@ def from_nano(nano: int) -> Decimal:
     return Decimal(nano) * NANO
 
 
+class PriceSource(Protocol):
+    """Where the price table of an org comes from: a ``PriceTable`` (the same for every
+    org) or a ``PriceBook`` (the file plus the org's own entries)."""
+
+    def for_org(self, org_id: str) -> PriceTable: ...
+
+
 def load_price_table(path: Path | None = None) -> PriceTable:
     """Load a price table file, or the one shipped with MeshClaw."""
     if path is None:
@@ -138,6 +183,11 @@ def load_price_table(path: Path | None = None) -> PriceTable:
         except OSError as exc:
             raise ConfigError(f"price table {path}: {exc.strerror}") from None
         source = str(path)
+    return parse_price_table(text, source)
+
+
+def parse_price_table(text: str, source: str = "price table") -> PriceTable:
+    """A price table from its YAML text; ``source`` names it in errors."""
     try:
         data = YAML(typ="safe", pure=True).load(StringIO(text))
         return PriceTable.model_validate(data)

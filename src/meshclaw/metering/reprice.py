@@ -21,7 +21,7 @@ from sqlalchemy import select, update
 
 from meshclaw.accounts.service import Caller
 from meshclaw.audit.sink import AuditRecord, AuditSink
-from meshclaw.metering.prices import PriceTable, from_nano, to_nano
+from meshclaw.metering.prices import PriceSource, from_nano, to_nano
 from meshclaw.metering.usage import builtin_access
 from meshclaw.policy.api import ApiAuthorizer, ApiResource
 from meshclaw.providers.base import Usage
@@ -48,7 +48,7 @@ class RepriceResult:
 def reprice(
     db: Database,
     audit: AuditSink,
-    prices: PriceTable,
+    prices: PriceSource,
     caller: Caller,
     *,
     since: datetime | None = None,
@@ -64,6 +64,7 @@ def reprice(
         ApiResource.org(caller.org_id),
         message="only a platform admin can re-price usage",
     )
+    table = prices.for_org(caller.org_id)  # the file plus the org's own prices
     examined = changed = unpriced = before = after = 0
     last_id = ""
     with db.session() as session:
@@ -96,9 +97,9 @@ def reprice(
                     cache_write_tokens=row.cache_write_tokens,
                     reasoning_tokens=row.reasoning_tokens,
                 )
-                cost = prices.cost_usd(row.provider or "", row.model or "", usage, row.created_at)
+                cost = table.cost_usd(row.provider or "", row.model or "", usage, row.created_at)
                 new_nano = to_nano(cost) if cost is not None else 0
-                version = prices.version if cost is not None else None
+                version = table.version if cost is not None else None
                 unpriced += cost is None
                 after += new_nano
                 if (new_nano, version) == (row.cost_nano_usd, row.price_version):
@@ -120,7 +121,7 @@ def reprice(
                 session,
                 AuditRecord(
                     action="usage.reprice",
-                    resource=f"prices:{prices.version}",
+                    resource=f"prices:{table.version}",
                     outcome="ok",
                     org_id=caller.org_id,
                     actor_user_id=caller.user_id,
@@ -137,7 +138,7 @@ def reprice(
                 ),
             )
     result = RepriceResult(
-        version=prices.version,
+        version=table.version,
         examined=examined,
         changed=changed,
         unpriced=unpriced,

@@ -189,6 +189,10 @@ when { resource == principal };
 @id("role.employee.price.read")
 permit (principal in Role::"employee", action == Action::"price.read", resource);
 
+// Adding an effective-dated price to the org's table changes what every report shows.
+@id("role.platform_admin.price.write")
+permit (principal in Role::"platform_admin", action == Action::"price.write", resource);
+
 // -- the platform's own messages (approval requests, budget alerts, feedback links) -----
 // Sent on a person's delegated credential through the org's chosen channel tool, outside
 // any run: allowed, except to anyone outside the org (an org policy may forbid more).

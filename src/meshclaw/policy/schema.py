@@ -33,12 +33,20 @@ ids; outsiders are not entities) and its team: ``outcome.read`` is reading one o
 (its evidence, verification and feedback), ``outcome.feedback`` is giving a verdict on it.
 Notifications are about their recipients: ``notification.read`` on a ``User`` is the
 notifications addressed to that person, on the ``Org`` every notification of the org.
+
+The platform's own connector calls, outside any run, have a ``Platform`` principal of
+the org they are made for: ``Platform::"notifier"`` sends the outbox, and
+``Platform::"trigger-poller"`` reads chat channels and mail folders for triggers. They
+are decided with the run actions (``tool.read`` / ``tool.write``, ``tool.argument``), so
+an org policy about a tool or its arguments applies to them too unless it says
+``principal is Agent`` (``policy.platform``).
 """
 
 from __future__ import annotations
 
 ENTITY_TYPES = (
     "Org", "Role", "Team", "User", "Agent", "Model", "Connector", "Tool", "Run", "Outcome",
+    "Platform",
 )  # fmt: skip
 
 API_ACTIONS = (
@@ -63,6 +71,7 @@ API_ACTIONS = (
     "directory.read",
     "directory.manage",
     "price.read",
+    "price.write",
     "connector.manage",
     "connector.read",
     "connector.test",
@@ -90,6 +99,7 @@ entity Role in [Role];
 entity Team in [Org] { org: Org, name: String };
 entity User in [Team, Role] { org: Org, role: String, team?: Team };
 entity Agent { org: Org, owner: User, name: String, team?: Team };
+entity Platform { org: Org, name: String };
 entity Model { org: Org, provider: String, name: String };
 entity Connector { org: Org };
 entity Tool in [Connector] { org: Org, connector: String, name: String, kind: String };
@@ -134,10 +144,10 @@ type NotifyContext = {
 
 action "model.invoke" appliesTo { principal: [Agent], resource: [Model], context: RunContext };
 action "tool.read", "tool.write" appliesTo {
-  principal: [Agent], resource: [Tool], context: ToolContext
+  principal: [Agent, Platform], resource: [Tool], context: ToolContext
 };
 action "tool.argument" appliesTo {
-  principal: [Agent], resource: [Tool], context: ArgumentContext
+  principal: [Agent, Platform], resource: [Tool], context: ArgumentContext
 };
 
 action "agent.create", "agent.update", "agent.read", "run.start" appliesTo {
@@ -170,7 +180,8 @@ action "directory.read" appliesTo { principal: [User], resource: [Org, Team], co
 action "directory.manage" appliesTo {
   principal: [User], resource: [Org, User], context: ApiContext
 };
-action "price.read", "connector.manage", "connector.read", "connector.test" appliesTo {
+action "price.read", "price.write", "connector.manage", "connector.read", "connector.test"
+  appliesTo {
   principal: [User], resource: [Org], context: ApiContext
 };
 action "outcome.recheck", "outcome.weight" appliesTo {

@@ -34,7 +34,7 @@ from meshclaw.errors import (
 )
 from meshclaw.metering.budget import BudgetGuard, BudgetScope, PlannedCall, Reservation
 from meshclaw.metering.calls import estimate_call, model_fingerprint, tool_fingerprint
-from meshclaw.metering.prices import PriceTable, to_nano
+from meshclaw.metering.prices import PriceSource, to_nano
 from meshclaw.policy.approvals import Approvals, HeldCall
 from meshclaw.policy.authorizer import Authorizer, AuthzRequest, Decision, Principal
 from meshclaw.providers.base import ModelRequest, ModelResponse, ToolCall, ToolSpec
@@ -72,7 +72,7 @@ class Gateway:
         connectors: ConnectorRegistry,
         authorizer: Authorizer,
         budget: BudgetGuard,
-        prices: PriceTable,
+        prices: PriceSource,
         audit: AuditSink,
         retry: RetryPolicy | None = None,
         telemetry: Telemetry | None = None,
@@ -144,11 +144,12 @@ class Gateway:
         if not decision.allowed:
             self._refuse(ctx, seq, "model", request.model, "model.invoke", resource, decision)
             raise PolicyDenied(f"model call denied: {decision.reason}")
+        prices = self._prices.for_org(ctx.org_id)  # the file plus the org's own prices
         planned = PlannedCall(
             kind="model",
             scope=self._scope(ctx),
             fingerprint=model_fingerprint(request),
-            estimator=functools.partial(estimate_call, self._prices, provider_name, request),
+            estimator=functools.partial(estimate_call, prices, provider_name, request),
         )
         provider = self._providers.get(provider_name)
         step_id, reservation = self._start_step(
@@ -190,7 +191,7 @@ class Gateway:
             raise
         latency_ms = int((time.perf_counter() - started) * 1000)
         usage = response.usage
-        cost = self._prices.cost_usd(provider_name, request.model, usage)
+        cost = prices.cost_usd(provider_name, request.model, usage)
         cost_nano = to_nano(cost) if cost is not None else 0
         ctx.totals.tokens += usage.total_tokens
         ctx.totals.cost_nano_usd += cost_nano
@@ -210,7 +211,7 @@ class Gateway:
             "estimated": usage.estimated,
             "latency_ms": latency_ms,
             "cost_nano_usd": cost_nano,
-            "price_version": self._prices.version if cost is not None else None,
+            "price_version": prices.version if cost is not None else None,
         }
         record = self._record(
             ctx,

@@ -13,6 +13,7 @@ from meshclaw.audit import models as audit_models
 from meshclaw.connectors import models as connector_models
 from meshclaw.integrity import models as integrity_models
 from meshclaw.metering import models as metering_models
+from meshclaw.metering import price_models
 from meshclaw.notify import models as notify_models
 from meshclaw.outcomes import models as outcome_models
 from meshclaw.policy import models as policy_models
@@ -32,5 +33,6 @@ __all__ = [
     "notify_models",
     "outcome_models",
     "policy_models",
+    "price_models",
     "trigger_models",
 ]

@@ -3,9 +3,10 @@ and people, teams and roles.
 
 Each page calls the service the API and CLI call, as the signed-in person, so the same
 rules decide: Cedar (``policy.manage``, ``connector.manage``, ``directory.*``,
-``price.read``) and the budget and connector services. A form is checked field by field
-first; nothing is written unless every field is valid, and each message is shown next
-to its field. A successful change redirects (post/redirect/get) with a short note.
+``price.read``, ``price.write``) and the budget, price and connector services. A form is
+checked field by field first; nothing is written unless every field is valid, and each
+message is shown next to its field. A successful change redirects (post/redirect/get)
+with a short note.
 """
 
 from __future__ import annotations
@@ -30,10 +31,11 @@ from meshclaw.errors import (
     UserError,
 )
 from meshclaw.metering.budgets import parse_cap
+from meshclaw.metering.price_book import PRICE_WRITE
 from meshclaw.metering.windows import METRICS, PERIODS, SCOPES
 from meshclaw.policy.api import ApiResource
 from meshclaw.policy.org_policies import MAX_POLICY_CHARS
-from meshclaw.web._pages import PREFIX, FormDep, Viewer, ViewerDep, render
+from meshclaw.web._pages import PREFIX, FormDep, Viewer, ViewerDep, query_int, render
 
 router = APIRouter()
 
@@ -46,6 +48,8 @@ DONE = {
     "(meshclaw user set-password).",
     "user-changed": "Role and team saved.",
     "team-created": "Team added.",
+    "price-added": "Price added. Calls made from its first day on are priced by it; "
+    "re-price history (meshclaw usage reprice) for calls already made.",
 }
 FIX_FIELDS = "Nothing was saved: correct the fields marked below."
 
@@ -387,16 +391,80 @@ def delete_budget(
 # -- the price table ---------------------------------------------------------------------
 
 
-@router.get("/admin/prices", response_class=HTMLResponse)
-def prices(request: Request, viewer: ViewerDep) -> HTMLResponse:
-    view = viewer.platform.directory.prices(viewer.caller)
+PRICE_PAGE_SIZES = (25, 50, 100)
+PRICE_FORM_FIELDS = (
+    "provider", "model", "input", "output", "cached_input", "cache_write", "effective_from",
+)  # fmt: skip
+
+
+def _prices_page(
+    request: Request,
+    viewer: Viewer,
+    *,
+    limit: str | None = None,
+    offset: str | None = None,
+    form: dict[str, str] | None = None,
+    errors: dict[str, str] | None = None,
+    error: str | None = None,
+    flash: str | None = None,
+    status_code: int = 200,
+) -> HTMLResponse:
+    platform, caller = viewer.platform, viewer.caller
+    size, start = query_int(limit, PRICE_PAGE_SIZES[0], PRICE_PAGE_SIZES), query_int(offset, 0)
+    # One more than a page says whether a next page exists.
+    added = platform.price_book.entries(caller, limit=size + 1, offset=start)
+
+    def page_url(new_offset: int) -> str:
+        query = urlencode({"limit": size, "offset": new_offset})
+        return f"{PREFIX}/admin/prices?{query}#added-heading"
+
     return render(
         request,
         "admin_prices.html",
         viewer,
-        view=view,
-        source=viewer.platform.settings.price_table,
+        status_code=status_code,
+        view=platform.directory.prices(caller),
+        source=platform.settings.price_table,
+        added=added[:size],
+        added_offset=start,
+        next_url=page_url(start + size) if len(added) > size else None,
+        prev_url=page_url(max(0, start - size)) if start > 0 else None,
+        can_write=_allowed(viewer, PRICE_WRITE),
+        form=form or {},
+        errors=errors or {},
+        error=error,
+        flash=flash,
     )
+
+
+@router.get("/admin/prices", response_class=HTMLResponse)
+def prices(
+    request: Request,
+    viewer: ViewerDep,
+    done: str | None = None,
+    limit: str | None = None,
+    offset: str | None = None,
+) -> HTMLResponse:
+    return _prices_page(request, viewer, limit=limit, offset=offset, flash=_flash(done))
+
+
+@router.post("/admin/prices", response_model=None)
+def add_price(request: Request, viewer: ViewerDep, fields: FormDep) -> HTMLResponse | Response:
+    """Add an effective-dated price to the org's table (``price.write``; audited)."""
+    form = {k: fields.get(k, "").strip() for k in PRICE_FORM_FIELDS}
+    entered = {k: (v or None) for k, v in form.items()}
+    try:
+        viewer.platform.price_book.add(viewer.caller, entered)
+    except InvalidFields as exc:
+        errors = {k: v[:1].upper() + v[1:] + "." for k, v in exc.fields.items()}
+        return _prices_page(
+            request, viewer, form=form, errors=errors, error=FIX_FIELDS, status_code=422
+        )
+    except PermissionDenied as exc:
+        return _prices_page(
+            request, viewer, form=form, error=f"Nothing was saved: {exc}.", status_code=403
+        )
+    return _done("/admin/prices", "price-added")
 
 
 # -- people, teams and roles -------------------------------------------------------------

@@ -4,23 +4,29 @@ Each held tool call shows exactly what would happen if approved (tool, action, t
 arguments as they will be sent) and why the policy held it. Approving or denying goes
 through ``platform.approvals.decide`` (Cedar's ``approval.grant``, audited); when that
 queued the run again it is handed to a worker, as ``POST /v1/approvals/{id}/approve`` does.
-Below the inbox: recent decisions on runs the viewer may decide.
+Below the inbox: recent decisions on runs the viewer may decide. The inbox is paged
+(``limit``, ``offset``: plain links, the ``_pager.html`` macros), oldest first with ties
+broken by id, like ``GET /v1/approvals``.
 """
 
 from __future__ import annotations
+
+from urllib.parse import urlencode
 
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from meshclaw.errors import ConflictError
 from meshclaw.policy.approvals import ApprovalInfo
-from meshclaw.web._pages import PREFIX, FormDep, Viewer, ViewerDep, render
+from meshclaw.web._pages import PREFIX, FormDep, Viewer, ViewerDep, query_int, render
 from meshclaw.web._trace import pretty
 
 router = APIRouter()
 
 MAX_NOTE = 2000
 RECENT_DECISIONS = 25
+PAGE_SIZES = (10, 25, 50)
+"""Held calls shown per inbox page (``limit``); each is a card with its arguments."""
 _DONE = {
     "approved": "Approved: the call goes through once and the run continues.",
     "denied": "Denied: the run continues and the model is told who refused the call.",
@@ -28,8 +34,15 @@ _DONE = {
 
 
 @router.get("/approvals", response_class=HTMLResponse)
-def inbox(request: Request, viewer: ViewerDep, done: str | None = None) -> HTMLResponse:
-    return _inbox(request, viewer, flash=_DONE.get(done or ""))
+def inbox(
+    request: Request,
+    viewer: ViewerDep,
+    done: str | None = None,
+    limit: str | None = None,
+    offset: str | None = None,
+) -> HTMLResponse:
+    size, start = query_int(limit, PAGE_SIZES[1], PAGE_SIZES), query_int(offset, 0)
+    return _inbox(request, viewer, flash=_DONE.get(done or ""), size=size, start=start)
 
 
 @router.post("/approvals/{approval_id}")
@@ -63,14 +76,27 @@ def _inbox(
     error: str | None = None,
     status: int = 200,
     notes: dict[str, tuple[str, str]] | None = None,
+    size: int = PAGE_SIZES[1],
+    start: int = 0,
 ) -> HTMLResponse:
-    pending = viewer.platform.approvals.pending(viewer.caller)
+    # Each pending call is authorised one by one (the service cuts the page after the
+    # policy), so the total is known only by reading them all: the inbox is short-lived.
+    everything = viewer.platform.approvals.pending(viewer.caller)
+    pending = everything[start : start + size]
+
+    def page_url(new_offset: int) -> str:
+        return f"{PREFIX}/approvals?{urlencode({'limit': size, 'offset': new_offset})}"
+
     return render(
         request,
         "approvals.html",
         viewer,
         status_code=status,
         pending=[(a, pretty(a.arguments)) for a in pending],
+        total=len(everything),
+        offset=start,
+        next_url=page_url(start + size) if start + size < len(everything) else None,
+        prev_url=page_url(max(0, start - size)) if start > 0 else None,
         decided=[(a, pretty(a.arguments)) for a in _decided(viewer)],
         notes=notes or {},
         max_note=MAX_NOTE,

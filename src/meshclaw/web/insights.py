@@ -2,12 +2,16 @@
 
 ``/ui/insights`` charts the series of ``analytics.series`` for a scope the viewer may
 see (me, a team, the org) and a period (day, week, month); the numbers are also in a
-table. ``/ui/insights/outcomes/{id}`` shows one outcome: its evidence check, who received
-it, the durability re-check and every verdict, and lets a beneficiary accept or reject
-it. The services decide who sees and who may judge what; a refusal is their message.
+table; below, the viewer's own outcomes, newest first, paged (``limit``, ``offset``)
+like ``GET /v1/outcomes``. ``/ui/insights/outcomes/{id}`` shows one outcome: its
+evidence check, who received it, the durability re-check and every verdict, and lets a
+beneficiary accept or reject it. The services decide who sees and who may judge what;
+a refusal is their message.
 """
 
 from __future__ import annotations
+
+from urllib.parse import urlencode
 
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
@@ -19,11 +23,12 @@ from meshclaw.dashboard_paths import OUTCOME_PAGE
 from meshclaw.errors import UserError
 from meshclaw.outcomes.service import OutcomeInfo
 from meshclaw.web import charts
-from meshclaw.web._pages import FormDep, Viewer, ViewerDep, render
+from meshclaw.web._pages import PREFIX, FormDep, Viewer, ViewerDep, query_int, render
 
 router = APIRouter()
 
 NOTE_MAX = 2000
+OUTCOME_PAGE_SIZES = (10, 25, 50)
 VERDICT_LABELS = {"accepted": "Accept", "rejected": "Reject"}
 STATE_REASONS = {
     "credited": "Someone who received it accepted it and nothing has undone it: it earns credit.",
@@ -43,11 +48,28 @@ REVIEWERS = {
 
 @router.get("/insights", response_class=HTMLResponse)
 def insights(
-    request: Request, viewer: ViewerDep, scope: str = "me", period: str = "week"
+    request: Request,
+    viewer: ViewerDep,
+    scope: str = "me",
+    period: str = "week",
+    limit: str | None = None,
+    offset: str | None = None,
 ) -> HTMLResponse:
     platform, caller = viewer.platform, viewer.caller
     reader = UsageSeries(platform.db, platform.access)
     series = reader.series(caller, scope, period)
+    size = query_int(limit, OUTCOME_PAGE_SIZES[0], OUTCOME_PAGE_SIZES)
+    start = query_int(offset, 0)
+    mine = series.scope.kind == "me"
+    outcomes = []
+    if mine:
+        # One more than a page says whether a next page exists, without counting them all.
+        outcomes = platform.outcomes.list_outcomes(caller, limit=size + 1, offset=start)
+
+    def page_url(new_offset: int) -> str:
+        query = {"scope": scope, "period": period, "limit": size, "offset": new_offset}
+        return f"{PREFIX}/insights?{urlencode(query)}#outcomes-heading"
+
     return render(
         request,
         "insights.html",
@@ -63,9 +85,10 @@ def insights(
         },
         period_label=charts.period_label(series.period),
         point_label=charts.point_label,
-        outcomes=platform.outcomes.list_outcomes(caller, limit=10)
-        if series.scope.kind == "me"
-        else [],
+        outcomes=outcomes[:size],
+        outcomes_offset=start,
+        next_url=page_url(start + size) if len(outcomes) > size else None,
+        prev_url=page_url(max(0, start - size)) if start > 0 and mine else None,
     )
 
 
