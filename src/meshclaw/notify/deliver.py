@@ -16,6 +16,18 @@ channel's sender (``personal_mail``). Sending happens outside any request or run
 scheduler calls ``deliver_due``), so a slow or broken chat server never slows a model
 call. Several schedulers may run: each notification is claimed with a conditional
 update first.
+
+Every send passes two Cedar decisions first, and a refusal by either marks the
+notification ``failed`` at once (never retried: the same policy would refuse it again)
+with the reason in ``last_error``, audited ``notification.denied`` with the decision:
+
+1. the call itself, by the platform principal ``Platform::"notifier"``
+   (``policy.platform``): a messaging tool only, each argument value checked, mail
+   addresses (``to``, ``cc``, ``bcc``) only inside the org or the message's own
+   recipient;
+2. ``notify.send`` on the sender's behalf (whose delegated credential sends it), with
+   the message's ``kind``: an org policy may refuse a kind of message, and the built-in
+   ``platform.notify.inside-org`` refuses outside addresses again.
 """
 
 from __future__ import annotations
@@ -38,19 +50,27 @@ from meshclaw.metering.usage import builtin_access
 from meshclaw.notify.models import Notification
 from meshclaw.policy.api import ApiAuthorizer, ApiResource
 from meshclaw.policy.arguments import summarize_arguments
+from meshclaw.policy.authorizer import Decision
+from meshclaw.policy.platform import (
+    ADDRESS_ARGUMENTS,
+    NOTIFIER,
+    NOTIFIER_TOOLS,
+    PlatformAuthorizer,
+    PlatformCall,
+    decision_details,
+)
 from meshclaw.store.db import Database
 from meshclaw.store.models import Org, User
 
-MESSAGING_TOOLS = frozenset({"chat.post_message", "mail.send"})
+MESSAGING_TOOLS = NOTIFIER_TOOLS
 """The tools a channel may use: the built-in chat and mail servers' senders, under the
 connector names they are registered with by default. Notifications are the platform's
 own messages, sent outside any run, so not through the gateway (no agent, no spec, no
-run to meter): only a tool that delivers a message qualifies, never one that changes a
-system, and each send is a Cedar decision of its own (``notify.send``, on the sender's
-behalf: the built-in policy refuses addresses outside the org that are not the message's
-own recipient; an org policy may refuse more)."""
+run to meter, budget or pause: ``policy.platform`` says why): only a tool that delivers
+a message qualifies, never one that changes a system, and each send is decided by Cedar
+first, as ``Platform::"notifier"`` and as ``notify.send`` (above)."""
 NOTIFY = "notify.send"
-_ADDRESS_ARGUMENTS = ("to", "cc", "bcc")
+_ADDRESS_ARGUMENTS = ADDRESS_ARGUMENTS
 MAX_ATTEMPTS = 8
 CLAIM = timedelta(minutes=5)
 """How long a claimed notification is left to its sender before another may retry it."""
@@ -107,6 +127,8 @@ class NotificationDelivery:
         self._connectors = connectors
         self._audit = audit
         self._access = access or builtin_access()
+        self._platform = PlatformAuthorizer(self._access.store)
+        """The notifier's own decisions, on the same policy store as ``access``."""
 
     async def deliver_due(
         self, *, now: datetime | None = None, limit: int = 100
@@ -147,11 +169,13 @@ class NotificationDelivery:
                 row.status, row.last_error = "unsent", str(exc)
                 self._record(session, row, "notification.unsent", str(exc))
                 return "unsent"
+            arguments = normalize_addresses(arguments)
             refusal = self._refusal(session, row, tool, arguments, context.user_id)
             if refusal is not None:
-                row.status, row.last_error = "unsent", refusal
-                self._record(session, row, "notification.denied", refusal)
-                return "unsent"
+                reason, decision = refusal
+                row.status, row.last_error = "failed", reason
+                self._record(session, row, "notification.denied", reason, decision)
+                return "failed"
         try:
             await self._send(tool, arguments, context)
             error = None
@@ -204,11 +228,23 @@ class NotificationDelivery:
 
     def _refusal(
         self, session: Any, row: Notification, tool: str, arguments: dict[str, Any], sender: str
-    ) -> str | None:
-        """Why policy refuses this send (``notify.send``), or None if it may go."""
+    ) -> tuple[str, dict[str, Any]] | None:
+        """Why policy refuses this send and the decision for the audit record, or None if
+        it may go: first the call as ``Platform::"notifier"``, then ``notify.send``."""
+        call = PlatformCall(
+            org_id=row.org_id, principal=NOTIFIER, tool=tool, kind="write",
+            arguments=arguments, trigger="notification",
+            org_domains=tuple(sorted(org_domains(session, row.org_id))),
+            own_recipients=tuple(sorted(own_recipients(row))),
+        )  # fmt: skip
+        platform = self._platform.decide(call).decision
+        outside = outside_addresses(session, row, arguments)
+        where = f" ({len(outside)} address(es) outside the org)" if outside else ""
+        if not platform.allowed:
+            reason = f"refused by policy{where}: {platform.reason}"
+            return reason, decision_details(call, platform)
         person = session.get(User, sender)
         assert person is not None  # ``_sender`` found them in this session
-        outside = outside_addresses(session, row, arguments)
         decision = self._access.authorize_api(
             caller_of(person),
             NOTIFY,
@@ -221,8 +257,7 @@ class NotificationDelivery:
         )
         if decision.allowed:
             return None
-        where = f" ({len(outside)} address(es) outside the org)" if outside else ""
-        return f"refused by policy{where}: {decision.reason}"
+        return f"refused by policy{where}: {decision.reason}", _send_details(sender, tool, decision)
 
     @staticmethod
     def _sender(session: Any, org_id: str, handle: str | None) -> str:
@@ -249,7 +284,14 @@ class NotificationDelivery:
         if result.is_error:
             raise RuntimeError(result.content[:500])
 
-    def _record(self, session: Any, row: Notification, action: str, error: str | None) -> None:
+    def _record(
+        self,
+        session: Any,
+        row: Notification,
+        action: str,
+        error: str | None,
+        decision: dict[str, Any] | None = None,
+    ) -> None:
         details: dict[str, Any] = {
             "kind": row.kind,
             "about": row.resource,
@@ -257,6 +299,8 @@ class NotificationDelivery:
         }
         if error:
             details["error"] = error
+        if decision is not None:
+            details["decision"] = decision
         self._audit.append(
             session,
             AuditRecord(
@@ -296,17 +340,63 @@ def personal_mail(
     return {"to": [address], "subject": row.subject, "body": f"{row.body}\n\n{row.link}\n"}
 
 
+def _send_details(sender: str, tool: str, decision: Decision) -> dict[str, Any]:
+    """The ``notify.send`` decision as the audit record keeps it."""
+    return {
+        "principal": f'User::"{sender}"', "action": NOTIFY, "tool": tool,
+        "decision": "allow" if decision.allowed else "deny",
+        "reason": decision.reason[:1000], "policies": list(decision.policies),
+    }  # fmt: skip
+
+
+def org_domains(session: Any, org_id: str) -> set[str]:
+    """The mail domains the org's people have addresses at (lower case)."""
+    return {
+        email.rsplit("@", 1)[1].lower()
+        for email in session.scalars(
+            select(User.email).where(User.org_id == org_id, User.email.is_not(None))
+        )
+        if email and "@" in email
+    }
+
+
+def own_recipients(row: Notification) -> set[str]:
+    """The outside addresses the message itself is for (``external:`` recipients), as
+    ``normalize_addresses`` writes them."""
+    return {
+        _normal_address(r.removeprefix("external:"))
+        for r in row.recipients
+        if r.startswith("external:")
+    }
+
+
+def _normal_address(address: str) -> str:
+    """``local@domain`` with the domain in lower case (domains are case-insensitive)."""
+    local, at, domain = address.strip().rpartition("@")
+    return f"{local}@{domain.lower()}" if at else address
+
+
+def normalize_addresses(arguments: dict[str, Any]) -> dict[str, Any]:
+    """The arguments with every mail address of ``to``, ``cc`` and ``bcc`` written with a
+    lower-case domain: what the policy checks (``*@acme.example``) is what is sent."""
+
+    def fix(value: Any) -> Any:
+        if isinstance(value, str):
+            return _normal_address(value) if "@" in value else value
+        if isinstance(value, list | tuple):
+            return [fix(v) for v in value]
+        if isinstance(value, dict):
+            return {k: fix(v) for k, v in value.items()}
+        return value
+
+    return {k: fix(v) if k in _ADDRESS_ARGUMENTS else v for k, v in arguments.items()}
+
+
 def outside_addresses(session: Any, row: Notification, arguments: dict[str, Any]) -> list[str]:
     """Mail addresses in the arguments (``to``, ``cc``, ``bcc``) outside the org: a domain
     no person of the org has an address at, and not the message's own outside recipient
     (an outcome's beneficiary outside the org is asked for feedback at their address)."""
-    domains = {
-        email.rsplit("@", 1)[1].lower()
-        for email in session.scalars(
-            select(User.email).where(User.org_id == row.org_id, User.email.is_not(None))
-        )
-        if email and "@" in email
-    }
+    domains = org_domains(session, row.org_id)
     own = {r.removeprefix("external:").lower() for r in row.recipients if r.startswith("external:")}
     found = []
     for key in _ADDRESS_ARGUMENTS:

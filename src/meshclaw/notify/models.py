@@ -33,7 +33,8 @@ class Notification(Base):
     mailed to that recipient's own address only, added to the body when sent, and never
     shown in the inbox, the API or the dashboard, where others may read the message."""
     status: Mapped[str] = mapped_column(String(12), default="pending")
-    """pending (to send at ``due_at``), sent, failed (gave up), unsent (no channel)."""
+    """pending (to send at ``due_at``), sent, failed (gave up, or refused by policy),
+    unsent (no channel)."""
     attempts: Mapped[int] = mapped_column(default=0)
     due_at: Mapped[datetime] = mapped_column(default=utcnow)
     last_error: Mapped[str | None] = mapped_column(Text)

@@ -6,6 +6,14 @@ platform does for itself, not a tool call of an agent, so it goes straight to th
 (IMAP, the Slack Web API) rather than through the gateway, and no run is faked for it.
 What a run then does with the message goes through the gateway as always.
 
+The read is still a Cedar decision: before each poll the platform principal
+``Platform::"trigger-poller"`` asks to read the channel (``<connector>.read_channel``,
+targets ``chat:#name``) or the folder (``<connector>.list_messages``, target
+``folder:NAME``) with the same policy sets as every call (``policy.platform``, which says
+why not through the gateway: no run, agent or spec to charge). A refused poll reads
+nothing; it is the trigger's problem, kept and audited ``trigger.refused`` with the
+decision, and the other triggers are polled.
+
 Exactly once per message: every message acted on is a unique row in
 ``inbound_deliveries`` (agent, trigger, message), inserted in the run's own transaction,
 so two schedulers, a poll and a Slack event, or a retried delivery start it once; a
@@ -32,6 +40,7 @@ from meshclaw.connectors.config import ConnectorConfig
 from meshclaw.errors import ConfigError
 from meshclaw.ids import new_id
 from meshclaw.platform import Platform
+from meshclaw.policy.platform import POLLER, PlatformAuthorizer, PlatformCall, decision_details
 from meshclaw.spec import checks
 from meshclaw.spec.loader import parse_stored_spec
 from meshclaw.spec.models import AgentSpec, ChatTrigger, MailTrigger
@@ -129,6 +138,31 @@ def read_grant_problem(watcher: Watcher) -> str | None:
         spec, index, trigger
     )
     return None if problem is None else str(problem)
+
+
+class PolicyRefused(TriggerProblem):
+    """Cedar refused the platform's read for the trigger; ``decision`` is for the audit."""
+
+    def __init__(self, reason: str, decision: dict[str, Any]) -> None:
+        super().__init__(reason)
+        self.decision = decision
+
+
+def poll_call(watcher: Watcher) -> PlatformCall:
+    """The read a poll of the trigger makes, as ``Platform::"trigger-poller"`` asks it."""
+    trigger = watcher.trigger
+    if isinstance(trigger, MailTrigger):
+        tool = f"{trigger.connector}.list_messages"
+        arguments: dict[str, Any] = {"folder": trigger.folder}
+        targets: tuple[str, ...] = (checks.folder_target(trigger.folder),)
+    else:
+        tool = f"{trigger.connector}.read_channel"
+        arguments = {"channel": trigger.channel}
+        targets = checks.channel_targets(trigger.channel)
+    return PlatformCall(
+        org_id=watcher.org_id, principal=POLLER, tool=tool, kind="read",
+        arguments=arguments, targets=targets, trigger=trigger.type,
+    )  # fmt: skip
 
 
 _GLOB_CACHE: dict[str, re.Pattern[str]] = {}
@@ -246,6 +280,8 @@ class Inbound:
         self.deliveries = Deliveries(platform, dispatch=dispatch, clock=clock)
         """Run starts, pending retries and give-ups; ``dispatch`` sends a new run to the
         workers (None: the in-process worker polls for it)."""
+        self._decide = PlatformAuthorizer(platform.policies)
+        """The pollers' reads as ``Platform::"trigger-poller"`` (``policy.platform``)."""
 
     # -- leader lease --------------------------------------------------------------------
 
@@ -305,8 +341,22 @@ class Inbound:
             with self._db.session() as session:
                 session.execute(update(InboundWatermark).where(*where).values(**values))
 
-    def problem(self, watcher: Watcher, reason: str | None) -> None:
-        """Record why the trigger cannot work now (None: it can); audited when it changes."""
+    # -- the policy gate of a poll --------------------------------------------------------
+
+    def authorize_poll(self, watcher: Watcher) -> None:
+        """Raise ``PolicyRefused`` unless Cedar lets the platform read for the trigger."""
+        call = poll_call(watcher)
+        decision = self._decide.decide(call).decision
+        if not decision.allowed:
+            raise PolicyRefused(
+                f"refused by policy: {decision.reason}", decision_details(call, decision)
+            )
+
+    def problem(
+        self, watcher: Watcher, reason: str | None, decision: dict[str, Any] | None = None
+    ) -> None:
+        """Record why the trigger cannot work now (None: it can); audited when it changes,
+        with the policy ``decision`` when Cedar refused the read."""
         with self._db.session() as session:
             row = session.scalar(
                 select(InboundWatermark).where(
@@ -332,7 +382,7 @@ class Inbound:
                 )
                 self.audit(
                     session, "trigger.refused", watcher, "denied",
-                    {"trigger": watcher.trigger.type, "reason": reason},
+                    {"trigger": watcher.trigger.type, "reason": reason, "decision": decision},
                 )  # fmt: skip
 
     # -- starting runs -------------------------------------------------------------------

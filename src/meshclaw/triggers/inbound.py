@@ -9,8 +9,9 @@ before its run exists (``triggers._deliveries``).
 Each poll of a trigger first tries its messages whose runs could not be created before
 and are due again (``triggers._deliveries``), then reads what is new. A trigger that
 cannot poll (no such connector, no credential, no read grant in the spec or none whose
-targets cover its channel or folder, an unreachable server) is skipped, its reason kept
-on its watermark row and audited as ``trigger.refused`` when it changes; the other
+targets cover its channel or folder, a read Cedar refuses the platform's poller, an
+unreachable server) is skipped, its reason kept on its watermark row and audited as
+``trigger.refused`` when it changes (with the decision, for a refused read); the other
 triggers go on. Pending messages that no poll retried for an hour past their deadline
 (their trigger is gone or cannot poll) are given up at the end of the tick.
 """
@@ -25,7 +26,7 @@ from meshclaw.clock import utcnow
 from meshclaw.platform import Platform
 from meshclaw.spec.models import MailTrigger
 from meshclaw.triggers._deliveries import TriggerProblem
-from meshclaw.triggers._inbound import Inbound, read_grant_problem, watchers
+from meshclaw.triggers._inbound import Inbound, PolicyRefused, read_grant_problem, watchers
 from meshclaw.triggers.chat import poll_chat
 from meshclaw.triggers.mail import poll_mail
 from meshclaw.triggers.matrix_push import prune_transactions
@@ -61,10 +62,12 @@ class InboundPoller:
                 refused = read_grant_problem(watcher)
                 if refused is not None:
                     raise TriggerProblem(refused)
+                self._inbound.authorize_poll(watcher)
                 started += self._inbound.retry_due(watcher)
                 started += poll(self._inbound, watcher)
             except TriggerProblem as exc:
-                self._inbound.problem(watcher, str(exc))
+                decision = exc.decision if isinstance(exc, PolicyRefused) else None
+                self._inbound.problem(watcher, str(exc), decision)
                 continue
             except Exception:  # one broken trigger must not stop the others
                 log.exception("%s trigger of agent %s", watcher.trigger.type, watcher.agent_id)

@@ -29,7 +29,7 @@ STATUS_CHOICES = {
     "all": "Any status",
     "pending": "Pending (to be sent)",
     "sent": "Sent",
-    "failed": "Failed (gave up after retries)",
+    "failed": "Failed (refused by policy, or gave up after retries)",
     "unsent": "Not sent (no usable channel)",
 }
 assert set(STATUS_CHOICES) == {"all", *STATUSES}
