@@ -231,14 +231,15 @@ class NotificationDelivery:
     ) -> tuple[str, dict[str, Any]] | None:
         """Why policy refuses this send and the decision for the audit record, or None if
         it may go: first the call as ``Platform::"notifier"``, then ``notify.send``."""
+        domains = org_domains(session, row.org_id)  # read once: the call and the reason
         call = PlatformCall(
             org_id=row.org_id, principal=NOTIFIER, tool=tool, kind="write",
             arguments=arguments, trigger="notification",
-            org_domains=tuple(sorted(org_domains(session, row.org_id))),
+            org_domains=tuple(sorted(domains)),
             own_recipients=tuple(sorted(own_recipients(row))),
         )  # fmt: skip
         platform = self._platform.decide(call).decision
-        outside = outside_addresses(session, row, arguments)
+        outside = outside_addresses(session, row, arguments, domains)
         where = f" ({len(outside)} address(es) outside the org)" if outside else ""
         if not platform.allowed:
             reason = f"refused by policy{where}: {platform.reason}"
@@ -392,11 +393,18 @@ def normalize_addresses(arguments: dict[str, Any]) -> dict[str, Any]:
     return {k: fix(v) if k in _ADDRESS_ARGUMENTS else v for k, v in arguments.items()}
 
 
-def outside_addresses(session: Any, row: Notification, arguments: dict[str, Any]) -> list[str]:
+def outside_addresses(
+    session: Any,
+    row: Notification,
+    arguments: dict[str, Any],
+    domains: set[str] | None = None,
+) -> list[str]:
     """Mail addresses in the arguments (``to``, ``cc``, ``bcc``) outside the org: a domain
     no person of the org has an address at, and not the message's own outside recipient
-    (an outcome's beneficiary outside the org is asked for feedback at their address)."""
-    domains = org_domains(session, row.org_id)
+    (an outcome's beneficiary outside the org is asked for feedback at their address).
+    ``domains``: the org's, when the caller has read them already (``org_domains``)."""
+    if domains is None:
+        domains = org_domains(session, row.org_id)
     own = {r.removeprefix("external:").lower() for r in row.recipients if r.startswith("external:")}
     found = []
     for key in _ADDRESS_ARGUMENTS:
