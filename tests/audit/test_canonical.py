@@ -13,6 +13,8 @@ from hypothesis import strategies as st
 from meshclaw.audit.canonical import (
     CanonicalError,
     body_digest,
+    body_digest_json,
+    canonical_details,
     canonical_json,
     header_json,
     normalise_details,
@@ -105,3 +107,21 @@ def test_hand_written_header_and_body_are_jcs(
         return  # lone surrogates: refused on both paths (checked above)
     assert header_json(seq, id_, ts, org, action, outcome, "ab" * 32) == expected_header
     assert body_digest(user, None, action, {"d": details}, "00" * 16) == expected_body
+    # The sink's way: details canonicalised once, the body written around that text.
+    text = canonical_details({"d": details})
+    assert body_digest_json(user, None, action, text, "00" * 16) == expected_body
+
+
+def test_details_are_canonicalised_once_or_refused() -> None:
+    assert canonical_details({"b": (1, 2.0), "a": "é"}) == '{"a":"é","b":[1,2]}'
+    for bad in ({"n": float("nan")}, {"s": "\ud800"}, {1: 2}):
+        with pytest.raises(CanonicalError):
+            canonical_details(bad)
+    with pytest.raises(CanonicalError, match="must be an object"):
+        canonical_details([1, 2])  # type: ignore[arg-type]
+    # A value the hand-written body cannot hold (a lone surrogate in an actor) takes the
+    # strict path, which refuses it just as ``body_digest`` does.
+    with pytest.raises(CanonicalError):
+        body_digest_json("\ud800", None, "r", "{}", "00")
+    with pytest.raises(CanonicalError):
+        body_digest("\ud800", None, "r", {}, "00")

@@ -78,3 +78,34 @@ def test_a_statement_whose_defaults_would_be_skipped_is_refused(database_url: st
             without_ts.execute(conn, event(1))
     finally:
         db.dispose()
+
+
+def test_run_on_the_driver_and_json_given_as_text_store_what_core_stores(
+    database_url: str,
+) -> None:
+    migrate(database_url)
+    db = Database(database_url)
+    try:
+        insert = Prepared(EVENTS.insert(), KEYS)
+        with db.engine.begin() as conn:
+            conn.execute(EVENTS.insert(), event(1))
+            assert insert.run(conn, event(2)) == 1
+        core, on_driver = rows(db)
+        assert on_driver == core
+        if db.engine.dialect.name == "sqlite":
+            # The audit sink hands SQLite the details as the JCS text it has hashed.
+            as_text = Prepared(EVENTS.insert(), KEYS, as_given=("details",))
+            text = '{"nested":{"ünï":[1,null,true]},"run_id":"run_1","step":3}'
+            with db.engine.begin() as conn:
+                assert as_text.run(conn, event(3, details=text)) == 1
+            with db.engine.connect() as conn:
+                details = conn.execute(select(EVENTS.c.details).order_by(EVENTS.c.seq)).scalars()
+                first, _, third = details.all()
+            assert third == first  # read back as the same object
+    finally:
+        db.dispose()
+
+
+def test_as_given_keys_must_be_keys() -> None:
+    with pytest.raises(ValueError, match="among the keys"):
+        Prepared(EVENTS.insert(), KEYS[:-1], as_given=("nope",))

@@ -115,6 +115,17 @@ def normalise_details(details: dict[str, Any]) -> dict[str, Any]:
     return normal
 
 
+def canonical_details(details: dict[str, Any]) -> str:
+    """JCS text of a record's details (or raise ``CanonicalError``).
+
+    The sink stores this text as the JSON column's value and hashes the same text, so a
+    record is canonicalised once; reading the column back gives the same object.
+    """
+    if type(details) is not dict:
+        raise CanonicalError(f"audit details must be an object, not {type(details).__name__}")
+    return canonical_json(details).decode("utf-8")
+
+
 def _str(value: str | None) -> str:
     """A JSON string (or null) exactly as JCS writes it: the same escapes as ``json``."""
     return "null" if value is None else _encode_str(value)
@@ -136,13 +147,37 @@ def body_digest(
     """
     try:
         detail_json = _fast.encode(details) if plain else canonical_json(details).decode()
+    except (UnicodeEncodeError, TypeError, AttributeError):
+        detail_json = None
+    return body_digest_json(actor_user_id, actor_agent_id, resource, detail_json, salt, details)
+
+
+def body_digest_json(
+    actor_user_id: str | None,
+    actor_agent_id: str | None,
+    resource: str,
+    details_json: str | None,
+    salt: str,
+    details: dict[str, Any] | None = None,
+) -> str:
+    """``body_digest`` with the details already as JCS text (``canonical_details``).
+
+    The body's other fields are written around that text by hand; a value ``json`` would
+    not write as JCS does (a lone surrogate, a non-string) falls back to ``rfc8785`` on
+    the whole body, from ``details`` (or the text parsed back) when given.
+    """
+    try:
+        if details_json is None:
+            raise TypeError
         text = (
             f'{{"actor_agent_id":{_str(actor_agent_id)},"actor_user_id":{_str(actor_user_id)},'
-            f'"details":{detail_json},"resource":{_str(resource)},'
+            f'"details":{details_json},"resource":{_str(resource)},'
             f'"salt":{_str(salt)}}}'
         )
         data = text.encode("utf-8")
     except (UnicodeEncodeError, TypeError, AttributeError):
+        if details is None:
+            details = json.loads(details_json) if details_json is not None else {}
         data = canonical_json(
             {
                 "actor_agent_id": actor_agent_id,

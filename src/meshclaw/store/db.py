@@ -161,9 +161,16 @@ class Prepared:
     with Python-side defaults must be among them (refused when compiling otherwise).
     """
 
-    def __init__(self, statement: UpdateBase, keys: Iterable[str]) -> None:
+    def __init__(
+        self, statement: UpdateBase, keys: Iterable[str], *, as_given: Iterable[str] = ()
+    ) -> None:
+        """``as_given``: keys whose values the caller passes as the driver takes them (JSON
+        text already serialised, say): their column type's bind processor is skipped."""
         self._statement = statement
         self._keys = tuple(keys)
+        self._as_given = frozenset(as_given)
+        if not self._as_given <= set(self._keys):
+            raise ValueError(f"as_given keys {sorted(self._as_given)} must be among the keys")
         self._forms: weakref.WeakKeyDictionary[Dialect, _Form] = weakref.WeakKeyDictionary()
 
     def execute(self, conn: Connection, params: Mapping[str, Any]) -> int:
@@ -220,7 +227,7 @@ class Prepared:
             bind = by_name[name]
             process = bind.type.dialect_impl(dialect).bind_processor(dialect)
             if bind.key in self._keys:
-                slots.append((bind.key, process, None))
+                slots.append((bind.key, None if bind.key in self._as_given else process, None))
             elif bind.callable is None and bind.value is not None:
                 fixed = bind.effective_value
                 slots.append((None, None, fixed if process is None else process(fixed)))
