@@ -197,13 +197,36 @@ def agent_yaml(
 
 
 @pytest.fixture
-def make_world(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Callable[..., World]]:
-    platforms: list[Platform] = []
-    # The test's PostgreSQL database, made now so that it is dropped only after every
-    # platform (and any worker thread a fixture built on them) is closed.
+def world_store(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[str | None]:
+    """The store a test's platforms are built on: None (SQLite under the test's home), or
+    in the PostgreSQL pass a fresh PostgreSQL database. Fixtures that build platforms
+    take it before building, so the database is dropped only after every platform (and
+    any worker thread a fixture built on them) is closed; a test that takes it runs in
+    both passes."""
     store = request.getfixturevalue("pg_world_url") if TEST_STORE == "postgresql" else None
     if store is not None:
         _STORES[tmp_path] = store
+    yield store
+    _STORES.pop(tmp_path, None)
+
+
+@pytest.fixture(scope="module")
+def module_store(request: pytest.FixtureRequest) -> Iterator[str | None]:
+    """``world_store`` for a module-scoped platform (one seeded store shared by a module's
+    tests): None on SQLite, in the PostgreSQL pass a database of its own."""
+    if TEST_STORE != "postgresql":
+        yield None
+        return
+    admin: str = request.getfixturevalue("pg_admin_url")
+    template: str = request.getfixturevalue("pg_template")
+    with _database(admin, "meshclaw_test", template=template) as name:
+        yield _url_of(admin, name)
+
+
+@pytest.fixture
+def make_world(tmp_path: Path, world_store: str | None) -> Iterator[Callable[..., World]]:
+    platforms: list[Platform] = []
+    store = world_store
 
     def build(model_url: str | None = None, database_url: str | None = None) -> World:
         database_url = database_url or store
@@ -235,7 +258,6 @@ def make_world(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Calla
     yield build
     for platform in platforms:
         platform.close()
-    _STORES.pop(tmp_path, None)
 
 
 _STORES: dict[Path, str] = {}
@@ -248,16 +270,20 @@ def store_url_of(tmp_path: Path) -> str | None:
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """With ``MESHCLAW_TEST_STORE=postgresql``, only the tests whose platform is built by
-    ``make_world`` run (the store-dependent ones; those taking ``database_url`` already run
-    on both engines in the SQLite pass)."""
+    """With ``MESHCLAW_TEST_STORE=postgresql``, only the tests whose platforms are built on
+    ``world_store`` run (the store-dependent ones; those taking ``database_url`` already
+    run on both engines in the SQLite pass)."""
     if TEST_STORE != "postgresql":
         return
     kept: list[pytest.Item] = []
     dropped: list[pytest.Item] = []
     for item in items:
         names = getattr(item, "fixturenames", ())
-        on_world = "make_world" in names and "database_url" not in names
+        on_world = (
+            ("world_store" in names or "module_store" in names)
+            and "database_url" not in names
+            and item.get_closest_marker("sqlite_only") is None
+        )
         (kept if on_world else dropped).append(item)
     if dropped:
         config.hook.pytest_deselected(items=dropped)

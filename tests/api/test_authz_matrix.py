@@ -421,10 +421,10 @@ def app_routes(seeded: Seeded) -> set[str]:
 
 
 @pytest.fixture(scope="module")
-def seeded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Seeded]:
+def seeded(tmp_path_factory: pytest.TempPathFactory, module_store: str | None) -> Iterator[Seeded]:
     with pytest.MonkeyPatch.context() as patch:
         cheap_hashing(patch)
-        world, server = seed(tmp_path_factory.mktemp("matrix"))
+        world, server = seed(tmp_path_factory.mktemp("matrix"), database_url=module_store)
         try:
             yield world
         finally:

@@ -45,10 +45,10 @@ MAX_EXAMPLES = 12
 
 
 @pytest.fixture(scope="module")
-def seeded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Seeded]:
+def seeded(tmp_path_factory: pytest.TempPathFactory, module_store: str | None) -> Iterator[Seeded]:
     with pytest.MonkeyPatch.context() as patch:
         cheap_hashing(patch)
-        world, server = seed(tmp_path_factory.mktemp("contract"))
+        world, server = seed(tmp_path_factory.mktemp("contract"), database_url=module_store)
         try:
             yield world
         finally:

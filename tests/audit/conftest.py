@@ -53,13 +53,13 @@ class AuditWorld:
 
 
 @pytest.fixture
-def audit_world(tmp_path: Path) -> Iterator[Callable[..., AuditWorld]]:
+def audit_world(tmp_path: Path, world_store: str | None) -> Iterator[Callable[..., AuditWorld]]:
     platforms: list[Platform] = []
 
     def build(database_url: str | None = None, **audit: Any) -> AuditWorld:
         settings = Settings(
             home=tmp_path / "var",
-            database_url=database_url,
+            database_url=database_url or world_store,
             embedded_model_server=False,
             audit=AuditSettings(**audit),
         )

@@ -72,6 +72,7 @@ class Trial:
 
 
 @pytest.mark.slow
+@pytest.mark.sqlite_only  # tampers with the database file's copies
 def test_every_tampering_is_detected_at_the_right_place(
     audit_world: Callable[..., AuditWorld], tmp_path: Path
 ) -> None:

@@ -156,6 +156,7 @@ def test_a_witness_holding_another_tree_is_a_fork_recorded_and_retried(
     assert "another tree of size" in (send.last_error or "")
 
 
+@pytest.mark.sqlite_only  # rewrites the database file
 def test_verify_rechecks_cosignatures_and_sees_a_log_rewritten_after_it_was_cosigned(
     audit_world: Callable[..., AuditWorld], tlog_witness: tuple[TlogWitness, str]
 ) -> None:
@@ -174,6 +175,7 @@ def test_verify_rechecks_cosignatures_and_sees_a_log_rewritten_after_it_was_cosi
     assert "rewritten after it was witnessed" in report.problem.message
 
 
+@pytest.mark.sqlite_only  # rewrites the database file
 def test_verify_sees_a_cosigned_checkpoint_that_was_deleted(
     audit_world: Callable[..., AuditWorld], tlog_witness: tuple[TlogWitness, str]
 ) -> None:

@@ -242,6 +242,7 @@ def _rewrite_and_resign(world: AuditWorld, *, seq: int, resign: bool) -> None:
     con.close()
 
 
+@pytest.mark.sqlite_only  # rewrites the database file (``_rewrite_and_resign``)
 @pytest.mark.parametrize("resign", [True, False], ids=["re-signed", "checkpoints-dropped"])
 def test_verify_flags_a_log_rewritten_after_it_was_witnessed(
     audit_world: Callable[..., AuditWorld], witness: tuple[Witness, str], resign: bool

@@ -1,4 +1,5 @@
-"""Fixtures for spec tests: a real store on SQLite and the people of one org."""
+"""Fixtures for spec tests: a real store (SQLite; PostgreSQL in that pass) and the people of
+one org."""
 
 from __future__ import annotations
 
@@ -14,10 +15,14 @@ from meshclaw.platform import Platform
 
 
 @pytest.fixture
-def platform(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Platform]:
-    """A platform on a fresh SQLite file (Alembic-migrated), closed after the test."""
+def platform(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, world_store: str | None
+) -> Iterator[Platform]:
+    """A platform on a fresh, migrated store (``world_store``), closed after the test."""
     monkeypatch.chdir(tmp_path)  # no stray ./meshclaw.toml from the caller's cwd
-    settings = Settings(home=tmp_path / "var", database_url=None, embedded_model_server=False)
+    settings = Settings(
+        home=tmp_path / "var", database_url=world_store, embedded_model_server=False
+    )
     built = Platform(settings)
     try:
         yield built
