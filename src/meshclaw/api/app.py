@@ -6,6 +6,7 @@ specs, every field path and line); nothing half-done is left in the store.
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Mapping
 from http import HTTPStatus
@@ -14,6 +15,7 @@ from typing import Annotated, Any
 from fastapi import FastAPI, Query, Request, routing
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
+from sqlalchemy.exc import DataError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Mount, compile_path
 
@@ -36,7 +38,14 @@ from meshclaw.api import ops as ops_api
 from meshclaw.api import outcomes as outcomes_api
 from meshclaw.api import policy as policy_api
 from meshclaw.api import streams as streams_api
-from meshclaw.api.deps import MAX_INDEX, PROBLEM_RESPONSES, Authed, Offset, Timestamp
+from meshclaw.api.deps import (
+    MAX_INDEX,
+    PROBLEM_RESPONSES,
+    Authed,
+    Offset,
+    Timestamp,
+)
+from meshclaw.api.nul import RefuseNul
 from meshclaw.api.schemas import (
     AgentCreate,
     AgentOut,
@@ -58,6 +67,7 @@ from meshclaw.web._pages import error_page, is_page
 from meshclaw.workers.dispatch import RunDispatcher
 
 PROBLEM = "application/problem+json"
+log = logging.getLogger(__name__)
 
 
 def _problem(
@@ -122,9 +132,22 @@ def allowed_methods(request: Request) -> list[str]:
 
 def create_app(platform: Platform, worker: RunDispatcher | None = None) -> FastAPI:
     app = FastAPI(
-        title="MeshClaw", version=__version__, description=__doc__, responses=PROBLEM_RESPONSES
+        title="MeshClaw",
+        version=__version__,
+        description=__doc__,
+        responses=PROBLEM_RESPONSES,
     )
     app.state.platform = platform
+
+    def refuse_nul(request: Request, where: str) -> Response:
+        detail = f"the request's {where} holds a NUL character, which no text may"
+        return (
+            error_page(request, 400, detail)
+            if is_page(request)
+            else _problem(400, _title(400), detail)
+        )
+
+    app.add_middleware(RefuseNul, refuse=refuse_nul)
     app.state.dispatcher = worker
     app.include_router(auth_api.router)
     app.include_router(approvals_api.router)
@@ -175,6 +198,18 @@ def create_app(platform: Platform, worker: RunDispatcher | None = None) -> FastA
         return _problem(
             422, "Invalid request", "the request body or parameters are invalid", errors
         )
+
+    @app.exception_handler(DataError)
+    async def _store_refused(request: Request, exc: DataError) -> Response:
+        # PostgreSQL keeps no NUL character in text: one in a body (a webhook's, a form's)
+        # is the sender's mistake, answered as such; anything else the store refused is ours.
+        if "NUL" not in str(exc.orig):
+            log.error("the store refused a value", exc_info=exc)
+            return _problem(500, _title(500), "the store refused a value")
+        detail = "the request holds a NUL character (\\u0000), which text cannot hold"
+        if is_page(request):
+            return error_page(request, 400, detail)
+        return _problem(400, _title(400), detail)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request: Request, exc: StarletteHTTPException) -> Response:

@@ -51,7 +51,9 @@ def _outcome_table(rows: list[OutcomeInfo]) -> Table:
 @handle_errors
 def list_command(
     to_review: bool = typer.Option(False, "--to-review", help="Outcomes addressed to you."),
-    state: str | None = typer.Option(None, "--state", help="credited, unaccepted, ..."),
+    state: str | None = typer.Option(
+        None, "--state", help="credited, unaccepted, self, unverified or undone"
+    ),
     limit: int = typer.Option(100, "--limit", min=1, max=500),
     offset: int = typer.Option(0, "--offset", min=0, help="Skip this many (newest first)."),
     token: str | None = TokenOption,

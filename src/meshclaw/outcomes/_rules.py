@@ -20,6 +20,10 @@ def counts_as_acceptance(by: str, verdict: str, owner: str) -> bool:
     return verdict == "accepted" and by not in NOT_A_PERSON and by != owner
 
 
+STATES = ("credited", "unaccepted", "self", "unverified", "undone")
+"""Every value ``outcome_state`` gives."""
+
+
 def outcome_state(
     *,
     verified: bool,

@@ -35,10 +35,10 @@ from meshclaw.accounts.service import Caller
 from meshclaw.audit.sink import AuditRecord, AuditSink
 from meshclaw.clock import utcnow
 from meshclaw.connectors.base import ToolResult
-from meshclaw.errors import ConflictError, NotFoundError, PermissionDenied
+from meshclaw.errors import ConflictError, NotFoundError, PermissionDenied, UserError
 from meshclaw.ids import new_id
 from meshclaw.integrity.findings import FindingsService
-from meshclaw.outcomes._rules import UNDOING, outcome_state
+from meshclaw.outcomes._rules import STATES, UNDOING, outcome_state
 from meshclaw.outcomes.asking import ask_beneficiaries, reviewers
 from meshclaw.outcomes.cost import CostBy as CostBy
 from meshclaw.outcomes.cost import CostRow as CostRow
@@ -520,6 +520,8 @@ class OutcomeService:
     ) -> list[OutcomeInfo]:
         """The caller's own outcomes, or (``to_review``) those addressed to them; newest
         first (ties by id, so pages never skip or repeat one), ``offset`` skips."""
+        if state is not None and state not in STATES:
+            raise UserError(f"state must be one of {', '.join(STATES)}, not {state!r}")
         with self._db.session() as session:
             query = select(Outcome).where(Outcome.org_id == caller.org_id)
             if not to_review:
