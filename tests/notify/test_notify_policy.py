@@ -115,9 +115,14 @@ def test_the_outside_recipient_of_a_feedback_request_is_not_outside(world: World
             subject="s", body="b", link="https://meshclaw.example/f/t",
         )  # fmt: skip
         row = session.scalars(select(Notification)).one()
-        mine = {"to": ["client@customer.example"]}
+        # Compared as the platform policy compares them: the domain's case does not count,
+        # the local part's does (RFC 5321), so the reason names what the policy refused.
+        mine = {"to": ["Client@customer.EXAMPLE"]}
         assert outside_addresses(session, row, mine) == []
-        also = {"to": ["client@customer.example"], "cc": "spy@else.example"}
+        assert outside_addresses(session, row, {"to": "client@customer.example"}) == [
+            "client@customer.example"
+        ]
+        also = {"to": ["Client@customer.example"], "cc": "spy@else.example"}
         assert outside_addresses(session, row, also) == ["spy@else.example"]
         nested = {"to": [["alice@acme.example", "spy@else.example"]]}  # a list in a list
         assert outside_addresses(session, row, nested) == ["spy@else.example"]

@@ -405,11 +405,11 @@ def outside_addresses(
     ``domains``: the org's, when the caller has read them already (``org_domains``)."""
     if domains is None:
         domains = org_domains(session, row.org_id)
-    own = {r.removeprefix("external:").lower() for r in row.recipients if r.startswith("external:")}
+    own = own_recipients(row)  # compared as the policy compares them: domain case only
     found = []
     for key in _ADDRESS_ARGUMENTS:
         for address in _strings(arguments.get(key)):
-            normal = address.strip().lower()
+            normal = _normal_address(address)
             if "@" in normal and normal not in own and normal.rsplit("@", 1)[1] not in domains:
                 found.append(address)
     return found
