@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any, cast
 
 import pytest
@@ -43,67 +46,61 @@ def rows(db: Database) -> list[tuple[Any, ...]]:
     return [tuple(r[2:]) + tuple(o[2:]) for r, o in zip(raw, read, strict=True)]
 
 
-def test_prepared_insert_and_update_store_what_core_stores(database_url: str) -> None:
-    migrate(database_url)
-    db = Database(database_url)
-    try:
+@contextmanager
+def migrated(url: str) -> Iterator[Database]:
+    migrate(url)
+    database = Database(url)
+    yield database
+    database.dispose()
+
+
+@pytest.fixture
+def db(database_url: str) -> Iterator[Database]:
+    with migrated(database_url) as database:
+        yield database
+
+
+@pytest.mark.parametrize("way", ["execute", "run"])
+def test_prepared_insert_and_update_store_what_core_stores(db: Database, way: str) -> None:
+    """``execute`` goes through SQLAlchemy's connection, ``run`` straight to the driver's
+    cursor; both write what Core writes."""
+    insert = Prepared(EVENTS.insert(), KEYS)
+    with db.engine.begin() as conn:
+        conn.execute(EVENTS.insert(), event(1))
+        assert getattr(insert, way)(conn, event(2)) == 1
+    core, prepared = rows(db)
+    assert prepared == core  # JSON, timestamps and NULLs stored alike
+
+    # An update with a condition fixed in the statement and one given per call.
+    statement = EVENTS.update().where(EVENTS.c.seq == bindparam("b_seq"), EVENTS.c.outcome == "ok")
+    update = Prepared(statement, ("b_seq", "outcome", "details"))
+    run = getattr(update, way)
+    with db.engine.begin() as conn:
+        assert run(conn, {"b_seq": 2, "outcome": "error", "details": {"a": 1}}) == 1
+        assert run(conn, {"b_seq": 2, "outcome": "error", "details": {"a": 2}}) == 0
+        conn.execute(statement, {"b_seq": 1, "outcome": "error", "details": {"a": 1}})
+    core, prepared = rows(db)
+    assert prepared == core
+
+
+def test_json_given_as_text_reads_back_as_the_same_object(tmp_path: Path) -> None:
+    """Only SQLite is handed JSON as text (the audit sink's details, as hashed)."""
+    with migrated(f"sqlite:///{tmp_path / 'store.db'}") as db:
         insert = Prepared(EVENTS.insert(), KEYS)
+        as_text = Prepared(EVENTS.insert(), KEYS, as_given=("details",))
+        text = '{"nested":{"ünï":[1,null,true]},"run_id":"run_1","step":3}'
         with db.engine.begin() as conn:
-            conn.execute(EVENTS.insert(), event(1))
-            assert insert.execute(conn, event(2)) == 1
-        core, prepared = rows(db)
-        assert prepared == core  # JSON, timestamps and NULLs stored alike
-
-        # An update with a condition fixed in the statement and one given per call.
-        statement = EVENTS.update().where(
-            EVENTS.c.seq == bindparam("b_seq"), EVENTS.c.outcome == "ok"
-        )
-        update = Prepared(statement, ("b_seq", "outcome", "details"))
-        with db.engine.begin() as conn:
-            assert update.execute(conn, {"b_seq": 2, "outcome": "error", "details": {"a": 1}}) == 1
-            assert update.execute(conn, {"b_seq": 2, "outcome": "error", "details": {"a": 2}}) == 0
-            conn.execute(statement, {"b_seq": 1, "outcome": "error", "details": {"a": 1}})
-        core, prepared = rows(db)
-        assert prepared == core
-    finally:
-        db.dispose()
+            insert.run(conn, event(1))
+            assert as_text.run(conn, event(2, details=text)) == 1
+        with db.engine.connect() as conn:
+            first, second = conn.execute(select(EVENTS.c.details).order_by(EVENTS.c.seq)).scalars()
+        assert second == first
 
 
-def test_a_statement_whose_defaults_would_be_skipped_is_refused(database_url: str) -> None:
-    migrate(database_url)
-    db = Database(database_url)
-    try:
-        without_ts = Prepared(EVENTS.insert(), [k for k in KEYS if k != "ts"])  # ts has a default
-        with db.engine.begin() as conn, pytest.raises(ValueError, match="defaulted column"):
-            without_ts.execute(conn, event(1))
-    finally:
-        db.dispose()
-
-
-def test_run_on_the_driver_and_json_given_as_text_store_what_core_stores(
-    database_url: str,
-) -> None:
-    migrate(database_url)
-    db = Database(database_url)
-    try:
-        insert = Prepared(EVENTS.insert(), KEYS)
-        with db.engine.begin() as conn:
-            conn.execute(EVENTS.insert(), event(1))
-            assert insert.run(conn, event(2)) == 1
-        core, on_driver = rows(db)
-        assert on_driver == core
-        if db.engine.dialect.name == "sqlite":
-            # The audit sink hands SQLite the details as the JCS text it has hashed.
-            as_text = Prepared(EVENTS.insert(), KEYS, as_given=("details",))
-            text = '{"nested":{"ünï":[1,null,true]},"run_id":"run_1","step":3}'
-            with db.engine.begin() as conn:
-                assert as_text.run(conn, event(3, details=text)) == 1
-            with db.engine.connect() as conn:
-                details = conn.execute(select(EVENTS.c.details).order_by(EVENTS.c.seq)).scalars()
-                first, _, third = details.all()
-            assert third == first  # read back as the same object
-    finally:
-        db.dispose()
+def test_a_statement_whose_defaults_would_be_skipped_is_refused(db: Database) -> None:
+    without_ts = Prepared(EVENTS.insert(), [k for k in KEYS if k != "ts"])  # ts has a default
+    with db.engine.begin() as conn, pytest.raises(ValueError, match="defaulted column"):
+        without_ts.execute(conn, event(1))
 
 
 def test_as_given_keys_must_be_keys() -> None:
