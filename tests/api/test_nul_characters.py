@@ -93,3 +93,34 @@ def test_a_nul_the_store_refuses_is_still_a_400_and_other_refusals_a_500(
         assert nul.status_code == 400 and "NUL character" in nul.json()["detail"]
         other = http.get("/other")
         assert other.status_code == 500 and "overflow" not in other.text
+
+
+def test_a_page_with_a_nul_is_an_error_page(client: tuple[TestClient, dict[str, str]]) -> None:
+    http, _ = client
+    page = http.get("/ui/agents?q=%00")
+    assert page.status_code == 400
+    assert page.headers["content-type"].startswith("text/html")
+    assert "NUL character" in page.text
+
+
+def test_a_body_in_many_chunks_is_checked_whole_and_handed_on_unchanged(
+    client: tuple[TestClient, dict[str, str]],
+) -> None:
+    """The middleware reads every chunk before it decides; the route reads them all."""
+    http, auth = client
+
+    def chunked(*parts: bytes) -> Iterator[bytes]:
+        yield from parts
+
+    made = http.post(
+        "/v1/teams",
+        content=chunked(b'{"name": "sa', b'les"}'),
+        headers=auth | {"Content-Type": "application/json"},
+    )
+    assert made.status_code == 201 and made.json()["name"] == "sales", made.text
+    split = http.post(
+        "/v1/teams",
+        content=chunked(b'{"name": "x\\u00', b'00"}'),
+        headers=auth | {"Content-Type": "application/json"},
+    )
+    _refused(split, "body")

@@ -38,13 +38,7 @@ from meshclaw.api import ops as ops_api
 from meshclaw.api import outcomes as outcomes_api
 from meshclaw.api import policy as policy_api
 from meshclaw.api import streams as streams_api
-from meshclaw.api.deps import (
-    MAX_INDEX,
-    PROBLEM_RESPONSES,
-    Authed,
-    Offset,
-    Timestamp,
-)
+from meshclaw.api.deps import MAX_INDEX, PROBLEM_RESPONSES, Authed, Offset, Timestamp
 from meshclaw.api.nul import RefuseNul
 from meshclaw.api.schemas import (
     AgentCreate,
@@ -132,23 +126,18 @@ def allowed_methods(request: Request) -> list[str]:
 
 def create_app(platform: Platform, worker: RunDispatcher | None = None) -> FastAPI:
     app = FastAPI(
-        title="MeshClaw",
-        version=__version__,
-        description=__doc__,
-        responses=PROBLEM_RESPONSES,
+        title="MeshClaw", version=__version__, description=__doc__, responses=PROBLEM_RESPONSES
     )
     app.state.platform = platform
+    app.state.dispatcher = worker
 
     def refuse_nul(request: Request, where: str) -> Response:
         detail = f"the request's {where} holds a NUL character, which no text may"
-        return (
-            error_page(request, 400, detail)
-            if is_page(request)
-            else _problem(400, _title(400), detail)
-        )
+        if is_page(request):
+            return error_page(request, 400, detail)
+        return _problem(400, _title(400), detail)
 
     app.add_middleware(RefuseNul, refuse=refuse_nul)
-    app.state.dispatcher = worker
     app.include_router(auth_api.router)
     app.include_router(approvals_api.router)
     app.include_router(policy_api.router)

@@ -50,17 +50,17 @@ class RefuseNul:
             await self.app(scope, receive, send)
             return
         messages: list[Message] = []
-        body = b""
+        chunks: list[bytes] = []
         while True:
             message = await receive()
             messages.append(message)
             if message["type"] != "http.request":
                 break  # the client went away: let the app see it
-            body += message.get("body", b"")
+            chunks.append(message.get("body", b""))
             if not message.get("more_body", False):
                 break
         content_type = dict(scope["headers"]).get(b"content-type", b"")
-        if nul_in_body(body, content_type):
+        if nul_in_body(b"".join(chunks), content_type):
             await self.refuse(Request(scope), "body")(scope, receive, send)
             return
 
