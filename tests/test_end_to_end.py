@@ -46,12 +46,18 @@ def model(scripted: Callable[[dict[str, Any]], ScriptedServer]) -> ScriptedServe
 
 
 @pytest.fixture
-def env(tmp_path: Path, model: ScriptedServer) -> dict[str, str]:
-    return os.environ | {
-        "MESHCLAW_HOME": str(tmp_path / "var"),
-        "MESHCLAW_PROVIDERS": json.dumps({"scripted": {"base_url": model.base_url}}),
-        "MESHCLAW_CONFIG": str(tmp_path / "absent.toml"),
-    }
+def env(tmp_path: Path, model: ScriptedServer, world_store: str | None) -> dict[str, str]:
+    """The processes' environment; in the PostgreSQL pass they share that test database."""
+    store = {"MESHCLAW_DATABASE_URL": world_store} if world_store else {}
+    return (
+        os.environ
+        | store
+        | {
+            "MESHCLAW_HOME": str(tmp_path / "var"),
+            "MESHCLAW_PROVIDERS": json.dumps({"scripted": {"base_url": model.base_url}}),
+            "MESHCLAW_CONFIG": str(tmp_path / "absent.toml"),
+        }
+    )
 
 
 @pytest.fixture

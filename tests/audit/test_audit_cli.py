@@ -12,10 +12,12 @@ import pytest
 from typer.testing import CliRunner, Result
 
 from meshclaw.cli.main import app
+from tests.conftest import store_url_of
 
 
 @pytest.fixture
-def cli(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> CliRunner:
+def cli(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, world_store: str | None) -> CliRunner:
+    """The runner; ``world_store`` puts the test's store under ``_env`` (``store_url_of``)."""
     monkeypatch.chdir(tmp_path)
     return CliRunner()
 
@@ -24,7 +26,7 @@ def _env(tmp_path: Path, token: str | None = None) -> dict[str, str | None]:
     return {
         "MESHCLAW_HOME": str(tmp_path / "var"),
         "MESHCLAW_EMBEDDED_MODEL_SERVER": "false",
-        "MESHCLAW_DATABASE_URL": None,
+        "MESHCLAW_DATABASE_URL": store_url_of(tmp_path),
         "MESHCLAW_CONFIG": None,
         "MESHCLAW_TOKEN": token,
         "MESHCLAW_AUDIT__CHECKPOINT_EVERY": "4",

@@ -23,13 +23,16 @@ def home(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def meshclaw(tmp_path: Path, home: Path, monkeypatch: pytest.MonkeyPatch) -> Invoke:
-    """Run ``meshclaw ARGS`` in-process with a store under ``tmp_path``; stderr is separate."""
+def meshclaw(
+    tmp_path: Path, home: Path, monkeypatch: pytest.MonkeyPatch, world_store: str | None
+) -> Invoke:
+    """Run ``meshclaw ARGS`` in-process on the test's store (SQLite under ``tmp_path``, or
+    PostgreSQL in that pass); stderr is separate."""
     monkeypatch.chdir(tmp_path)
     env = {
         "MESHCLAW_HOME": str(home),
         "MESHCLAW_EMBEDDED_MODEL_SERVER": "false",
-        "MESHCLAW_DATABASE_URL": None,
+        "MESHCLAW_DATABASE_URL": world_store,
         "MESHCLAW_CONFIG": None,
         "MESHCLAW_TOKEN": None,
     }

@@ -17,12 +17,13 @@ from tests.connectors.conftest import FIXTURE_SERVER
 
 
 class Cli:
-    def __init__(self, tmp_path: Path) -> None:
+    def __init__(self, tmp_path: Path, store: str | None = None) -> None:
         self.home = tmp_path / "var"
+        self.store = store
         self.env = {
             "MESHCLAW_HOME": str(self.home),
             "MESHCLAW_EMBEDDED_MODEL_SERVER": "false",
-            "MESHCLAW_DATABASE_URL": None,
+            "MESHCLAW_DATABASE_URL": store,
             "MESHCLAW_CONFIG": None,
             "MESHCLAW_TOKEN": None,
         }
@@ -41,10 +42,12 @@ class Cli:
 
 
 @pytest.fixture
-def cli(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Cli, str]:
+def cli(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, world_store: str | None
+) -> tuple[Cli, str]:
     """A seeded demo store, and a platform admin's (carol's) token."""
     monkeypatch.chdir(tmp_path)
-    run = Cli(tmp_path)
+    run = Cli(tmp_path, world_store)
     assert run("demo", "seed").exit_code == 0
     created = run("token", "create", "--user", "carol", "--org", "acme")
     assert created.exit_code == 0, created.output
@@ -141,7 +144,9 @@ def test_another_orgs_admin_neither_sees_nor_touches_the_connector(cli: tuple[Cl
     run, admin = cli
     added = run("connector", "add", "fx", "--command", sys.executable, token=admin)
     assert added.exit_code == 0, added.output
-    platform = Platform(Settings(home=run.home, embedded_model_server=False))
+    platform = Platform(
+        Settings(home=run.home, database_url=run.store, embedded_model_server=False)
+    )
     try:
         globex = platform.accounts.create_org("globex")
         mallory = platform.accounts.create_user(globex.id, "mallory", role="platform_admin")

@@ -92,13 +92,13 @@ def test_an_empty_history_scans_to_no_users(tmp_path: Path) -> None:
 
 
 def test_record_then_review_through_the_cli(
-    history_file: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    history_file: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, world_store: str | None
 ) -> None:
     monkeypatch.chdir(tmp_path)
     env = {
         "MESHCLAW_HOME": str(tmp_path / "var"),
         "MESHCLAW_EMBEDDED_MODEL_SERVER": "false",
-        "MESHCLAW_DATABASE_URL": None,
+        "MESHCLAW_DATABASE_URL": world_store,
         "MESHCLAW_CONFIG": None,
         "MESHCLAW_TOKEN": None,
     }

@@ -16,12 +16,12 @@ Invoke = Callable[..., Result]
 
 
 @pytest.fixture
-def meshclaw(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Invoke:
+def meshclaw(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, world_store: str | None) -> Invoke:
     monkeypatch.chdir(tmp_path)
     env = {
         "MESHCLAW_HOME": str(tmp_path / "var"),
         "MESHCLAW_EMBEDDED_MODEL_SERVER": "false",
-        "MESHCLAW_DATABASE_URL": None,
+        "MESHCLAW_DATABASE_URL": world_store,
         "MESHCLAW_BROKER_URL": None,
         "MESHCLAW_CONFIG": None,
         "MESHCLAW_TOKEN": None,
