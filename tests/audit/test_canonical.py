@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from collections import OrderedDict
 from typing import Any
 
 import pytest
@@ -114,6 +115,7 @@ def test_hand_written_header_and_body_are_jcs(
 
 def test_details_are_canonicalised_once_or_refused() -> None:
     assert canonical_details({"b": (1, 2.0), "a": "é"}) == '{"a":"é","b":[1,2]}'
+    assert canonical_details(OrderedDict(b=1, a=2)) == '{"a":2,"b":1}'  # any dict will do
     for bad in ({"n": float("nan")}, {"s": "\ud800"}, {1: 2}):
         with pytest.raises(CanonicalError):
             canonical_details(bad)

@@ -121,7 +121,7 @@ def canonical_details(details: dict[str, Any]) -> str:
     The sink stores this text as the JSON column's value and hashes the same text, so a
     record is canonicalised once; reading the column back gives the same object.
     """
-    if type(details) is not dict:
+    if not isinstance(details, dict):
         raise CanonicalError(f"audit details must be an object, not {type(details).__name__}")
     return canonical_json(details).decode("utf-8")
 
