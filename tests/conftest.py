@@ -210,10 +210,7 @@ def world_store(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[str 
     _STORES.pop(tmp_path, None)
 
 
-@pytest.fixture(scope="module")
-def module_store(request: pytest.FixtureRequest) -> Iterator[str | None]:
-    """``world_store`` for a module-scoped platform (one seeded store shared by a module's
-    tests): None on SQLite, in the PostgreSQL pass a database of its own."""
+def _shared_store(request: pytest.FixtureRequest) -> Iterator[str | None]:
     if TEST_STORE != "postgresql":
         yield None
         return
@@ -221,6 +218,19 @@ def module_store(request: pytest.FixtureRequest) -> Iterator[str | None]:
     template: str = request.getfixturevalue("pg_template")
     with _database(admin, "meshclaw_test", template=template) as name:
         yield _url_of(admin, name)
+
+
+@pytest.fixture(scope="module")
+def module_store(request: pytest.FixtureRequest) -> Iterator[str | None]:
+    """``world_store`` for a module-scoped platform (one seeded store shared by a module's
+    tests): None on SQLite, in the PostgreSQL pass a database of its own."""
+    yield from _shared_store(request)
+
+
+@pytest.fixture(scope="package")
+def package_store(request: pytest.FixtureRequest) -> Iterator[str | None]:
+    """``module_store`` for a package-scoped platform (the browser tests' live one)."""
+    yield from _shared_store(request)
 
 
 @pytest.fixture
@@ -261,6 +271,8 @@ def make_world(tmp_path: Path, world_store: str | None) -> Iterator[Callable[...
 
 
 _STORES: dict[Path, str] = {}
+_SHARED_STORES = frozenset({"world_store", "module_store", "package_store"})
+"""Fixtures a test's platforms are built on; a test using one runs in the PostgreSQL pass."""
 
 
 def store_url_of(tmp_path: Path) -> str | None:
@@ -271,8 +283,8 @@ def store_url_of(tmp_path: Path) -> str | None:
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """With ``MESHCLAW_TEST_STORE=postgresql``, only the tests whose platforms are built on
-    ``world_store`` run (the store-dependent ones; those taking ``database_url`` already
-    run on both engines in the SQLite pass)."""
+    one of ``_SHARED_STORES`` run (the store-dependent ones; those taking ``database_url``
+    already run on both engines in the SQLite pass)."""
     if TEST_STORE != "postgresql":
         return
     kept: list[pytest.Item] = []
@@ -280,7 +292,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         names = getattr(item, "fixturenames", ())
         on_world = (
-            ("world_store" in names or "module_store" in names)
+            bool(_SHARED_STORES.intersection(names))
             and "database_url" not in names
             and item.get_closest_marker("sqlite_only") is None
         )

@@ -163,7 +163,7 @@ def _mail_connector(account: ImapAccount, smtp: SmtpServer) -> ConnectorConfig:
 
 
 @pytest.fixture(scope="package")
-def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
+def live(tmp_path_factory: pytest.TempPathFactory, package_store: str | None) -> Iterator[Live]:
     require(dovecot_available(), "dovecot is not installed: apt-get install dovecot-imapd")
     home = tmp_path_factory.mktemp("meshclaw-browser")
     with ExitStack() as stack:
@@ -181,6 +181,7 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
         stack.callback(model.stop)
         settings = Settings(
             home=home / "var",
+            database_url=package_store,
             embedded_model_server=False,
             providers={"scripted": ProviderConfig(base_url=model.base_url, timeout_seconds=10)},
             connectors={"mail": _mail_connector(account, smtp)},
