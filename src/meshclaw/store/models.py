@@ -273,7 +273,8 @@ class AuditEvent(Base):
     id: Mapped[str] = mapped_column(String(40), unique=True)
     ts: Mapped[datetime] = mapped_column(default=utcnow, index=True)
     org_id: Mapped[str | None] = mapped_column(String(40), index=True)
-    actor_user_id: Mapped[str | None] = mapped_column(String(40), index=True)
+    actor_user_id: Mapped[str | None] = mapped_column(String(40))
+    """Not indexed: the query by actor (user or agent) walks the org's index instead."""
     actor_agent_id: Mapped[str | None] = mapped_column(String(40))
     action: Mapped[str] = mapped_column(String(100), index=True)
     resource: Mapped[str] = mapped_column(String(300))
