@@ -127,3 +127,29 @@ def test_a_refused_pipeline_token_is_clear(
     result = asyncio.run(scenario())
     assert result.is_error and "refused the credentials" in result.content
     assert "wrong-Token-9" not in result.content and pipeline.runs == []
+
+
+def test_reads_share_one_mirror_fetched_before_each_read(origin: Path, tmp_path: Path) -> None:
+    """Reads (the commit list, a rollback's revert) are made on this process's mirror:
+    cloned once, fetched before every read, so each sees what was pushed since."""
+    from meshclaw.connectors.servers.deploy import DeploySettings, Repo
+
+    repo = Repo(DeploySettings(repo=str(origin), pipeline_url="http://127.0.0.1:9"))
+    commands: list[str] = []
+    run_git = repo._git
+
+    def counted(cwd: Path | None, *args: str) -> str:
+        commands.append(args[0])
+        return run_git(cwd, *args)
+
+    repo._git = counted  # type: ignore[method-assign]
+    [first] = repo.log(10)
+    assert first["subject"] == "Initial"
+    work = tmp_path / "elsewhere"
+    git(tmp_path, "clone", "--quiet", str(origin), str(work))
+    git(work, "revert", "--no-edit", "HEAD")
+    git(work, "push", "--quiet", "origin", "HEAD:main")
+
+    assert [c["subject"] for c in repo.log(10)][1] == "Initial"
+    assert repo.reverted_by(first["commit"]) == repo.log(1)[0]["commit"]
+    assert commands.count("clone") == 1 and commands.count("fetch") == 3

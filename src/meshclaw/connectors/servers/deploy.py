@@ -1,7 +1,9 @@
 """The built-in ``deploy`` MCP server: changes in a git repository and a CI/CD pipeline.
 
 Settings come from ``MESHCLAW_DEPLOY_*`` (``DeploySettings``). Git is the real ``git``
-command on a fresh clone per operation (no state between calls); the pipeline is any
+command: a write works on a fresh clone (nothing of an earlier call in its way); a read
+on this process's mirror of the repository, cloned once and fetched before each read
+(the outcome re-checks read a pipeline's rollback status often). The pipeline is any
 HTTP service with a small REST shape: ``POST {pipeline_url}/pipelines`` with
 ``{"ref", "commit"}`` answers ``{"id", "status", ...}``, and ``GET
 {pipeline_url}/pipelines/{id}`` reports its status.
@@ -19,6 +21,7 @@ import os
 import re
 import subprocess
 import tempfile
+import threading
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path, PurePosixPath
@@ -73,10 +76,12 @@ def _relative(path: str) -> str:
 
 
 class Repo:
-    """Git operations on a fresh clone per call."""
+    """Git operations: writes on a fresh clone per call, reads on a fetched mirror."""
 
     def __init__(self, settings: DeploySettings) -> None:
         self.settings = settings
+        self._mirror_lock = threading.Lock()
+        self._mirror_dir: tempfile.TemporaryDirectory[str] | None = None
 
     def _git(self, cwd: Path | None, *args: str) -> str:
         s = self.settings
@@ -110,6 +115,25 @@ class Repo:
             self._git(None, "clone", "--quiet", self.settings.repo, str(clone))
             return work(clone)
 
+    def _with_mirror(self, work: Callable[[Path], T]) -> T:
+        """``work`` on this process's bare mirror of the repository: cloned at the first
+        read, fetched (pruned) before every later one, so a read sees the remote as it is
+        now without copying it again. One read at a time (a fetch rewrites refs)."""
+        with self._mirror_lock:
+            if self._mirror_dir is None:
+                scratch = tempfile.TemporaryDirectory(prefix="meshclaw-deploy-mirror-")
+                try:
+                    mirror = Path(scratch.name) / "repo.git"
+                    self._git(None, "clone", "--quiet", "--mirror", self.settings.repo, str(mirror))
+                except BaseException:
+                    scratch.cleanup()
+                    raise
+                self._mirror_dir = scratch
+            else:
+                mirror = Path(self._mirror_dir.name) / "repo.git"
+                self._git(mirror, "fetch", "--quiet", "--prune", "origin")
+            return work(mirror)
+
     def log(self, limit: int) -> list[dict[str, str]]:
         def work(clone: Path) -> list[dict[str, str]]:
             # --topo-order: a change before what it built on, even when both were made in
@@ -124,7 +148,7 @@ class Repo:
                 commits.append({"commit": sha, "subject": subject, "author": author, "date": date})
             return commits
 
-        return self._with_clone(work)
+        return self._with_mirror(work)
 
     def open_change(self, branch: str, title: str, files: dict[str, str]) -> dict[str, Any]:
         def work(clone: Path) -> dict[str, Any]:
@@ -192,7 +216,7 @@ class Repo:
             )  # fmt: skip
             return found or None
 
-        return self._with_clone(work)
+        return self._with_mirror(work)
 
     def revert(self, commit: str | None) -> dict[str, Any]:
         main = self.settings.branch
