@@ -236,10 +236,9 @@ def package_store(request: pytest.FixtureRequest) -> Iterator[str | None]:
 @pytest.fixture
 def make_world(tmp_path: Path, world_store: str | None) -> Iterator[Callable[..., World]]:
     platforms: list[Platform] = []
-    store = world_store
 
     def build(model_url: str | None = None, database_url: str | None = None) -> World:
-        database_url = database_url or store
+        database_url = database_url or world_store
         providers = {}
         if model_url is not None:
             providers["scripted"] = ProviderConfig(base_url=model_url, timeout_seconds=10)
