@@ -10,6 +10,7 @@ import secrets
 import sys
 import time
 from collections.abc import Callable
+from typing import Any
 from urllib.parse import quote
 
 import pytest
@@ -231,3 +232,26 @@ def test_a_room_the_bot_cannot_find_is_refused_with_the_reason(
     world.save_agent(matrix_agent("no-such-room"))
     assert poller(world).tick() == []
     assert refusals(world) == ["connector 'chat': no channel '#no-such-room'"]
+
+
+def test_a_mention_is_the_bots_name_as_a_word_or_in_m_mentions_when_the_message_has_it() -> None:
+    """No server needed: which messages count as mentioning the bot."""
+    from meshclaw.spec.models import ChatTrigger
+    from meshclaw.triggers.chat import matrix_wanted
+
+    trigger = ChatTrigger(type="chat", channel="#ops", mention=True)
+    bot = "@bot:meshclaw.test"
+
+    def wanted(body: str, **content: Any) -> bool:
+        event = {
+            "type": "m.room.message", "event_id": "$e", "sender": "@carol:meshclaw.test",
+            "content": {"msgtype": "m.text", "body": body, **content},
+        }  # fmt: skip
+        return matrix_wanted(trigger, event, bot, (bot, "Bot"))
+
+    assert wanted("Bot, is the VPN down?") and wanted("hey bot!") and wanted(f"{bot}: hi")
+    assert not wanted("the robot arm is stuck") and not wanted("bots everywhere")
+    # Intentional mentions: the sender's client said whom it mentions; the body is not read.
+    assert wanted("can you look?", **{"m.mentions": {"user_ids": [bot]}})
+    assert not wanted("bot: not you", **{"m.mentions": {"user_ids": ["@dave:meshclaw.test"]}})
+    assert not wanted("bot, hello", **{"m.mentions": {}})

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 from collections.abc import Callable
 from decimal import Decimal, InvalidOperation
 from typing import Any
@@ -197,8 +198,10 @@ def matrix_wanted(
     trigger: ChatTrigger, event: dict[str, Any], bot: str, names: tuple[str, ...]
 ) -> bool:
     """A person's new top-level message (not the bot's, a notice, a thread reply or an
-    edit), mentioning the bot (its user id or a name in the body, or ``m.mentions``) if
-    the trigger asks."""
+    edit), mentioning the bot if the trigger asks: in ``m.mentions`` when the message has
+    it (Matrix's intentional mentions: its sender's client said whom it mentions, so the
+    body is not searched), else by its user id or a name in the body, as a whole word
+    ("Bot" is not in "robot")."""
     content = event.get("content") or {}
     if not is_message(event) or event.get("sender") == bot or content.get("msgtype") == "m.notice":
         return False
@@ -206,11 +209,17 @@ def matrix_wanted(
         return False
     if trigger.mention:
         mentions = content.get("m.mentions")
-        if isinstance(mentions, dict) and bot in (mentions.get("user_ids") or []):
-            return True
-        body = str(content.get("body", "")).casefold()
-        return any(name.casefold() in body for name in names if name)
+        if isinstance(mentions, dict):
+            return bot in (mentions.get("user_ids") or [])
+        body = str(content.get("body", ""))
+        return any(_named(name, body) for name in names if name.strip())
     return True
+
+
+def _named(name: str, body: str) -> bool:
+    """``name`` in ``body`` as a whole word (not inside a longer one), ignoring case."""
+    pattern = rf"(?<!\w){re.escape(name.strip())}(?!\w)"
+    return re.search(pattern, body, re.IGNORECASE) is not None
 
 
 async def bot_names(
