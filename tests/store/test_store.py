@@ -6,6 +6,7 @@ from collections.abc import Callable
 from decimal import Decimal
 from typing import Any
 
+import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import func, select
@@ -78,3 +79,24 @@ def test_a_run_persists_steps_usage_cost_and_audit(
     assert usage_report(world.platform.db, world.bob, group_by="user") == []
     by_user = usage_report(world.platform.db, world.admin, group_by="user")
     assert [r.key for r in by_user] == ["alice"]
+
+
+def test_a_store_error_names_the_statement_but_not_its_values(database_url: str) -> None:
+    """Store errors reach logs and tracebacks: SQLAlchemy leaves the statement's values
+    (personal data, ciphertext) out of the message (``hide_parameters``). PostgreSQL's
+    own DETAIL line may still quote a failing row: that comes from the server."""
+    from sqlalchemy import text
+    from sqlalchemy.exc import IntegrityError
+
+    from meshclaw.store.db import Database
+
+    migrate(database_url)
+    db = Database(database_url)
+    try:
+        with pytest.raises(IntegrityError) as caught, db.engine.begin() as conn:
+            conn.execute(text("INSERT INTO orgs (id, name) VALUES (:i, :n)"), {"i": None, "n": "x"})
+        message = str(caught.value)
+        assert "INSERT INTO orgs" in message and "parameters hidden" in message
+        assert "[parameters:" not in message
+    finally:
+        db.dispose()
