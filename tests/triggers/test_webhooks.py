@@ -90,6 +90,23 @@ def test_a_signed_delivery_starts_a_webhook_run(
         assert stored is not None and stored.user_id == world.alice.user_id
 
 
+def test_a_delivery_with_a_json_escaped_nul_starts_its_run_and_a_raw_nul_is_a_400(
+    world: World, client: TestClient, recorder: Recorder
+) -> None:
+    """Deliveries are kept as delivered (JSON text, where ``\\u0000`` is six characters,
+    harmless on either engine): the sender is not refused for them. A raw NUL byte is
+    refused at the door on both engines (``api/nul.py``)."""
+    agent_id = world.save_agent(HOOK_AGENT)
+    body = b'{"ref": "deploy \\u0000 42"}'
+    response = client.post(f"/v1/hooks/{agent_id}", content=body, headers=headers(body))
+    assert response.status_code == 202, response.text
+    assert response.json()["input"] == body.decode()
+    raw = b'{"ref": "deploy \x00 42"}'
+    refused = client.post(f"/v1/hooks/{agent_id}", content=raw, headers=headers(raw))
+    assert refused.status_code == 400 and "NUL" in refused.json()["detail"]
+    assert len(recorder.sent) == 1
+
+
 def test_forged_stale_and_replayed_deliveries_are_refused_and_audited(
     world: World, client: TestClient, recorder: Recorder
 ) -> None:
