@@ -26,9 +26,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 # escaped backslash followed by the text "u0000", which is fine).
 _JSON_NUL = re.compile(rb"(?<!\\)(?:\\\\)*\\u0000")
 _FORMS = (b"application/x-www-form-urlencoded", b"multipart/form-data")
-
-
 _DELIVERIES = "/v1/hooks/"
+"""Where other systems deliver (see the module docstring)."""
 
 
 def nul_in_body(body: bytes, content_type: bytes, *, json_escapes: bool = True) -> bool:
