@@ -10,6 +10,7 @@ from typing import Any, cast
 
 import pytest
 from sqlalchemy import Table, bindparam, select
+from sqlalchemy.exc import IntegrityError
 
 from meshclaw.store.db import Database, Prepared, migrate
 from meshclaw.store.models import AuditEvent
@@ -106,3 +107,15 @@ def test_a_statement_whose_defaults_would_be_skipped_is_refused(db: Database) ->
 def test_as_given_keys_must_be_keys() -> None:
     with pytest.raises(ValueError, match="among the keys"):
         Prepared(EVENTS.insert(), KEYS[:-1], as_given=("nope",))
+
+
+@pytest.mark.parametrize("way", ["execute", "run"])
+def test_a_driver_error_hides_the_values_as_the_engine_does(db: Database, way: str) -> None:
+    """``run`` raises the driver's error as SQLAlchemy would, values hidden too
+    (``hide_parameters``)."""
+    insert = Prepared(EVENTS.insert(), KEYS)
+    with pytest.raises(IntegrityError) as caught, db.engine.begin() as conn:
+        getattr(insert, way)(conn, event(1, resource="first"))
+        getattr(insert, way)(conn, event(1, resource="secret-resource"))
+    assert "parameters hidden" in str(caught.value)
+    assert "secret-resource" not in str(caught.value)

@@ -211,7 +211,14 @@ class Prepared:
             cursor.execute(form.sql, args)
             return int(cursor.rowcount)
         except driver_error as exc:
-            raise DBAPIError.instance(form.sql, args, exc, driver_error, dialect=dialect) from exc
+            raise DBAPIError.instance(
+                form.sql,
+                args,
+                exc,
+                driver_error,
+                hide_parameters=conn.engine.hide_parameters,
+                dialect=dialect,
+            ) from exc
         finally:
             cursor.close()
 
