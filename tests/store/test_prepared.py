@@ -61,10 +61,10 @@ def db(database_url: str) -> Iterator[Database]:
         yield database
 
 
-@pytest.mark.parametrize("way", ["execute", "run"])
+@pytest.mark.parametrize("way", ["execute", "run", "write"])
 def test_prepared_insert_and_update_store_what_core_stores(db: Database, way: str) -> None:
     """``execute`` goes through SQLAlchemy's connection, ``run`` straight to the driver's
-    cursor; both write what Core writes."""
+    cursor, ``write`` picks (``run`` on SQLite); all write what Core writes."""
     insert = Prepared(EVENTS.insert(), KEYS)
     with db.engine.begin() as conn:
         conn.execute(EVENTS.insert(), event(1))

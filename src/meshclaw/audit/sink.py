@@ -155,8 +155,8 @@ class StoreAuditSink:
         )
         event_id = new_id("aud")
         conn = session.connection()
-        # SQLite: the two writes go straight to the driver's cursor (``Prepared.run``), which
-        # costs a third of an execution through SQLAlchemy; both share the transaction.
+        # SQLite: the two writes go straight to the driver's cursor (``Prepared.write``),
+        # which costs a third of an execution through SQLAlchemy.
         on_sqlite = conn.dialect.name == "sqlite"
         if not on_sqlite:
             # The caller's pending writes take their row locks first: the head lock is then
@@ -172,8 +172,7 @@ class StoreAuditSink:
             frontier = head.frontier.copy()
             tile = frontier.append(leaf)
             root = frontier.root().hex()
-            write_head = _WRITE_IF_UNCHANGED.run if on_sqlite else _WRITE_IF_UNCHANGED.execute
-            updated = write_head(
+            updated = _WRITE_IF_UNCHANGED.write(
                 conn,
                 {
                     "old_size": head.size,
@@ -198,8 +197,7 @@ class StoreAuditSink:
         seq, leaf, frontier, tile = written
         if tile is not None:
             store_tile(conn, seq, tile)
-        write_event = _WRITE_EVENT_TEXT.run if on_sqlite else _WRITE_EVENT.execute
-        write_event(
+        (_WRITE_EVENT_TEXT if on_sqlite else _WRITE_EVENT).write(
             conn,
             {
                 "seq": seq,

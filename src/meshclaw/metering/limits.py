@@ -76,7 +76,7 @@ from meshclaw.metering.windows import spent_in_window as spent_in_window
 from meshclaw.metering.windows import window_start as window_start
 from meshclaw.notify.outbox import budget_watchers, enqueue
 from meshclaw.spec.models import AgentSpec
-from meshclaw.store.db import Database, Prepared
+from meshclaw.store.db import Database
 
 # The names imported ``as`` themselves (from ``metering.calls`` and ``metering.windows``)
 # are re-exported for code that imported them from this module before it was split.
@@ -181,10 +181,6 @@ class LimitGuard:
         self._one_statement = db.engine.dialect.name == "sqlite"
         """SQLite: reserve and settle every counter with one statement each. PostgreSQL:
         one statement per counter, in a fixed order (row locks without deadlocks)."""
-        self._run: Callable[[Prepared, Connection, dict[str, Any]], int] = (
-            Prepared.run if self._one_statement else Prepared.execute
-        )
-        """SQLite: the counter writes go straight to the driver (``Prepared.run``)."""
         self._begin: Callable[[], AbstractContextManager[Connection]] = (
             db.kept_connections().begin if self._one_statement else db.engine.begin
         )
@@ -268,7 +264,7 @@ class LimitGuard:
                             P_AMOUNT: hold.amount,
                             P_CAP: hold.slot.cap,
                         }
-                        if not self._run(RESERVE_ONE, conn, params):
+                        if not RESERVE_ONE.write(conn, params):
                             raise self._refusal(conn, hold.slot) or _Stale()
         except BaseException:
             if made:  # the counters this transaction created are gone again
@@ -286,7 +282,7 @@ class LimitGuard:
             params[p_id] = slot.counter_id
             params[p_amount] = amount
             params[p_cap] = slot.cap
-        if self._run(reserve_many(len(holds)), conn, params) == len(holds):
+        if reserve_many(len(holds)).write(conn, params) == len(holds):
             return
         for hold in holds:  # none was held: find the one at its cap
             if refusal := self._refusal(conn, hold.slot):
@@ -443,11 +439,10 @@ class LimitGuard:
                 params[p_id] = slot.counter_id
                 params[p_amount] = amount
                 params[p_actual] = call_amount(slot.metric, cost_nano_usd, tokens)
-            self._run(settle_many(len(holds)), conn, params)
+            settle_many(len(holds)).write(conn, params)
         else:
             for slot, amount in holds:
-                self._run(
-                    SETTLE_ONE,
+                SETTLE_ONE.write(
                     conn,
                     {
                         P_ID: slot.counter_id,
@@ -456,8 +451,8 @@ class LimitGuard:
                     },
                 )
         for slot, _ in holds:
-            if slot.soft_cap is not None and self._run(
-                SOFT_CROSSED, conn, {P_ID: slot.counter_id, P_SOFT: slot.soft_cap}
+            if slot.soft_cap is not None and SOFT_CROSSED.write(
+                conn, {P_ID: slot.counter_id, P_SOFT: slot.soft_cap}
             ):
                 self._soft_alert(session, reservation.call.scope, slot)
 
@@ -510,4 +505,4 @@ class LimitGuard:
             return
         with self._begin() as conn:
             for slot, amount in reservation.holds:
-                self._run(RELEASE_ONE, conn, {P_ID: slot.counter_id, P_AMOUNT: amount})
+                RELEASE_ONE.write(conn, {P_ID: slot.counter_id, P_AMOUNT: amount})

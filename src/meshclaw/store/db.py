@@ -222,6 +222,13 @@ class Prepared:
         finally:
             cursor.close()
 
+    def write(self, conn: Connection, params: Mapping[str, Any]) -> int:
+        """``run`` on SQLite, ``execute`` on other engines: the way for a write made on
+        every call. Returns the row count."""
+        if conn.dialect.name == "sqlite":
+            return self.run(conn, params)
+        return self.execute(conn, params)
+
     def _compile(self, dialect: Dialect) -> _Form:
         compiled: Any = self._statement.compile(dialect=dialect, column_keys=list(self._keys))
         if (
