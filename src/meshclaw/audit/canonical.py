@@ -109,12 +109,6 @@ class Body:
     salt: str
 
 
-def normalise_details(details: dict[str, Any]) -> dict[str, Any]:
-    """The details exactly as they will read back from a JSON column (or raise)."""
-    normal: dict[str, Any] = json.loads(canonical_json(details))
-    return normal
-
-
 def canonical_details(details: dict[str, Any]) -> str:
     """JCS text of a record's details (or raise ``CanonicalError``).
 
