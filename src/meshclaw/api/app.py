@@ -131,11 +131,16 @@ def create_app(platform: Platform, worker: RunDispatcher | None = None) -> FastA
     app.state.platform = platform
     app.state.dispatcher = worker
 
-    def refuse_nul(request: Request, where: str) -> Response:
-        detail = f"the request's {where} holds a NUL character, which no text may"
+    def bad_request(request: Request, detail: str) -> Response:
+        """A 400: an error page on the dashboard, else a problem body."""
         if is_page(request):
             return error_page(request, 400, detail)
         return _problem(400, _title(400), detail)
+
+    def refuse_nul(request: Request, where: str) -> Response:
+        return bad_request(
+            request, f"the request's {where} holds a NUL character, which no text may"
+        )
 
     app.add_middleware(RefuseNul, refuse=refuse_nul)
     app.include_router(auth_api.router)
@@ -195,10 +200,9 @@ def create_app(platform: Platform, worker: RunDispatcher | None = None) -> FastA
         if "NUL" not in str(exc.orig):
             log.error("the store refused a value", exc_info=exc)
             return _problem(500, _title(500), "the store refused a value")
-        detail = "the request holds a NUL character (\\u0000), which text cannot hold"
-        if is_page(request):
-            return error_page(request, 400, detail)
-        return _problem(400, _title(400), detail)
+        return bad_request(
+            request, "the request holds a NUL character (\\u0000), which text cannot hold"
+        )
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request: Request, exc: StarletteHTTPException) -> Response:
