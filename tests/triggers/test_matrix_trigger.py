@@ -90,15 +90,20 @@ def edit(synapse: Synapse, login: str, room: str, target: str, text: str) -> str
 
 def profile_name(synapse: Synapse, name: str, room: str) -> None:  # noqa: F811
     """The bot's global display name, once Synapse has copied it into ``room`` (it does so
-    for every joined room, after answering: a room name set before would be overwritten)."""
+    for every joined room, after answering: a room name set before would be overwritten).
+
+    A throwaway name goes first so that ``room`` visibly changes twice: the bot may have
+    joined it under ``name`` already (an earlier test on this Synapse set it), and then
+    the copy, still to come, would overwrite a room name set right after this returns."""
     bot = synapse.user_id("bot")
-    synapse.call("bot", "PUT", f"{CLIENT}/profile/{quote(bot)}/displayname",
-                 json={"displayname": name})  # fmt: skip
     member = f"{CLIENT}/rooms/{quote(room)}/state/m.room.member/{quote(bot)}"
-    deadline = time.monotonic() + 30
-    while synapse.call("bot", "GET", member).get("displayname") != name:
-        assert time.monotonic() < deadline, f"Synapse did not copy the name into {room}"
-        time.sleep(0.05)  # waiting for Synapse's background update; bounded by the deadline
+    for shown in (f"{name} {secrets.token_hex(3)}", name):
+        synapse.call("bot", "PUT", f"{CLIENT}/profile/{quote(bot)}/displayname",
+                     json={"displayname": shown})  # fmt: skip
+        deadline = time.monotonic() + 30
+        while synapse.call("bot", "GET", member).get("displayname") != shown:
+            assert time.monotonic() < deadline, f"Synapse did not copy the name into {room}"
+            time.sleep(0.05)  # waiting for Synapse's background update; bounded by the deadline
 
 
 def room_name(synapse: Synapse, room: str, name: str) -> None:  # noqa: F811
