@@ -15,7 +15,10 @@ $(STAMP): requirements.lock pyproject.toml
 
 install: $(STAMP)
 
+# The demo's mailbox is Debian's dovecot: installed first when it is missing and apt-get
+# can run without a password prompt (else the script says how, and the demo has no mail).
 run: $(STAMP)
+	@sh scripts/demo-mail-server
 	$(BIN)/meshclaw serve --demo
 
 # Tests run in parallel (pytest-xdist), one process per core by default: every test has

@@ -13,6 +13,7 @@ import json
 import os
 import re
 import shutil
+import subprocess
 import tempfile
 import time
 from pathlib import Path
@@ -22,6 +23,7 @@ import httpx
 import pytest
 
 from meshclaw.demo_apps import DemoApps
+from meshclaw.demo_apps._mail import dovecot_binary
 from tests.serve_process import serve_demo
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
@@ -135,3 +137,38 @@ def test_without_dovecot_the_demo_runs_without_mail_and_says_why(
         assert apps.skipped["mail"].startswith("dovecot is not installed (Debian: apt-get")
         assert apps.summary()[-1].startswith("mail      not started: dovecot is not installed")
     assert apps.running == []
+
+
+ROOT = Path(__file__).resolve().parents[1]
+DEMO_MAIL_SERVER = ROOT / "scripts" / "demo-mail-server"
+
+
+def test_make_run_sees_to_the_demo_mailbox_before_it_serves() -> None:
+    planned = subprocess.run(
+        ["make", "-n", "run"], cwd=ROOT, capture_output=True, text=True, check=True
+    ).stdout.splitlines()
+    mail = next(i for i, line in enumerate(planned) if "scripts/demo-mail-server" in line)
+    serve = next(i for i, line in enumerate(planned) if "meshclaw serve --demo" in line)
+    assert mail < serve
+
+
+@pytest.mark.skipif(dovecot_binary() is None, reason="dovecot is not installed here")
+def test_with_dovecot_installed_the_mail_server_step_does_nothing() -> None:
+    done = subprocess.run(["sh", str(DEMO_MAIL_SERVER)], capture_output=True, text=True)
+    assert (done.returncode, done.stdout, done.stderr) == (0, "", "")
+
+
+def test_without_dovecot_the_step_installs_nothing_when_told_not_to_and_says_so(
+    tmp_path: Path,
+) -> None:
+    # This machine's dovecot, out of sight: not on PATH, not where Debian puts it.
+    script = tmp_path / "demo-mail-server"
+    script.write_text(DEMO_MAIL_SERVER.read_text().replace("/usr/sbin/dovecot", "/nonexistent"))
+    env = {"PATH": "/usr/bin:/bin", "MESHCLAW_DEMO_INSTALL_MAIL": "no"}
+    assert shutil.which("dovecot", path=env["PATH"]) is None
+    done = subprocess.run(["sh", str(script)], capture_output=True, text=True, env=env)
+    assert done.returncode == 0
+    assert done.stderr == (
+        "note: dovecot is not installed and MESHCLAW_DEMO_INSTALL_MAIL=no: "
+        "the demo starts without its mailbox\n"
+    )
