@@ -7,37 +7,18 @@ audited with who made it. Approving the last pending call of a run queues it aga
 
 from __future__ import annotations
 
-from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel, ConfigDict, Field
 
 from meshclaw.accounts.service import Caller
 from meshclaw.api.deps import Authed, Offset, PlatformDep
+from meshclaw.api.schemas import ApprovalOut
 from meshclaw.platform import Platform
 from meshclaw.policy.approvals import ApprovalInfo
 
 router = APIRouter(prefix="/v1/approvals", tags=["approvals"])
-
-
-class ApprovalOut(BaseModel):
-    id: str
-    run_id: str
-    agent_id: str
-    owner_id: str
-    tool: str
-    """``connector.tool``."""
-    action: str
-    arguments: dict[str, Any]
-    """The exact arguments the call will be made with if approved."""
-    reason: str
-    status: str
-    requested_at: datetime
-    expires_at: datetime
-    decided_by: str | None
-    decided_at: datetime | None
-    note: str | None
 
 
 class DecisionIn(BaseModel):
@@ -47,7 +28,7 @@ class DecisionIn(BaseModel):
 
 
 def _out(info: ApprovalInfo) -> ApprovalOut:
-    return ApprovalOut(**vars(info))
+    return ApprovalOut.model_validate(info)
 
 
 @router.get("")

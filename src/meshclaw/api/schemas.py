@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any, Literal, get_type_hints
 
 from pydantic import BaseModel, ConfigDict, Field, create_model, model_validator
 
+from meshclaw.policy.approvals import ApprovalInfo
 from meshclaw.runtime.service import RunInfo, StepInfo
 
 
@@ -34,9 +35,17 @@ if TYPE_CHECKING:  # what mypy sees: the fields are only read through validation
 
     class _RunFields(_Out): ...
 
+    class _ApprovalFields(_Out): ...
+
 else:
     _StepFields = _fields_of(StepInfo)
     _RunFields = _fields_of(RunInfo)
+    _ApprovalFields = _fields_of(ApprovalInfo)
+
+
+class ApprovalOut(_ApprovalFields):
+    """A held tool call and its decision: ``policy.approvals.ApprovalInfo``, field for
+    field (``arguments`` are exactly those the call is made with if approved)."""
 
 
 class AgentCreate(BaseModel):

@@ -85,8 +85,10 @@ class ApprovalInfo:
     agent_id: str
     owner_id: str
     tool: str
+    """``connector.tool``."""
     action: str
     arguments: dict[str, Any]
+    """The exact arguments the call will be made with if approved."""
     reason: str
     status: str
     requested_at: datetime
