@@ -156,6 +156,19 @@ def test_a_message_in_the_channel_starts_one_run_with_the_message(
     assert fired.details["run_id"] == run_id and fired.details["trigger"] == "chat"
 
 
+def test_a_message_holding_nul_starts_its_run_with_the_text_as_sent(
+    world: World, slack: SlackFake
+) -> None:
+    # PostgreSQL keeps NUL in no text column; the message is kept as the JSON it came in.
+    world.save_agent(chat_agent())
+    p = poller(world)
+    assert p.tick() == []
+    say(slack, "paste:\x00\x00end")
+    (run_id,) = p.tick()
+    (run,) = chat_runs(world)
+    assert run.id == run_id and json.loads(run.input)["text"] == "paste:\x00\x00end"
+
+
 def test_messages_whose_runs_could_not_be_created_are_kept_and_started_when_due(
     database_url: str, make_world: Callable[..., World], slack: SlackFake
 ) -> None:

@@ -36,6 +36,7 @@ from meshclaw.runtime.steps import STEPS, USAGE, Fence
 from meshclaw.spec.loader import parse_stored_spec
 from meshclaw.store.db import Database
 from meshclaw.store.models import AgentVersion, Run
+from meshclaw.text import without_nul
 
 log = logging.getLogger(__name__)
 
@@ -355,8 +356,9 @@ class RunExecutor:
             values = {
                 "b_run": ctx.run_id,
                 "status": end.status,
+                # The answer was cleaned as it came in; an error may quote anything.
                 "output": end.output,
-                "error": end.error,
+                "error": None if end.error is None else without_nul(end.error),
                 "ended_at": None if paused else utcnow(),
             }
             fence = ctx.fence

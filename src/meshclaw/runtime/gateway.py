@@ -44,6 +44,7 @@ from meshclaw.runtime.steps import StepWriter, attribution, call_end, insert_usa
 from meshclaw.runtime.trace import request_summary, response_summary
 from meshclaw.store.db import Database
 from meshclaw.telemetry import Telemetry
+from meshclaw.text import NUL, without_nul, without_nul_in
 
 Sleep = Callable[[float], Awaitable[None]]
 
@@ -158,7 +159,9 @@ class Gateway:
         attempts: list[dict[str, Any]] = []
         started = time.perf_counter()
         try:
-            response = await self._complete_with_retries(provider.complete, request, attempts)
+            response = _without_nul(
+                await self._complete_with_retries(provider.complete, request, attempts)
+            )
         except asyncio.CancelledError:
             self._budget.release(reservation)
             self._steps.end(
@@ -377,6 +380,10 @@ class Gateway:
             result = ToolResult(content=f"error: {call.name} timed out", is_error=True)
         except Exception as exc:  # a tool bug must not kill the run; the model sees it
             result = ToolResult(content=f"error: {exc}", is_error=True)
+        if NUL in result.content or without_nul_in(result.data) is not result.data:
+            result = replace(
+                result, content=without_nul(result.content), data=without_nul_in(result.data)
+            )
         latency_ms = int((time.perf_counter() - started) * 1000)
         status = "error" if result.is_error else "ok"
         ctx.totals.tool_calls += 1
@@ -591,3 +598,25 @@ class Gateway:
             actor_agent_id=ctx.agent_id,
             details={"run_id": ctx.run_id} | details,
         )
+
+
+def _without_nul(response: ModelResponse) -> ModelResponse:
+    """The model's answer and tool calls with every NUL replaced (``meshclaw.text``);
+    the same response when there is none (every call comes through here)."""
+    texts = [response.content or ""]
+    texts += [t for c in response.tool_calls for t in (c.id, c.name, c.raw_arguments)]
+    calls_clean = all(without_nul_in(c.arguments) is c.arguments for c in response.tool_calls)
+    if calls_clean and not any(NUL in text for text in texts):
+        return response
+    calls = tuple(
+        replace(
+            call,
+            id=without_nul(call.id),
+            name=without_nul(call.name),
+            arguments=without_nul_in(call.arguments),
+            raw_arguments=without_nul(call.raw_arguments),
+        )
+        for call in response.tool_calls
+    )
+    content = None if response.content is None else without_nul(response.content)
+    return replace(response, content=content, tool_calls=calls)

@@ -22,6 +22,7 @@ from meshclaw.policy.api import ApiResource
 from meshclaw.spec.registry import AgentRegistry, agent_resource
 from meshclaw.store.db import Database
 from meshclaw.store.models import Agent, AgentVersion, Run, RunStep, UsageRecord
+from meshclaw.text import without_nul
 
 TRIGGERS = ("manual", "cron", "webhook", "chat", "mail", "api")
 FINISHED = ("succeeded", "failed", "cancelled")
@@ -132,7 +133,7 @@ class RunService:
             agent_version_id=version.id,
             agent_version=agent.version,
             trigger=trigger,
-            input=user_input,
+            input=without_nul(user_input),  # a trigger's message may hold any text
             status="running" if claimed else "queued",
             started_at=utcnow() if claimed else None,
         )

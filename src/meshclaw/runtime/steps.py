@@ -55,6 +55,7 @@ from meshclaw.ids import new_id
 from meshclaw.metering.budget import Reservation
 from meshclaw.store.db import Database, Prepared
 from meshclaw.store.models import Run, RunStep, UsageRecord
+from meshclaw.text import without_nul
 
 if TYPE_CHECKING:
     from meshclaw.runtime.context import RunContext
@@ -308,7 +309,7 @@ def call_end(
         step_id=step_id,
         status=status,
         response=response,
-        error=error,
+        error=None if error is None else without_nul(error),  # a vendor's or a tool's text
         decision=decision[:200],
         cost_nano_usd=cost_nano_usd,
         ended_at=utcnow(),

@@ -38,6 +38,7 @@ from meshclaw.errors import UserError
 from meshclaw.ids import new_id
 from meshclaw.platform import Platform
 from meshclaw.store.models import Agent, User
+from meshclaw.text import without_nul
 from meshclaw.triggers.models import InboundDelivery
 
 log = logging.getLogger(__name__)
@@ -115,7 +116,8 @@ class Deliveries:
         before, was refused, or is kept ``pending`` for a retry. ``TriggerProblem`` only if
         not even the pending row could be written: the poll then stops before the message
         (its watermark does not pass it), so the next poll tries it again."""
-        key = message_key[:200]
+        # A message is outside text: its NULs are replaced before anything is kept.
+        key, text = without_nul(message_key)[:200], without_nul(text)
         if self.delivered(source, key):
             return None  # acted on before (another scheduler, an event, a pending retry)
 
