@@ -12,8 +12,10 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any, TypeVar
 
+import mcp_types
 import pytest
 
+from meshclaw.connectors._mcp_convert import definition_of
 from meshclaw.connectors.approvals import ToolApprovals
 from meshclaw.connectors.base import ToolContext
 from meshclaw.connectors.config import ConnectorConfig
@@ -416,3 +418,17 @@ def test_a_tool_name_no_model_api_can_carry_is_not_offered(approvals: ToolApprov
     offered = run(scenario)
     assert "echo" in offered and "say hi!" not in offered
     assert "say hi!" in {s.tool for s in approvals.states("fx")}  # recorded all the same
+
+
+def test_a_tool_definition_holding_nul_is_kept_with_the_replacement_character() -> None:
+    # PostgreSQL keeps NUL in no text column, and a tool is stored by its name.
+    tool = mcp_types.Tool(
+        name="get\x00file",
+        description="Reads\x00 a file.",
+        inputSchema={"type": "object", "properties": {"p\x00": {"type": "string"}}},
+    )
+    assert definition_of(tool) == {
+        "name": "get\ufffdfile",
+        "description": "Reads\ufffd a file.",
+        "inputSchema": {"type": "object", "properties": {"p\ufffd": {"type": "string"}}},
+    }

@@ -16,6 +16,7 @@ from jsonschema.exceptions import ValidationError, best_match
 
 from meshclaw.connectors.base import Action, ToolDefinition, ToolResult
 from meshclaw.errors import ToolError
+from meshclaw.text import without_nul_in
 
 TRUNCATION_MARKER = "[truncated by MeshClaw: {dropped} of {total} characters not shown]"
 UNTRUSTED_META_KEY = "io.meshclaw/untrusted"
@@ -27,11 +28,12 @@ connector's own ``untrusted`` setting, never clear it."""
 def definition_of(tool: types.Tool) -> dict[str, Any]:
     """The parts of a tool that decide what the model is told and what the call may do.
 
-    ``_meta`` and icons are left out: they change without changing the tool.
+    ``_meta`` and icons are left out: they change without changing the tool. A server's
+    NUL characters become U+FFFD (``meshclaw.text``): a tool is stored by its name.
     """
     dumped = tool.model_dump(mode="json", by_alias=True, exclude_none=True)
     keep = ("name", "title", "description", "inputSchema", "outputSchema", "annotations")
-    return {key: dumped[key] for key in keep if key in dumped}
+    return without_nul_in({key: dumped[key] for key in keep if key in dumped})
 
 
 def action_of(definition: dict[str, Any]) -> Action:
