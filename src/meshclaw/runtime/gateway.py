@@ -294,6 +294,8 @@ class Gateway:
         ``seq`` re-runs a step that started before a crash: same step, same idempotency key.
         """
         seq = ctx.take_step_number() if seq is None else seq
+        if len(call.name) > MAX_CALLED_NAME:  # no tool has it: denied below, and stored
+            call = replace(call, name=_clipped(call.name))
         refused_request = {"tool_call_id": call.id, "arguments": call.arguments}
         definition = ctx.tool_definitions.get(call.name)
         if definition is None:
@@ -600,9 +602,19 @@ class Gateway:
         )
 
 
+MAX_CALLED_NAME = 199
+"""A step's name holds 200 characters on PostgreSQL. A model can answer with any name:
+a call to a longer one is clipped (it names no tool then, and is denied and stored as
+such). MCP advises tool names of at most 128 characters, OpenAI allows 64."""
+
+
+def _clipped(name: str) -> str:
+    return name[: MAX_CALLED_NAME - 1] + "\N{HORIZONTAL ELLIPSIS}"
+
+
 def _without_nul(response: ModelResponse) -> ModelResponse:
     """The model's answer and tool calls with every NUL replaced (``meshclaw.text``);
-    the same response when there is none (every call comes through here)."""
+    the same response when there is none (every model call comes through here)."""
     texts = [response.content or ""]
     texts += [t for c in response.tool_calls for t in (c.id, c.name, c.raw_arguments)]
     calls_clean = all(without_nul_in(c.arguments) is c.arguments for c in response.tool_calls)

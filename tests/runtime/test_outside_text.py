@@ -1,9 +1,11 @@
-"""NUL characters from outside (a model's answer, a tool's result, a trigger's message)
-are replaced by U+FFFD where they enter, so a run ends the same on SQLite and on
-PostgreSQL, which keeps NUL in no text column (it failed the run's end there)."""
+"""Text from outside that PostgreSQL would refuse to store, where SQLite keeps it: NUL
+characters (a model's answer, a tool's result, a trigger's message), replaced by U+FFFD
+where they enter, and a tool name longer than a step's name column, clipped. Both failed
+the run on PostgreSQL; now a run ends the same on either engine."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from typing import Any
 
@@ -11,7 +13,9 @@ from sqlalchemy import select
 
 from meshclaw.connectors.base import ToolContext, ToolDefinition, ToolResult
 from meshclaw.connectors.registry import ConnectorRegistry
+from meshclaw.providers.base import ToolCall
 from meshclaw.providers.scripted import ScriptedServer
+from meshclaw.runtime.gateway import MAX_CALLED_NAME
 from meshclaw.store.models import Note
 from meshclaw.text import REPLACEMENT, without_nul_in
 from tests.conftest import World, agent_yaml
@@ -107,3 +111,29 @@ def test_nul_in_a_tools_result_or_error_is_stored_and_shown_to_the_model_replace
         f"error: bad{R}block",
     ]
     assert world.platform.audit_log.verify().ok
+
+
+def test_a_call_to_a_tool_name_too_long_to_store_is_denied_and_stored_clipped(
+    scripted: Start, make_world: Callable[..., World]
+) -> None:
+    # A model may answer with any name; the step's name holds 200 characters on
+    # PostgreSQL, where storing the denial failed the run.
+    server = scripted({"turns": [{"reply": {"content": "ok"}}]})
+    world = make_world(server.base_url)
+    world.save_agent(agent_yaml())
+    run_id = world.start_run("helper")
+
+    async def call_a_long_name() -> ToolResult:
+        gateway = world.platform.build_gateway()
+        try:
+            ctx = world.platform.executor(gateway)._context(run_id)
+            await gateway.offered_tools(ctx)
+            return await gateway.invoke_tool(ctx, ToolCall(id="c1", name="x" * 500, arguments={}))
+        finally:
+            await gateway.aclose()
+
+    result = asyncio.run(call_a_long_name())
+    clipped = "x" * (MAX_CALLED_NAME - 1) + "\N{HORIZONTAL ELLIPSIS}"
+    assert result.is_error and result.content == f"error: no tool named {clipped}"
+    (step,) = world.platform.runs.steps(world.alice, run_id)
+    assert (step.name, step.status) == (clipped, "denied")
