@@ -93,7 +93,11 @@ def run(
     """Run an agent now, in this process (or queue it with --detach)."""
     with open_platform() as platform:
         caller = resolve_caller(platform, token)
-        info = platform.runs.create(caller, agent, input_text, trigger="manual")
+        if not detach:
+            platform.start_embedded_model_server()
+        # Run here: created already running, so a server's worker sharing the store does
+        # not take it first (it only claims queued runs) and --follow has steps to show.
+        info = platform.runs.create(caller, agent, input_text, trigger="manual", claimed=not detach)
         if detach:
             from meshclaw.workers.dispatch import broker_dispatcher
 
@@ -103,12 +107,6 @@ def run(
                 broker.dispatch(info.id)
                 broker.close()
             print_json(_run_dict(info)) if json_output else console.print(f"queued {info.id}")
-            return
-        platform.start_embedded_model_server()
-        if not platform.runs.claim(info.id):
-            console.print(
-                f"{info.id} was picked up by a server worker; follow it with `meshclaw runs show`"
-            )
             return
 
         def on_step(step: StepInfo) -> None:
