@@ -127,6 +127,9 @@ def test_an_empty_or_all_garbage_file_gives_an_empty_board(tmp_path: Path) -> No
     result = _invoke("report", str(garbage), "--json", "--no-cache")
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["input"]["skipped"] == 3
+    table = _invoke("report", str(garbage), "--no-cache")
+    assert table.exit_code == 0, table.output
+    assert "3 malformed line(s) skipped; no events; weeks end" in " ".join(table.stdout.split())
 
 
 def test_scan_runs_the_integrity_engine_on_the_same_file(history: Path) -> None:

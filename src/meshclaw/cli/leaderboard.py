@@ -249,9 +249,10 @@ def report_command(
         print_json(report.to_json())
         return
     t = report.totals
+    span = "no events" if report.start is None else f"{report.start} .. {report.end}"
     console.print(
         f"[bold]{escape(str(events))}[/bold]: {history.report.summary()}; "
-        f"{report.start} .. {report.end}; weeks end {report.cutoff.label()}",
+        f"{span}; weeks end {report.cutoff.label()}",
         highlight=False,
     )
     pending = bool(t.get("pending"))
