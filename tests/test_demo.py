@@ -26,7 +26,9 @@ from meshclaw.demo_apps import DemoApps
 from meshclaw.demo_apps._mail import dovecot_binary
 from tests.serve_process import serve_demo
 
-EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+ROOT = Path(__file__).resolve().parents[1]
+EXAMPLES = ROOT / "examples"
+DEMO_MAIL_SERVER = ROOT / "scripts" / "demo-mail-server"
 
 
 def _wait_for_run(http: httpx.Client, run_id: str) -> dict[str, Any]:
@@ -137,10 +139,6 @@ def test_without_dovecot_the_demo_runs_without_mail_and_says_why(
         assert apps.skipped["mail"].startswith("dovecot is not installed (Debian: apt-get")
         assert apps.summary()[-1].startswith("mail      not started: dovecot is not installed")
     assert apps.running == []
-
-
-ROOT = Path(__file__).resolve().parents[1]
-DEMO_MAIL_SERVER = ROOT / "scripts" / "demo-mail-server"
 
 
 def test_make_run_sees_to_the_demo_mailbox_before_it_serves() -> None:

@@ -41,7 +41,7 @@ def test_a_run_started_by_the_cli_is_never_queued_for_a_server_worker_to_take(
     seeded: Invoke, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # The README's tour runs the CLI beside `make run`, whose worker claims queued runs
-    # from the same store. Created queued, the CLI's run was often taken while the CLI
+    # from the same store. Created queued, the CLI's run could be taken while the CLI
     # started its model server: no steps to follow, "picked up by a server worker".
     taken: list[str] = []
     create = RunService.create

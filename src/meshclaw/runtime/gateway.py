@@ -382,10 +382,9 @@ class Gateway:
             result = ToolResult(content=f"error: {call.name} timed out", is_error=True)
         except Exception as exc:  # a tool bug must not kill the run; the model sees it
             result = ToolResult(content=f"error: {exc}", is_error=True)
-        if NUL in result.content or without_nul_in(result.data) is not result.data:
-            result = replace(
-                result, content=without_nul(result.content), data=without_nul_in(result.data)
-            )
+        data = without_nul_in(result.data)
+        if NUL in result.content or data is not result.data:
+            result = replace(result, content=without_nul(result.content), data=data)
         latency_ms = int((time.perf_counter() - started) * 1000)
         status = "error" if result.is_error else "ok"
         ctx.totals.tool_calls += 1
